@@ -1,0 +1,167 @@
+"""The Faust app factory and its three agents: normalise, track and sink.
+
+``raw --normalise--> snapshots --track--> changes``; the sink reads snapshots and changes and
+writes them to ClickHouse. Agents are thin loops over the pure functions in ``pipeline``; a
+record they cannot process becomes a dead letter in ``<prefix>.dlq`` and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+
+from pipeline.config import Settings
+from pipeline.dlq import dead_letter, source_of
+from pipeline.errors import InvalidRecord, StoreError
+from pipeline.models import ChangeEvent, Envelope, Snapshot
+from pipeline.normalise import normalise
+from pipeline.sink import Block, ClickHouseSink, Position
+from pipeline.store import AsyncStore
+from pipeline.transitions import BatchState, apply
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "batch_state"
+
+
+@dataclass(slots=True)
+class Counters:
+    normalised: int = 0
+    changes: int = 0
+    dead_letters: int = 0
+    sunk: int = 0
+
+
+def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counters]:
+    """Build the Faust app with its topics, table and agents. Nothing is started here."""
+    k = settings.kafka
+    app = faust.App(
+        k.app_id,
+        broker=f"kafka://{k.bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=k.partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        datadir=str(settings.pipeline.data_path / "faust"),
+        table_cleanup_interval=60.0,
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(k.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=k.partitions)
+
+    raw, snapshots, changes, dlq = topic("raw"), topic("snapshots"), topic("changes"), topic("dlq")
+    sink_topics = app.topic(k.topic("snapshots"), k.topic("changes"), key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
+    raw_schema: faust.Schema[bytes, bytes] = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema)
+    counters = Counters()
+    sink = ClickHouseSink(store)
+
+    async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
+        msg = event.message
+        counters.dead_letters += 1
+        log.warning("dead letter from %s %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset, reason)
+        await dlq.send(key=msg.key, value=dead_letter(
+            reason=reason, stage=stage, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            original=msg.value, key=msg.key, source=source_of(msg.key)))
+
+    async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            try:
+                snap = normalise(Envelope.from_json(_bytes(event.value)))
+            except InvalidRecord as exc:
+                await to_dlq(event, "normalise", str(exc))
+                continue
+            counters.normalised += 1
+            await snapshots.send(key=snap.key.encode(), value=snap.to_json())
+            yield None
+
+    async def track_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            try:
+                snap = Snapshot.from_json(_bytes(event.value))
+            except InvalidRecord as exc:
+                await to_dlq(event, "track", str(exc))
+                continue
+            key = snap.key.encode()
+            previous = state.get(key)
+            prior = BatchState.from_dict(_loads(previous)) if previous else None
+            new_state, events = apply(prior, snap)
+            if new_state != prior:
+                state[key] = _dumps(new_state.to_dict())
+            for change in events:
+                counters.changes += 1
+                await changes.send(key=key, value=change.to_json())
+            yield None
+
+    async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        cfg = settings.pipeline
+        batches = cast(Stream[bytes], stream).take_events(cfg.sink_batch_size, within=cfg.sink_flush_seconds)
+        async for batch in batches:
+            block, good, bad = _block(batch, k.topic("changes"))
+            for event, reason in bad:
+                await to_dlq(event, "sink", reason)
+            try:
+                await sink.write(block)
+            except StoreError as exc:
+                for event in good:
+                    await to_dlq(event, "sink", f"ClickHouse rejected the block: {exc}")
+            counters.sunk += len(block.positions)
+            yield None
+
+    app.agent(raw, name="normalise")(normalise_agent)
+    app.agent(snapshots, name="track")(track_agent)
+    app.agent(sink_topics, name="sink")(sink_agent)
+    return app, counters
+
+
+Bad = list[tuple[EventT[bytes], str]]
+
+
+def _block(batch: Sequence[EventT[bytes]], changes_topic: str) -> tuple[Block, list[EventT[bytes]], Bad]:
+    """The insert block for a batch of events, the events in it, and those that cannot be read."""
+    block = Block()
+    good: list[EventT[bytes]] = []
+    bad: Bad = []
+    for event in batch:
+        msg = event.message
+        pos = Position(msg.topic, msg.partition, msg.offset)
+        try:
+            if msg.topic == changes_topic:
+                block.add_change(ChangeEvent.from_json(_bytes(event.value)), pos)
+            else:
+                block.add_snapshot(Snapshot.from_json(_bytes(event.value)), pos)
+        except InvalidRecord as exc:
+            bad.append((event, str(exc)))
+        else:
+            good.append(event)
+    return block, good, bad
+
+
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidRecord(f"expected bytes from the raw serializer, got {type(value).__name__}")
+    return value
+
+
+def _loads(data: bytes) -> dict[str, Any]:
+    obj = orjson.loads(data)
+    assert isinstance(obj, dict)
+    return obj
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj)

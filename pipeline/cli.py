@@ -1,0 +1,194 @@
+"""The ``batchscope`` command. Loads settings once, configures logging, maps errors to one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from pipeline import __version__
+from pipeline.config import Settings, load_settings
+from pipeline.errors import BatchscopeError, ConfigError
+from pipeline.store import QueryResult, Store
+
+log = logging.getLogger("batchscope")
+
+FORMATS = ("table", "json", "csv")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that exits with one line (and status 2) on a bad argument."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"batchscope: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="batchscope", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"batchscope {__version__}")
+    parser.add_argument("--config", "-c", metavar="PATH",
+                        help="settings file (default: ./batchscope.toml or $BATCHSCOPE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    sub.add_parser("run", help="poller, agents and sink in one process (simulator if no source)")
+    sub.add_parser("poll", help="run the poller alone, publishing to <prefix>.raw")
+    sub.add_parser("migrate", help="apply the ClickHouse migrations not applied yet")
+    query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
+    query.add_argument("sql", help="the SQL to run; unqualified tables resolve in the configured database")
+    query.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format")
+    query.add_argument("--write", action="store_true", help="allow statements that change data")
+    sim = sub.add_parser("simulate", help="serve the synthetic fleet (OpenAI-compatible) until Ctrl-C")
+    sim.add_argument("--batches", type=int, help="batches per simulated source")
+    sim.add_argument("--sources", type=int, help="number of simulated sources")
+    sim.add_argument("--seed", type=int, help="fleet seed")
+    sim.add_argument("--speed", type=float, help="simulated seconds per real second")
+    sim.add_argument("--port", type=int, help="port on 127.0.0.1 (0: any free port)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        setup_logging(settings.pipeline.log_level)
+        return COMMANDS[args.command](settings, args)
+    except ConfigError as exc:
+        print(f"batchscope: config error: {exc}", file=sys.stderr)
+        return 2
+    except BatchscopeError as exc:
+        print(f"batchscope: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.runner import run
+
+    return run(settings)
+
+
+def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.kafka import Publisher, ensure_topics
+    from pipeline.poller import Poller
+
+    if not settings.sources:
+        raise ConfigError("sources: none configured; 'poll' needs at least one [[sources]] table")
+
+    async def go() -> None:
+        await ensure_topics(settings.kafka)
+        async with Publisher(settings.kafka) as publisher:
+            poller = Poller(settings.sources, publisher)
+            _on_signals(poller.stop)
+            await poller.run()
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.queryserver import remote_query, running_endpoint
+
+    url = running_endpoint(settings.pipeline.data_path) if not settings.clickhouse.dsn else None
+    if url:
+        result = remote_query(url, args.sql, write=args.write)
+    else:
+        store = open_store(settings)
+        try:
+            result = store.query(args.sql, readonly=not args.write)
+        finally:
+            store.close()
+    sys.stdout.write(render(result, args.format))
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from pipeline.simulator import Simulator
+
+    overrides = {k: getattr(args, k) for k in ("batches", "sources", "seed", "speed", "port")
+                 if getattr(args, k) is not None}
+    config = replace(settings.simulator, **overrides)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        _on_signals(stop.set)
+        async with Simulator(config) as sim:
+            for name in sim.sources:
+                print(f"{name}: {sim.source_url(name)}/batches", flush=True)
+            print(f"ground truth: http://{config.host}:{sim.port}/_sim/truth (Ctrl-C stops)", flush=True)
+            await stop.wait()
+
+    asyncio.run(go())
+    return 0
+
+
+def _on_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, callback)
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(settings.clickhouse_dsn, settings.clickhouse.database, settings.clickhouse_password())
+
+
+def render(result: QueryResult, fmt: str) -> str:
+    if fmt == "json":
+        rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        return orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        return out.getvalue()
+    return table(result)
+
+
+def table(result: QueryResult) -> str:
+    cells = [list(result.columns)] + [["NULL" if v is None else str(v) for v in row] for row in result.rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(result.columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "poll": cmd_poll,
+    "migrate": cmd_migrate,
+    "query": cmd_query,
+    "simulate": cmd_simulate,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

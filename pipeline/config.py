@@ -1,0 +1,304 @@
+"""Settings: one typed, frozen object loaded once at the edge (the CLI).
+
+Sources: a TOML file (``batchscope.toml`` in the working directory, or ``--config PATH``, or
+``BATCHSCOPE_CONFIG``) and ``BATCHSCOPE_<SECTION>_<KEY>`` environment overrides, e.g.
+``BATCHSCOPE_KAFKA_BOOTSTRAP=host:9092``. API keys are read from the environment variable or
+file a source names and are held as :class:`Secret`, which never prints its value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Self, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "BATCHSCOPE_"
+DEFAULT_CONFIG = "batchscope.toml"
+PROVIDERS = (
+    "openai", "azure_openai", "orq", "anthropic", "mistral",
+    "groq", "together", "gemini", "vertex", "bedrock",
+)
+# Providers whose adapter the poller has today; the others are recognised names.
+POLLABLE = ("openai",)
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+
+
+class Secret:
+    """A credential. ``str()`` and ``repr()`` never show it; :meth:`reveal` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "batchscope"
+    partitions: int = 4
+    app_id: str = "batchscope"
+
+    def __post_init__(self) -> None:
+        _require(self.partitions >= 1, "kafka.partitions", "must be at least 1")
+        _require(bool(self.topic_prefix.strip()), "kafka.topic_prefix", "must not be empty")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClickHouseConfig:
+    dsn: str = ""  # empty: embedded chDB under pipeline.data_dir
+    database: str = "batchscope"
+    password_env: str = ""
+
+    def __post_init__(self) -> None:
+        ok = self.dsn == "" or self.dsn.startswith(("chdb:", "http://", "https://"))
+        _require(ok, "clickhouse.dsn", "must start with chdb://, http:// or https://")
+        _require(self.database.isidentifier(), "clickhouse.database", "must be an identifier")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    batches: int = 200
+    seed: int = 42
+    speed: float = 60.0
+    host: str = "127.0.0.1"
+    port: int = 8787
+    sources: int = 2
+    poll_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        _require(self.batches >= 1, "simulator.batches", "must be at least 1")
+        _require(1 <= self.sources <= 100, "simulator.sources", "must be between 1 and 100")
+        _require(self.poll_interval > 0, "simulator.poll_interval", "must be greater than 0")
+        _require(self.speed > 0, "simulator.speed", "must be greater than 0")
+        _require(0 <= self.port <= 65535, "simulator.port", "must be a port number (0-65535)")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    data_dir: str = ".batchscope"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8790
+    sink_batch_size: int = 1000
+    sink_flush_seconds: float = 1.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.http_port <= 65535, "pipeline.http_port", "must be a port number")
+        _require(self.sink_batch_size >= 1, "pipeline.sink_batch_size", "must be at least 1")
+        _require(self.sink_flush_seconds > 0, "pipeline.sink_flush_seconds", "must be > 0")
+        levels = ("debug", "info", "warning", "error")
+        _require(self.log_level in levels, "pipeline.log_level", f"must be one of {levels}")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    name: str
+    provider: str
+    base_url: str
+    api_key: Secret | None = None
+    poll_interval: float = 30.0
+    page_limit: int = 100
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sources: tuple[SourceConfig, ...] = ()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        if self.clickhouse.dsn:
+            return self.clickhouse.dsn
+        return f"chdb://{self.pipeline.data_path / 'clickhouse'}"
+
+    def clickhouse_password(self) -> Secret | None:
+        name = self.clickhouse.password_env
+        return _secret_from_env(name, "clickhouse.password_env") if name else None
+
+    def with_sources(self, sources: tuple[SourceConfig, ...]) -> Self:
+        return type(self)(self.kafka, self.clickhouse, self.simulator, self.pipeline, sources)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "kafka": KafkaConfig,
+    "clickhouse": ClickHouseConfig,
+    "simulator": SimulatorConfig,
+    "pipeline": PipelineConfig,
+}
+SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file",
+               "poll_interval", "page_limit", "tags"}
+
+T = TypeVar("T")
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the ``BATCHSCOPE_*`` overrides into :class:`Settings`."""
+    environ = os.environ if env is None else env
+    raw = _read_toml(path, environ)
+    unknown = set(raw) - set(SECTIONS) - {"sources"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{key}: unknown section (known: {', '.join([*SECTIONS, 'sources'])})")
+    parts = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in SECTIONS.items()}
+    sources = raw.get("sources", [])
+    if not isinstance(sources, list):
+        raise ConfigError("sources: must be an array of tables ([[sources]])")
+    loaded = tuple(_source(i, s, environ) for i, s in enumerate(sources))
+    names = [s.name for s in loaded]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    _require(not dupes, "sources", f"duplicate source name {dupes[0]!r}" if dupes else "")
+    return Settings(sources=loaded, **parts)
+
+
+def _read_toml(path: str | Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    explicit = path or environ.get(f"{ENV_PREFIX}CONFIG")
+    target = Path(explicit) if explicit else Path(DEFAULT_CONFIG)
+    if not target.exists():
+        if explicit:
+            raise ConfigError(f"config file {target}: not found (check --config or BATCHSCOPE_CONFIG)")
+        return {}
+    try:
+        return tomllib.loads(target.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {target}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {target}: cannot read: {exc}") from None
+
+
+def _section(name: str, cls: type[T], table: object, environ: Mapping[str, str]) -> T:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: must be a table ([{name}])")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for key in table:
+        _require(key in known, f"{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    values = {k: _coerce(f"{name}.{k}", hints[k], v) for k, v in table.items()}
+    for key in known:
+        env_name = f"{ENV_PREFIX}{name}_{key}".upper()
+        if env_name in environ:
+            values[key] = _coerce_text(env_name, hints[key], environ[env_name])
+    return cls(**values)
+
+
+def _coerce(key: str, hint: Any, value: object) -> object:
+    """Check a TOML value against a field's type; ints are accepted where floats are."""
+    base = _base_type(hint)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _coerce_text(key: str, hint: Any, text: str) -> object:
+    """Parse an environment value strictly: ``bool`` takes true/false/1/0/yes/no only."""
+    base = _base_type(hint)
+    try:
+        if base is bool:
+            lowered = text.strip().lower()
+            _require(lowered in {"true", "false", "1", "0", "yes", "no"}, key,
+                     f"expected true or false, got {text!r}")
+            return lowered in {"true", "1", "yes"}
+        return base(text.strip()) if base in (int, float) else text
+    except ValueError:
+        raise ConfigError(f"{key}: expected {base.__name__}, got {text!r}") from None
+
+
+def _base_type(hint: Any) -> type[Any]:
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return _base_type(args[0])
+    return hint if isinstance(hint, type) else str
+
+
+def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConfig:
+    where = f"sources[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    for key in table:
+        known = ", ".join(sorted(SOURCE_KEYS))
+        _require(key in SOURCE_KEYS, f"{where}.{key}", f"unknown key (known: {known})")
+    name = _get(table, where, "name", str, "")
+    provider = _get(table, where, "provider", str, "")
+    _require(bool(name) and "/" not in name, f"{where}.name", "required, without '/'")
+    _require(provider in PROVIDERS, f"{where}.provider", f"must be one of {', '.join(PROVIDERS)}")
+    _require(provider in POLLABLE, f"{where}.provider",
+             f"{provider!r} cannot be polled yet (pollable: {', '.join(POLLABLE)})")
+    base_url = _get(table, where, "base_url", str, DEFAULT_BASE_URLS[provider])
+    _require(base_url.startswith(("http://", "https://")), f"{where}.base_url", "must be an http(s) URL")
+    interval = _get(table, where, "poll_interval", float, 30.0)
+    _require(interval > 0, f"{where}.poll_interval", "must be greater than 0")
+    limit = _get(table, where, "page_limit", int, 100)
+    _require(1 <= limit <= 100, f"{where}.page_limit", "must be between 1 and 100")
+    tags = table.get("tags", {})
+    ok_tags = isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
+    _require(ok_tags, f"{where}.tags", "must be a table of strings")
+    return SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"),
+                        api_key=_api_key(where, table, environ), poll_interval=interval,
+                        page_limit=limit, tags=dict(tags))
+
+
+def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T) -> T:
+    value = _coerce(f"{where}.{key}", kind, table.get(key, default))
+    assert isinstance(value, kind)
+    return value
+
+
+def _api_key(where: str, table: dict[str, Any], environ: Mapping[str, str]) -> Secret | None:
+    env_name, file_name = table.get("api_key_env"), table.get("api_key_file")
+    _require(not (env_name and file_name), where, "set api_key_env or api_key_file, not both")
+    if env_name:
+        _require(isinstance(env_name, str), f"{where}.api_key_env", "must be a string")
+        return _secret_from_env(env_name, f"{where}.api_key_env", environ)
+    if file_name:
+        _require(isinstance(file_name, str), f"{where}.api_key_file", "must be a string")
+        try:
+            text = Path(file_name).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}.api_key_file: cannot read {file_name}: {exc.strerror}") from None
+        _require(bool(text), f"{where}.api_key_file", f"{file_name} is empty")
+        return Secret(text)
+    return None
+
+
+def _secret_from_env(name: str, key: str, environ: Mapping[str, str] | None = None) -> Secret:
+    value = (os.environ if environ is None else environ).get(name, "")
+    _require(bool(value), key, f"environment variable {name} is not set or empty")
+    return Secret(value)

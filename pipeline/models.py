@@ -1,0 +1,158 @@
+"""The data contracts: raw envelope, canonical snapshot and change event (see docs/contracts)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from pipeline.errors import InvalidRecord
+
+STATUSES = (
+    "validating", "in_progress", "finalizing", "cancelling",
+    "completed", "failed", "expired", "cancelled",
+)
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+UNKNOWN = "unknown"
+# The provider timestamp field that records entry into each status.
+STATUS_TIME_FIELD = {
+    "validating": "created_at",
+    "in_progress": "in_progress_at",
+    "finalizing": "finalizing_at",
+    "cancelling": "cancelling_at",
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "cancelled": "cancelled_at",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the poller publishes to ``<prefix>.raw``: one provider object as observed."""
+
+    source: str
+    provider: str
+    observed_at: str
+    payload: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.payload.get('id', '')}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        obj = loads_object(data, "raw envelope")
+        for name in ("source", "provider", "observed_at"):
+            if not isinstance(obj.get(name), str) or not obj[name]:
+                raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
+        if not isinstance(obj.get("payload"), dict):
+            raise InvalidRecord("raw envelope: 'payload' missing or not an object")
+        return cls(obj["source"], obj["provider"], obj["observed_at"], obj["payload"])
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The canonical record of one batch as observed once. Field names are a public contract."""
+
+    source: str
+    provider: str
+    batch_id: str
+    status: str
+    provider_status: str
+    observed_at: str
+    endpoint: str | None = None
+    model: str | None = None
+    completion_window: str | None = None
+    created_at: str | None = None
+    in_progress_at: str | None = None
+    finalizing_at: str | None = None
+    completed_at: str | None = None
+    failed_at: str | None = None
+    expired_at: str | None = None
+    cancelling_at: str | None = None
+    cancelled_at: str | None = None
+    expires_at: str | None = None
+    requests_total: int | None = None
+    requests_completed: int | None = None
+    requests_failed: int | None = None
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.batch_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Snapshot:
+        obj = loads_object(data, "snapshot")
+        try:
+            return cls(**obj)
+        except TypeError as exc:
+            raise InvalidRecord(f"snapshot: {exc}") from exc
+
+    def status_time(self, status: str) -> str | None:
+        name = STATUS_TIME_FIELD.get(status)
+        value = getattr(self, name) if name else None
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One entry of ``<prefix>.changes``: what changed for a batch, and the snapshot after it."""
+
+    event_id: str
+    kind: str
+    source: str
+    provider: str
+    batch_id: str
+    observed_at: str
+    at: str
+    snapshot: Snapshot
+    from_status: str | None = None
+    to_status: str | None = None
+    seconds_in_previous: float | None = None
+    schema_version: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.batch_id}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ChangeEvent:
+        obj = loads_object(data, "change event")
+        snapshot = obj.pop("snapshot", None)
+        if not isinstance(snapshot, dict):
+            raise InvalidRecord("change event: 'snapshot' missing or not an object")
+        try:
+            return cls(snapshot=Snapshot(**snapshot), **obj)
+        except TypeError as exc:
+            raise InvalidRecord(f"change event: {exc}") from exc
+
+
+def loads_object(data: bytes, what: str) -> dict[str, Any]:
+    """Parse JSON bytes that must hold an object; anything else is an :class:`InvalidRecord`."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"{what}: not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    return obj

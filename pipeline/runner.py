@@ -1,0 +1,108 @@
+"""``batchscope run``: poller, agents and sink in one process, for one machine.
+
+Before the Faust worker starts: migrations are applied and the topics created, so the track
+table's co-partitioning holds from the first record. With no source configured the simulator
+starts in process and its sources are polled, so a newcomer sees the pipeline work without an
+API key. Signals are handled once, by the Faust worker, which stops services in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import faust
+from mode import Service
+
+from agents.app import Counters, create_app
+from pipeline.config import Settings, SourceConfig
+from pipeline.kafka import Publisher, ensure_topics
+from pipeline.poller import Poller
+from pipeline.queryserver import QueryServer
+from pipeline.simulator import Simulator
+from pipeline.store import AsyncStore, Store, redact
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY = 10.0
+
+
+def simulator_sources(settings: Settings, sim: Simulator) -> tuple[SourceConfig, ...]:
+    return tuple(
+        SourceConfig(name=name, provider="openai", base_url=sim.source_url(name),
+                     poll_interval=settings.simulator.poll_interval, tags={"simulated": "true"})
+        for name in sim.sources
+    )
+
+
+class PipelineService(Service):
+    """Everything around the Faust app: simulator, publisher, poller, query endpoint, reports."""
+
+    def __init__(self, settings: Settings, store: AsyncStore, counters: Counters) -> None:
+        super().__init__()
+        self.settings = settings
+        self.counters = counters
+        self.simulator = Simulator(settings.simulator) if not settings.sources else None
+        self.publisher = Publisher(settings.kafka)
+        p = settings.pipeline
+        self.http = QueryServer(store, p.http_host, p.http_port, p.data_path)
+        self.poller: Poller | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        sources = self.settings.sources
+        if self.simulator is not None:
+            await self.simulator.start()
+            sources = simulator_sources(self.settings, self.simulator)
+        await self.publisher.start()
+        await self.http.start()
+        self.poller = Poller(sources, self.publisher)
+        self._poll_task = asyncio.create_task(self.poller.run())
+        self.add_future(self._report())
+
+    async def on_stop(self) -> None:
+        if self.poller is not None and self._poll_task is not None:
+            self.poller.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        await self.publisher.stop()
+        await self.http.stop()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+    async def _report(self) -> None:
+        while not self.should_stop:
+            await self.sleep(REPORT_EVERY)
+            observed = sum(p.observed for p in self.poller.pollers) if self.poller else 0
+            c = self.counters
+            log.info("pipeline: observed %d, normalised %d, changes %d, sunk %d, dead letters %d",
+                     observed, c.normalised, c.changes, c.sunk, c.dead_letters)
+
+
+async def prepare(settings: Settings, store: AsyncStore) -> None:
+    applied = await store.run(store.store.migrate)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    await ensure_topics(settings.kafka)
+
+
+def run(settings: Settings) -> int:
+    """Run until a signal; returns the worker's exit code."""
+    store = AsyncStore(Store(settings.clickhouse_dsn, settings.clickhouse.database,
+                             settings.clickhouse_password()))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    log.info("ClickHouse: %s (database %s); Kafka: %s (prefix %s)", redact(settings.clickhouse_dsn),
+             settings.clickhouse.database, settings.kafka.bootstrap, settings.kafka.topic_prefix)
+    loop.run_until_complete(prepare(settings, store))
+    app, counters = create_app(settings, store)
+    service = PipelineService(settings, store, counters)
+    worker = faust.Worker(app, service, loop=loop, loglevel=settings.pipeline.log_level, quiet=True,
+                          redirect_stdouts=False, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        store.close_now()

@@ -1,0 +1,181 @@
+"""ClickHouse through clickhouse-connect: embedded chDB (``chdb:///path``) or a server (``http://``).
+
+Same SQL, same client API. The client is synchronous; async callers go through
+:class:`AsyncStore`, which runs every call on one dedicated thread (chDB allows one engine per
+process, and the event loop must never block on an insert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from pipeline.config import Secret
+from pipeline.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+    def statements(self, database: str) -> list[str]:
+        text = "\n".join(line for line in self.sql.splitlines() if not line.strip().startswith("--"))
+        return [s.strip().replace("{db}", database) for s in text.split(";") if s.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def migrations() -> list[Migration]:
+    """Every ``sql/NNN_*.sql`` file shipped with the package, in order."""
+    found = []
+    for entry in resources.files("sql").iterdir():
+        match = MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+class Store:
+    """A connected ClickHouse client bound to one database."""
+
+    def __init__(self, dsn: str, database: str, password: Secret | None = None) -> None:
+        self.dsn = dsn
+        self.database = database
+        self._password = password
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            kwargs: dict[str, Any] = {"dsn": self.dsn}
+            if self._password is not None:
+                kwargs["password"] = self._password.reveal()
+            try:
+                self._client = clickhouse_connect.get_client(**kwargs)
+            except ClickHouseError as exc:
+                message = f"cannot open ClickHouse at {redact(self.dsn)}: {first_line(str(exc))}"
+                raise StoreError(message, retriable=True) from exc
+            self._use_database()
+        return self._client
+
+    def _use_database(self) -> None:
+        """Resolve unqualified table names in the configured database, once it exists."""
+        assert self._client is not None
+        exists = self._client.command(
+            "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": self.database})
+        if exists:
+            self._client.database = self.database
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def command(self, sql: str) -> None:
+        self._call(lambda: self.client.command(sql))
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not applied yet and record them; returns the names applied."""
+        db = self.database
+        self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self._use_database()
+        self.command(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
+            "checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = MergeTree ORDER BY version")
+        done = {row[0] for row in self.query(f"SELECT version FROM {db}.schema_migrations").rows}
+        applied = []
+        for m in migrations():
+            if m.version in done:
+                continue
+            for statement in m.statements(db):
+                self.command(statement)
+            self._record(m)
+            log.info("applied migration %s", m.name)
+            applied.append(m.name)
+        return applied
+
+    def _record(self, m: Migration) -> None:
+        self._call(lambda: self.client.insert(
+            f"{self.database}.schema_migrations", [[m.version, m.name, m.checksum]],
+            column_names=["version", "name", "checksum"]))
+
+    def insert_json(self, table: str, rows: Sequence[bytes], token: str) -> None:
+        """Insert JSONEachRow rows as one block; ``token`` makes a retried block a no-op."""
+        if not rows:
+            return
+        body = b"\n".join(rows)
+        settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
+        self._call(lambda: self.client.raw_insert(
+            f"{self.database}.{table}", None, body, settings=settings, fmt="JSONEachRow"))
+
+    def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
+        settings = {"readonly": 1} if readonly else {}
+        result = self._call(lambda: self.client.query(sql, settings=settings))
+        return QueryResult(tuple(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except OperationalError as exc:
+            raise StoreError(f"ClickHouse unavailable: {exc}", retriable=True) from exc
+        except DatabaseError as exc:
+            raise StoreError(first_line(str(exc)), retriable=False) from exc
+        except ClickHouseError as exc:
+            raise StoreError(first_line(str(exc)), retriable=True) from exc
+
+
+class AsyncStore:
+    """Runs :class:`Store` calls on one dedicated thread so the event loop never blocks."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def close(self) -> None:
+        await self.run(self.store.close)
+        self._pool.shutdown(wait=True)
+
+    def close_now(self) -> None:
+        """Close from synchronous code once the event loop is gone: waits for calls in flight."""
+        self._pool.shutdown(wait=True)
+        self.store.close()
+
+
+def redact(dsn: str) -> str:
+    """A DSN without its password, safe for logs and errors."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:500] if text.strip() else "unknown ClickHouse error"

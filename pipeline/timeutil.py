@@ -1,0 +1,53 @@
+"""Aware-UTC time helpers: every timestamp leaves batchscope as ISO 8601 UTC, millisecond precision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pipeline.errors import InvalidRecord
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_ms(value: datetime) -> str:
+    """``2026-01-02T03:04:05.678Z`` for an aware datetime."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_unix(seconds: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise InvalidRecord(f"unix timestamp out of range: {seconds!r}") from exc
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO 8601 / RFC 3339 string (``Z`` or offset; naive means UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRecord(f"not an ISO 8601 timestamp: {text[:64]!r}") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def to_iso(value: object, field: str) -> str | None:
+    """Normalise a provider timestamp (unix seconds, numeric string or ISO text) to ISO ms UTC."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRecord(f"{field}: expected a timestamp, got a boolean")
+    if isinstance(value, int | float):
+        return iso_ms(from_unix(float(value)))
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.lstrip("-").replace(".", "", 1).isdigit():
+            return iso_ms(from_unix(float(stripped)))
+        return iso_ms(parse_iso(stripped))
+    raise InvalidRecord(f"{field}: expected a timestamp, got {type(value).__name__}")
+
+
+def iso_to_ms(text: str) -> int:
+    """Milliseconds since the epoch of an ISO timestamp produced by :func:`iso_ms`."""
+    return int(parse_iso(text).timestamp() * 1000)

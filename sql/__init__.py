@@ -1,0 +1,1 @@
+"""Numbered ClickHouse migrations (``NNN_name.sql``) and saved fleet queries (``queries/``)."""
