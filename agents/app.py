@@ -58,14 +58,14 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
         broker_commit_interval=1.0,
     )
 
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(k.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw", partitions=k.partitions)
+    raw_schema: faust.Schema[bytes, bytes] = faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def topic(*names: str) -> faust.TopicT:
+        return app.topic(*(k.topic(n) for n in names), schema=raw_schema, partitions=k.partitions)
 
     raw, snapshots, changes, dlq = topic("raw"), topic("snapshots"), topic("changes"), topic("dlq")
-    sink_topics = app.topic(k.topic("snapshots"), k.topic("changes"), key_type=bytes, value_type=bytes,
-                            key_serializer="raw", value_serializer="raw")
-    raw_schema: faust.Schema[bytes, bytes] = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    sink_topics = topic("snapshots", "changes")
     state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema)
     counters = Counters()
     sink = ClickHouseSink(store)

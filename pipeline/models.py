@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -92,7 +92,8 @@ class Snapshot:
         return f"{self.source}/{self.batch_id}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A shallow field dict (``dataclasses.asdict`` deep-copies and is 10x slower)."""
+        return {name: getattr(self, name) for name in SNAPSHOT_FIELDS}
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -109,6 +110,9 @@ class Snapshot:
         name = STATUS_TIME_FIELD.get(status)
         value = getattr(self, name) if name else None
         return value if isinstance(value, str) else None
+
+
+SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
 
 
 @dataclass(frozen=True, slots=True)

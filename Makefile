@@ -1,0 +1,49 @@
+# batchscope developer entry points. `make run` and `make test` are the two commands in README.md.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test unit integration lint kafka-up kafka-down kafka-status bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install batchscope with its test tools
+
+run: install kafka-up ## local Kafka + batchscope run (embedded ClickHouse; simulator when no source)
+	$(BIN)/batchscope run
+
+test: install kafka-up lint ## lint, type-check and run every test against the local Kafka broker
+	$(BIN)/pytest
+
+unit: install ## unit tests only (no Kafka)
+	$(BIN)/pytest tests/unit
+
+integration: install kafka-up ## integration tests only
+	$(BIN)/pytest -m integration
+
+lint: install ## ruff and mypy (strict) on the whole tree
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+kafka-up: ## start the local single-node Kafka broker (fetched with Maven on first use)
+	scripts/kafka up
+
+kafka-down: ## stop the local Kafka broker
+	scripts/kafka down
+
+kafka-status: ## is the local Kafka broker running?
+	scripts/kafka status
+
+bench: install kafka-up ## run the benchmarks and print their figures
+	$(BIN)/python -m bench.normalise_bench
+
+clean: ## remove the virtualenv, caches and local data (not the Kafka cache)
+	rm -rf $(VENV) .batchscope .mypy_cache .ruff_cache .pytest_cache

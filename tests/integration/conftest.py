@@ -1,0 +1,50 @@
+"""Fixtures for tests against the real local Kafka broker and the real ClickHouse engine (chDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+BOOTSTRAP = os.environ.get("BATCHSCOPE_TEST_KAFKA", "127.0.0.1:9092")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    host, port = BOOTSTRAP.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        pytest.fail(f"no Kafka broker at {BOOTSTRAP}: start one with 'scripts/kafka up' "
+                    "(or set BATCHSCOPE_TEST_KAFKA)")
+    return BOOTSTRAP
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def topic_prefix(kafka_bootstrap: str) -> Iterator[str]:
+    """A unique topic prefix (and Faust app id) for one test; its topics are deleted afterwards."""
+    prefix = f"it-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    asyncio.run(_delete_topics(kafka_bootstrap, prefix))

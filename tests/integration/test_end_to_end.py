@@ -1,0 +1,152 @@
+"""The whole pipeline on the real Kafka broker and chDB, checked against the simulator's truth.
+
+``batchscope run`` runs as a subprocess (simulator in process, 2 sources x 50 batches in
+accelerated time). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
+every batch with its true final status and exactly one ``status_changed`` row for each
+transition the poller could have seen: each consecutive pair of statuses the simulator served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.queryserver import remote_query
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+SPEED = 3000.0  # 24 simulated hours in under 30 s: expiries happen within the test
+DEADLINE = 240.0
+
+
+def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int) -> Path:
+    path = tmp / "batchscope.toml"
+    path.write_text(f"""
+[kafka]
+bootstrap = "{bootstrap}"
+topic_prefix = "{prefix}"
+app_id = "{prefix}"
+partitions = 4
+
+[pipeline]
+data_dir = "{tmp / 'data'}"
+http_port = {http_port}
+sink_flush_seconds = 0.5
+
+[simulator]
+batches = 50
+sources = 2
+seed = 7
+speed = {SPEED}
+port = {sim_port}
+poll_interval = 0.25
+""", encoding="utf-8")
+    return path
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test server
+        return json.loads(resp.read())
+
+
+def wait_for(predicate: Any, what: str, proc: subprocess.Popen[bytes], log: Path) -> Any:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"batchscope run exited ({proc.returncode}) while waiting for {what}:\n"
+                        + log.read_text(errors="replace")[-4000:])
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-4000:]
+    pytest.fail(f"timed out after {DEADLINE:.0f}s waiting for {what}:\n{tail}")
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterator[dict[str, Any]]:
+    sim_port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port, http_port)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
+               "query": f"http://127.0.0.1:{http_port}"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def expected_pairs(truth: dict[str, Any]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Per batch: the transitions the poller could have seen (consecutive served statuses)."""
+    return {(b["source"], b["batch_id"]): list(zip(b["served"], b["served"][1:], strict=False))
+            for b in truth["batches"]}
+
+
+def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
+    proc, log, query = pipeline["proc"], pipeline["log"], pipeline["query"]
+
+    def sql(text: str) -> list[tuple[Any, ...]]:
+        return remote_query(query, text, write=False).rows
+
+    truth = wait_for(lambda: (t := get_json(pipeline["truth"]))["all_terminal"] and t,
+                     "the simulated fleet to become terminal", proc, log)
+    # One more poll after the fleet turned terminal, so every final status has been served.
+    time.sleep(1.0)
+    truth = get_json(pipeline["truth"])
+    finals = {(b["source"], b["batch_id"]): b["final_status"] for b in truth["batches"]}
+    expected = expected_pairs(truth)
+    want_changes = sum(len(p) for p in expected.values())
+    assert len(finals) == 100
+    assert want_changes >= 150, "the fleet should reveal many transitions; is the poller too slow?"
+
+    def caught_up() -> bool:
+        latest = sql("SELECT count() FROM batch_latest FINAL WHERE status IN "
+                     "('completed','failed','expired','cancelled')")
+        changes = sql("SELECT count() FROM batch_changes")
+        return bool(latest[0][0] == len(finals) and changes[0][0] >= want_changes)
+
+    wait_for(caught_up, "ClickHouse to hold the terminal fleet", proc, log)
+    time.sleep(2.0)  # anything extra (a duplicate) would land now
+
+    latest = {(s, b): st for s, b, st in sql("SELECT source, batch_id, status FROM batch_latest FINAL")}
+    assert latest == finals
+
+    rows = sql("SELECT source, batch_id, from_status, to_status, event_id FROM batch_changes "
+               "WHERE kind = 'status_changed' ORDER BY source, batch_id, at, to_status")
+    seen: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for source, batch_id, from_status, to_status, _ in rows:
+        seen.setdefault((source, batch_id), []).append((from_status, to_status))
+    assert {k: sorted(v) for k, v in seen.items()} == {k: sorted(v) for k, v in expected.items() if v}
+    assert len({r[4] for r in rows}) == len(rows) == want_changes
+
+    true_order = {(b["source"], b["batch_id"]): [t["status"] for t in b["transitions"]]
+                  for b in truth["batches"]}
+    for key, pairs in seen.items():
+        order = true_order[key]
+        for from_status, to_status in pairs:
+            assert order.index(from_status) < order.index(to_status), (key, from_status, to_status)
+
+    snapshots = sql("SELECT count(), uniqExact(source, batch_id) FROM batch_snapshots")
+    assert snapshots[0][1] == len(finals)
