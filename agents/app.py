@@ -62,7 +62,8 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     def topic(*names: str) -> faust.TopicT:
-        return app.topic(*(k.topic(n) for n in names), schema=raw_schema, partitions=k.partitions)
+        return app.topic(*(k.topic(n) for n in names), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", partitions=k.partitions)
 
     raw, snapshots, changes, dlq = topic("raw"), topic("snapshots"), topic("changes"), topic("dlq")
     sink_topics = topic("snapshots", "changes")
@@ -85,6 +86,9 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
             except InvalidRecord as exc:
                 await to_dlq(event, "normalise", str(exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - the agent never dies on data
+                await to_dlq(event, "normalise", f"unexpected {type(exc).__name__}: {exc}")
+                continue
             counters.normalised += 1
             await snapshots.send(key=snap.key.encode(), value=snap.to_json())
             yield None
@@ -95,6 +99,9 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
                 snap = Snapshot.from_json(_bytes(event.value))
             except InvalidRecord as exc:
                 await to_dlq(event, "track", str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the agent never dies on data
+                await to_dlq(event, "track", f"unexpected {type(exc).__name__}: {exc}")
                 continue
             key = snap.key.encode()
             previous = state.get(key)

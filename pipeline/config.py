@@ -9,16 +9,18 @@ file a source names and are held as :class:`Secret`, which never prints its valu
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Self, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pipeline.errors import ConfigError
 
 ENV_PREFIX = "BATCHSCOPE_"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_CONFIG = "batchscope.toml"
 PROVIDERS = (
     "openai", "azure_openai", "orq", "anthropic", "mistral",
@@ -69,7 +71,7 @@ class KafkaConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClickHouseConfig:
-    dsn: str = ""  # empty: embedded chDB under pipeline.data_dir
+    dsn: str = field(default="", repr=False)  # empty: embedded chDB under pipeline.data_dir
     database: str = "batchscope"
     password_env: str = ""
 
@@ -136,6 +138,7 @@ class Settings:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sources: tuple[SourceConfig, ...] = ()
+    clickhouse_secret: Secret | None = field(default=None, repr=False)
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -144,11 +147,11 @@ class Settings:
         return f"chdb://{self.pipeline.data_path / 'clickhouse'}"
 
     def clickhouse_password(self) -> Secret | None:
+        """The server password: resolved by :func:`load_settings`, else from the process env."""
+        if self.clickhouse_secret is not None:
+            return self.clickhouse_secret
         name = self.clickhouse.password_env
         return _secret_from_env(name, "clickhouse.password_env") if name else None
-
-    def with_sources(self, sources: tuple[SourceConfig, ...]) -> Self:
-        return type(self)(self.kafka, self.clickhouse, self.simulator, self.pipeline, sources)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -176,6 +179,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError(f"{key}: unknown section (known: {', '.join([*SECTIONS, 'sources'])})")
+    _check_env_names(environ)
     parts = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in SECTIONS.items()}
     sources = raw.get("sources", [])
     if not isinstance(sources, list):
@@ -184,7 +188,20 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     names = [s.name for s in loaded]
     dupes = sorted({n for n in names if names.count(n) > 1})
     _require(not dupes, "sources", f"duplicate source name {dupes[0]!r}" if dupes else "")
-    return Settings(sources=loaded, **parts)
+    pw_env = parts["clickhouse"].password_env
+    password = _secret_from_env(pw_env, "clickhouse.password_env", environ) if pw_env else None
+    return Settings(sources=loaded, clickhouse_secret=password, **parts)
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """A mistyped ``BATCHSCOPE_<SECTION>_<KEY>`` is an error, not a silently ignored setting."""
+    for name in environ:
+        for section, cls in SECTIONS.items():
+            prefix = f"{ENV_PREFIX}{section.upper()}_"
+            if name.startswith(prefix):
+                known = {f.name.upper() for f in fields(cls)}
+                _require(name[len(prefix):] in known, name,
+                         f"unknown setting (known: {', '.join(prefix + k for k in sorted(known))})")
 
 
 def _read_toml(path: str | Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -285,7 +302,9 @@ def _api_key(where: str, table: dict[str, Any], environ: Mapping[str, str]) -> S
     env_name, file_name = table.get("api_key_env"), table.get("api_key_file")
     _require(not (env_name and file_name), where, "set api_key_env or api_key_file, not both")
     if env_name:
-        _require(isinstance(env_name, str), f"{where}.api_key_env", "must be a string")
+        ok = isinstance(env_name, str) and ENV_NAME.fullmatch(env_name) is not None
+        _require(ok, f"{where}.api_key_env",
+                 "must be the NAME of an environment variable (the value given is not shown)")
         return _secret_from_env(env_name, f"{where}.api_key_env", environ)
     if file_name:
         _require(isinstance(file_name, str), f"{where}.api_key_file", "must be a string")

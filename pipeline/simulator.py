@@ -189,8 +189,10 @@ class Simulator:
         return f"http://{self.config.host}:{self.port}/{name}/v1"
 
     async def start(self) -> None:
+        """Serve; the simulated clock starts now."""
         if self._runner is not None:
             return
+        self._start = self._clock()
         app = web.Application(middlewares=[self._auth])
         app.add_routes([
             web.get("/{source}/v1/batches", self._list),

@@ -46,9 +46,10 @@ class Block:
 
     def add_snapshot(self, snap: Snapshot, pos: Position) -> None:
         row = snapshot_row(snap)
+        latest = orjson.dumps({**row, "version": version(snap)})  # may raise: nothing added yet
         self.snapshots.append(orjson.dumps({**row, "kafka_partition": pos.partition,
                                             "kafka_offset": pos.offset}))
-        self.latest.append(orjson.dumps({**row, "version": version(snap)}))
+        self.latest.append(latest)
         self.positions.append(pos)
 
     def add_change(self, event: ChangeEvent, pos: Position) -> None:

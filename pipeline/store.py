@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
 
 
@@ -42,8 +43,9 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
 
     def statements(self, database: str) -> list[str]:
+        """Statements end with ``;`` at the end of a line (a ``;`` inside a line is data)."""
         text = "\n".join(line for line in self.sql.splitlines() if not line.strip().startswith("--"))
-        return [s.strip().replace("{db}", database) for s in text.split(";") if s.strip()]
+        return [s.strip().replace("{db}", database) for s in STATEMENT_END.split(text) if s.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +175,18 @@ class AsyncStore:
 
 
 def redact(dsn: str) -> str:
-    """A DSN without its password, safe for logs and errors."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+    """A DSN without its password, safe for logs and errors (the password may contain '@')."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return dsn
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return dsn
+    userinfo, host = authority.rsplit("@", 1)
+    if ":" not in userinfo:
+        return dsn
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def first_line(text: str) -> str:

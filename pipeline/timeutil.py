@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from pipeline.errors import InvalidRecord
+
+NUMERIC = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def utcnow() -> datetime:
@@ -13,7 +16,11 @@ def utcnow() -> datetime:
 
 def iso_ms(value: datetime) -> str:
     """``2026-01-02T03:04:05.678Z`` for an aware datetime."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidRecord(f"timestamp out of range: {value!r}") from exc
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def from_unix(seconds: float) -> datetime:
@@ -27,9 +34,9 @@ def parse_iso(text: str) -> datetime:
     """Parse an ISO 8601 / RFC 3339 string (``Z`` or offset; naive means UTC)."""
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidRecord(f"not an ISO 8601 timestamp: {text[:64]!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRecord(f"not an ISO 8601 timestamp in range: {text[:64]!r}") from exc
 
 
 def to_iso(value: object, field: str) -> str | None:
@@ -39,13 +46,20 @@ def to_iso(value: object, field: str) -> str | None:
     if isinstance(value, bool):
         raise InvalidRecord(f"{field}: expected a timestamp, got a boolean")
     if isinstance(value, int | float):
-        return iso_ms(from_unix(float(value)))
+        return iso_ms(from_unix(_seconds(value)))
     if isinstance(value, str):
         stripped = value.strip()
-        if stripped.lstrip("-").replace(".", "", 1).isdigit():
-            return iso_ms(from_unix(float(stripped)))
+        if NUMERIC.fullmatch(stripped):
+            return iso_ms(from_unix(_seconds(stripped)))
         return iso_ms(parse_iso(stripped))
     raise InvalidRecord(f"{field}: expected a timestamp, got {type(value).__name__}")
+
+
+def _seconds(value: float | str) -> float:
+    try:
+        return float(value)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidRecord(f"unix timestamp out of range: {str(value)[:32]}") from exc
 
 
 def iso_to_ms(text: str) -> int:

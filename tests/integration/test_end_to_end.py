@@ -119,7 +119,8 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
     expected = expected_pairs(truth)
     want_changes = sum(len(p) for p in expected.values())
     assert len(finals) == 100
-    assert want_changes >= 150, "the fleet should reveal many transitions; is the poller too slow?"
+    # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each.
+    assert want_changes >= 100, f"only {want_changes} transitions served: is the poller too slow?"
 
     def caught_up() -> bool:
         latest = sql("SELECT count() FROM batch_latest FINAL WHERE status IN "

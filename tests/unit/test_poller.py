@@ -1,0 +1,317 @@
+"""pipeline.poller: SourcePoller against an in-test Simulator and small loopback aiohttp apps."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from pipeline.config import Secret, SimulatorConfig, SourceConfig
+from pipeline.errors import SourceError
+from pipeline.models import Envelope
+from pipeline.normalise import normalise
+from pipeline.poller import Poller, SourcePoller, error_message
+from pipeline.simulator import CREATION_SPAN, Simulator
+from pipeline.timeutil import parse_iso
+
+SPEED = 3600.0
+SIM_KEY = "sk-sim-server-key-5a1b"
+WRONG_KEY = "sk-client-wrong-key-9f3c"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CollectingSink:
+    def __init__(self, on_publish: Callable[[], None] | None = None) -> None:
+        self.pages: list[list[Envelope]] = []
+        self._on_publish = on_publish
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        self.pages.append(list(envelopes))
+        if self._on_publish is not None:
+            self._on_publish()
+
+    @property
+    def envelopes(self) -> list[Envelope]:
+        return [e for page in self.pages for e in page]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=5)
+    async with Simulator(config, clock=clock) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def guarded_sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    config = SimulatorConfig(port=0, batches=10, speed=SPEED)
+    async with Simulator(config, api_key=SIM_KEY, clock=clock) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def source_for(url: str, *, name: str = "sim-1", page_limit: int = 7, key: str | None = None) -> SourceConfig:
+    return SourceConfig(name=name, provider="openai", base_url=url, page_limit=page_limit,
+                        api_key=Secret(key) if key is not None else None, poll_interval=0.01)
+
+
+async def test_poll_once_publishes_every_visible_batch_once(
+    sim: Simulator, http: aiohttp.ClientSession,
+) -> None:
+    sink = CollectingSink()
+    poller = SourcePoller(source_for(sim.source_url("sim-1")), sink)
+    seen = await poller.poll_once(http)
+    visible = sim.sources["sim-1"].visible(sim.now())
+    assert seen == len(visible)
+    assert [e.payload["id"] for e in sink.envelopes] == [b.id for b in visible]
+    assert [len(p) for p in sink.pages][:-1] == [7] * (len(sink.pages) - 1)
+    for env in sink.envelopes:
+        assert env.source == "sim-1"
+        assert env.provider == "openai"
+        assert env.key == f"sim-1/{env.payload['id']}"
+        parse_iso(env.observed_at)
+        assert normalise(env).batch_id == env.payload["id"]
+
+
+async def test_each_cycle_publishes_each_batch_once(
+    sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession,
+) -> None:
+    sink = CollectingSink()
+    poller = SourcePoller(source_for(sim.source_url("sim-2"), name="sim-2"), sink)
+    first = await poller.poll_once(http)
+    clock.now += CREATION_SPAN / SPEED  # every batch now exists
+    start = len(sink.envelopes)
+    second = await poller.poll_once(http)
+    keys = [e.key for e in sink.envelopes[start:]]
+    assert second == 30 > first
+    assert len(keys) == len(set(keys)) == 30
+    assert set(keys) == {f"sim-2/{b.id}" for b in sim.sources["sim-2"].fleet}
+
+
+@pytest.mark.parametrize("limit", [1, 7, 30, 100])
+async def test_page_limits(sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession, limit: int) -> None:
+    clock.now += CREATION_SPAN / SPEED
+    sink = CollectingSink()
+    seen = await SourcePoller(source_for(sim.source_url("sim-1"), page_limit=limit), sink).poll_once(http)
+    assert seen == 30
+    assert len({e.key for e in sink.envelopes}) == 30
+    assert len(sink.pages) == -(-30 // limit)
+
+
+async def test_correct_api_key_is_sent(guarded_sim: Simulator, http: aiohttp.ClientSession) -> None:
+    sink = CollectingSink()
+    poller = SourcePoller(source_for(guarded_sim.source_url("sim-1"), key=SIM_KEY), sink)
+    async with aiohttp.ClientSession(headers=poller._headers()) as session:
+        assert await poller.poll_once(session) == len(guarded_sim.sources["sim-1"].visible(guarded_sim.now()))
+
+
+@pytest.mark.parametrize("key", [WRONG_KEY, None])
+async def test_401_is_a_source_error_without_the_key(guarded_sim: Simulator, key: str | None) -> None:
+    sink = CollectingSink()
+    poller = SourcePoller(source_for(guarded_sim.source_url("sim-1"), key=key), sink)
+    async with aiohttp.ClientSession(headers=poller._headers()) as session:
+        with pytest.raises(SourceError) as info:
+            await poller.poll_once(session)
+    err = info.value
+    assert err.status == 401
+    assert err.retriable is False
+    assert "HTTP 401" in str(err)
+    assert "Incorrect API key provided." in str(err)
+    assert WRONG_KEY not in str(err)
+    assert WRONG_KEY not in repr(err)
+    assert SIM_KEY not in str(err)
+    assert sink.pages == []
+
+
+def test_headers() -> None:
+    assert "Authorization" not in SourcePoller(source_for("http://x"), CollectingSink())._headers()
+    headers = SourcePoller(source_for("http://x", key="k1"), CollectingSink())._headers()
+    assert headers["Authorization"] == "Bearer k1"
+    assert headers["Accept"] == "application/json"
+
+
+async def test_run_cycles_until_stopped(sim: Simulator) -> None:
+    stop = asyncio.Event()
+    sink = CollectingSink(on_publish=stop.set)
+    poller = SourcePoller(source_for(sim.source_url("sim-1"), page_limit=100), sink)
+    await asyncio.wait_for(poller.run(stop), timeout=30)
+    assert poller.cycles == 1
+    assert poller.observed == len(sim.sources["sim-1"].visible(sim.now()))
+
+
+async def test_poller_runs_all_sources_until_stop(sim: Simulator) -> None:
+    both = asyncio.Event()
+
+    def check() -> None:
+        if {e.source for e in sink.envelopes} == {"sim-1", "sim-2"}:
+            both.set()
+
+    sink = CollectingSink(on_publish=check)
+    poller = Poller((source_for(sim.source_url("sim-1")), source_for(sim.source_url("sim-2"), name="sim-2")),
+                    sink)
+    task = asyncio.create_task(poller.run())
+    await asyncio.wait_for(both.wait(), timeout=30)
+    poller.stop()
+    await asyncio.wait_for(task, timeout=30)
+    assert all(p.cycles >= 1 for p in poller.pollers)
+
+
+# --- error responses from a hand-written server -----------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_get("/v1/batches", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def responding(body: bytes, status: int = 200) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retriable", "fragment"),
+    [
+        (500, b"<html>oops</html>", True, "HTTP 500: <html>oops</html>"),
+        (503, b'{"error": {"message": "overloaded"}}', True, "HTTP 503: overloaded"),
+        (429, b'{"error": {"message": "slow down"}}', True, "HTTP 429: slow down"),
+        (408, b"", True, "HTTP 408"),
+        (400, b'{"error": {"message": "bad"}}', False, "HTTP 400: bad"),
+        (404, b"nope", False, "HTTP 404: nope"),
+    ],
+)
+async def test_http_errors(serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
+                           status: int, body: bytes, retriable: bool, fragment: str) -> None:
+    sink = CollectingSink()
+    url = await serve(responding(body, status))
+    with pytest.raises(SourceError) as info:
+        await SourcePoller(source_for(url, name="edge"), sink).poll_once(http)
+    assert info.value.status == status
+    assert info.value.retriable is retriable
+    assert str(info.value).startswith("source edge: ")
+    assert fragment in str(info.value)
+    assert sink.pages == []
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment", "retriable"),
+    [
+        (b"not json", "not JSON", True),
+        (b"[1, 2]", "not an object", False),
+        (b'{"object": "list"}', "no 'data' array", False),
+        (b'{"data": {"id": "x"}}', "no 'data' array", False),
+    ],
+)
+async def test_malformed_list_responses(
+    serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
+    body: bytes, fragment: str, retriable: bool,
+) -> None:
+    url = await serve(responding(body))
+    with pytest.raises(SourceError, match=fragment) as info:
+        await SourcePoller(source_for(url), CollectingSink()).poll_once(http)
+    assert info.value.retriable is retriable
+
+
+async def test_pagination_without_last_id_uses_the_last_item(
+    serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
+) -> None:
+    afters: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        after = request.query.get("after")
+        afters.append(after)
+        if after is None:
+            return web.json_response({"data": [{"id": "b3"}, "junk", {"id": "b2"}], "has_more": True})
+        return web.json_response({"data": [{"id": "b1"}], "has_more": False})
+
+    sink = CollectingSink()
+    seen = await SourcePoller(source_for(await serve(handler)), sink).poll_once(http)
+    assert seen == 3
+    assert afters == [None, "b2"]
+    assert [e.payload["id"] for e in sink.envelopes] == ["b3", "b2", "b1"]
+
+
+async def test_connection_failure_is_retriable(http: aiohttp.ClientSession) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before the request: nothing listens there
+    poller = SourcePoller(source_for(f"http://127.0.0.1:{port}/v1"), CollectingSink())
+    with pytest.raises(SourceError) as info:
+        await poller.poll_once(http)
+    assert info.value.retriable is True
+    assert info.value.status is None
+
+
+async def test_failed_cycle_is_logged_not_raised(
+    serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
+) -> None:
+    poller = SourcePoller(source_for(await serve(responding(b"down", 502))), CollectingSink())
+    await poller._cycle(http)
+    assert poller.cycles == 0
+    assert poller.observed == 0
+
+
+# --- error_message ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}',
+         "Incorrect API key provided."),
+        (b'{"error": {"message": "x"}, "other": 1}', "x"),
+        (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>"),
+        (b"", ""),
+        (b'{"error": "flat"}', '{"error": "flat"}'),
+        (b'{"error": {"message": 5}}', '{"error": {"message": 5}}'),
+        (b"[1,2]", "[1,2]"),
+        (b"\xff\xfebad", "\ufffd\ufffdbad"),
+    ],
+)
+def test_error_message(body: bytes, expected: str) -> None:
+    assert error_message(body) == expected
+
+
+def test_error_message_is_short() -> None:
+    assert len(error_message(b"x" * 5000)) == 200
+    long = b'{"error": {"message": "' + b"m" * 5000 + b'"}}'
+    assert error_message(long) == "m" * 200
