@@ -129,6 +129,10 @@ class SourceConfig:
     poll_interval: float = 30.0
     page_limit: int = 100
     tags: Mapping[str, str] = field(default_factory=dict)
+    max_rps: float = 5.0
+    breaker_threshold: int = 5
+    breaker_reset: float = 30.0
+    request_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +164,13 @@ SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorConfig,
     "pipeline": PipelineConfig,
 }
-SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file",
-               "poll_interval", "page_limit", "tags"}
+SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
+               "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset", "request_timeout"}
+
+FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
+    ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
+    ("breaker_reset", float, 30.0), ("request_timeout", float, 30.0),
+)
 
 T = TypeVar("T")
 
@@ -287,9 +296,12 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
     tags = table.get("tags", {})
     ok_tags = isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
     _require(ok_tags, f"{where}.tags", "must be a table of strings")
+    flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
+    for key, value in flow.items():
+        _require(value > 0, f"{where}.{key}", "must be greater than 0")
     return SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"),
                         api_key=_api_key(where, table, environ), poll_interval=interval,
-                        page_limit=limit, tags=dict(tags))
+                        page_limit=limit, tags=dict(tags), **flow)
 
 
 def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T) -> T:

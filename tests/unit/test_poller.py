@@ -12,13 +12,15 @@ from aiohttp import web
 
 from pipeline.config import Secret, SimulatorConfig, SourceConfig
 from pipeline.errors import SourceError
-from pipeline.models import Envelope
+from pipeline.models import TERMINAL, Envelope
 from pipeline.normalise import normalise
 from pipeline.poller import Poller, SourcePoller, error_message
+from pipeline.retry import RetryPolicy
 from pipeline.simulator import CREATION_SPAN, Simulator
 from pipeline.timeutil import parse_iso
 
 SPEED = 3600.0
+FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
 SIM_KEY = "sk-sim-server-key-5a1b"
 WRONG_KEY = "sk-client-wrong-key-9f3c"
 
@@ -73,7 +75,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def source_for(url: str, *, name: str = "sim-1", page_limit: int = 7, key: str | None = None) -> SourceConfig:
     return SourceConfig(name=name, provider="openai", base_url=url, page_limit=page_limit,
-                        api_key=Secret(key) if key is not None else None, poll_interval=0.01)
+                        api_key=Secret(key) if key is not None else None, poll_interval=0.01,
+                        max_rps=1000.0)
 
 
 async def test_poll_once_publishes_every_visible_batch_once(
@@ -94,19 +97,22 @@ async def test_poll_once_publishes_every_visible_batch_once(
         assert normalise(env).batch_id == env.payload["id"]
 
 
-async def test_each_cycle_publishes_each_batch_once(
+async def test_later_cycles_publish_new_and_active_batches_only(
     sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession,
 ) -> None:
     sink = CollectingSink()
     poller = SourcePoller(source_for(sim.source_url("sim-2"), name="sim-2"), sink)
     first = await poller.poll_once(http)
+    terminal_after_first = {f"sim-2/{e.payload['id']}" for e in sink.envelopes
+                            if e.payload["status"] in TERMINAL}
     clock.now += CREATION_SPAN / SPEED  # every batch now exists
     start = len(sink.envelopes)
     second = await poller.poll_once(http)
     keys = [e.key for e in sink.envelopes[start:]]
-    assert second == 30 > first
-    assert len(keys) == len(set(keys)) == 30
-    assert set(keys) == {f"sim-2/{b.id}" for b in sim.sources["sim-2"].fleet}
+    assert len(keys) == len(set(keys)) == second
+    assert not set(keys) & terminal_after_first  # terminal history is never re-published
+    assert {e.key for e in sink.envelopes} == {f"sim-2/{b.id}" for b in sim.sources["sim-2"].fleet}
+    assert first + second > 30 - len(terminal_after_first)
 
 
 @pytest.mark.parametrize("limit", [1, 7, 30, 100])
@@ -224,7 +230,7 @@ async def test_http_errors(serve: Callable[[Handler], Awaitable[str]], http: aio
     sink = CollectingSink()
     url = await serve(responding(body, status))
     with pytest.raises(SourceError) as info:
-        await SourcePoller(source_for(url, name="edge"), sink).poll_once(http)
+        await SourcePoller(source_for(url, name="edge"), sink, FAST).poll_once(http)
     assert info.value.status == status
     assert info.value.retriable is retriable
     assert str(info.value).startswith("source edge: ")
@@ -236,7 +242,7 @@ async def test_http_errors(serve: Callable[[Handler], Awaitable[str]], http: aio
     ("body", "fragment", "retriable"),
     [
         (b"not json", "not JSON", True),
-        (b"[1, 2]", "not an object", False),
+        (b"[1, 2]", "no 'data' array", False),
         (b'{"object": "list"}', "no 'data' array", False),
         (b'{"data": {"id": "x"}}', "no 'data' array", False),
     ],
@@ -247,7 +253,7 @@ async def test_malformed_list_responses(
 ) -> None:
     url = await serve(responding(body))
     with pytest.raises(SourceError, match=fragment) as info:
-        await SourcePoller(source_for(url), CollectingSink()).poll_once(http)
+        await SourcePoller(source_for(url), CollectingSink(), FAST).poll_once(http)
     assert info.value.retriable is retriable
 
 
@@ -274,7 +280,7 @@ async def test_connection_failure_is_retriable(http: aiohttp.ClientSession) -> N
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before the request: nothing listens there
-    poller = SourcePoller(source_for(f"http://127.0.0.1:{port}/v1"), CollectingSink())
+    poller = SourcePoller(source_for(f"http://127.0.0.1:{port}/v1"), CollectingSink(), FAST)
     with pytest.raises(SourceError) as info:
         await poller.poll_once(http)
     assert info.value.retriable is True
@@ -284,7 +290,7 @@ async def test_connection_failure_is_retriable(http: aiohttp.ClientSession) -> N
 async def test_failed_cycle_is_logged_not_raised(
     serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
 ) -> None:
-    poller = SourcePoller(source_for(await serve(responding(b"down", 502))), CollectingSink())
+    poller = SourcePoller(source_for(await serve(responding(b"down", 502))), CollectingSink(), FAST)
     await poller._cycle(http)
     assert poller.cycles == 0
     assert poller.observed == 0

@@ -1,0 +1,108 @@
+"""Per-source poller metrics, rendered in the Prometheus text exposition format."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass(slots=True)
+class SourceMetrics:
+    """What one source's poller did; read by the cycle summary and ``/metrics``."""
+
+    source: str
+    provider: str
+    requests: Counter[str] = field(default_factory=Counter)  # by outcome: ok, retried, failed
+    errors: Counter[str] = field(default_factory=Counter)  # by class: http_429, http_5xx, timeout, ...
+    retries: int = 0
+    cycles: int = 0
+    observations: int = 0
+    vanished: int = 0
+    tracked: int = 0
+    active: int = 0
+    breaker_state: str = "closed"
+    breaker_opened: int = 0
+    last_success: float | None = None  # monotonic time of the last successful cycle
+
+    def lag(self, now: float) -> float | None:
+        return None if self.last_success is None else now - self.last_success
+
+
+BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = None,
+           clock: Callable[[], float] = time.monotonic) -> str:
+    """The Prometheus text format for every source."""
+    now = clock()
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP batchscope_{name} {help_text}")
+        lines.append(f"# TYPE batchscope_{name} {kind}")
+        lines.extend(f"batchscope_{name}{{{labels}}} {value:g}" for labels, value in samples)
+
+    def lab(m: SourceMetrics, **more: str) -> str:
+        pairs = {"source": m.source, "provider": m.provider, **more}
+        return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
+
+    family("poller_requests_total", "counter", "HTTP requests by outcome",
+           [(lab(m, outcome=o), n) for m in all_metrics for o, n in sorted(m.requests.items())])
+    family("poller_errors_total", "counter", "failed requests by error class",
+           [(lab(m, error=c), n) for m in all_metrics for c, n in sorted(m.errors.items())])
+    family("poller_retries_total", "counter", "requests retried",
+           [(lab(m), m.retries) for m in all_metrics])
+    family("poller_cycles_total", "counter", "completed poll cycles",
+           [(lab(m), m.cycles) for m in all_metrics])
+    family("poller_observations_total", "counter", "batch observations published",
+           [(lab(m), m.observations) for m in all_metrics])
+    family("poller_vanished_total", "counter", "active batches the provider stopped returning",
+           [(lab(m), m.vanished) for m in all_metrics])
+    family("poller_batches_tracked", "gauge", "batches known", [(lab(m), m.tracked) for m in all_metrics])
+    family("poller_batches_active", "gauge", "batches not yet terminal",
+           [(lab(m), m.active) for m in all_metrics])
+    family("poller_breaker_state", "gauge", "circuit breaker: 0 closed, 1 half-open, 2 open",
+           [(lab(m), BREAKER_CODES[m.breaker_state]) for m in all_metrics])
+    family("poller_breaker_opened_total", "counter", "times the circuit breaker opened",
+           [(lab(m), m.breaker_opened) for m in all_metrics])
+    family("poller_lag_seconds", "gauge", "seconds since the last successful cycle",
+           [(lab(m), lag) for m in all_metrics if (lag := m.lag(now)) is not None])
+    for name, value in sorted((extra or {}).items()):
+        family(name, "gauge", name.replace("_", " "), [("", value)])
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` on loopback (or the configured host) for Prometheus."""
+
+    def __init__(self, host: str, port: int, source: Callable[[], str]) -> None:
+        self._host, self._port, self._source = host, port, source
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.add_routes([web.get("/metrics", self._metrics)])
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/metrics"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._source(), content_type="text/plain", charset="utf-8")
