@@ -74,6 +74,14 @@ class Adapter:
             return True
         return self.items_key is not None and isinstance(body, dict) and self.items_key in body
 
+    def batch_objects(self, body: Any) -> list[dict[str, Any]]:
+        """The batches in a decoded body: a list response, a bare array, or one batch object."""
+        if self.is_list(body):
+            return self.items(body)
+        if isinstance(body, dict):
+            return [body]
+        raise InvalidRecord(f"expected a JSON object or array, got {type(body).__name__}")
+
     def read_error(self, status: int, body: bytes) -> ProviderError:
         return read_error(status, body)
 
