@@ -62,7 +62,7 @@ def _is_canonical(text: str) -> bool:
         datetime.fromisoformat(text[:23])
     except ValueError:
         return False
-    return text[20:23].isdigit()
+    return text[20:23].isdigit() and text.isascii()
 
 
 def required_time(value: str, name: str = "observed_at") -> str:
