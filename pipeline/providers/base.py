@@ -62,8 +62,9 @@ class Adapter:
     def items(self, body: Any) -> list[dict[str, Any]]:
         """The batch objects of one list response; a wrong shape is an :class:`InvalidRecord`."""
         found = body if self.items_key is None else _field(body, self.items_key)
-        if found is None:
-            return []
+        return [] if found is None else self._objects(found)
+
+    def _objects(self, found: Any) -> list[dict[str, Any]]:
         if not isinstance(found, list) or not all(isinstance(o, dict) for o in found):
             raise InvalidRecord(f"{self.name} list: expected an array of batch objects")
         return found
@@ -76,6 +77,8 @@ class Adapter:
 
     def batch_objects(self, body: Any) -> list[dict[str, Any]]:
         """The batches in a decoded body: a list response, a bare array, or one batch object."""
+        if isinstance(body, list):  # Together's list response, or batches collected by hand
+            return self._objects(body)
         if self.is_list(body):
             return self.items(body)
         if isinstance(body, dict):

@@ -53,7 +53,8 @@ def test_validation_failure_with_error_codes() -> None:
                           "request_counts": {"total": 0, "completed": 0, "failed": 0}})
     assert snap.status == "failed"
     assert [e["code"] for e in snap.errors] == ["invalid_json_line", "duplicate_custom_id"]
-    assert snap.errors[1] == {"code": "duplicate_custom_id", "message": "dup", "param": "custom_id", "line": 7}
+    assert snap.errors[1] == {"code": "duplicate_custom_id", "message": "dup", "param": "custom_id",
+                              "line": 7}
     assert snap.failed_at == "2024-03-26T16:45:40.000Z"
 
 
