@@ -47,14 +47,16 @@ def check(provider: str, obj: dict[str, Any], observed_at: str) -> None:
 
 @st.composite
 def mutated(draw: st.DrawFn, provider: str) -> dict[str, Any]:
-    obj = copy.deepcopy(draw(st.sampled_from(VALID[provider])))
+    obj: dict[str, Any] = copy.deepcopy(draw(st.sampled_from(VALID[provider])))
     for _ in range(draw(st.integers(1, 3))):
-        target = obj
-        nested = [k for k, v in obj.items() if isinstance(v, dict) and v]
-        if nested and draw(st.booleans()):
-            target = obj[draw(st.sampled_from(sorted(nested)))]
-        key = draw(st.sampled_from(sorted(target)) | st.text(max_size=12))
-        if draw(st.booleans()):
+        target: dict[str, Any] = obj
+        nested = sorted(k for k, v in obj.items() if isinstance(v, dict) and v)
+        go_deeper: bool = draw(st.booleans())
+        if nested and go_deeper:
+            target = obj[draw(st.sampled_from(nested))]
+        key: str = draw(st.sampled_from(sorted(target)) | st.text(max_size=12))
+        delete: bool = draw(st.booleans())
+        if delete:
             target.pop(key, None)
         else:
             target[key] = draw(JSON)
