@@ -26,17 +26,19 @@ Errors = list[dict[str, Any]]
 @lru_cache(maxsize=8192)
 def _day(days: int) -> str:
     try:
-        return (EPOCH + timedelta(days=days)).isoformat()
+        return (EPOCH + timedelta(days=days)).isoformat() + "T"
     except OverflowError:
         raise InvalidRecord(f"unix timestamp out of range: day {days}") from None
 
 
+HOURS_MINUTES = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
+SECONDS = tuple(f"{s:02d}.000Z" for s in range(60))
+
+
 def unix_iso(seconds: int) -> str:
-    """``2024-05-01T10:40:00.000Z`` for integer unix seconds, by arithmetic (no datetime)."""
+    """``2024-05-01T10:40:00.000Z`` for integer unix seconds: table lookups, no datetime."""
     days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}.000Z"
+    return _day(days) + HOURS_MINUTES[rest // 60] + SECONDS[rest % 60]
 
 
 def timestamp(value: object, name: str) -> str | None:
@@ -65,7 +67,9 @@ def _is_canonical(text: str) -> bool:
     return text[20:23].isdigit() and text.isascii()
 
 
+@lru_cache(maxsize=256)
 def required_time(value: str, name: str = "observed_at") -> str:
+    """A required time; cached because the poller stamps a whole list page with one time."""
     iso = timestamp(value, name)
     if iso is None:
         raise InvalidRecord(f"{name}: missing")
@@ -137,6 +141,8 @@ def error_list(value: object) -> Errors:
 
 def metadata(value: object, name: str = "metadata") -> dict[str, str]:
     """A string map; non-string values become their JSON text."""
+    if type(value) is dict and all(type(v) is str for v in value.values()):
+        return value  # the common case: already a string map (JSON keys are strings)
     return {str(k): v if type(v) is str else json_text(v, name) for k, v in mapping(value, name).items()}
 
 
@@ -159,7 +165,7 @@ def json_text(value: object, name: str) -> str:
 
 def extras(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
     """Provider fields with no canonical home, kept verbatim (checked to be JSON-writable)."""
-    out = {k: v for k, v in obj.items() if k not in known}
+    out = {k: obj[k] for k in sorted(obj.keys() - known)}  # sorted: the same bytes every run
     for key, value in out.items():
         if type(value) is not str:
             json_text(value, key)

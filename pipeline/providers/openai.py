@@ -24,7 +24,7 @@ TEXT_FIELDS = ("endpoint", "model", "completion_window",
 KNOWN = frozenset({"id", "status", "request_counts", "errors", "metadata", "usage",
                    *TIME_FIELDS, *TEXT_FIELDS})
 IDENTITY = {s: s for s in STATUSES}
-COUNT_KEYS = ("total", "completed", "failed")
+COUNT_KEYS = frozenset({"total", "completed", "failed"})
 
 
 def normalise_shaped(obj: dict[str, Any], source: str, observed_at: str, provider: str) -> Snapshot:
@@ -63,9 +63,12 @@ def _counts(value: object, batch_id: str) -> tuple[int | None, int | None, int |
     if not isinstance(value, dict):
         raise InvalidRecord(f"payload {batch_id}: 'request_counts' is not an object")
     get, c = value.get, f.count
-    more = {k: f.count(v, f"request_counts.{k}") for k, v in value.items() if k not in COUNT_KEYS}
-    return (c(get("total"), "request_counts.total"), c(get("completed"), "request_counts.completed"),
-            c(get("failed"), "request_counts.failed"), {k: v for k, v in more.items() if v is not None})
+    counted = (c(get("total"), "request_counts.total"), c(get("completed"), "request_counts.completed"),
+               c(get("failed"), "request_counts.failed"))
+    if value.keys() <= COUNT_KEYS:
+        return (*counted, {})
+    more = {k: c(v, f"request_counts.{k}") for k, v in value.items() if k not in COUNT_KEYS}
+    return (*counted, {k: v for k, v in more.items() if v is not None})
 
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
