@@ -63,3 +63,9 @@ def test_a_list_body_of_the_wrong_shape_is_invalid() -> None:
 def test_error_bodies(status: int, body: bytes, expected: ProviderError) -> None:
     assert read_error(status, body) == expected
     assert adapter("anthropic").read_error(status, body) == expected
+
+
+def test_config_base_urls_match_the_adapters() -> None:
+    from pipeline.config import DEFAULT_BASE_URLS
+
+    assert DEFAULT_BASE_URLS == {n: a.default_base_url for n, a in ADAPTERS.items() if a.default_base_url}
