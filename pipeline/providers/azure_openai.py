@@ -11,9 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.models import Snapshot
-from pipeline.providers.base import Adapter, header
-from pipeline.providers.openai import normalise_shaped
-from pipeline.providers.paging import CursorPaging
+from pipeline.providers.base import header
+from pipeline.providers.openai import normalise_shaped, shaped_adapter
 
 API_VERSION = "2024-10-21"
 
@@ -26,14 +25,10 @@ def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     return snap
 
 
-ADAPTER = Adapter(
-    name="azure_openai",
-    list_path="/batches",
-    get_path="/batches/{id}",
-    paging=CursorPaging(),
-    items_key="data",
-    auth=header("api-key"),
+ADAPTER = shaped_adapter(
+    "azure_openai",
+    None,  # https://<resource>.openai.azure.com/openai
     normalise=normalise,
-    default_base_url=None,  # https://<resource>.openai.azure.com/openai
+    auth=header("api-key"),
     fixed_params=(("api-version", API_VERSION),),
 )

@@ -5,25 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pipeline.models import Snapshot
-from pipeline.providers.base import Adapter, bearer
-from pipeline.providers.openai import normalise_shaped
+from pipeline.providers.openai import shaped_adapter
 from pipeline.providers.paging import SinglePage
 
-
-def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
-    return normalise_shaped(obj, source, observed_at, "groq")
-
-
-ADAPTER = Adapter(
-    name="groq",
-    list_path="/batches",
-    get_path="/batches/{id}",
-    paging=SinglePage(),
-    items_key="data",
-    auth=bearer,
-    normalise=normalise,
-    default_base_url="https://api.groq.com/openai/v1",
-)
+ADAPTER = shaped_adapter("groq", "https://api.groq.com/openai/v1", paging=SinglePage())
+normalise = ADAPTER.normalise

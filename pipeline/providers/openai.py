@@ -12,7 +12,7 @@ from typing import Any
 from pipeline.errors import InvalidRecord
 from pipeline.models import STATUSES, Snapshot
 from pipeline.providers import fields as f
-from pipeline.providers.base import Adapter, bearer
+from pipeline.providers.base import Adapter, Normaliser, bearer
 from pipeline.providers.paging import CursorPaging
 
 TIME_FIELDS = (
@@ -71,17 +71,17 @@ def _counts(value: object, batch_id: str) -> tuple[int | None, int | None, int |
     return (*counted, {k: v for k, v in more.items() if v is not None})
 
 
-def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
-    return normalise_shaped(obj, source, observed_at, "openai")
+def shaped_adapter(name: str, base_url: str | None, *, normalise: Normaliser | None = None,
+                   **overrides: Any) -> Adapter:
+    """The adapter of an OpenAI-compatible batch API (``/batches``, ``data``, bearer auth)."""
+
+    def same_shape(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
+        return normalise_shaped(obj, source, observed_at, name)
+
+    settings: dict[str, Any] = {"paging": CursorPaging(), "items_key": "data", "auth": bearer, **overrides}
+    return Adapter(name=name, list_path="/batches", get_path="/batches/{id}",
+                   normalise=normalise or same_shape, default_base_url=base_url, **settings)
 
 
-ADAPTER = Adapter(
-    name="openai",
-    list_path="/batches",
-    get_path="/batches/{id}",
-    paging=CursorPaging(),
-    items_key="data",
-    auth=bearer,
-    normalise=normalise,
-    default_base_url="https://api.openai.com/v1",
-)
+ADAPTER = shaped_adapter("openai", "https://api.openai.com/v1")
+normalise = ADAPTER.normalise

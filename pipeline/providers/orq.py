@@ -10,9 +10,7 @@ import re
 from typing import Any
 
 from pipeline.models import Snapshot
-from pipeline.providers.base import Adapter, bearer
-from pipeline.providers.openai import normalise_shaped
-from pipeline.providers.paging import CursorPaging
+from pipeline.providers.openai import normalise_shaped, shaped_adapter
 
 CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -35,13 +33,4 @@ def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     return normalise_shaped(wire_form(obj), source, observed_at, "orq")
 
 
-ADAPTER = Adapter(
-    name="orq",
-    list_path="/batches",
-    get_path="/batches/{id}",
-    paging=CursorPaging(),
-    items_key="data",
-    auth=bearer,
-    normalise=normalise,
-    default_base_url="https://api.orq.ai/v3/router",
-)
+ADAPTER = shaped_adapter("orq", "https://api.orq.ai/v3/router", normalise=normalise)

@@ -68,4 +68,5 @@ def test_error_bodies(status: int, body: bytes, expected: ProviderError) -> None
 def test_config_base_urls_match_the_adapters() -> None:
     from pipeline.config import DEFAULT_BASE_URLS
 
-    assert DEFAULT_BASE_URLS == {n: a.default_base_url for n, a in ADAPTERS.items() if a.default_base_url}
+    defaults = {n: a.default_base_url for n, a in ADAPTERS.items() if a.default_base_url}
+    assert defaults == DEFAULT_BASE_URLS
