@@ -46,17 +46,18 @@ def _counts(value: object) -> dict[str, int] | None:
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     batch_id = f.required_text(obj.get("id"), "id")
+    r = f.Reader(obj)
     _, raw = f.status_of(obj.get("processing_status"), {}, "processing_status")
     counts = _counts(obj.get("request_counts"))
-    cancel_at = f.timestamp(obj.get("cancel_initiated_at"), "cancel_initiated_at")
+    cancel_at = r.time("cancel_initiated_at")
     status = canonical_status(raw, counts or dict.fromkeys(COUNTS, 0), cancel_at is not None)
     return Snapshot(
         source=source, provider="anthropic", batch_id=batch_id, status=status,
         provider_status=raw, observed_at=f.required_time(observed_at),
-        created_at=f.timestamp(obj.get("created_at"), "created_at"),
-        expires_at=f.timestamp(obj.get("expires_at"), "expires_at"),
+        created_at=r.time("created_at"),
+        expires_at=r.time("expires_at"),
         cancelling_at=cancel_at,
-        **f.terminal_times(status, f.timestamp(obj.get("ended_at"), "ended_at")),
+        **f.terminal_times(status, r.time("ended_at")),
         requests_total=sum(counts.values()) if counts else None,
         requests_completed=counts["succeeded"] if counts else None,
         requests_failed=counts["errored"] if counts else None,

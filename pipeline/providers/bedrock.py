@@ -40,23 +40,24 @@ def _window(value: object) -> str | None:
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     batch_id = f.required_text(obj.get("jobArn"), "jobArn")
+    r = f.Reader(obj)
     status, raw = f.status_of(obj.get("status"), STATUS)
-    message = f.text(obj.get("message"), "message")
+    message = r.text("message")
     extra = f.extras(obj, KNOWN)
     failed = status in ("failed", "expired", "cancelled")
     if message and not failed:
         extra["message"] = message
-    processed = f.count(obj.get("processedRecordCount"), "processedRecordCount")
+    processed = r.count("processedRecordCount")
     return Snapshot(
         source=source, provider="bedrock", batch_id=batch_id, status=status, provider_status=raw,
-        observed_at=f.required_time(observed_at), model=f.text(obj.get("modelId"), "modelId"),
+        observed_at=f.required_time(observed_at), model=r.text("modelId"),
         completion_window=_window(obj.get("timeoutDurationInHours")),
-        created_at=f.timestamp(obj.get("submitTime"), "submitTime"),
-        expires_at=f.timestamp(obj.get("jobExpirationTime"), "jobExpirationTime"),
-        **f.terminal_times(status, f.timestamp(obj.get("endTime"), "endTime")),
-        requests_total=f.count(obj.get("totalRecordCount"), "totalRecordCount"),
-        requests_completed=f.count(obj.get("successRecordCount"), "successRecordCount"),
-        requests_failed=f.count(obj.get("errorRecordCount"), "errorRecordCount"),
+        created_at=r.time("submitTime"),
+        expires_at=r.time("jobExpirationTime"),
+        **f.terminal_times(status, r.time("endTime")),
+        requests_total=r.count("totalRecordCount"),
+        requests_completed=r.count("successRecordCount"),
+        requests_failed=r.count("errorRecordCount"),
         requests_extra={"processed": processed} if processed is not None else {},
         input_file_id=_s3_uri(obj, "inputDataConfig", "s3InputDataConfig"),
         output_file_id=_s3_uri(obj, "outputDataConfig", "s3OutputDataConfig"),

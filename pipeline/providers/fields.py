@@ -7,6 +7,7 @@ have fast paths for the common wire types: integer unix seconds and already-cano
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -65,6 +66,22 @@ def _is_canonical(text: str) -> bool:
     except ValueError:
         return False
     return text[20:23].isdigit() and text.isascii()
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Typed reads of one provider object's top-level fields, named by their wire key."""
+
+    obj: dict[str, Any]
+
+    def text(self, key: str) -> str | None:
+        return text(self.obj.get(key), key)
+
+    def time(self, key: str) -> str | None:
+        return timestamp(self.obj.get(key), key)
+
+    def count(self, key: str) -> int | None:
+        return count(self.obj.get(key), key)
 
 
 @lru_cache(maxsize=256)

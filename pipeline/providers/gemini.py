@@ -34,15 +34,16 @@ def unwrap(obj: dict[str, Any]) -> dict[str, Any]:
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     batch = unwrap(obj)
+    r = f.Reader(batch)
     batch_id = f.required_text(batch.get("name"), "name")
     status, raw = google.state(batch.get("state"), STATUS)
     stats = f.mapping(batch.get("batchStats"), "batchStats")
     pending = f.count(stats.get("pendingRequestCount"), "batchStats.pendingRequestCount")
     return Snapshot(
         source=source, provider="gemini", batch_id=batch_id, status=status, provider_status=raw,
-        observed_at=f.required_time(observed_at), model=f.text(batch.get("model"), "model"),
-        created_at=f.timestamp(batch.get("createTime"), "createTime"),
-        **f.terminal_times(status, f.timestamp(batch.get("endTime"), "endTime")),
+        observed_at=f.required_time(observed_at), model=r.text("model"),
+        created_at=r.time("createTime"),
+        **f.terminal_times(status, r.time("endTime")),
         requests_total=f.count(stats.get("requestCount"), "batchStats.requestCount"),
         requests_completed=f.count(stats.get("successfulRequestCount"), "batchStats.successfulRequestCount"),
         requests_failed=f.count(stats.get("failedRequestCount"), "batchStats.failedRequestCount"),

@@ -43,26 +43,27 @@ def _errors(value: object) -> tuple[f.Errors, list[int | None]]:
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     batch_id = f.required_text(obj.get("id"), "id")
+    r = f.Reader(obj)
     status, raw = f.status_of(obj.get("status"), STATUS)
     errors, error_counts = _errors(obj.get("errors"))
-    processed = f.count(obj.get("completed_requests"), "completed_requests")
+    processed = r.count("completed_requests")
     extra = f.extras(obj, KNOWN)
     if any(c is not None for c in error_counts):
         extra["error_counts"] = error_counts
     return Snapshot(
         source=source, provider="mistral", batch_id=batch_id, status=status, provider_status=raw,
         observed_at=f.required_time(observed_at),
-        endpoint=f.text(obj.get("endpoint"), "endpoint"), model=f.text(obj.get("model"), "model"),
-        created_at=f.timestamp(obj.get("created_at"), "created_at"),
-        in_progress_at=f.timestamp(obj.get("started_at"), "started_at"),
-        **f.terminal_times(status, f.timestamp(obj.get("completed_at"), "completed_at")),
-        requests_total=f.count(obj.get("total_requests"), "total_requests"),
-        requests_completed=f.count(obj.get("succeeded_requests"), "succeeded_requests"),
-        requests_failed=f.count(obj.get("failed_requests"), "failed_requests"),
+        endpoint=r.text("endpoint"), model=r.text("model"),
+        created_at=r.time("created_at"),
+        in_progress_at=r.time("started_at"),
+        **f.terminal_times(status, r.time("completed_at")),
+        requests_total=r.count("total_requests"),
+        requests_completed=r.count("succeeded_requests"),
+        requests_failed=r.count("failed_requests"),
         requests_extra={"processed": processed} if processed is not None else {},
         input_file_id=_input_files(obj.get("input_files")),
-        output_file_id=f.text(obj.get("output_file"), "output_file"),
-        error_file_id=f.text(obj.get("error_file"), "error_file"),
+        output_file_id=r.text("output_file"),
+        error_file_id=r.text("error_file"),
         errors=errors, metadata=f.metadata(obj.get("metadata")), provider_extra=extra,
     )
 

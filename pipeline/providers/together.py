@@ -26,20 +26,21 @@ def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     if isinstance(job, dict) and "id" not in obj:
         obj = job
     batch_id = f.required_text(obj.get("id"), "id")
+    r = f.Reader(obj)
     raw_status = obj.get("status")
     status, raw = f.status_of(raw_status.upper() if type(raw_status) is str else raw_status, STATUS)
-    message = f.text(obj.get("error"), "error")
+    message = r.text("error")
     return Snapshot(
         source=source, provider="together", batch_id=batch_id, status=status,
         provider_status=raw_status if type(raw_status) is str else raw,
         observed_at=f.required_time(observed_at),
-        endpoint=f.text(obj.get("endpoint"), "endpoint"), model=f.text(obj.get("model_id"), "model_id"),
-        created_at=f.timestamp(obj.get("created_at"), "created_at"),
-        expires_at=f.timestamp(obj.get("job_deadline"), "job_deadline"),
-        **f.terminal_times(status, f.timestamp(obj.get("completed_at"), "completed_at")),
-        input_file_id=f.text(obj.get("input_file_id"), "input_file_id"),
-        output_file_id=f.text(obj.get("output_file_id"), "output_file_id"),
-        error_file_id=f.text(obj.get("error_file_id"), "error_file_id"),
+        endpoint=r.text("endpoint"), model=r.text("model_id"),
+        created_at=r.time("created_at"),
+        expires_at=r.time("job_deadline"),
+        **f.terminal_times(status, r.time("completed_at")),
+        input_file_id=r.text("input_file_id"),
+        output_file_id=r.text("output_file_id"),
+        error_file_id=r.text("error_file_id"),
         errors=[f.error(None, message)] if message else [],
         provider_extra=f.extras(obj, KNOWN),
     )

@@ -55,16 +55,17 @@ def _counts(obj: dict[str, Any]) -> tuple[int | None, int | None, int | None, di
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     name = f.required_text(obj.get("name"), "name")
+    r = f.Reader(obj)
     status, raw = google.state(obj.get("state"), STATUS)
     total, ok, bad, more = _counts(obj)
     output = f.mapping(obj.get("outputInfo"), "outputInfo")
     return Snapshot(
         source=source, provider="vertex", batch_id=google.short_id(name), status=status,
         provider_status=raw, observed_at=f.required_time(observed_at),
-        model=f.text(obj.get("model"), "model"),
-        created_at=f.timestamp(obj.get("createTime"), "createTime"),
-        in_progress_at=f.timestamp(obj.get("startTime"), "startTime"),
-        **f.terminal_times(status, f.timestamp(obj.get("endTime"), "endTime")),
+        model=r.text("model"),
+        created_at=r.time("createTime"),
+        in_progress_at=r.time("startTime"),
+        **f.terminal_times(status, r.time("endTime")),
         requests_total=total, requests_completed=ok, requests_failed=bad, requests_extra=more,
         input_file_id=_input(obj),
         output_file_id=f.text(output.get("gcsOutputDirectory") or output.get("bigqueryOutputTable"),
