@@ -26,7 +26,7 @@ import orjson
 
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
-from pipeline.providers.fields import unix_iso
+from pipeline.providers.times import unix_iso
 from pipeline.simulator import build_fleet, openai_object
 
 Path = Callable[[list[bytes]], int]

@@ -1,71 +1,23 @@
 """Typed readers for provider fields: every bad value becomes an :class:`InvalidRecord`.
 
-The hot path (OpenAI-shaped objects) goes through :func:`timestamp` and :func:`count`, so both
-have fast paths for the common wire types: integer unix seconds and already-canonical ISO text.
+The hot path (OpenAI-shaped objects) goes through :func:`count` and the timestamp readers of
+:mod:`pipeline.providers.times` (re-exported here), which have fast paths for the common types.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from pipeline.errors import InvalidRecord
 from pipeline.models import STATUS_TIME_FIELD, TERMINAL
-from pipeline.timeutil import to_iso
+from pipeline.providers.times import required_time as required_time
+from pipeline.providers.times import timestamp as timestamp
 
 MAX_COUNT = 2**63 - 1  # ClickHouse UInt64 columns; orjson writes at most 64-bit integers
-EPOCH = date(1970, 1, 1)
-NANOS = re.compile(r"(\.[0-9]{6})[0-9]+")
 Errors = list[dict[str, Any]]
-
-
-@lru_cache(maxsize=8192)
-def _day(days: int) -> str:
-    try:
-        return (EPOCH + timedelta(days=days)).isoformat() + "T"
-    except OverflowError:
-        raise InvalidRecord(f"unix timestamp out of range: day {days}") from None
-
-
-HOURS_MINUTES = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440))
-SECONDS = tuple(f"{s:02d}.000Z" for s in range(60))
-
-
-def unix_iso(seconds: int) -> str:
-    """``2024-05-01T10:40:00.000Z`` for integer unix seconds: table lookups, no datetime."""
-    days, rest = divmod(seconds, 86_400)
-    return _day(days) + HOURS_MINUTES[rest // 60] + SECONDS[rest % 60]
-
-
-def timestamp(value: object, name: str) -> str | None:
-    """Any provider timestamp (unix seconds, numeric text, ISO 8601 / RFC 3339) as ISO ms UTC."""
-    if value is None:
-        return None
-    if type(value) is int:
-        if -62_135_596_800 <= value <= 253_402_300_799:
-            return unix_iso(value)
-        raise InvalidRecord(f"{name}: unix timestamp out of range: {value}")
-    if type(value) is str:
-        if _is_canonical(value):
-            return value
-        value = NANOS.sub(r"\1", value)  # RFC 3339 allows 9 digits; Python parses at most 6
-    return to_iso(value, name)
-
-
-def _is_canonical(text: str) -> bool:
-    """Already ``YYYY-MM-DDTHH:MM:SS.mmmZ`` and a real instant: returned unchanged."""
-    if len(text) != 24 or text[10] != "T" or text[19] != "." or text[23] != "Z":
-        return False
-    try:
-        datetime.fromisoformat(text[:23])
-    except ValueError:
-        return False
-    return text[20:23].isdigit() and text.isascii()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +34,6 @@ class Reader:
 
     def count(self, key: str) -> int | None:
         return count(self.obj.get(key), key)
-
-
-@lru_cache(maxsize=256)
-def required_time(value: str, name: str = "observed_at") -> str:
-    """A required time; cached because the poller stamps a whole list page with one time."""
-    iso = timestamp(value, name)
-    if iso is None:
-        raise InvalidRecord(f"{name}: missing")
-    return iso
 
 
 def text(value: object, name: str) -> str | None:

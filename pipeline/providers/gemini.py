@@ -4,7 +4,8 @@ The list returns long-running operations whose ``metadata`` is the batch
 (``GenerateContentBatch``); a bare batch object is read as well. ``name`` (``batches/...``) is
 the batch id. ``state`` carries a ``BATCH_STATE_`` (or ``JOB_STATE_``) prefix. ``batchStats``
 counts are int64 (JSON strings); ``pendingRequestCount`` is kept as ``requests_extra.pending``.
-``endTime`` is the end time of the terminal status reached.
+``endTime`` is the end time of the terminal status reached. An operation's ``response`` (it
+may hold inlined results) is not kept; ``done`` is, in ``provider_extra``.
 """
 
 from __future__ import annotations

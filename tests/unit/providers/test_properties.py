@@ -7,6 +7,8 @@ import contextlib
 import copy
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +16,8 @@ from pipeline.config import PROVIDERS
 from pipeline.errors import InvalidRecord
 from pipeline.models import Snapshot
 from pipeline.providers import adapter
-from pipeline.providers.fields import timestamp
+from pipeline.providers.base import read_error
+from pipeline.providers.times import timestamp
 from pipeline.timeutil import to_iso
 from tests.unit.providers import test_anthropic, test_bedrock, test_google, test_mistral, test_together
 from tests.unit.providers.test_openai import DOC_EXAMPLE
@@ -98,3 +101,17 @@ def test_integer_fast_path_matches_the_datetime_path(seconds: int) -> None:
 def test_integer_times_never_raise_anything_else(seconds: int) -> None:
     with contextlib.suppress(InvalidRecord):
         timestamp(seconds, "t")
+
+
+@given(st.integers(100, 599), st.binary(max_size=200) | JSON.map(orjson.dumps))
+def test_error_bodies_never_raise(status: int, body: bytes) -> None:
+    error = read_error(status, body)
+    assert error.status == status
+    assert isinstance(error.message, str)
+    assert error.message
+
+
+@pytest.mark.parametrize("observed_at", [None, 5, ["x"], ""])
+def test_observed_at_must_be_a_time(observed_at: Any) -> None:
+    with pytest.raises(InvalidRecord):
+        adapter("openai").normalise({"id": "b", "status": "completed"}, "s", observed_at)
