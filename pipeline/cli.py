@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings
+from pipeline.config import PROVIDERS, Settings, load_settings
 from pipeline.errors import BatchscopeError, ConfigError
 from pipeline.store import QueryResult, Store
 
@@ -45,6 +45,9 @@ def build_parser() -> ArgumentParser:
     query.add_argument("sql", help="the SQL to run; unqualified tables resolve in the configured database")
     query.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format")
     query.add_argument("--write", action="store_true", help="allow statements that change data")
+    norm = sub.add_parser("normalise", help="provider JSON on stdin -> canonical snapshots (JSON lines)")
+    norm.add_argument("--provider", required=True, choices=PROVIDERS, help="the provider the JSON came from")
+    norm.add_argument("--source", required=True, help="the source name to put in each snapshot")
     sim = sub.add_parser("simulate", help="serve the synthetic fleet (OpenAI-compatible) until Ctrl-C")
     sim.add_argument("--batches", type=int, help="batches per simulated source")
     sim.add_argument("--sources", type=int, help="number of simulated sources")
@@ -127,6 +130,27 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_normalise(settings: Settings, args: argparse.Namespace) -> int:
+    """One provider object, a list response or a bare array on stdin; one snapshot per line out."""
+    from pipeline.errors import InvalidRecord
+    from pipeline.providers import adapter
+    from pipeline.timeutil import iso_ms, utcnow
+
+    observed_at = iso_ms(utcnow())
+    try:
+        body = orjson.loads(sys.stdin.buffer.read())
+        provider = adapter(args.provider)
+        lines = [provider.normalise(o, args.source, observed_at).to_json() + b"\n"
+                 for o in provider.batch_objects(body)]
+    except (orjson.JSONDecodeError, InvalidRecord) as exc:
+        what = "not valid JSON: " if isinstance(exc, orjson.JSONDecodeError) else ""
+        reason = str(exc).replace("\n", " ")
+        print(f"batchscope: invalid input: {what}{reason}", file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(b"".join(lines))
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -187,6 +211,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "poll": cmd_poll,
     "migrate": cmd_migrate,
     "query": cmd_query,
+    "normalise": cmd_normalise,
     "simulate": cmd_simulate,
 }
 

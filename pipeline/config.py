@@ -28,7 +28,17 @@ PROVIDERS = (
 )
 # Providers whose adapter the poller has today; the others are recognised names.
 POLLABLE = ("openai",)
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+# Public API roots; azure_openai, vertex and bedrock have none (per resource, project or region)
+# and need ``base_url``. Kept equal to each adapter's ``default_base_url`` (pipeline.providers).
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "orq": "https://api.orq.ai/v3/router",
+    "anthropic": "https://api.anthropic.com/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
 
 
 class Secret:

@@ -86,6 +86,11 @@ class Snapshot:
     errors: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
+    # Additive (not in the design contract): provider counts beyond total/completed/failed
+    # (Anthropic processing/canceled/expired, Gemini pending, ...) and provider fields with no
+    # canonical home (``object``, Together's ``progress``, Anthropic's ``results_url``, ...).
+    requests_extra: dict[str, int] = field(default_factory=dict)
+    provider_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -87,7 +87,7 @@ def test_parser_commands() -> None:
     assert (defaults.format, defaults.write, defaults.config) == ("table", False, None)
     sim = parser.parse_args(["simulate", "--batches", "5", "--speed", "2.5", "--port", "0"])
     assert (sim.batches, sim.speed, sim.port, sim.seed, sim.sources) == (5, 2.5, 0, None, None)
-    assert set(COMMANDS) == {"run", "poll", "migrate", "query", "simulate"}
+    assert set(COMMANDS) == {"run", "poll", "migrate", "query", "simulate", "normalise"}
     assert FORMATS == ("table", "json", "csv")
 
 

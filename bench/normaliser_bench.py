@@ -1,0 +1,116 @@
+"""Normaliser throughput, OpenAI-shaped objects: raw envelope bytes in -> canonical snapshot JSON out.
+
+Three figures from the same run and the same records, each the median of several runs:
+
+- ``orjson``: what the normalise agent does (orjson decode, ``pipeline.normalise``, orjson encode);
+- ``stdlib json``: the same normaliser with the stdlib ``json`` codec (the baseline);
+- ``codec only``: orjson decode + encode of the envelope with no normalising (the floor).
+
+    python -m bench.normaliser_bench [--records N] [--runs R] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from pipeline.models import Envelope
+from pipeline.normalise import normalise
+from pipeline.providers.times import unix_iso
+from pipeline.simulator import build_fleet, openai_object
+
+Path = Callable[[list[bytes]], int]
+
+
+def records(count: int) -> list[bytes]:
+    """Simulated OpenAI batch objects in every lifecycle state, as raw envelope bytes. Like the
+    poller, one list page (100 objects) shares one ``observed_at``."""
+    fleet = build_fleet(seed=7, count=count, source="bench")
+    out = []
+    for i, b in enumerate(fleet):
+        t = b.timeline[i % len(b.timeline)][1] + 1.0  # a spread of statuses, not only terminal
+        observed = unix_iso(1_764_446_400 + i // 100)
+        env = Envelope("bench", "openai", observed, openai_object(b, t, 1.7e9))
+        out.append(orjson.dumps(env))
+    return out
+
+
+def with_orjson(raw: list[bytes]) -> int:
+    loads, out = orjson.loads, []
+    for data in raw:
+        o = loads(data)
+        out.append(normalise(Envelope(o["source"], o["provider"], o["observed_at"], o["payload"])).to_json())
+    return len(out)
+
+
+def with_stdlib(raw: list[bytes]) -> int:
+    loads, dumps, out = json.loads, json.dumps, []
+    for data in raw:
+        o = loads(data)
+        snap = normalise(Envelope(o["source"], o["provider"], o["observed_at"], o["payload"]))
+        out.append(dumps(snap.to_dict(), separators=(",", ":")).encode())
+    return len(out)
+
+
+def codec_only(raw: list[bytes]) -> int:
+    loads, dumps = orjson.loads, orjson.dumps
+    return len([dumps(loads(data)) for data in raw])
+
+
+def rates(paths: dict[str, Path], raw: list[bytes], runs: int) -> dict[str, tuple[float, float]]:
+    """Median (CPU-time rate, wall-clock rate) per path; runs interleave so load hits all alike.
+    CPU time of this process is the one-core figure on a shared machine; wall clock is shown too."""
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    wall: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(runs):
+        for name, path in paths.items():
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            done = path(raw)
+            cpu[name].append(done / (time.process_time() - start_cpu))
+            wall[name].append(done / (time.perf_counter() - start_wall))
+    return {name: (statistics.median(cpu[name]), statistics.median(wall[name])) for name in paths}
+
+
+def check(raw: list[bytes]) -> None:
+    """Both codecs must give the same canonical snapshot, or the comparison means nothing."""
+    for data in raw[:200]:
+        o: dict[str, Any] = orjson.loads(data)
+        snap = normalise(Envelope(o["source"], o["provider"], o["observed_at"], o["payload"]))
+        assert orjson.loads(snap.to_json()) == json.loads(json.dumps(snap.to_dict()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="cProfile one orjson run instead")
+    args = parser.parse_args()
+    raw = records(args.records)
+    check(raw)
+    if args.profile:
+        cProfile.runctx("with_orjson(raw)", globals(), {"raw": raw}, "/tmp/normaliser.prof")
+        pstats.Stats("/tmp/normaliser.prof").sort_stats("tottime").print_stats(12)
+        return
+    got = rates({"orjson": with_orjson, "stdlib": with_stdlib, "codec": codec_only}, raw, args.runs)
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"records: {args.records}, runs: {args.runs} (median), one process; rates per CPU second "
+          "(wall clock in brackets)")
+    for name, label in (("orjson", "orjson (agent path)"), ("stdlib", "stdlib json (baseline)"),
+                        ("codec", "codec only (floor)")):
+        cpu, wall = got[name]
+        print(f"{label:24} {cpu:10,.0f}/s  ({wall:,.0f}/s wall)")
+    print(f"speed-up vs stdlib:      {got['orjson'][0] / got['stdlib'][0]:10.2f}x")
+
+if __name__ == "__main__":
+    main()

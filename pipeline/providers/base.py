@@ -1,0 +1,136 @@
+"""The adapter shape every provider module fills in, and what all of them share.
+
+An :class:`Adapter` is plain data plus pure functions: where to list and fetch, how to page,
+which headers authenticate a request, how to find the batch objects in a list response, how to
+read an error body, and how to normalise one batch object into a canonical snapshot. The poller
+does the I/O; nothing here touches the network or logs a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from pipeline.config import Secret
+from pipeline.errors import InvalidRecord
+from pipeline.models import Snapshot
+from pipeline.providers.paging import Paging, Params
+
+Normaliser = Callable[[dict[str, Any], str, str], Snapshot]
+Auth = Callable[[Secret], dict[str, str]]
+RETRIABLE = frozenset({408, 409, 429, 529})
+SPEND_LIMIT = ("insufficient_quota", "spend limit", "billing", "quota exceeded", "credit balance")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderError:
+    """What a provider's error body says, and whether the shared retry policy retries it."""
+
+    status: int
+    kind: str | None
+    message: str
+    retriable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    name: str
+    list_path: str
+    get_path: str  # with ``{id}``
+    paging: Paging
+    items_key: str | None  # the list envelope's array; None: the body is a bare array
+    auth: Auth
+    normalise: Normaliser
+    default_base_url: str | None = None  # None: per account (Azure resource, region, project)
+    fixed_params: tuple[tuple[str, str], ...] = ()
+    signing: str | None = None  # "sigv4": headers alone cannot authenticate (AWS)
+    id_safe: str = ""  # characters of a batch id left unquoted in its URL ("/": resource names)
+
+    def list_params(self, limit: int) -> Params:
+        return {**dict(self.fixed_params), **self.paging.first(limit)}
+
+    def next_params(self, params: Params, body: Any) -> Params | None:
+        return self.paging.next(params, body, self.items(body))
+
+    def batch_path(self, batch_id: str) -> str:
+        return self.get_path.format(id=quote(batch_id, safe=self.id_safe))
+
+    def items(self, body: Any) -> list[dict[str, Any]]:
+        """The batch objects of one list response; a wrong shape is an :class:`InvalidRecord`."""
+        found = body if self.items_key is None else _field(body, self.items_key)
+        return [] if found is None else self._objects(found)
+
+    def _objects(self, found: Any) -> list[dict[str, Any]]:
+        if not isinstance(found, list) or not all(isinstance(o, dict) for o in found):
+            raise InvalidRecord(f"{self.name} list: expected an array of batch objects")
+        return found
+
+    def is_list(self, body: Any) -> bool:
+        """Is a decoded body a list response (rather than one batch object)?"""
+        if isinstance(body, list):
+            return True
+        return self.items_key is not None and isinstance(body, dict) and self.items_key in body
+
+    def batch_objects(self, body: Any) -> list[dict[str, Any]]:
+        """The batches in a decoded body: a list response, a bare array, or one batch object."""
+        if isinstance(body, list):  # Together's list response, or batches collected by hand
+            return self._objects(body)
+        if self.is_list(body):
+            return self.items(body)
+        if isinstance(body, dict):
+            return [body]
+        raise InvalidRecord(f"expected a JSON object or array, got {type(body).__name__}")
+
+    def read_error(self, status: int, body: bytes) -> ProviderError:
+        return read_error(status, body)
+
+
+def _field(body: Any, key: str) -> Any:
+    if not isinstance(body, dict):
+        raise InvalidRecord(f"list response: expected a JSON object with {key!r}")
+    return body.get(key)
+
+
+def bearer(secret: Secret) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret.reveal()}"}
+
+
+def header(name: str, **fixed: str) -> Auth:
+    """An auth function that sends the secret in header ``name`` (plus fixed headers)."""
+    extra = {k.replace("_", "-"): v for k, v in fixed.items()}
+
+    def auth(secret: Secret) -> dict[str, str]:
+        return {name: secret.reveal(), **extra}
+
+    return auth
+
+
+def no_headers(secret: Secret) -> dict[str, str]:
+    return {}
+
+
+def read_error(status: int, body: bytes) -> ProviderError:
+    """OpenAI ``{error: {message, type, code}}``, Anthropic ``{type: error, error: {type, message}}``,
+    Google ``{error: {code, message, status}}``, Mistral/AWS ``{message, type}`` or ``{detail}``."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    inner = obj.get("error") if isinstance(obj, dict) else None
+    src = inner if isinstance(inner, dict) else obj if isinstance(obj, dict) else {}
+    message = src.get("message") or src.get("detail") or (inner if isinstance(inner, str) else None)
+    kind = src.get("code") or src.get("type") or src.get("status")
+    text = message if isinstance(message, str) else body[:200].decode("utf-8", "replace")
+    kind_text = str(kind) if isinstance(kind, str | int) and not isinstance(kind, bool) else None
+    return ProviderError(status, kind_text, text or f"HTTP {status}", _retriable(status, kind_text, text))
+
+
+def _retriable(status: int, kind: str | None, message: str) -> bool:
+    if status == 429:
+        said = f"{kind or ''} {message}".lower()
+        return not any(word in said for word in SPEND_LIMIT)
+    return status in RETRIABLE or 500 <= status <= 599
