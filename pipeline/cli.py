@@ -54,6 +54,14 @@ def build_parser() -> ArgumentParser:
     sim.add_argument("--seed", type=int, help="fleet seed")
     sim.add_argument("--speed", type=float, help="simulated seconds per real second")
     sim.add_argument("--port", type=int, help="port on 127.0.0.1 (0: any free port)")
+    sim.add_argument("--fault-rate", type=float, dest="fault_rate",
+                     help="share of API requests answered with an injected fault (0-1): 429 with "
+                          "Retry-After in seconds or HTTP-date form, 500/502/503/529, hangs, "
+                          "truncated and malformed bodies")
+    sim.add_argument("--retry-after", type=float, dest="retry_after",
+                     help="seconds an injected 429 asks the client to wait")
+    sim.add_argument("--hang-seconds", type=float, dest="hang_seconds",
+                     help="how long an injected hang stalls before dropping the connection")
     return parser
 
 
@@ -156,7 +164,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipeline.simulator import Simulator
 
-    overrides = {k: getattr(args, k) for k in ("batches", "sources", "seed", "speed", "port")
+    knobs = ("batches", "sources", "seed", "speed", "port", "fault_rate", "retry_after", "hang_seconds")
+    overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)
 

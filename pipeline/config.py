@@ -100,9 +100,15 @@ class SimulatorConfig:
     port: int = 8787
     sources: int = 2
     poll_interval: float = 2.0
+    fault_rate: float = 0.0  # share of API requests answered with an injected fault
+    retry_after: float = 1.0  # seconds a 429 asks the client to wait
+    hang_seconds: float = 3.0  # how long a hung request stalls before its connection drops
 
     def __post_init__(self) -> None:
         _require(self.batches >= 1, "simulator.batches", "must be at least 1")
+        _require(0 <= self.fault_rate <= 1, "simulator.fault_rate", "must be between 0 and 1")
+        _require(self.retry_after >= 0, "simulator.retry_after", "must be at least 0")
+        _require(self.hang_seconds >= 0, "simulator.hang_seconds", "must be at least 0")
         _require(1 <= self.sources <= 100, "simulator.sources", "must be between 1 and 100")
         _require(self.poll_interval > 0, "simulator.poll_interval", "must be greater than 0")
         _require(self.speed > 0, "simulator.speed", "must be greater than 0")

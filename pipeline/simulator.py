@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.config import SimulatorConfig
+from pipeline.faults import FaultInjector
 from pipeline.models import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class Simulator:
         self.sources = {n: SimSource(n, build_fleet(config.seed, config.batches, n)) for n in names}
         self._runner: web.AppRunner | None = None
         self.port = config.port
+        self.faults = FaultInjector(config.fault_rate, config.retry_after, config.hang_seconds, config.seed)
 
     def now(self) -> float:
         """Simulated seconds since the epoch."""
@@ -193,7 +195,7 @@ class Simulator:
         if self._runner is not None:
             return
         self._start = self._clock()
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[self._auth, self._faults])
         app.add_routes([
             web.get("/{source}/v1/batches", self._list),
             web.get("/{source}/v1/batches/{batch_id}", self._get),
@@ -225,6 +227,17 @@ class Simulator:
         guarded = self._api_key and not request.path.startswith("/_sim/")
         if guarded and request.headers.get("Authorization") != f"Bearer {self._api_key}":
             return _error(401, "invalid_api_key", "Incorrect API key provided.")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        source = request.match_info.get("source")
+        if source is not None and not request.path.startswith("/_sim/"):
+            self.faults.check_early(source)
+            fault = self.faults.pick()
+            if fault is not None:
+                return await self.faults.answer(fault, source, request)
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -281,7 +294,8 @@ class Simulator:
                     "served": list(source.served.get(b.id, [])),
                 })
         all_terminal = all(b["status"] in TERMINAL for b in batches)
-        return {"now": int(self.epoch + t), "all_terminal": all_terminal, "batches": batches}
+        return {"now": int(self.epoch + t), "all_terminal": all_terminal, "batches": batches,
+                "faults": self.faults.report()}
 
 
 def _error(status: int, code: str | None, message: str) -> web.Response:
