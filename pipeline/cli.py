@@ -157,7 +157,7 @@ def _on_signals(callback: Callable[[], None]) -> None:
 
 
 def open_store(settings: Settings) -> Store:
-    return Store(settings.clickhouse_dsn, settings.clickhouse.database, settings.clickhouse_password())
+    return Store.from_settings(settings)
 
 
 def render(result: QueryResult, fmt: str) -> str:
