@@ -22,13 +22,13 @@ CREATE VIEW IF NOT EXISTS {db}.batch_progress AS
 SELECT
     source,
     batch_id,
-    max(processed) AS processed,
-    argMin(observed_at, (-toInt64(processed), observed_at)) AS progress_since,
+    max(done) AS processed,
+    argMin(observed_at, (-toInt64(done), observed_at)) AS progress_since,
     max(observed_at) AS last_observed_at
 FROM
 (
     SELECT source, batch_id, observed_at,
-           coalesce(requests_completed, 0) + coalesce(requests_failed, 0) AS processed
+           coalesce(requests_completed, 0) + coalesce(requests_failed, 0) AS done
     FROM {db}.batch_snapshots
 )
 GROUP BY source, batch_id;
