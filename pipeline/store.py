@@ -174,7 +174,14 @@ class Store:
     def query(self, sql: str, *, readonly: bool = True, params: Params | None = None) -> QueryResult:
         """Run SQL; ``params`` bind ClickHouse query parameters (``{name:Type}``) server side."""
         settings = {"readonly": 1} if readonly else {}
-        result = self._call(lambda: self.client.query(sql, parameters=params or None, settings=settings))
+        try:
+            result = self._call(lambda: self.client.query(sql, parameters=params or None, settings=settings))
+        except StoreError:
+            if readonly and self.dsn.startswith("chdb:"):
+                # clickhouse-connect's chDB backend leaves a failed query's readonly=1 on the
+                # session, and every later insert fails with READONLY: start a fresh session.
+                self.close()
+            raise
         return QueryResult(tuple(result.column_names), [tuple(r) for r in result.result_rows])
 
     def high_water(self, table: str) -> dict[tuple[str, int], int]:
