@@ -75,7 +75,7 @@ def render(fleet: Fleet) -> str:
 
 def section(title: str, result: QueryResult, columns: tuple[str, ...]) -> list[str]:
     lines = [f"\n{title} ({len(result.rows)})"]
-    index = [result.columns.index(c) for c in columns]
     for row in result.rows[:ACTIVE_LIMIT]:
-        lines.append("  " + "  ".join(str(row[i]) for i in index))
+        named = dict(zip(result.columns, row, strict=False))  # an empty result may carry no columns
+        lines.append("  " + "  ".join(str(named.get(c)) for c in columns))
     return lines if result.rows else [*lines, "  (none)"]

@@ -11,8 +11,6 @@ run as subprocesses while the pipeline holds the database.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +27,7 @@ from pipeline.errors import BatchscopeError
 from pipeline.models import TERMINAL
 from pipeline.queryserver import remote_query
 from pipeline.simulator import build_fleet
-from tests.integration.conftest import _delete_topics, free_port
+from tests.integration.conftest import _delete_topics, free_port, start_run, stop_run
 from tests.integration.test_end_to_end import expected_pairs, get_json, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -78,21 +76,13 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
     with config.open("a", encoding="utf-8") as out:
         out.write(f'\n[clickhouse]\nfault_file = "{fault}"\n')
     log = tmp / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
-                                cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_run(config, tmp, log)
     r = Run(tmp, proc, log, sim_port, http_port, config, fault)
     try:
         outage_then_catch_up(r)
         yield r
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_run(proc)
         asyncio.run(_delete_topics(kafka_bootstrap, prefix))
 
 

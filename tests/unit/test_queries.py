@@ -51,14 +51,15 @@ def test_bar_and_eta() -> None:
 
 
 def test_render_dashboard() -> None:
-    empty = QueryResult(("source", "batch_id", "status", "expires_at", "processed", "stalled_minutes"), [])
+    columns = ("source", "batch_id", "status", "expires_at", "processed", "stalled_minutes")
+    empty = QueryResult((), [])  # chDB gives no column names for an empty result
     fleet = status.Fleet(
         counts=QueryResult(("source", "provider", "status", "batches"),
                            [("sim-1", "openai", "completed", 3), ("sim-1", "openai", "in_progress", 1)]),
         active=QueryResult(("source", "batch_id", "status", "processed", "requests_total", "eta_seconds"),
                            [("sim-1", "b1", "in_progress", 10, 40, 600)]),
         at_risk=empty,
-        stalled=QueryResult(empty.columns, [("sim-1", "b1", "in_progress", None, 10, 45.0)]),
+        stalled=QueryResult(columns, [("sim-1", "b1", "in_progress", None, 10, 45.0)]),
     )
     text = status.render(fleet)
     assert "sim-1" in text
