@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline import status
@@ -68,3 +70,16 @@ def test_render_dashboard() -> None:
     assert "[#####...............]  25%  ETA 10m" in text
     assert "AT RISK OF EXPIRING (0)\n  (none)" in text
     assert "STALLED (1)\n  sim-1  b1  10  45.0" in text
+
+
+def test_query_without_sql_lists_the_saved_queries(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["query"]) == 2
+    err = capsys.readouterr().err
+    assert "give SQL or --saved NAME" in err
+    assert all(name in err for name in EXPECTED)
+    assert main(["query", "SELECT 1", "--saved", "stalled"]) == 2
+    assert main(["query", "--saved", "stalled", "--write"]) == 2
