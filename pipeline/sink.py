@@ -1,6 +1,8 @@
 """The ClickHouse sink: Kafka records -> deterministic insert blocks for the three core tables.
 
-Row building and block cutting are pure. A block holds the records of one topic partition over
+Row building and block cutting are pure. ``batch_latest`` is fed from ``batch_snapshots`` by a
+materialized view (``sql/002_fleet.sql``), so a snapshot is inserted once. A block holds the
+records of one topic partition over
 a contiguous offset range, cut at offsets aligned to a fixed size and at month boundaries of the
 observation time (each insert then lands as one part, so it is atomic), and its
 ``insert_deduplication_token`` names the table, topic, partition and offset range it covers.
@@ -32,7 +34,7 @@ from pipeline.transitions import RANK
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
-SNAPSHOTS, LATEST, CHANGES = "batch_snapshots", "batch_latest", "batch_changes"
+SNAPSHOTS, CHANGES = "batch_snapshots", "batch_changes"
 Row = tuple[int, bytes]  # (Kafka offset, one JSONEachRow line)
 T = TypeVar("T")
 
@@ -49,16 +51,13 @@ class Block:
     """Rows bound for the tables, with the Kafka positions they came from."""
 
     snapshots: list[Row] = field(default_factory=list)
-    latest: list[Row] = field(default_factory=list)
     changes: list[Row] = field(default_factory=list)
     positions: list[Position] = field(default_factory=list)
 
     def add_snapshot(self, snap: Snapshot, pos: Position) -> None:
-        row = snapshot_row(snap)
+        iso_to_ms(snap.observed_at)  # the latest-state version needs it: refuse the record here
         kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
-        latest = orjson.dumps({**row, **kafka, "version": version(snap)})  # may raise: nothing added yet
-        self.snapshots.append((pos.offset, orjson.dumps({**row, **kafka})))
-        self.latest.append((pos.offset, latest))
+        self.snapshots.append((pos.offset, orjson.dumps({**snapshot_row(snap), **kafka})))
         self.positions.append(pos)
 
     def add_change(self, event: ChangeEvent, pos: Position) -> None:
@@ -67,8 +66,8 @@ class Block:
         self.positions.append(pos)
 
     def tables(self) -> Iterator[tuple[str, list[Row]]]:
-        """Non-empty tables in write order: the high-water table of each topic comes last."""
-        for table, rows in ((LATEST, self.latest), (SNAPSHOTS, self.snapshots), (CHANGES, self.changes)):
+        """The tables this block inserts into (batch_latest follows batch_snapshots by itself)."""
+        for table, rows in ((SNAPSHOTS, self.snapshots), (CHANGES, self.changes)):
             if rows:
                 yield table, rows
 
@@ -87,7 +86,10 @@ def snapshot_row(snap: Snapshot) -> dict[str, Any]:
 
 
 def version(snap: Snapshot) -> int:
-    """Grows along the lifecycle first, then with observation time (ms fit in 42 bits)."""
+    """Grows along the lifecycle first, then with observation time (ms fit in 42 bits).
+
+    The materialized view ``batch_latest_feed`` computes the same in SQL; tests keep them equal.
+    """
     return (RANK.get(snap.status, 0) << 42) | iso_to_ms(snap.observed_at)
 
 

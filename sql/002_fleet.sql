@@ -1,4 +1,18 @@
--- Fleet views and the downstream acknowledgement table. {db} is the configured database.
+-- Fleet views, the latest-state feed and the downstream acknowledgement table. {db} is the
+-- configured database.
+
+-- batch_latest is fed from batch_snapshots inside the same INSERT: the sink writes each block
+-- once (half the rows to parse), and the latest state can never lag or lead the history. A block
+-- deduplicated by its token in batch_snapshots is not pushed here either. The version is
+-- pipeline.sink.version() in SQL: lifecycle rank (pipeline.transitions.RANK; a unit test keeps
+-- the two equal) shifted by 42 bits, plus observed_at in ms.
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_latest_feed TO {db}.batch_latest AS
+SELECT
+    *,
+    bitShiftLeft(toUInt64(transform(toString(status),
+        ['validating', 'in_progress', 'finalizing', 'cancelling', 'completed', 'failed', 'expired', 'cancelled'],
+        [1, 2, 3, 4, 5, 5, 5, 5], 0)), 42) + toUInt64(toUnixTimestamp64Milli(observed_at)) AS version
+FROM {db}.batch_snapshots;
 
 -- The current state of every batch, deduplicated: batch_latest with FINAL, plus the two
 -- durations the fleet questions ask about. A plain view (no storage): batch_latest holds one

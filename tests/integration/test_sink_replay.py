@@ -18,7 +18,7 @@ from bench.sink_bench import fleet_snapshots
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Snapshot
-from pipeline.sink import ClickHouseSink, Position, Record, cut
+from pipeline.sink import ClickHouseSink, Position, Record, cut, version
 from pipeline.store import AsyncStore, Store
 from pipeline.transitions import BatchState, apply
 
@@ -109,6 +109,12 @@ async def test_replayed_offsets_change_no_row_count(
     assert first["snapshots"] == first["distinct_positions"] == len(snaps)  # nothing lost
     assert first["changes"] == first["changes_final"] == n_changes
     assert first["latest_final"] == 40
+    # The materialized view's version is pipeline.sink.version(), and FINAL keeps the newest.
+    newest: dict[tuple[str, str], int] = {}
+    for snap in snaps:
+        newest[(snap.source, snap.batch_id)] = max(newest.get((snap.source, snap.batch_id), 0), version(snap))
+    stored = await store.run(store.store.query, "SELECT source, batch_id, version FROM batch_latest FINAL")
+    assert {(s, b): v for s, b, v in stored.rows} == newest
 
     await feed(store, records, 11, changes_topic)  # restart, offsets rewound to the start
     assert await counts(store) == first

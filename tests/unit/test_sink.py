@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -98,16 +99,12 @@ def test_block_rows_and_positions() -> None:
     block.add_snapshot(s, Position("t.snapshots", 0, 10))
     block.add_change(event(), Position("t.changes", 2, 4))
     ((offset, snapshot_line),) = block.snapshots
-    ((_, latest_line),) = block.latest
     ((change_offset, change_line),) = block.changes
     assert (offset, change_offset) == (10, 4)
     stored = orjson.loads(snapshot_line)
     kafka = (stored["kafka_topic"], stored["kafka_partition"], stored["kafka_offset"])
     assert kafka == ("t.snapshots", 0, 10)
     assert "version" not in stored
-    latest = orjson.loads(latest_line)
-    assert latest["version"] == version(s)
-    assert latest["kafka_offset"] == 10
     change = orjson.loads(change_line)
     assert change["event_id"] == event().event_id
     assert (change["kafka_topic"], change["kafka_offset"]) == ("t.changes", 4)
@@ -151,7 +148,7 @@ def test_marker_table() -> None:
     changes, _ = cut([Record(Position("t.changes", 0, 1), event().to_json())], 10, "t.changes")
     assert changes[0].marker == "batch_changes"
     assert [t for t, _ in changes[0].tables()] == ["batch_changes"]
-    assert [t for t, _ in snaps[0].tables()] == ["batch_latest", "batch_snapshots"]
+    assert [t for t, _ in snaps[0].tables()] == ["batch_snapshots"]
 
 
 def test_token_names_table_partition_and_range() -> None:
@@ -167,9 +164,7 @@ def test_add_snapshot_is_all_or_nothing() -> None:
     with pytest.raises(InvalidRecord):
         block.add_snapshot(bad, Position("t.snapshots", 0, 1))
     assert block.snapshots == []
-    assert block.latest == []
     assert block.positions == []
-    assert block.latest == []
 
 
 # --- the writer, against a recording Store (no ClickHouse) ------------------------------------
@@ -222,18 +217,17 @@ def snapshot_block(offsets: Sequence[int] = (1, 2)) -> Block:
     return block
 
 
-async def test_write_inserts_latest_then_snapshots_with_tokens() -> None:
+async def test_write_inserts_snapshots_with_their_token() -> None:
     store = RecordingStore()
     with async_store(store) as wrapped:
         sink = ClickHouseSink(wrapped)
         block = snapshot_block()
         await sink.write(block)
         assert [(t, tok) for t, _, tok in store.calls] == [
-            ("batch_latest", "batch_latest:t.snapshots/0:1-2"),
             ("batch_snapshots", "batch_snapshots:t.snapshots/0:1-2"),
         ]
-        assert store.calls[1][1] == [line for _, line in block.snapshots]
-        assert sink.rows_written == 4
+        assert store.calls[0][1] == [line for _, line in block.snapshots]
+        assert sink.rows_written == 2
 
 
 async def test_write_skips_rows_at_or_below_the_stored_high_water_mark() -> None:
@@ -243,11 +237,10 @@ async def test_write_skips_rows_at_or_below_the_stored_high_water_mark() -> None
         await sink.write(snapshot_block([1, 2]))
         assert store.calls == []
         await sink.write(snapshot_block([2, 3, 4]))
-        assert [tok for _, _, tok in store.calls] == ["batch_latest:t.snapshots/0:3-4",
-                                                      "batch_snapshots:t.snapshots/0:3-4"]
+        assert [tok for _, _, tok in store.calls] == ["batch_snapshots:t.snapshots/0:3-4"]
         await sink.write(snapshot_block([3, 4]))  # a replay in this process: the mark moved
-        assert len(store.calls) == 2
-        assert sink.rows_skipped == 4 + 2 + 4
+        assert len(store.calls) == 1
+        assert sink.rows_skipped == 2 + 1 + 2
 
 
 async def test_write_skips_empty_blocks() -> None:
@@ -266,9 +259,9 @@ async def test_write_retries_retriable_errors_with_the_same_token_while_paused(
         sink = ClickHouseSink(wrapped, flow)
         await sink.write(snapshot_block())
         tables = [t for t, _, _ in store.calls]
-        assert tables == ["batch_latest"] * 3 + ["batch_snapshots"]
-        assert len({tok for t, _, tok in store.calls if t == "batch_latest"}) == 1
-        assert sink.rows_written == 4
+        assert tables == ["batch_snapshots"] * 3
+        assert len({tok for _, _, tok in store.calls}) == 1
+        assert sink.rows_written == 2
         assert flow.calls == ["pause", "resume"]
         assert not sink.paused
     assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
@@ -282,3 +275,15 @@ async def test_write_raises_non_retriable_errors() -> None:
             await sink.write(snapshot_block())
         assert len(store.calls) == 1
         assert sink.rows_written == 0
+
+
+def test_the_latest_feed_view_ranks_statuses_like_the_transitions() -> None:
+    from pipeline.store import migrations
+    from pipeline.transitions import RANK
+
+    sql = next(m.sql for m in migrations() if "batch_latest_feed" in m.sql)
+    names, ranks = re.search(r"\[([^\]]*)\],\s*\[([^\]]*)\], 0\)", sql).groups()  # type: ignore[union-attr]
+    statuses = [n.strip().strip("'") for n in names.split(",")]
+    feed = dict(zip(statuses, (int(r) for r in ranks.split(",")), strict=True))
+    assert feed == {k: v for k, v in RANK.items() if v}
+    assert "bitShiftLeft(" in sql
