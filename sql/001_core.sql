@@ -48,7 +48,8 @@ SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
 
 -- The latest state per batch. ReplacingMergeTree keeps the row with the highest version per
 -- (source, batch_id); the version grows along the lifecycle first and observation time second,
--- so a late, out-of-order snapshot never replaces a newer status. Query with FINAL.
+-- so a late, out-of-order snapshot never replaces a newer status. Query with FINAL. Written by
+-- the materialized view batch_latest_feed (002_fleet.sql) as snapshots are inserted.
 CREATE TABLE IF NOT EXISTS {db}.batch_latest
 (
     source LowCardinality(String),
