@@ -149,6 +149,7 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
                 for pos in block.positions:
                     await to_dlq(events[pos], "sink", f"ClickHouse rejected the block: {exc}")
             counters.sunk += len(block.positions)
+
     app.agent(raw, name="normalise")(normalise_agent)
     app.agent(snapshots, name="track")(track_agent)
     app.agent(sink_topics, name="sink")(sink_agent)

@@ -2,9 +2,10 @@
 
 Same run, same data: simulated snapshots cut into the sink's blocks and written through
 :class:`pipeline.sink.ClickHouseSink` (one insert per block, with its token; the materialized
-view ``batch_latest_feed`` writes as many batch_latest rows in the same INSERT), then the same snapshot rows inserted one INSERT
-per row (the baseline, on a prefix of the data: it is slow), each into a fresh database. Row
-building (``cut``) is timed apart: it is the agents' Python work, not ClickHouse's.
+view ``batch_latest_feed`` writes as many batch_latest rows in the same INSERT), then the same
+snapshot rows inserted one INSERT per row (the baseline, on a prefix of the data: it is slow),
+each into a fresh database. Row building (``cut``) is timed apart: it is the agents' Python
+work, not ClickHouse's.
 
     python -m bench.sink_bench [--records N] [--baseline-records N] [--runs R] [--block N]
 """
