@@ -281,7 +281,7 @@ def test_the_latest_feed_view_ranks_statuses_like_the_transitions() -> None:
     from pipeline.store import migrations
     from pipeline.transitions import RANK
 
-    sql = next(m.sql for m in migrations() if "batch_latest_feed" in m.sql)
+    sql = next(m.sql for m in migrations() if "VIEW IF NOT EXISTS {db}.batch_latest_feed" in m.sql)
     names, ranks = re.search(r"\[([^\]]*)\],\s*\[([^\]]*)\], 0\)", sql).groups()  # type: ignore[union-attr]
     statuses = [n.strip().strip("'") for n in names.split(",")]
     feed = dict(zip(statuses, (int(r) for r in ranks.split(",")), strict=True))
