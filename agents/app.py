@@ -7,6 +7,7 @@ record they cannot process becomes a dead letter in ``<prefix>.dlq`` and the str
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -15,14 +16,14 @@ from typing import Any, cast
 import faust
 import orjson
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, source_of
 from pipeline.errors import InvalidRecord, StoreError
-from pipeline.models import ChangeEvent, Envelope, Snapshot
+from pipeline.models import Envelope, Snapshot
 from pipeline.normalise import normalise
-from pipeline.sink import Block, ClickHouseSink, Position
+from pipeline.sink import ClickHouseSink, Position, Record, cut
 from pipeline.store import AsyncStore
 from pipeline.transitions import BatchState, apply
 
@@ -69,7 +70,12 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
     sink_topics = topic("snapshots", "changes")
     state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema)
     counters = Counters()
-    sink = ClickHouseSink(store)
+    sink_topic_names = {k.topic("snapshots"), k.topic("changes")}
+    sink = ClickHouseSink(store, PartitionPause(app, sink_topic_names))
+
+    @app.on_partitions_revoked.connect
+    async def _forget_marks(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        sink.forget()  # another worker may write these partitions now
 
     async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
         msg = event.message
@@ -115,19 +121,34 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
             yield None
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        """take_events acknowledges a batch only when the loop asks for the next one, i.e. after
+        every block of it was acknowledged by ClickHouse or sent to the DLQ."""
         cfg = settings.pipeline
         batches = cast(Stream[bytes], stream).take_events(cfg.sink_batch_size, within=cfg.sink_flush_seconds)
         async for batch in batches:
-            block, good, bad = _block(batch, k.topic("changes"))
-            for event, reason in bad:
-                await to_dlq(event, "sink", reason)
+            try:
+                await sink_batch(batch)
+            except asyncio.CancelledError:
+                _withhold_acks(batch)  # stopped while ClickHouse was down: replay them next time
+                raise
+            yield None
+
+    async def sink_batch(batch: Sequence[EventT[bytes]]) -> None:
+        events = {_position(e): e for e in batch}
+        records = [Record(pos, e.value) for pos, e in events.items() if isinstance(e.value, bytes)]
+        for e in batch:
+            if not isinstance(e.value, bytes):
+                await to_dlq(e, "sink", f"expected bytes, got {type(e.value).__name__}")
+        blocks, bad = cut(records, settings.pipeline.sink_batch_size, k.topic("changes"))
+        for rec, reason in bad:
+            await to_dlq(events[rec.pos], "sink", reason)
+        for block in blocks:
             try:
                 await sink.write(block)
             except StoreError as exc:
-                for event in good:
-                    await to_dlq(event, "sink", f"ClickHouse rejected the block: {exc}")
+                for pos in block.positions:
+                    await to_dlq(events[pos], "sink", f"ClickHouse rejected the block: {exc}")
             counters.sunk += len(block.positions)
-            yield None
 
     app.agent(raw, name="normalise")(normalise_agent)
     app.agent(snapshots, name="track")(track_agent)
@@ -135,27 +156,40 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
     return app, counters
 
 
-Bad = list[tuple[EventT[bytes], str]]
+class PartitionPause:
+    """Backpressure for the sink: pauses fetching from the sink's partitions in the consumer.
+
+    Faust shares one consumer between agents, so pausing ``<prefix>.snapshots`` also holds the
+    track agent back while ClickHouse is down; ``<prefix>.raw`` (normalise) keeps flowing.
+    """
+
+    def __init__(self, app: faust.App, topics: set[str]) -> None:
+        self._app = app
+        self._topics = topics
+
+    def _mine(self) -> set[TP]:
+        return {tp for tp in self._app.consumer.assignment() if tp.topic in self._topics}
+
+    def pause(self) -> None:
+        self._app.consumer.pause_partitions(self._mine())
+
+    def resume(self) -> None:
+        self._app.consumer.resume_partitions(self._mine())
 
 
-def _block(batch: Sequence[EventT[bytes]], changes_topic: str) -> tuple[Block, list[EventT[bytes]], Bad]:
-    """The insert block for a batch of events, the events in it, and those that cannot be read."""
-    block = Block()
-    good: list[EventT[bytes]] = []
-    bad: Bad = []
+def _position(event: EventT[bytes]) -> Position:
+    msg = event.message
+    return Position(msg.topic, msg.partition, msg.offset)
+
+
+def _withhold_acks(batch: Sequence[EventT[bytes]]) -> None:
+    """Keep offsets of events not written from being committed when take_events acks them.
+
+    take_events acks its buffer in a ``finally`` even when the agent is cancelled; a message
+    already marked acked is skipped by that final ack, so its offset is never marked safe.
+    """
     for event in batch:
-        msg = event.message
-        pos = Position(msg.topic, msg.partition, msg.offset)
-        try:
-            if msg.topic == changes_topic:
-                block.add_change(ChangeEvent.from_json(_bytes(event.value)), pos)
-            else:
-                block.add_snapshot(Snapshot.from_json(_bytes(event.value)), pos)
-        except InvalidRecord as exc:
-            bad.append((event, str(exc)))
-        else:
-            good.append(event)
-    return block, good, bad
+        event.message.acked = True
 
 
 def _bytes(value: Any) -> bytes:

@@ -42,12 +42,17 @@ def build_parser() -> ArgumentParser:
     sub.add_parser("poll", help="run the poller alone, publishing to <prefix>.raw")
     sub.add_parser("migrate", help="apply the ClickHouse migrations not applied yet")
     query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
-    query.add_argument("sql", help="the SQL to run; unqualified tables resolve in the configured database")
+    query.add_argument("sql", nargs="?",
+                       help="the SQL to run; unqualified tables resolve in the configured database")
+    query.add_argument("--saved", "-s", metavar="NAME", help="run a saved query from sql/queries/ instead")
+    query.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
+                       help="a query parameter for {NAME:Type} placeholders (repeatable)")
     query.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format")
     query.add_argument("--write", action="store_true", help="allow statements that change data")
     norm = sub.add_parser("normalise", help="provider JSON on stdin -> canonical snapshots (JSON lines)")
     norm.add_argument("--provider", required=True, choices=PROVIDERS, help="the provider the JSON came from")
     norm.add_argument("--source", required=True, help="the source name to put in each snapshot")
+    sub.add_parser("status", help="a terminal dashboard of the fleet")
     sim = sub.add_parser("simulate", help="serve the synthetic fleet (OpenAI-compatible) until Ctrl-C")
     sim.add_argument("--batches", type=int, help="batches per simulated source")
     sim.add_argument("--sources", type=int, help="number of simulated sources")
@@ -123,17 +128,20 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.queryserver import remote_query, running_endpoint
+    from pipeline.queries import parse_params, run_saved, run_sql, saved_queries
 
-    url = running_endpoint(settings.pipeline.data_path) if not settings.clickhouse.dsn else None
-    if url:
-        result = remote_query(url, args.sql, write=args.write)
+    params = parse_params(args.param)
+    if args.saved and args.sql:
+        raise ConfigError("query: give SQL or --saved NAME, not both")
+    if args.saved:
+        if args.write:
+            raise ConfigError("query: saved queries are read-only; --write does not apply")
+        result = run_saved(settings, args.saved, params)
+    elif args.sql:
+        result = run_sql(settings, args.sql, params=params, write=args.write)
     else:
-        store = open_store(settings)
-        try:
-            result = store.query(args.sql, readonly=not args.write)
-        finally:
-            store.close()
+        names = "\n".join(f"  {q.name:<20} {q.description}" for q in saved_queries().values())
+        raise ConfigError(f"query: give SQL or --saved NAME; saved queries:\n{names}")
     sys.stdout.write(render(result, args.format))
     return 0
 
@@ -156,6 +164,16 @@ def cmd_normalise(settings: Settings, args: argparse.Namespace) -> int:
         print(f"batchscope: invalid input: {what}{reason}", file=sys.stderr)
         return 2
     sys.stdout.buffer.write(b"".join(lines))
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import status
+    from pipeline.queries import run_saved, run_sql
+
+    fleet = status.collect(lambda sql: run_sql(settings, sql),
+                           lambda name, params: run_saved(settings, name, params))
+    sys.stdout.write(status.render(fleet))
     return 0
 
 
@@ -190,7 +208,7 @@ def _on_signals(callback: Callable[[], None]) -> None:
 
 
 def open_store(settings: Settings) -> Store:
-    return Store(settings.clickhouse_dsn, settings.clickhouse.database, settings.clickhouse_password())
+    return Store.from_settings(settings)
 
 
 def render(result: QueryResult, fmt: str) -> str:
@@ -221,6 +239,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "query": cmd_query,
     "normalise": cmd_normalise,
+    "status": cmd_status,
     "simulate": cmd_simulate,
 }
 

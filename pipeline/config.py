@@ -84,8 +84,12 @@ class ClickHouseConfig:
     dsn: str = field(default="", repr=False)  # empty: embedded chDB under pipeline.data_dir
     database: str = "batchscope"
     password_env: str = ""
+    snapshot_ttl_days: int = 400  # batch_snapshots rows older than this are dropped (whole parts)
+    # Test hook: while this file exists, every insert fails as if ClickHouse were unreachable.
+    fault_file: str = ""
 
     def __post_init__(self) -> None:
+        _require(self.snapshot_ttl_days >= 1, "clickhouse.snapshot_ttl_days", "must be at least 1")
         ok = self.dsn == "" or self.dsn.startswith(("chdb:", "http://", "https://"))
         _require(ok, "clickhouse.dsn", "must start with chdb://, http:// or https://")
         _require(self.database.isidentifier(), "clickhouse.database", "must be an identifier")

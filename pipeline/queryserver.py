@@ -63,11 +63,13 @@ class QueryServer:
         try:
             body = await request.json()
             sql, write = str(body["sql"]), bool(body.get("write", False))
+            params = {str(k): str(v) for k, v in dict(body.get("params") or {}).items()}
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected a JSON body {\"sql\": ..., \"write\": false}"},
                                      status=400)
         try:
-            result = await self._store.run(lambda: self._store.store.query(sql, readonly=not write))
+            result = await self._store.run(
+                lambda: self._store.store.query(sql, readonly=not write, params=params))
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         payload = {"columns": result.columns, "rows": result.rows}
@@ -94,9 +96,9 @@ def running_endpoint(data_dir: Path) -> str | None:
     return str(info["url"])
 
 
-def remote_query(url: str, sql: str, *, write: bool) -> QueryResult:
+def remote_query(url: str, sql: str, *, write: bool, params: dict[str, str] | None = None) -> QueryResult:
     """Run SQL through a running pipeline's endpoint."""
-    data = orjson.dumps({"sql": sql, "write": write})
+    data = orjson.dumps({"sql": sql, "write": write, "params": params or {}})
     request = urllib.request.Request(f"{url}/query", data=data, method="POST",  # noqa: S310 - loopback URL
                                      headers={"Content-Type": "application/json"})
     try:

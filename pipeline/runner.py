@@ -90,8 +90,7 @@ async def prepare(settings: Settings, store: AsyncStore) -> None:
 
 def run(settings: Settings) -> int:
     """Run until a signal; returns the worker's exit code."""
-    store = AsyncStore(Store(settings.clickhouse_dsn, settings.clickhouse.database,
-                             settings.clickhouse_password()))
+    store = AsyncStore(Store.from_settings(settings))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     log.info("ClickHouse: %s (database %s); Kafka: %s (prefix %s)", redact(settings.clickhouse_dsn),

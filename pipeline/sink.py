@@ -1,9 +1,17 @@
-"""The ClickHouse sink: canonical records -> insert blocks for the three core tables.
+"""The ClickHouse sink: Kafka records -> deterministic insert blocks for the three core tables.
 
-Row building is pure. :class:`ClickHouseSink` writes one block per table per flush, each with an
-``insert_deduplication_token`` derived from the Kafka offset ranges it covers, retrying
-retriable failures with capped backoff so the caller acknowledges offsets only after ClickHouse
-has acknowledged the insert.
+Row building and block cutting are pure. ``batch_latest`` is fed from ``batch_snapshots`` by a
+materialized view (``sql/002_fleet.sql``), so a snapshot is inserted once. A block holds the
+records of one topic partition over
+a contiguous offset range, cut at offsets aligned to a fixed size and at month boundaries of the
+observation time (each insert then lands as one part, so it is atomic), and its
+``insert_deduplication_token`` names the table, topic, partition and offset range it covers.
+
+:class:`ClickHouseSink` writes a block and returns only once ClickHouse acknowledged it, so the
+caller acknowledges the Kafka offsets afterwards. Replays are absorbed twice over: rows at or
+below the partition's high-water mark already stored in ClickHouse (``max(kafka_offset)``) are
+skipped, and a retried block carries the same token. Retriable failures are retried with capped,
+jittered backoff while the caller's :class:`Backpressure` pauses the partitions.
 """
 
 from __future__ import annotations
@@ -11,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from pipeline.errors import StoreError
+from pipeline.errors import InvalidRecord, StoreError
 from pipeline.models import ChangeEvent, Snapshot
 from pipeline.store import AsyncStore
 from pipeline.timeutil import iso_to_ms
@@ -25,7 +33,10 @@ from pipeline.transitions import RANK
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
+SNAPSHOTS, CHANGES = "batch_snapshots", "batch_changes"
+Row = tuple[int, bytes]  # (Kafka offset, one JSONEachRow line)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,25 +50,32 @@ class Position:
 class Block:
     """Rows bound for the tables, with the Kafka positions they came from."""
 
-    snapshots: list[bytes] = field(default_factory=list)
-    latest: list[bytes] = field(default_factory=list)
-    changes: list[bytes] = field(default_factory=list)
+    snapshots: list[Row] = field(default_factory=list)
+    changes: list[Row] = field(default_factory=list)
     positions: list[Position] = field(default_factory=list)
 
     def add_snapshot(self, snap: Snapshot, pos: Position) -> None:
-        row = snapshot_row(snap)
-        latest = orjson.dumps({**row, "version": version(snap)})  # may raise: nothing added yet
-        self.snapshots.append(orjson.dumps({**row, "kafka_partition": pos.partition,
-                                            "kafka_offset": pos.offset}))
-        self.latest.append(latest)
+        iso_to_ms(snap.observed_at)  # the latest-state version needs it: refuse the record here
+        kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
+        self.snapshots.append((pos.offset, orjson.dumps({**snapshot_row(snap), **kafka})))
         self.positions.append(pos)
 
     def add_change(self, event: ChangeEvent, pos: Position) -> None:
-        self.changes.append(orjson.dumps(change_row(event)))
+        kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
+        self.changes.append((pos.offset, orjson.dumps({**change_row(event), **kafka})))
         self.positions.append(pos)
 
-    def token(self, table: str) -> str:
-        return f"{table}:{offset_ranges(self.positions)}"
+    def tables(self) -> Iterator[tuple[str, list[Row]]]:
+        """The tables this block inserts into (batch_latest follows batch_snapshots by itself)."""
+        for table, rows in ((SNAPSHOTS, self.snapshots), (CHANGES, self.changes)):
+            if rows:
+                yield table, rows
+
+    @property
+    def marker(self) -> str:
+        """The table whose ``max(kafka_offset)`` says how far this block's partition was stored."""
+        return CHANGES if self.changes else SNAPSHOTS
+
 
 
 def snapshot_row(snap: Snapshot) -> dict[str, Any]:
@@ -68,7 +86,10 @@ def snapshot_row(snap: Snapshot) -> dict[str, Any]:
 
 
 def version(snap: Snapshot) -> int:
-    """Grows along the lifecycle first, then with observation time (ms fit in 42 bits)."""
+    """Grows along the lifecycle first, then with observation time (ms fit in 42 bits).
+
+    The materialized view ``batch_latest_feed`` computes the same in SQL; tests keep them equal.
+    """
     return (RANK.get(snap.status, 0) << 42) | iso_to_ms(snap.observed_at)
 
 
@@ -82,40 +103,145 @@ def change_row(event: ChangeEvent) -> dict[str, Any]:
     }
 
 
-def offset_ranges(positions: Sequence[Position]) -> str:
-    """``topic/partition:first-last`` per partition, sorted: the identity of a block."""
-    spans: dict[tuple[str, int], tuple[int, int]] = {}
-    for p in positions:
-        lo, hi = spans.get((p.topic, p.partition), (p.offset, p.offset))
-        spans[(p.topic, p.partition)] = (min(lo, p.offset), max(hi, p.offset))
-    return ",".join(f"{t}/{part}:{lo}-{hi}" for (t, part), (lo, hi) in sorted(spans.items()))
+def token(table: str, pos: Position, rows: Sequence[Row]) -> str:
+    """The deduplication token of an insert: table, topic, partition and offset range."""
+    return f"{table}:{pos.topic}/{pos.partition}:{rows[0][0]}-{rows[-1][0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as the sink sees it."""
+
+    pos: Position
+    value: bytes
+
+
+Bad = list[tuple[Record, str]]
+
+
+def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list[Block], Bad]:
+    """Blocks per topic partition, cut at offsets aligned to ``align`` and at month changes.
+
+    The same records always give the same blocks, whatever batches they arrived in, up to where a
+    batch ended. Records that cannot be read are returned with the reason, for the DLQ.
+    """
+    blocks: list[Block] = []
+    bad: Bad = []
+    current: dict[tuple[str, int], tuple[tuple[int, str], Block]] = {}
+    for rec in sorted(records, key=lambda r: (r.pos.topic, r.pos.partition, r.pos.offset)):
+        part = (rec.pos.topic, rec.pos.partition)
+        try:
+            parsed = parse(rec, changes_topic)
+        except InvalidRecord as exc:
+            bad.append((rec, str(exc)))
+            continue
+        key = (rec.pos.offset // align, parsed.observed_at[:7])
+        if part not in current or current[part][0] != key:
+            current[part] = (key, Block())
+            blocks.append(current[part][1])
+        block = current[part][1]
+        try:
+            add(block, parsed, rec.pos)
+        except InvalidRecord as exc:
+            bad.append((rec, str(exc)))
+    return [b for b in blocks if b.positions], bad
+
+
+def parse(rec: Record, changes_topic: str) -> Snapshot | ChangeEvent:
+    if rec.pos.topic == changes_topic:
+        return ChangeEvent.from_json(rec.value)
+    return Snapshot.from_json(rec.value)
+
+
+def add(block: Block, parsed: Snapshot | ChangeEvent, pos: Position) -> None:
+    if isinstance(parsed, ChangeEvent):
+        block.add_change(parsed, pos)
+    else:
+        block.add_snapshot(parsed, pos)
+
+
+class Backpressure(Protocol):
+    """Stops and restarts the flow of records into the sink while ClickHouse is unavailable."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class NoBackpressure:
+    def pause(self) -> None:
+        return None
+
+    def resume(self) -> None:
+        return None
 
 
 class ClickHouseSink:
     """Writes blocks; returns only once ClickHouse has acknowledged every table's insert."""
 
-    def __init__(self, store: AsyncStore) -> None:
+    def __init__(self, store: AsyncStore, backpressure: Backpressure | None = None) -> None:
         self._store = store
+        self._flow = backpressure or NoBackpressure()
+        self._marks: dict[str, dict[tuple[str, int], int]] = {}
+        self.paused = False
         self.rows_written = 0
+        self.rows_skipped = 0
+
+    def forget(self) -> None:
+        """Reload the high-water marks before the next write (after a rebalance)."""
+        self._marks.clear()
 
     async def write(self, block: Block) -> None:
-        for table, rows in (("batch_snapshots", block.snapshots), ("batch_latest", block.latest),
-                            ("batch_changes", block.changes)):
-            if rows:
-                await self._insert(table, rows, block.token(table))
-                self.rows_written += len(rows)
+        if not block.positions:
+            return
+        first = block.positions[0]
+        marks = await self._marks_of(block.marker)
+        mark = marks.get((first.topic, first.partition), -1)
+        for table, rows in block.tables():
+            fresh = [(offset, line) for offset, line in rows if offset > mark]
+            self.rows_skipped += len(rows) - len(fresh)
+            if fresh:
+                await self._insert(table, [line for _, line in fresh], token(table, first, fresh))
+                self.rows_written += len(fresh)
+        last = max(p.offset for p in block.positions)
+        marks[(first.topic, first.partition)] = max(mark, last)
+
+    async def _marks_of(self, table: str) -> dict[tuple[str, int], int]:
+        if table not in self._marks:
+            self._marks[table] = await self._retrying(
+                f"reading the high-water marks of {table}",
+                lambda: self._store.store.high_water(table))
+        return self._marks[table]
 
     async def _insert(self, table: str, rows: list[bytes], token: str) -> None:
+        await self._retrying(f"insert into {table}",
+                             lambda: self._store.store.insert_json(table, rows, token))
+
+    async def _retrying(self, what: str, call: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
-                await self._store.run(self._store.store.insert_json, table, rows, token)
-                return
+                result = await self._store.run(call)
             except StoreError as exc:
                 if not exc.retriable:
                     raise
                 attempt += 1
+                self._pause()
                 delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**attempt))  # full jitter
-                log.warning("insert into %s failed (attempt %d), retrying in %.1fs: %s",
-                            table, attempt, delay, exc)
+                log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                 await asyncio.sleep(delay)
+            else:
+                self._resume()
+                return result
+
+    def _pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            log.warning("ClickHouse unavailable: pausing the sink's partitions until an insert succeeds")
+            self._flow.pause()
+
+    def _resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            log.warning("ClickHouse is back: resuming the sink's partitions")
+            self._flow.resume()

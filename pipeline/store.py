@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
-from pipeline.config import Secret
+from pipeline.config import Secret, Settings
 from pipeline.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,26 @@ T = TypeVar("T")
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+DEFAULT_TTL_DAYS = 400
+ERROR_CODE = re.compile(r"Code: (\d+)")
+# Server error codes that go away on their own: retried with backoff, never dead-lettered.
+TRANSIENT_CODES = frozenset({
+    3,    # UNEXPECTED_END_OF_FILE
+    159,  # TIMEOUT_EXCEEDED
+    164,  # READONLY (a replica in read-only mode)
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+})
+Params = dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +63,11 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
 
-    def statements(self, database: str) -> list[str]:
+    def statements(self, database: str, ttl_days: int = DEFAULT_TTL_DAYS) -> list[str]:
         """Statements end with ``;`` at the end of a line (a ``;`` inside a line is data)."""
         text = "\n".join(line for line in self.sql.splitlines() if not line.strip().startswith("--"))
-        return [s.strip().replace("{db}", database) for s in STATEMENT_END.split(text) if s.strip()]
+        return [s.strip().replace("{db}", database).replace("{ttl_days}", str(ttl_days))
+                for s in STATEMENT_END.split(text) if s.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +89,20 @@ def migrations() -> list[Migration]:
 class Store:
     """A connected ClickHouse client bound to one database."""
 
-    def __init__(self, dsn: str, database: str, password: Secret | None = None) -> None:
+    def __init__(self, dsn: str, database: str, password: Secret | None = None, *,
+                 ttl_days: int = DEFAULT_TTL_DAYS, fault_file: Path | None = None) -> None:
         self.dsn = dsn
         self.database = database
+        self.ttl_days = ttl_days
         self._password = password
+        self._fault_file = fault_file
         self._client: Client | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        ch = settings.clickhouse
+        return cls(settings.clickhouse_dsn, ch.database, settings.clickhouse_password(),
+                   ttl_days=ch.snapshot_ttl_days, fault_file=Path(ch.fault_file) if ch.fault_file else None)
 
     @property
     def client(self) -> Client:
@@ -117,7 +148,7 @@ class Store:
         for m in migrations():
             if m.version in done:
                 continue
-            for statement in m.statements(db):
+            for statement in m.statements(db, self.ttl_days):
                 self.command(statement)
             self._record(m)
             log.info("applied migration %s", m.name)
@@ -135,13 +166,29 @@ class Store:
             return
         body = b"\n".join(rows)
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
+        if self._fault_file is not None and self._fault_file.exists():
+            raise StoreError(f"ClickHouse unavailable (fault injected by {self._fault_file})", retriable=True)
         self._call(lambda: self.client.raw_insert(
             f"{self.database}.{table}", None, body, settings=settings, fmt="JSONEachRow"))
 
-    def query(self, sql: str, *, readonly: bool = True) -> QueryResult:
+    def query(self, sql: str, *, readonly: bool = True, params: Params | None = None) -> QueryResult:
+        """Run SQL; ``params`` bind ClickHouse query parameters (``{name:Type}``) server side."""
         settings = {"readonly": 1} if readonly else {}
-        result = self._call(lambda: self.client.query(sql, settings=settings))
+        try:
+            result = self._call(lambda: self.client.query(sql, parameters=params or None, settings=settings))
+        except StoreError:
+            if readonly and self.dsn.startswith("chdb:"):
+                # clickhouse-connect's chDB backend leaves a failed query's readonly=1 on the
+                # session, and every later insert fails with READONLY: start a fresh session.
+                self.close()
+            raise
         return QueryResult(tuple(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def high_water(self, table: str) -> dict[tuple[str, int], int]:
+        """The highest Kafka offset stored in ``table`` per (topic, partition)."""
+        rows = self.query("SELECT kafka_topic, kafka_partition, max(kafka_offset) "
+                          f"FROM {self.database}.{table} GROUP BY kafka_topic, kafka_partition").rows
+        return {(str(t), int(p)): int(o) for t, p, o in rows}
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -149,7 +196,7 @@ class Store:
         except OperationalError as exc:
             raise StoreError(f"ClickHouse unavailable: {exc}", retriable=True) from exc
         except DatabaseError as exc:
-            raise StoreError(first_line(str(exc)), retriable=False) from exc
+            raise StoreError(first_line(str(exc)), retriable=transient(str(exc))) from exc
         except ClickHouseError as exc:
             raise StoreError(first_line(str(exc)), retriable=True) from exc
 
@@ -187,6 +234,12 @@ def redact(dsn: str) -> str:
         return dsn
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+def transient(message: str) -> bool:
+    """True when a server error's code says that trying again later can succeed."""
+    match = ERROR_CODE.search(message)
+    return match is not None and int(match.group(1)) in TRANSIENT_CODES
 
 
 def first_line(text: str) -> str:

@@ -2,8 +2,11 @@
 -- Times are DateTime64(3, 'UTC'): the canonical snapshot carries millisecond ISO 8601 UTC.
 
 -- Every observation of every batch, as the poller saw it. MergeTree ordered by batch then time:
--- a batch's history is one contiguous range; monthly partitions make retention a cheap drop.
--- The deduplication window lets the sink retry an insert block with the same token safely.
+-- a batch's history is one contiguous range; monthly partitions (by observation time, the sink
+-- cuts its blocks at month boundaries so each insert is one part) make the TTL a cheap drop.
+-- The deduplication window lets the sink retry an insert block with the same token safely; the
+-- Kafka position columns are the sink's high-water mark after a rewind (a plain MergeTree never
+-- drops a row, so max(kafka_offset) per partition is exact).
 CREATE TABLE IF NOT EXISTS {db}.batch_snapshots
 (
     source LowCardinality(String),
@@ -33,17 +36,20 @@ CREATE TABLE IF NOT EXISTS {db}.batch_snapshots
     errors String COMMENT 'JSON array of {code, message, param, line}',
     metadata Map(String, String),
     usage Nullable(String) COMMENT 'JSON token counts, or NULL',
+    kafka_topic LowCardinality(String),
     kafka_partition UInt32,
     kafka_offset UInt64
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(observed_at)
 ORDER BY (source, batch_id, observed_at)
-SETTINGS non_replicated_deduplication_window = 10000;
+TTL toDateTime(observed_at) + toIntervalDay({ttl_days})
+SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
 
 -- The latest state per batch. ReplacingMergeTree keeps the row with the highest version per
 -- (source, batch_id); the version grows along the lifecycle first and observation time second,
--- so a late, out-of-order snapshot never replaces a newer status. Query with FINAL.
+-- so a late, out-of-order snapshot never replaces a newer status. Query with FINAL. Written by
+-- the materialized view batch_latest_feed (002_fleet.sql) as snapshots are inserted.
 CREATE TABLE IF NOT EXISTS {db}.batch_latest
 (
     source LowCardinality(String),
@@ -73,14 +79,20 @@ CREATE TABLE IF NOT EXISTS {db}.batch_latest
     errors String,
     metadata Map(String, String),
     usage Nullable(String),
-    version UInt64 COMMENT 'lifecycle rank << 42 | observed_at in ms'
+    version UInt64 COMMENT 'lifecycle rank << 42 | observed_at in ms',
+    kafka_topic LowCardinality(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (source, batch_id)
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- Every change event. ReplacingMergeTree on the deterministic event_id: a replayed event
--- collapses into the original row (use FINAL for exact counts before merges).
+-- Every change event. ReplacingMergeTree on the deterministic event_id: an event the track agent
+-- emits twice (its own replay) collapses into one row (use FINAL for exact counts before merges).
+-- The version is the Kafka offset, so merges always keep the row with the highest offset of a
+-- partition and max(kafka_offset) stays the sink's exact high-water mark. Partitioned by the
+-- month of observation, like the sink's blocks, so each insert block is one part.
 CREATE TABLE IF NOT EXISTS {db}.batch_changes
 (
     event_id UUID,
@@ -95,9 +107,12 @@ CREATE TABLE IF NOT EXISTS {db}.batch_changes
     seconds_in_previous Nullable(Float64),
     status LowCardinality(String) COMMENT 'status after the change',
     snapshot String COMMENT 'canonical snapshot after the change, JSON',
-    schema_version UInt16
+    schema_version UInt16,
+    kafka_topic LowCardinality(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
-ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(at)
+ENGINE = ReplacingMergeTree(kafka_offset)
+PARTITION BY toYYYYMM(observed_at)
 ORDER BY (source, batch_id, event_id)
 SETTINGS non_replicated_deduplication_window = 10000;

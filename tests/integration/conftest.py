@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -48,3 +52,21 @@ def topic_prefix(kafka_bootstrap: str) -> Iterator[str]:
     prefix = f"it-{uuid.uuid4().hex[:10]}"
     yield prefix
     asyncio.run(_delete_topics(kafka_bootstrap, prefix))
+
+
+def start_run(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``batchscope run`` as a subprocess, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
+                                cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop_run(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as Ctrl-C would; SIGKILL after 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -9,10 +9,7 @@ transition the poller could have seen: each consecutive pair of statuses the sim
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ from typing import Any
 import pytest
 
 from pipeline.queryserver import remote_query
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, start_run, stop_run
 
 pytestmark = pytest.mark.integration
 
@@ -82,20 +79,12 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
     sim_port, http_port = free_port(), free_port()
     config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port, http_port)
     log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
-                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_run(config, tmp_path, log)
     try:
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
                "query": f"http://127.0.0.1:{http_port}"}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_run(proc)
 
 
 def expected_pairs(truth: dict[str, Any]) -> dict[tuple[str, str], list[tuple[str, str]]]:

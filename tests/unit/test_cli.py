@@ -87,7 +87,9 @@ def test_parser_commands() -> None:
     assert (defaults.format, defaults.write, defaults.config) == ("table", False, None)
     sim = parser.parse_args(["simulate", "--batches", "5", "--speed", "2.5", "--port", "0"])
     assert (sim.batches, sim.speed, sim.port, sim.seed, sim.sources) == (5, 2.5, 0, None, None)
-    assert set(COMMANDS) == {"run", "poll", "migrate", "query", "simulate", "normalise"}
+    assert set(COMMANDS) == {"run", "poll", "migrate", "query", "simulate", "normalise", "status"}
+    saved = parser.parse_args(["query", "--saved", "stalled", "-p", "stall_minutes=5", "-p", "x=1"])
+    assert (saved.sql, saved.saved, saved.param) == (None, "stalled", ["stall_minutes=5", "x=1"])
     assert FORMATS == ("table", "json", "csv")
 
 
@@ -96,7 +98,6 @@ def test_parser_commands() -> None:
     [
         ["frobnicate"],
         [],
-        ["query"],
         ["query", "SELECT 1", "--format", "xml"],
         ["simulate", "--batches", "many"],
         ["run", "--nope"],

@@ -289,7 +289,8 @@ async def test_api_key_is_enforced(clock: FakeClock, http: aiohttp.ClientSession
 
 async def test_truth_shape(sim: Simulator, http: aiohttp.ClientSession) -> None:
     truth = await get_json(http, f"http://127.0.0.1:{sim.port}/_sim/truth")
-    assert set(truth) == {"now", "all_terminal", "batches"}
+    assert set(truth) == {"now", "all_terminal", "batches", "faults"}
+    assert truth["faults"] == {"injected": {}, "early_requests": {}}
     assert truth["now"] == int(EPOCH)
     assert truth["all_terminal"] is False
     assert len(truth["batches"]) == 60

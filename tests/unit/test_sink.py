@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -13,7 +14,17 @@ import pytest
 
 from pipeline.errors import InvalidRecord, StoreError
 from pipeline.models import ChangeEvent, Snapshot
-from pipeline.sink import Block, ClickHouseSink, Position, change_row, offset_ranges, snapshot_row, version
+from pipeline.sink import (
+    Block,
+    ClickHouseSink,
+    Position,
+    Record,
+    change_row,
+    cut,
+    snapshot_row,
+    token,
+    version,
+)
 from pipeline.store import AsyncStore, Store
 from pipeline.timeutil import iso_to_ms
 from pipeline.transitions import BatchState, apply
@@ -82,45 +93,67 @@ def test_version_low_bits_are_observed_ms() -> None:
     assert version(s) < 2**64
 
 
-def test_offset_ranges() -> None:
-    positions = [Position("t.snapshots", 1, 9), Position("t.snapshots", 0, 5), Position("t.changes", 0, 3),
-                 Position("t.snapshots", 0, 2), Position("t.snapshots", 1, 7)]
-    assert offset_ranges(positions) == "t.changes/0:3-3,t.snapshots/0:2-5,t.snapshots/1:7-9"
-    assert offset_ranges(list(reversed(positions))) == offset_ranges(positions)
-    assert offset_ranges([]) == ""
-
-
 def test_block_rows_and_positions() -> None:
     block = Block()
     s = snap()
     block.add_snapshot(s, Position("t.snapshots", 0, 10))
     block.add_change(event(), Position("t.changes", 2, 4))
-    (snapshot_line,) = block.snapshots
-    (latest_line,) = block.latest
-    (change_line,) = block.changes
+    ((offset, snapshot_line),) = block.snapshots
+    ((change_offset, change_line),) = block.changes
+    assert (offset, change_offset) == (10, 4)
     stored = orjson.loads(snapshot_line)
-    assert stored["kafka_partition"] == 0
-    assert stored["kafka_offset"] == 10
+    kafka = (stored["kafka_topic"], stored["kafka_partition"], stored["kafka_offset"])
+    assert kafka == ("t.snapshots", 0, 10)
     assert "version" not in stored
-    latest = orjson.loads(latest_line)
-    assert latest["version"] == version(s)
-    assert "kafka_offset" not in latest
-    assert orjson.loads(change_line)["event_id"] == event().event_id
+    change = orjson.loads(change_line)
+    assert change["event_id"] == event().event_id
+    assert (change["kafka_topic"], change["kafka_offset"]) == ("t.changes", 4)
     assert block.positions == [Position("t.snapshots", 0, 10), Position("t.changes", 2, 4)]
 
 
-def test_block_token_is_deterministic_and_table_specific() -> None:
-    def build(order: Sequence[int]) -> Block:
-        block = Block()
-        for offset in order:
-            block.add_snapshot(snap(), Position("t.snapshots", 0, offset))
-        return block
+def records(offsets: Sequence[int], partition: int = 0,
+            observed: str = "2024-05-01T12:00:00.000Z") -> list[Record]:
+    value = snap(observed_at=observed).to_json()
+    return [Record(Position("t.snapshots", partition, o), value) for o in offsets]
 
-    a, b = build([1, 2, 3]), build([3, 1, 2])
-    assert a.token("batch_snapshots") == b.token("batch_snapshots") == "batch_snapshots:t.snapshots/0:1-3"
-    assert a.token("batch_latest") == "batch_latest:t.snapshots/0:1-3"
-    assert a.token("batch_snapshots") != a.token("batch_latest")
-    assert build([4, 5]).token("batch_snapshots") != a.token("batch_snapshots")
+
+def spans(blocks: Sequence[Block]) -> list[tuple[int, int, int]]:
+    return [(b.positions[0].partition, b.positions[0].offset, b.positions[-1].offset) for b in blocks]
+
+
+def test_cut_aligns_blocks_to_offsets_per_partition() -> None:
+    recs = records([7, 3, 4, 5, 6, 8, 9]) + records([1, 2], partition=1)
+    blocks, bad = cut(recs, 4, "t.changes")
+    assert bad == []
+    assert spans(blocks) == [(0, 3, 3), (0, 4, 7), (0, 8, 9), (1, 1, 2)]
+    # The same records in other batches give the same blocks, up to where a batch ended.
+    ordered = records([3, 4, 5, 6, 7, 8, 9])
+    first, _ = cut(ordered[:3], 4, "t.changes")
+    second, _ = cut(ordered[3:], 4, "t.changes")
+    assert spans(first) + spans(second) == [(0, 3, 3), (0, 4, 5), (0, 6, 7), (0, 8, 9)]
+
+
+def test_cut_at_month_changes_and_sets_bad_records_aside() -> None:
+    recs = records([1, 2]) + records([3], observed="2024-06-01T00:00:00.000Z")
+    recs.append(Record(Position("t.changes", 0, 5), b"not json"))
+    blocks, bad = cut(recs, 100, "t.changes")
+    assert spans(blocks) == [(0, 1, 2), (0, 3, 3)]
+    assert [r.pos.offset for r, _ in bad] == [5]
+    assert "not valid JSON" in bad[0][1]
+
+
+def test_marker_table() -> None:
+    snaps, _ = cut(records([1]), 10, "t.changes")
+    assert snaps[0].marker == "batch_snapshots"
+    changes, _ = cut([Record(Position("t.changes", 0, 1), event().to_json())], 10, "t.changes")
+    assert changes[0].marker == "batch_changes"
+    assert [t for t, _ in changes[0].tables()] == ["batch_changes"]
+    assert [t for t, _ in snaps[0].tables()] == ["batch_snapshots"]
+
+
+def test_token_names_table_partition_and_range() -> None:
+    rows = [(3, b"a"), (4, b"b"), (9, b"c")]
+    assert token("batch_latest", Position("t.snapshots", 2, 3), rows) == "batch_latest:t.snapshots/2:3-9"
 
 
 def test_add_snapshot_is_all_or_nothing() -> None:
@@ -131,7 +164,6 @@ def test_add_snapshot_is_all_or_nothing() -> None:
     with pytest.raises(InvalidRecord):
         block.add_snapshot(bad, Position("t.snapshots", 0, 1))
     assert block.snapshots == []
-    assert block.latest == []
     assert block.positions == []
 
 
@@ -139,15 +171,31 @@ def test_add_snapshot_is_all_or_nothing() -> None:
 
 
 class RecordingStore(Store):
-    def __init__(self, failures: list[StoreError] | None = None) -> None:
+    def __init__(self, failures: list[StoreError] | None = None,
+                 marks: dict[tuple[str, int], int] | None = None) -> None:
         super().__init__("chdb:///unused", "batchscope")
         self.calls: list[tuple[str, list[bytes], str]] = []
         self.failures = failures or []
+        self.marks = marks or {}
 
     def insert_json(self, table: str, rows: Sequence[bytes], token: str) -> None:
         self.calls.append((table, list(rows), token))
         if self.failures:
             raise self.failures.pop(0)
+
+    def high_water(self, table: str) -> dict[tuple[str, int], int]:
+        return dict(self.marks)
+
+
+class Flow:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
 
 
 @pytest.fixture
@@ -164,50 +212,58 @@ def async_store(store: RecordingStore) -> Iterator[AsyncStore]:
         wrapped.close_now()
 
 
-def full_block() -> Block:
-    block = Block()
-    block.add_snapshot(snap(), Position("t.snapshots", 0, 1))
-    block.add_change(event(), Position("t.changes", 0, 1))
+def snapshot_block(offsets: Sequence[int] = (1, 2)) -> Block:
+    (block,), _ = cut(records(offsets), 1000, "t.changes")
     return block
 
 
-async def test_write_inserts_each_table_with_its_token() -> None:
+async def test_write_inserts_snapshots_with_their_token() -> None:
     store = RecordingStore()
     with async_store(store) as wrapped:
         sink = ClickHouseSink(wrapped)
-        block = full_block()
+        block = snapshot_block()
         await sink.write(block)
         assert [(t, tok) for t, _, tok in store.calls] == [
-            ("batch_snapshots", block.token("batch_snapshots")),
-            ("batch_latest", block.token("batch_latest")),
-            ("batch_changes", block.token("batch_changes")),
+            ("batch_snapshots", "batch_snapshots:t.snapshots/0:1-2"),
         ]
-        assert store.calls[0][1] == block.snapshots
-        assert sink.rows_written == 3
+        assert store.calls[0][1] == [line for _, line in block.snapshots]
+        assert sink.rows_written == 2
 
 
-async def test_write_skips_empty_tables() -> None:
-    store = RecordingStore()
+async def test_write_skips_rows_at_or_below_the_stored_high_water_mark() -> None:
+    store = RecordingStore(marks={("t.snapshots", 0): 2})
     with async_store(store) as wrapped:
         sink = ClickHouseSink(wrapped)
-        await sink.write(Block())
-        block = Block()
-        block.add_change(event(), Position("t.changes", 0, 1))
-        await sink.write(block)
-        assert [t for t, _, _ in store.calls] == ["batch_changes"]
-        assert sink.rows_written == 1
+        await sink.write(snapshot_block([1, 2]))
+        assert store.calls == []
+        await sink.write(snapshot_block([2, 3, 4]))
+        assert [tok for _, _, tok in store.calls] == ["batch_snapshots:t.snapshots/0:3-4"]
+        await sink.write(snapshot_block([3, 4]))  # a replay in this process: the mark moved
+        assert len(store.calls) == 1
+        assert sink.rows_skipped == 2 + 1 + 2
+
+
+async def test_write_skips_empty_blocks() -> None:
+    store = RecordingStore()
+    with async_store(store) as wrapped:
+        await ClickHouseSink(wrapped).write(Block())
+        assert store.calls == []
 
 
 @pytest.mark.usefixtures("no_backoff")
-async def test_write_retries_retriable_errors_with_the_same_token(caplog: pytest.LogCaptureFixture) -> None:
+async def test_write_retries_retriable_errors_with_the_same_token_while_paused(
+        caplog: pytest.LogCaptureFixture) -> None:
     store = RecordingStore([StoreError("busy", retriable=True), StoreError("busy", retriable=True)])
+    flow = Flow()
     with async_store(store) as wrapped:
-        sink = ClickHouseSink(wrapped)
-        await sink.write(full_block())
+        sink = ClickHouseSink(wrapped, flow)
+        await sink.write(snapshot_block())
         tables = [t for t, _, _ in store.calls]
-        assert tables == ["batch_snapshots"] * 3 + ["batch_latest", "batch_changes"]
-        assert len({tok for t, _, tok in store.calls if t == "batch_snapshots"}) == 1
-        assert sink.rows_written == 3
+        assert tables == ["batch_snapshots"] * 3
+        assert len({tok for _, _, tok in store.calls}) == 1
+        assert sink.rows_written == 2
+        assert flow.calls == ["pause", "resume"]
+        assert not sink.paused
     assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -216,6 +272,18 @@ async def test_write_raises_non_retriable_errors() -> None:
     with async_store(store) as wrapped:
         sink = ClickHouseSink(wrapped)
         with pytest.raises(StoreError, match="bad row"):
-            await sink.write(full_block())
+            await sink.write(snapshot_block())
         assert len(store.calls) == 1
         assert sink.rows_written == 0
+
+
+def test_the_latest_feed_view_ranks_statuses_like_the_transitions() -> None:
+    from pipeline.store import migrations
+    from pipeline.transitions import RANK
+
+    sql = next(m.sql for m in migrations() if "VIEW IF NOT EXISTS {db}.batch_latest_feed" in m.sql)
+    names, ranks = re.search(r"\[([^\]]*)\],\s*\[([^\]]*)\], 0\)", sql).groups()  # type: ignore[union-attr]
+    statuses = [n.strip().strip("'") for n in names.split(",")]
+    feed = dict(zip(statuses, (int(r) for r in ranks.split(",")), strict=True))
+    assert feed == {k: v for k, v in RANK.items() if v}
+    assert "bitShiftLeft(" in sql

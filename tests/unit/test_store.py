@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import (
@@ -109,6 +110,8 @@ def test_first_line() -> None:
         (OperationalError("connection refused"), True),
         (ProgrammingError("Code: 62. Syntax error\nmore"), False),
         (DatabaseError("Code: 60. Unknown table"), False),
+        (DatabaseError("Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)"), True),
+        (DatabaseError("Code: 159. Timeout exceeded (TIMEOUT_EXCEEDED)"), True),
         (ClickHouseError("something odd"), True),
     ],
 )
@@ -123,3 +126,18 @@ def test_call_maps_clickhouse_errors(exc: Exception, retriable: bool) -> None:
     assert info.value.retriable is retriable
     assert info.value.__cause__ is exc
     assert "\n" not in str(info.value)
+
+
+def test_ttl_days_substituted_in_migrations() -> None:
+    (snapshots, *_) = migrations()[0].statements("obs", ttl_days=30)
+    assert "toIntervalDay(30)" in snapshots
+    assert "{ttl_days}" not in " ".join(m.sql for m in migrations()[1:])
+
+
+def test_injected_fault_fails_inserts_as_retriable(tmp_path: Path) -> None:
+    fault = tmp_path / "down"
+    store = Store("http://127.0.0.1:1", "batchscope", fault_file=fault)  # never connects
+    fault.touch()
+    with pytest.raises(StoreError, match="fault injected") as info:
+        store.insert_json("batch_snapshots", [b"{}"], "t")
+    assert info.value.retriable

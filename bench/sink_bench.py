@@ -1,0 +1,124 @@
+"""Rows per second into ClickHouse (chDB): the sink's batch path against row-at-a-time inserts.
+
+Same run, same data: simulated snapshots cut into the sink's blocks and written through
+:class:`pipeline.sink.ClickHouseSink` (one insert per block, with its token; the materialized
+view ``batch_latest_feed`` writes as many batch_latest rows in the same INSERT), then the same
+snapshot rows inserted one INSERT per row (the baseline, on a prefix of the data: it is slow),
+each into a fresh database. Row building (``cut``) is timed apart: it is the agents' Python
+work, not ClickHouse's.
+
+    python -m bench.sink_bench [--records N] [--baseline-records N] [--runs R] [--block N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import tempfile
+import time
+import zlib
+from datetime import UTC, datetime
+
+from pipeline.models import Envelope, Snapshot
+from pipeline.normalise import normalise
+from pipeline.simulator import build_fleet, openai_object
+from pipeline.sink import Block, ClickHouseSink, Position, Record, cut
+from pipeline.store import AsyncStore, Store
+
+TOPIC = "bench.snapshots"
+EPOCH = datetime(2026, 10, 31, 20, 0, tzinfo=UTC).timestamp()  # the fleet's life spans two months
+
+
+def fleet_snapshots(count: int, source: str = "bench", seed: int = 1) -> list[Snapshot]:
+    """One snapshot per status each simulated batch goes through, observed when it got there,
+    in observation order (as the poller publishes them)."""
+    snaps = []
+    for batch in build_fleet(seed=seed, count=count, source=source):
+        for _, at in batch.timeline:
+            observed = datetime.fromtimestamp(EPOCH + at + 1, UTC).isoformat()
+            snaps.append(normalise(Envelope(source, "openai", observed, openai_object(batch, at, EPOCH))))
+    return sorted(snaps, key=lambda s: s.observed_at)
+
+
+def as_records(snaps: list[Snapshot], partitions: int = 4, topic: str = TOPIC) -> list[Record]:
+    """Snapshots as Kafka records spread over partitions, with consecutive offsets per partition."""
+    offsets = [0] * partitions
+    records = []
+    for snap in snaps:
+        part = zlib.crc32(snap.key.encode()) % partitions
+        records.append(Record(Position(topic, part, offsets[part]), snap.to_json()))
+        offsets[part] += 1
+    return records
+
+
+async def write_blocks(store: AsyncStore, blocks: list[Block]) -> None:
+    sink = ClickHouseSink(store)
+    for b in blocks:
+        await sink.write(b)
+
+
+def row_at_a_time(store: Store, records: list[Record]) -> int:
+    blocks, _ = cut(records, len(records) + 1, "bench.changes")
+    for b in blocks:
+        for offset, line in b.snapshots:
+            store.insert_json("batch_snapshots", [line], f"row:{b.positions[0].partition}:{offset}")
+    return len(records)
+
+
+def fresh_store(root: str, run: int) -> Store:
+    store = Store(f"chdb://{root}", f"bench_{run}")
+    store.migrate()
+    return store
+
+
+def measure(records: list[Record], baseline: list[Record], runs: int, block: int) -> dict[str, float]:
+    """Median rates: building the blocks (pure Python), the sink's inserts, row-at-a-time inserts
+    (both with the latest-state view attached)."""
+    rates: dict[str, list[float]] = {"build": [], "batch": [], "row": []}
+    with tempfile.TemporaryDirectory(prefix="batchscope-bench-") as root:
+        for run in range(runs):
+            start = time.perf_counter()
+            blocks, _ = cut(records, block, "bench.changes")
+            rates["build"].append(len(records) / (time.perf_counter() - start))
+            wrapped = AsyncStore(fresh_store(root, 2 * run))
+            start = time.perf_counter()
+            asyncio.run(write_blocks(wrapped, blocks))
+            rates["batch"].append(len(records) / (time.perf_counter() - start))
+            wrapped.store.command(f"DROP DATABASE {wrapped.store.database}")
+            wrapped.close_now()
+            store = fresh_store(root, 2 * run + 1)
+            start = time.perf_counter()
+            row_at_a_time(store, baseline)
+            rates["row"].append(len(baseline) / (time.perf_counter() - start))
+            store.command(f"DROP DATABASE {store.database}")
+            store.close()
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=200_000, help="snapshot rows for the batch path")
+    parser.add_argument("--baseline-records", type=int, default=2_000, help="rows inserted one at a time")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--block", type=int, default=100_000, help="sink block alignment (sink_batch_size)")
+    parser.add_argument("--partitions", type=int, default=2, help="Kafka partitions the records spread over")
+    args = parser.parse_args()
+    snaps = fleet_snapshots(args.records // 3 + 1)
+    records = as_records(snaps, args.partitions)[: args.records]
+    baseline = records[: args.baseline_records]
+    rates = measure(records, baseline, args.runs, args.block)
+    print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
+    print(f"date: {datetime.now(UTC):%Y-%m-%d}; runs: {args.runs} (median); block: {args.block}; "
+          f"partitions: {args.partitions}")
+    print(f"sink batch path:  {rates['batch']:12,.0f} snapshot rows/s into ClickHouse "
+          f"({len(records):,} rows; the view writes each to batch_latest too)")
+    print(f"row at a time:    {rates['row']:12,.0f} snapshot rows/s ({len(baseline):,} rows, baseline)")
+    print(f"speed-up:         {rates['batch'] / rates['row']:12.1f}x")
+    print(f"row building:     {rates['build']:12,.0f} records/s "
+          "(cut(): parse + rows, pure Python, not included above)")
+
+
+if __name__ == "__main__":
+    main()

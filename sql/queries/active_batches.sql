@@ -1,0 +1,14 @@
+-- Active batches by source and provider, with their progress: how many are not terminal yet,
+-- in which status, and how far along their requests are (processed = completed + failed).
+SELECT
+    source,
+    provider,
+    status,
+    count() AS batches,
+    sum(coalesce(requests_total, 0)) AS requests_total,
+    sum(coalesce(requests_completed, 0) + coalesce(requests_failed, 0)) AS requests_processed,
+    round(100 * requests_processed / greatest(requests_total, 1), 1) AS progress_pct
+FROM batch_current
+WHERE NOT terminal
+GROUP BY source, provider, status
+ORDER BY source, provider, status

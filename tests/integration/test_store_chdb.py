@@ -1,0 +1,25 @@
+"""pipeline.store against chDB: a refused read-only query must not leave the session read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import StoreError
+from pipeline.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def test_inserts_work_after_a_refused_readonly_query(tmp_path: Path) -> None:
+    store = Store(f"chdb://{tmp_path / 'ch'}", "ro_test")
+    try:
+        store.migrate()
+        with pytest.raises(StoreError, match="readonly"):
+            store.query("INSERT INTO batch_output_acks (source, batch_id) VALUES ('s', 'b')")
+        store.insert_json("batch_output_acks", [b'{"source": "s", "batch_id": "b"}'], "token-1")
+        assert store.query("SELECT count() FROM batch_output_acks", params={}).rows == [(1,)]
+        assert store.query("SELECT {n:UInt8} + 1", params={"n": "1"}).rows == [(2,)]
+    finally:
+        store.close()
