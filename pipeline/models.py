@@ -14,6 +14,7 @@ STATUSES = (
     "completed", "failed", "expired", "cancelled",
 )
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+CHANGE_KINDS = ("discovered", "status_changed", "progress", "stalled", "expiry_risk", "purged")
 UNKNOWN = "unknown"
 # The provider timestamp field that records entry into each status.
 STATUS_TIME_FIELD = {
@@ -130,6 +131,11 @@ class ChangeEvent:
     from_status: str | None = None
     to_status: str | None = None
     seconds_in_previous: float | None = None
+    off_graph: bool | None = None  # status_changed: the edge is not in the lifecycle graph
+    deltas: dict[str, int] | None = None  # progress: count changes since the last progress event
+    stalled_seconds: float | None = None  # stalled: time without progress
+    projected_finish_at: str | None = None  # expiry_risk: when the batch would finish
+    requests_per_second: float | None = None  # expiry_risk: the observed request rate
     schema_version: int = 1
 
     @property
