@@ -7,6 +7,7 @@ record they cannot process becomes a dead letter in ``<prefix>.dlq`` and the str
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pipeline.models import ChangeEvent, Envelope, Snapshot
 from pipeline.normalise import normalise
 from pipeline.sink import Block, ClickHouseSink, Position
 from pipeline.store import AsyncStore
-from pipeline.transitions import BatchState, apply
+from pipeline.transitions import BatchState, Rules, apply
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
     app = faust.App(
         k.app_id,
         broker=f"kafka://{k.bootstrap}",
-        store="memory://",
+        store=store_url(settings),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=k.partitions,
@@ -93,25 +94,27 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
             await snapshots.send(key=snap.key.encode(), value=snap.to_json())
             yield None
 
+    rules = settings.track.rules()
+
     async def track_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        """Fold snapshots into the table; an event is acknowledged before the state that made it.
+
+        So a crash between the two replays the snapshot from the older state and emits the same
+        event (same id, same content) again, instead of losing it.
+        """
         async for event in stream.events():
             try:
-                snap = Snapshot.from_json(_bytes(event.value))
-            except InvalidRecord as exc:
-                await to_dlq(event, "track", str(exc))
-                continue
+                key = _bytes(event.message.key)
+                prior, new_state, events = track(state.get(key), _bytes(event.value), rules)
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
-                await to_dlq(event, "track", f"unexpected {type(exc).__name__}: {exc}")
+                await to_dlq(event, "track", reason_of(exc))
                 continue
-            key = snap.key.encode()
-            previous = state.get(key)
-            prior = BatchState.from_dict(_loads(previous)) if previous else None
-            new_state, events = apply(prior, snap)
+            sent = [await changes.send(key=key, value=change.to_json()) for change in events]
+            if sent:
+                await asyncio.gather(*sent)
+            counters.changes += len(events)
             if new_state != prior:
                 state[key] = _dumps(new_state.to_dict())
-            for change in events:
-                counters.changes += 1
-                await changes.send(key=key, value=change.to_json())
             yield None
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
@@ -156,6 +159,24 @@ def _block(batch: Sequence[EventT[bytes]], changes_topic: str) -> tuple[Block, l
         else:
             good.append(event)
     return block, good, bad
+
+
+def track(previous: bytes | None, value: bytes,
+          rules: Rules) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
+    """(state before, state after, change events) for one snapshot record and its table value."""
+    snap = Snapshot.from_json(value)
+    prior = BatchState.from_dict(_loads(previous)) if previous else None
+    new_state, events = apply(prior, snap, rules)
+    return prior, new_state, events
+
+
+def reason_of(exc: Exception) -> str:
+    """The DLQ reason: an :class:`InvalidRecord` says why; anything else is named as unexpected."""
+    return str(exc) if isinstance(exc, InvalidRecord) else f"unexpected {type(exc).__name__}: {exc}"
+
+
+def store_url(settings: Settings) -> str:
+    return f"{settings.track.store}://"
 
 
 def _bytes(value: Any) -> bytes:
