@@ -65,10 +65,10 @@ class Lifecycle(RuleBasedStateMachine):
         return self.path[self.pos]
 
     def snapshot(self) -> Snapshot:
-        counts: dict[str, Any] = {"requests_total": self.total, "requests_completed": self.done,
-                                  "requests_failed": 0, "expires_at": iso(T0 + 86_400)}
+        fields: dict[str, Any] = {**self.times, "requests_total": self.total, "requests_failed": 0,
+                                  "requests_completed": self.done, "expires_at": iso(T0 + 86_400)}
         return Snapshot(source="prop", provider="openai", batch_id="b", status=self.status,
-                        provider_status=self.status, observed_at=iso(self.now), **self.times, **counts)
+                        provider_status=self.status, observed_at=iso(self.now), **fields)
 
     @rule(gap=st.integers(1, 7_200))
     def advance(self, gap: int) -> None:
