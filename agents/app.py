@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-import orjson
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
+from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, source_of
 from pipeline.errors import InvalidRecord, StoreError
-from pipeline.models import ChangeEvent, Envelope, Snapshot
+from pipeline.models import ChangeEvent, Envelope, Snapshot, loads_object
 from pipeline.normalise import normalise
 from pipeline.sink import Block, ClickHouseSink, Position
 from pipeline.store import AsyncStore
@@ -30,6 +30,7 @@ from pipeline.transitions import BatchState, Rules, apply
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "batch_state"
+AGENTS = ("normalise", "track", "sink")
 
 
 @dataclass(slots=True)
@@ -40,8 +41,13 @@ class Counters:
     sunk: int = 0
 
 
-def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counters]:
-    """Build the Faust app with its topics, table and agents. Nothing is started here."""
+def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = AGENTS,
+               codec: Codec = ORJSON) -> tuple[faust.App, Counters]:
+    """Build the Faust app with its topics, table and agents. Nothing is started here.
+
+    ``agents`` selects which agents run (a track-only worker for tests and benchmarks);
+    ``codec`` is the JSON codec of the normalise and track agents (stdlib: a benchmark baseline).
+    """
     k = settings.kafka
     app = faust.App(
         k.app_id,
@@ -68,7 +74,10 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
 
     raw, snapshots, changes, dlq = topic("raw"), topic("snapshots"), topic("changes"), topic("dlq")
     sink_topics = topic("snapshots", "changes")
-    state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema)
+    # key_type/value_type too, not only the schema: the store and changelog recovery take their
+    # serializers from the types (json otherwise, and recovery then fails on every record).
+    state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema,
+                      key_type=bytes, value_type=bytes)
     counters = Counters()
     sink = ClickHouseSink(store)
 
@@ -83,7 +92,7 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             try:
-                snap = normalise(Envelope.from_json(_bytes(event.value)))
+                snap = normalise(Envelope.from_json(_bytes(event.value), codec.loads))
             except InvalidRecord as exc:
                 await to_dlq(event, "normalise", str(exc))
                 continue
@@ -91,7 +100,7 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
                 await to_dlq(event, "normalise", f"unexpected {type(exc).__name__}: {exc}")
                 continue
             counters.normalised += 1
-            await snapshots.send(key=snap.key.encode(), value=snap.to_json())
+            await snapshots.send(key=snap.key.encode(), value=snap.to_json(codec.dumps))
             yield None
 
     rules = settings.track.rules()
@@ -105,16 +114,16 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
         async for event in stream.events():
             try:
                 key = _bytes(event.message.key)
-                prior, new_state, events = track(state.get(key), _bytes(event.value), rules)
+                prior, new_state, events = track(state.get(key), _bytes(event.value), rules, codec)
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
                 await to_dlq(event, "track", reason_of(exc))
                 continue
-            sent = [await changes.send(key=key, value=change.to_json()) for change in events]
+            sent = [await changes.send(key=key, value=change.to_json(codec.dumps)) for change in events]
             if sent:
                 await asyncio.gather(*sent)
             counters.changes += len(events)
             if new_state != prior:
-                state[key] = _dumps(new_state.to_dict())
+                state[key] = codec.dumps(new_state.to_dict())
             yield None
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
@@ -132,9 +141,11 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
             counters.sunk += len(block.positions)
             yield None
 
-    app.agent(raw, name="normalise")(normalise_agent)
-    app.agent(snapshots, name="track")(track_agent)
-    app.agent(sink_topics, name="sink")(sink_agent)
+    chosen = {"normalise": (raw, normalise_agent), "track": (snapshots, track_agent),
+              "sink": (sink_topics, sink_agent)}
+    for name, (source, fn) in chosen.items():
+        if name in agents:
+            app.agent(source, name=name)(fn)
     return app, counters
 
 
@@ -161,11 +172,11 @@ def _block(batch: Sequence[EventT[bytes]], changes_topic: str) -> tuple[Block, l
     return block, good, bad
 
 
-def track(previous: bytes | None, value: bytes,
-          rules: Rules) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
+def track(previous: bytes | None, value: bytes, rules: Rules,
+          codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
     """(state before, state after, change events) for one snapshot record and its table value."""
-    snap = Snapshot.from_json(value)
-    prior = BatchState.from_dict(_loads(previous)) if previous else None
+    snap = Snapshot.from_json(value, codec.loads)
+    prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     return prior, new_state, events
 
@@ -185,11 +196,3 @@ def _bytes(value: Any) -> bytes:
     return value
 
 
-def _loads(data: bytes) -> dict[str, Any]:
-    obj = orjson.loads(data)
-    assert isinstance(obj, dict)
-    return obj
-
-
-def _dumps(obj: dict[str, Any]) -> bytes:
-    return orjson.dumps(obj)
