@@ -44,6 +44,7 @@ kafka-status: ## is the local Kafka broker running?
 
 bench: install kafka-up ## run the benchmarks and print their figures
 	$(BIN)/python -m bench.normalise_bench
+	$(BIN)/python -m bench.track_bench
 
 clean: ## remove the virtualenv, caches and local data (not the Kafka cache)
 	rm -rf $(VENV) .batchscope .mypy_cache .ruff_cache .pytest_cache

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +20,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.broker import PARTITIONS, Worker, publish, read_all, write_config
 from bench.workload import envelopes, expected_changes
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
@@ -36,92 +33,15 @@ pytestmark = pytest.mark.integration
 BATCHES = 300
 RULES = Rules(stall_seconds=3600.0, progress_min_interval=0.0)
 DEADLINE = 150.0
-PARTITIONS = 4
-FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
-
-
-def write_config(tmp: Path, bootstrap: str, prefix: str) -> Path:
-    path = tmp / "worker.toml"
-    path.write_text(f"""
-[kafka]
-bootstrap = "{bootstrap}"
-topic_prefix = "{prefix}"
-app_id = "{prefix}"
-partitions = {PARTITIONS}
-
-[pipeline]
-data_dir = "{tmp / 'data'}"
-
-[track]
-stall_seconds = {RULES.stall_seconds}
-progress_min_interval = {RULES.progress_min_interval}
-""", encoding="utf-8")
-    return path
-
-
-class Worker:
-    """``python -m agents.worker`` as a subprocess, logging to a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agents.worker", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **FAST_GROUP, "PYTHONUNBUFFERED": "1"})
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture
 def worker(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterator[Worker]:
-    w = Worker(write_config(tmp_path, kafka_bootstrap, topic_prefix), tmp_path / "worker.log")
+    w = Worker(write_config(tmp_path, kafka_bootstrap, topic_prefix, RULES), tmp_path / "worker.log")
     try:
         yield w
     finally:
         w.kill(signal.SIGTERM)
-
-
-async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic (with ``PARTITIONS`` partitions) up to its current end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        records: list[Any] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            records += [r for rs in batch.values() for r in rs]
-        return records
-    finally:
-        await consumer.stop()
 
 
 def wait_for_changes(bootstrap: str, topic: str, at_least: int, worker: Worker) -> list[Any]:
