@@ -13,14 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import faust
-
 from agents.app import AGENTS, create_app
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
 from pipeline.config import load_settings
 from pipeline.errors import BatchscopeError
 from pipeline.kafka import ensure_topics
+from pipeline.runner import execute
 from pipeline.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop.run_until_complete(ensure_topics(settings.kafka))
     store = AsyncStore(open_store(settings))  # opened only if the sink agent runs
     app, _ = create_app(settings, store, agents=args.agents.split(","), codec=CODECS[args.codec])
-    worker = faust.Worker(app, loop=loop, loglevel=settings.pipeline.log_level, quiet=True,
-                          redirect_stdouts=False, override_logging=False)
     log.info("worker: agents %s, codec %s", args.agents, args.codec)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        store.close_now()
+    return execute(app, loop, settings, store)
 
 
 if __name__ == "__main__":
