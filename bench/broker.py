@@ -23,7 +23,7 @@ PARTITIONS = 4
 FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
-def write_config(tmp: Path, bootstrap: str, prefix: str, rules: Rules) -> Path:
+def write_config(tmp: Path, bootstrap: str, prefix: str, rules: Rules, store: str = "memory") -> Path:
     path = tmp / "worker.toml"
     path.write_text(f"""
 [kafka]
@@ -37,6 +37,7 @@ data_dir = "{tmp / 'data'}"
 log_level = "warning"
 
 [track]
+store = "{store}"
 stall_seconds = {rules.stall_seconds}
 progress_min_interval = {rules.progress_min_interval}
 progress_min_step = {rules.progress_min_step}

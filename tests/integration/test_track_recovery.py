@@ -3,8 +3,9 @@
 A worker running the normalise and track agents (``python -m agents.worker``) consumes raw
 envelopes of a simulated fleet that the test publishes itself, so the expected change events
 are known exactly (the pure fold of the same envelopes). The worker is killed with SIGKILL
-while it works through them and started again. Afterwards ``<prefix>.changes`` must hold every
-expected event, nothing else, and no ``event_id`` twice with different content; every record
+while it works through them and started again; the memory store rebuilds the table from the
+changelog (the RocksDB variant is known to hang on restart and is not run, see ROCKSDB).
+Afterwards ``<prefix>.changes`` must hold every expected event, nothing else, and no ``event_id`` twice with different content; every record
 must validate against the JSON Schema. Two unreadable records become dead letters on the way.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import signal
 import time
 from collections.abc import Iterator
@@ -35,9 +37,20 @@ RULES = Rules(stall_seconds=3600.0, progress_min_interval=0.0)
 DEADLINE = 150.0
 
 
-@pytest.fixture
-def worker(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterator[Worker]:
-    w = Worker(write_config(tmp_path, kafka_bootstrap, topic_prefix, RULES), tmp_path / "worker.log")
+ROCKSDB = [
+    pytest.mark.skipif(importlib.util.find_spec("rocksdict") is None,
+                       reason="needs the batchscope[rocksdb] extra"),
+    # Seen 2026-11-29 (faust-streaming 0.15.3, rocksdict 0.3.29): after SIGKILL the restarted
+    # worker emits nothing more within 150 s (recovery appears to hang). Not run until fixed.
+    pytest.mark.xfail(run=False, reason="RocksDB store: restart after SIGKILL hangs (open problem)"),
+]
+
+
+@pytest.fixture(params=["memory", pytest.param("rocksdb", marks=ROCKSDB)])
+def worker(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str,
+           topic_prefix: str) -> Iterator[Worker]:
+    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, RULES, store=request.param)
+    w = Worker(config, tmp_path / "worker.log")
     try:
         yield w
     finally:
