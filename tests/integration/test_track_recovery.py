@@ -5,8 +5,9 @@ envelopes of a simulated fleet that the test publishes itself, so the expected c
 are known exactly (the pure fold of the same envelopes). The worker is killed with SIGKILL
 while it works through them and started again; the memory store rebuilds the table from the
 changelog (the RocksDB variant is known to hang on restart and is not run, see ROCKSDB).
-Afterwards ``<prefix>.changes`` must hold every expected event, nothing else, and no ``event_id`` twice with different content; every record
-must validate against the JSON Schema. Two unreadable records become dead letters on the way.
+Afterwards ``<prefix>.changes`` must hold every expected event, nothing else, and no
+``event_id`` twice with different content; every record must validate against the JSON
+Schema. Two unreadable records become dead letters on the way.
 """
 
 from __future__ import annotations
