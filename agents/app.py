@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-import orjson
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
+from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, source_of
 from pipeline.errors import InvalidRecord, StoreError
-from pipeline.models import Envelope, Snapshot
+from pipeline.models import ChangeEvent, Envelope, Snapshot, loads_object
 from pipeline.normalise import normalise
 from pipeline.sink import ClickHouseSink, Position, Record, cut
 from pipeline.store import AsyncStore
-from pipeline.transitions import BatchState, apply
+from pipeline.transitions import BatchState, Rules, apply
 
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "batch_state"
+AGENTS = ("normalise", "track", "sink")
 
 
 @dataclass(slots=True)
@@ -40,13 +41,18 @@ class Counters:
     sunk: int = 0
 
 
-def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counters]:
-    """Build the Faust app with its topics, table and agents. Nothing is started here."""
+def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = AGENTS,
+               codec: Codec = ORJSON) -> tuple[faust.App, Counters]:
+    """Build the Faust app with its topics, table and agents. Nothing is started here.
+
+    ``agents`` selects which agents run (a track-only worker for tests and benchmarks);
+    ``codec`` is the JSON codec of the normalise and track agents (stdlib: a benchmark baseline).
+    """
     k = settings.kafka
     app = faust.App(
         k.app_id,
         broker=f"kafka://{k.bootstrap}",
-        store="memory://",
+        store=store_url(settings),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=k.partitions,
@@ -68,7 +74,10 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
 
     raw, snapshots, changes, dlq = topic("raw"), topic("snapshots"), topic("changes"), topic("dlq")
     sink_topics = topic("snapshots", "changes")
-    state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema)
+    # key_type/value_type too, not only the schema: the store and changelog recovery take their
+    # serializers from the types (json otherwise, and recovery then fails on every record).
+    state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema,
+                      key_type=bytes, value_type=bytes)
     counters = Counters()
     sink_topic_names = {k.topic("snapshots"), k.topic("changes")}
     sink = ClickHouseSink(store, PartitionPause(app, sink_topic_names))
@@ -88,7 +97,7 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             try:
-                snap = normalise(Envelope.from_json(_bytes(event.value)))
+                snap = normalise(Envelope.from_json(_bytes(event.value), codec.loads))
             except InvalidRecord as exc:
                 await to_dlq(event, "normalise", str(exc))
                 continue
@@ -96,28 +105,30 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
                 await to_dlq(event, "normalise", f"unexpected {type(exc).__name__}: {exc}")
                 continue
             counters.normalised += 1
-            await snapshots.send(key=snap.key.encode(), value=snap.to_json())
+            await snapshots.send(key=snap.key.encode(), value=snap.to_json(codec.dumps))
             yield None
 
+    rules = settings.track.rules()
+
     async def track_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        """Fold snapshots into the table; an event is acknowledged before the state that made it.
+
+        So a crash between the two replays the snapshot from the older state and emits the same
+        event (same id, same content) again, instead of losing it.
+        """
         async for event in stream.events():
             try:
-                snap = Snapshot.from_json(_bytes(event.value))
-            except InvalidRecord as exc:
-                await to_dlq(event, "track", str(exc))
-                continue
+                key = _bytes(event.message.key)
+                prior, new_state, events = track(state.get(key), _bytes(event.value), rules, codec)
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
-                await to_dlq(event, "track", f"unexpected {type(exc).__name__}: {exc}")
+                await to_dlq(event, "track", reason_of(exc))
                 continue
-            key = snap.key.encode()
-            previous = state.get(key)
-            prior = BatchState.from_dict(_loads(previous)) if previous else None
-            new_state, events = apply(prior, snap)
+            sent = [await changes.send(key=key, value=change.to_json(codec.dumps)) for change in events]
+            if sent:
+                await asyncio.gather(*sent)
+            counters.changes += len(events)
             if new_state != prior:
-                state[key] = _dumps(new_state.to_dict())
-            for change in events:
-                counters.changes += 1
-                await changes.send(key=key, value=change.to_json())
+                state[key] = codec.dumps(new_state.to_dict())
             yield None
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
@@ -150,9 +161,11 @@ def create_app(settings: Settings, store: AsyncStore) -> tuple[faust.App, Counte
                     await to_dlq(events[pos], "sink", f"ClickHouse rejected the block: {exc}")
             counters.sunk += len(block.positions)
 
-    app.agent(raw, name="normalise")(normalise_agent)
-    app.agent(snapshots, name="track")(track_agent)
-    app.agent(sink_topics, name="sink")(sink_agent)
+    chosen = {"normalise": (raw, normalise_agent), "track": (snapshots, track_agent),
+              "sink": (sink_topics, sink_agent)}
+    for name, (source, fn) in chosen.items():
+        if name in agents:
+            app.agent(source, name=name)(fn)
     return app, counters
 
 
@@ -192,17 +205,27 @@ def _withhold_acks(batch: Sequence[EventT[bytes]]) -> None:
         event.message.acked = True
 
 
+def track(previous: bytes | None, value: bytes, rules: Rules,
+          codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
+    """(state before, state after, change events) for one snapshot record and its table value."""
+    snap = Snapshot.from_json(value, codec.loads)
+    prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
+    new_state, events = apply(prior, snap, rules)
+    return prior, new_state, events
+
+
+def reason_of(exc: Exception) -> str:
+    """The DLQ reason: an :class:`InvalidRecord` says why; anything else is named as unexpected."""
+    return str(exc) if isinstance(exc, InvalidRecord) else f"unexpected {type(exc).__name__}: {exc}"
+
+
+def store_url(settings: Settings) -> str:
+    return f"{settings.track.store}://"
+
+
 def _bytes(value: Any) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidRecord(f"expected bytes from the raw serializer, got {type(value).__name__}")
     return value
 
 
-def _loads(data: bytes) -> dict[str, Any]:
-    obj = orjson.loads(data)
-    assert isinstance(obj, dict)
-    return obj
-
-
-def _dumps(obj: dict[str, Any]) -> bytes:
-    return orjson.dumps(obj)

@@ -8,6 +8,7 @@ file a source names and are held as :class:`Secret`, which never prints its valu
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pipeline.errors import ConfigError
+from pipeline.transitions import Rules
 
 ENV_PREFIX = "BATCHSCOPE_"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -39,6 +41,7 @@ DEFAULT_BASE_URLS = {
     "together": "https://api.together.xyz/v1",
     "gemini": "https://generativelanguage.googleapis.com/v1beta",
 }
+STORES = ("memory", "rocksdb")
 
 
 class Secret:
@@ -141,6 +144,29 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackConfig:
+    """The track agent: its table store and the thresholds of the derived change kinds."""
+
+    store: str = "memory"  # memory | rocksdb (needs the batchscope[rocksdb] extra)
+    stall_seconds: float = 3600.0  # 0 disables ``stalled``
+    progress_min_interval: float = 60.0
+    progress_min_step: int = 0  # 0: only the interval throttles ``progress``
+    expiry_risk: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.store in STORES, "track.store", f"must be one of {', '.join(STORES)}")
+        _require(self.store != "rocksdb" or importlib.util.find_spec("rocksdict") is not None,
+                 "track.store", "rocksdb needs the rocksdict package: pip install 'batchscope[rocksdb]'")
+        _require(self.stall_seconds >= 0, "track.stall_seconds", "must be 0 (off) or more")
+        _require(self.progress_min_interval >= 0, "track.progress_min_interval", "must be 0 or more")
+        _require(self.progress_min_step >= 0, "track.progress_min_step", "must be 0 (off) or more")
+
+    def rules(self) -> Rules:
+        return Rules(self.stall_seconds, self.progress_min_interval, self.progress_min_step,
+                     self.expiry_risk)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
     name: str
     provider: str
@@ -161,6 +187,7 @@ class Settings:
     clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     sources: tuple[SourceConfig, ...] = ()
     clickhouse_secret: Secret | None = field(default=None, repr=False)
 
@@ -183,6 +210,7 @@ SECTIONS: dict[str, type[Any]] = {
     "clickhouse": ClickHouseConfig,
     "simulator": SimulatorConfig,
     "pipeline": PipelineConfig,
+    "track": TrackConfig,
 }
 SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
                "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset", "request_timeout"}

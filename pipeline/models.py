@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -9,11 +10,14 @@ import orjson
 
 from pipeline.errors import InvalidRecord
 
+Loads = Callable[[bytes], Any]
+Dumps = Callable[[Any], bytes]
 STATUSES = (
     "validating", "in_progress", "finalizing", "cancelling",
     "completed", "failed", "expired", "cancelled",
 )
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+CHANGE_KINDS = ("discovered", "status_changed", "progress", "stalled", "expiry_risk", "purged")
 UNKNOWN = "unknown"
 # The provider timestamp field that records entry into each status.
 STATUS_TIME_FIELD = {
@@ -41,12 +45,12 @@ class Envelope:
     def key(self) -> str:
         return f"{self.source}/{self.payload.get('id', '')}"
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self)
+    def to_json(self, dumps: Dumps = orjson.dumps) -> bytes:
+        return dumps(self)
 
     @classmethod
-    def from_json(cls, data: bytes) -> Envelope:
-        obj = loads_object(data, "raw envelope")
+    def from_json(cls, data: bytes, loads: Loads = orjson.loads) -> Envelope:
+        obj = loads_object(data, "raw envelope", loads)
         for name in ("source", "provider", "observed_at"):
             if not isinstance(obj.get(name), str) or not obj[name]:
                 raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
@@ -100,12 +104,12 @@ class Snapshot:
         """A shallow field dict (``dataclasses.asdict`` deep-copies and is 10x slower)."""
         return {name: getattr(self, name) for name in SNAPSHOT_FIELDS}
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self)
+    def to_json(self, dumps: Dumps = orjson.dumps) -> bytes:
+        return dumps(self)
 
     @classmethod
-    def from_json(cls, data: bytes) -> Snapshot:
-        obj = loads_object(data, "snapshot")
+    def from_json(cls, data: bytes, loads: Loads = orjson.loads) -> Snapshot:
+        obj = loads_object(data, "snapshot", loads)
         try:
             return cls(**obj)
         except TypeError as exc:
@@ -135,14 +139,19 @@ class ChangeEvent:
     from_status: str | None = None
     to_status: str | None = None
     seconds_in_previous: float | None = None
+    off_graph: bool | None = None  # status_changed: the edge is not in the lifecycle graph
+    deltas: dict[str, int] | None = None  # progress: count changes since the last progress event
+    stalled_seconds: float | None = None  # stalled: time without progress
+    projected_finish_at: str | None = None  # expiry_risk: when the batch would finish
+    requests_per_second: float | None = None  # expiry_risk: the observed request rate
     schema_version: int = 1
 
     @property
     def key(self) -> str:
         return f"{self.source}/{self.batch_id}"
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self)
+    def to_json(self, dumps: Dumps = orjson.dumps) -> bytes:
+        return dumps(self)
 
     @classmethod
     def from_json(cls, data: bytes) -> ChangeEvent:
@@ -156,11 +165,11 @@ class ChangeEvent:
             raise InvalidRecord(f"change event: {exc}") from exc
 
 
-def loads_object(data: bytes, what: str) -> dict[str, Any]:
+def loads_object(data: bytes, what: str, loads: Loads = orjson.loads) -> dict[str, Any]:
     """Parse JSON bytes that must hold an object; anything else is an :class:`InvalidRecord`."""
     try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        obj = loads(data)
+    except ValueError as exc:  # orjson's and the stdlib's decode errors are ValueErrors
         raise InvalidRecord(f"{what}: not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise InvalidRecord(f"{what}: expected a JSON object, got {type(obj).__name__}")

@@ -97,8 +97,13 @@ def run(settings: Settings) -> int:
              settings.clickhouse.database, settings.kafka.bootstrap, settings.kafka.topic_prefix)
     loop.run_until_complete(prepare(settings, store))
     app, counters = create_app(settings, store)
-    service = PipelineService(settings, store, counters)
-    worker = faust.Worker(app, service, loop=loop, loglevel=settings.pipeline.log_level, quiet=True,
+    return execute(app, loop, settings, store, PipelineService(settings, store, counters))
+
+
+def execute(app: faust.App, loop: asyncio.AbstractEventLoop, settings: Settings, store: AsyncStore,
+            *services: Service) -> int:
+    """Run the Faust worker (and ``services``) until a signal; returns its exit code."""
+    worker = faust.Worker(app, *services, loop=loop, loglevel=settings.pipeline.log_level, quiet=True,
                           redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.broker import delete_topics
 
 BOOTSTRAP = os.environ.get("BATCHSCOPE_TEST_KAFKA", "127.0.0.1:9092")
 
@@ -35,23 +36,12 @@ def kafka_bootstrap() -> str:
     return BOOTSTRAP
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 def topic_prefix(kafka_bootstrap: str) -> Iterator[str]:
     """A unique topic prefix (and Faust app id) for one test; its topics are deleted afterwards."""
     prefix = f"it-{uuid.uuid4().hex[:10]}"
     yield prefix
-    asyncio.run(_delete_topics(kafka_bootstrap, prefix))
+    asyncio.run(delete_topics(kafka_bootstrap, prefix))
 
 
 def start_run(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -23,11 +23,12 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.broker import delete_topics
 from pipeline.errors import BatchscopeError
 from pipeline.models import TERMINAL
 from pipeline.queryserver import remote_query
 from pipeline.simulator import build_fleet
-from tests.integration.conftest import _delete_topics, free_port, start_run, stop_run
+from tests.integration.conftest import free_port, start_run, stop_run
 from tests.integration.test_end_to_end import expected_pairs, get_json, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         yield r
     finally:
         stop_run(proc)
-        asyncio.run(_delete_topics(kafka_bootstrap, prefix))
+        asyncio.run(delete_topics(kafka_bootstrap, prefix))
 
 
 def outage_then_catch_up(r: Run) -> None:

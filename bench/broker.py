@@ -1,0 +1,128 @@
+"""Real-broker helpers shared by the broker benchmark and the track-recovery test.
+
+A worker subprocess (``python -m agents.worker``) with its config file, a producer that
+publishes records and waits for them, and a reader of a whole topic up to its end offsets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline.transitions import Rules
+
+PARTITIONS = 4
+# Faust's 60 s session timeout would hold a restarted worker's rebalance for a minute.
+FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
+
+
+def write_config(tmp: Path, bootstrap: str, prefix: str, rules: Rules, store: str = "memory") -> Path:
+    path = tmp / "worker.toml"
+    path.write_text(f"""
+[kafka]
+bootstrap = "{bootstrap}"
+topic_prefix = "{prefix}"
+app_id = "{prefix}"
+partitions = {PARTITIONS}
+
+[pipeline]
+data_dir = "{tmp / 'data'}"
+log_level = "warning"
+
+[track]
+store = "{store}"
+stall_seconds = {rules.stall_seconds}
+progress_min_interval = {rules.progress_min_interval}
+progress_min_step = {rules.progress_min_step}
+expiry_risk = {str(rules.expiry_risk).lower()}
+""", encoding="utf-8")
+    return path
+
+
+class Worker:
+    """``python -m agents.worker`` (normalise + track) as a subprocess, logging to a file."""
+
+    def __init__(self, config: Path, log: Path, codec: str = "orjson") -> None:
+        self.config, self.log, self.codec = config, log, codec
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agents.worker", "--config", str(self.config), "--codec", self.codec],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **FAST_GROUP, "PYTHONUNBUFFERED": "1"})
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+                                linger_ms=20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic (with ``PARTITIONS`` partitions) up to its current end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        records: list[Any] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def count(bootstrap: str, topic: str) -> int:
+    """The number of records in a topic (sum of end offsets; nothing is deleted in these runs)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

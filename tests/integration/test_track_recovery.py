@@ -1,0 +1,119 @@
+"""The track agent on the real Kafka broker: SIGKILL mid-stream, restart, recover from the changelog.
+
+A worker running the normalise and track agents (``python -m agents.worker``) consumes raw
+envelopes of a simulated fleet that the test publishes itself, so the expected change events
+are known exactly (the pure fold of the same envelopes). The worker is killed with SIGKILL
+while it works through them and started again; the memory store rebuilds the table from the
+changelog; the RocksDB variant (with the extra installed) is intermittent, see ROCKSDB.
+Afterwards ``<prefix>.changes`` must hold every expected event, nothing else, and no
+``event_id`` twice with different content; every record must validate against the JSON
+Schema. Two unreadable records become dead letters on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.broker import PARTITIONS, Worker, publish, read_all, write_config
+from bench.workload import envelopes, expected_changes
+from pipeline.config import KafkaConfig
+from pipeline.kafka import ensure_topics
+from pipeline.transitions import Rules
+from tests.change_schema import validate
+
+pytestmark = pytest.mark.integration
+
+BATCHES = 300
+RULES = Rules(stall_seconds=3600.0, progress_min_interval=0.0)
+DEADLINE = 150.0
+
+
+ROCKSDB = [
+    pytest.mark.skipif(importlib.util.find_spec("rocksdict") is None,
+                       reason="needs the batchscope[rocksdb] extra"),
+    # 2026-11-29 (faust-streaming 0.15.3, rocksdict 0.3.29): passed 3 runs of 4; in the one run
+    # under heavy machine load the restarted worker emitted nothing more within 150 s.
+    pytest.mark.xfail(strict=False, reason="RocksDB store: intermittent stall after SIGKILL restart"),
+]
+
+
+@pytest.fixture(params=["memory", pytest.param("rocksdb", marks=ROCKSDB)])
+def worker(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str,
+           topic_prefix: str) -> Iterator[Worker]:
+    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, RULES, store=request.param)
+    w = Worker(config, tmp_path / "worker.log")
+    try:
+        yield w
+    finally:
+        w.kill(signal.SIGTERM)
+
+
+def wait_for_changes(bootstrap: str, topic: str, at_least: int, worker: Worker) -> list[Any]:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        assert worker.proc is not None
+        if worker.proc.poll() is not None:
+            pytest.fail(f"worker exited ({worker.proc.returncode}):\n{worker.tail()}")
+        records = asyncio.run(read_all(bootstrap, topic))
+        if len(records) >= at_least:
+            return records
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {at_least} records in {topic}:\n{worker.tail()}")
+
+
+def test_track_recovers_after_sigkill(worker: Worker, kafka_bootstrap: str, topic_prefix: str) -> None:
+    kafka = KafkaConfig(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, partitions=PARTITIONS)
+    asyncio.run(ensure_topics(kafka))
+    observed = envelopes(BATCHES)
+    expected = {e.event_id: e.to_json() for e in expected_changes(observed, RULES)}
+    raw = [(e.key.encode(), e.to_json()) for e in observed]
+    half = len(raw) // 2
+    bad_raw, bad_snapshot = b"{not json", b'{"source": "x"}'
+    asyncio.run(publish(kafka_bootstrap, kafka.topic("raw"), [*raw[:half], (b"x/1", bad_raw)]))
+    asyncio.run(publish(kafka_bootstrap, kafka.topic("snapshots"), [(b"x/2", bad_snapshot)]))
+
+    worker.start()
+    wait_for_changes(kafka_bootstrap, kafka.topic("changes"), len(expected) // 8, worker)
+    asyncio.run(publish(kafka_bootstrap, kafka.topic("raw"), raw[half:]))
+    wait_for_changes(kafka_bootstrap, kafka.topic("changes"), len(expected) // 2, worker)
+    worker.kill(signal.SIGKILL)  # mid-stream: about half the events are out
+    before = len(asyncio.run(read_all(kafka_bootstrap, kafka.topic("changes"))))
+    assert before < len(expected), "the worker finished before it was killed: use more batches"
+
+    worker.start()
+    wait_for_changes(kafka_bootstrap, kafka.topic("changes"), len(expected), worker)
+    time.sleep(3.0)  # anything extra (a re-discovery after a lost table) would land now
+
+    records = asyncio.run(read_all(kafka_bootstrap, kafka.topic("changes")))
+    contents: dict[str, set[bytes]] = {}
+    for record in records:
+        event = validate(record.value)
+        assert record.key == f"{event['source']}/{event['batch_id']}".encode()
+        contents.setdefault(event["event_id"], set()).add(record.value)
+    differing = {i: c for i, c in contents.items() if len(c) > 1}
+    assert not differing, f"{len(differing)} event ids with differing content"
+    assert {i: c.pop() for i, c in contents.items()} == expected  # none missing, none extra
+
+    changelog = asyncio.run(read_all(kafka_bootstrap, f"{topic_prefix}-batch_state-changelog"))
+    assert {r.key for r in changelog} == {e.key.encode() for e in observed}
+
+    dead = [orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, kafka.topic("dlq")))]
+    assert sorted(d["stage"] for d in dead) == ["normalise", "track"]
+    for letter in dead:
+        assert letter["reason"]
+        assert letter["source"] == "x"
+        assert isinstance(letter["partition"], int)
+        assert isinstance(letter["offset"], int)
+        original = base64.b64decode(letter["original_b64"])
+        assert original == (bad_raw if letter["stage"] == "normalise" else bad_snapshot)
+        assert letter["topic"] == kafka.topic("raw" if letter["stage"] == "normalise" else "snapshots")
