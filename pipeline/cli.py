@@ -100,8 +100,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.buffer import BufferedPublisher
     from pipeline.kafka import Publisher, ensure_topics
+    from pipeline.metrics import MetricsServer, render
     from pipeline.poller import Poller
+    from pipeline.runner import start_metrics
 
     if not settings.sources:
         raise ConfigError("sources: none configured; 'poll' needs at least one [[sources]] table")
@@ -109,9 +112,19 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> None:
         await ensure_topics(settings.kafka)
         async with Publisher(settings.kafka) as publisher:
-            poller = Poller(settings.sources, publisher)
+            buffer = BufferedPublisher(publisher)
+            poller = Poller(settings.sources, buffer)
+            p = settings.pipeline
+            metrics = MetricsServer(p.metrics_host, p.metrics_port, lambda: render(
+                poller.metrics(), {"poller_pending_observations": float(buffer.pending)}))
+            await buffer.start()
+            await start_metrics(metrics)
             _on_signals(poller.stop)
-            await poller.run()
+            try:
+                await poller.run()
+            finally:
+                await buffer.stop()
+                await metrics.stop()
 
     asyncio.run(go())
     return 0

@@ -127,6 +127,8 @@ class PipelineConfig:
     data_dir: str = ".batchscope"
     http_host: str = "127.0.0.1"
     http_port: int = 8790
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108  # Prometheus /metrics of the poller; 0 picks a free port
     sink_batch_size: int = 1000
     sink_flush_seconds: float = 1.0
     log_level: str = "info"

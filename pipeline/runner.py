@@ -16,8 +16,10 @@ import faust
 from mode import Service
 
 from agents.app import Counters, create_app
+from pipeline.buffer import BufferedPublisher
 from pipeline.config import Settings, SourceConfig
 from pipeline.kafka import Publisher, ensure_topics
+from pipeline.metrics import MetricsServer, render
 from pipeline.poller import Poller
 from pipeline.queryserver import QueryServer
 from pipeline.simulator import Simulator
@@ -46,8 +48,10 @@ class PipelineService(Service):
         self.counters = counters
         self.simulator = Simulator(settings.simulator) if not settings.sources else None
         self.publisher = Publisher(settings.kafka)
+        self.buffer = BufferedPublisher(self.publisher)
         p = settings.pipeline
         self.http = QueryServer(store, p.http_host, p.http_port, p.data_path)
+        self.metrics = MetricsServer(p.metrics_host, p.metrics_port, self._metrics_text)
         self.poller: Poller | None = None
         self._poll_task: asyncio.Task[None] | None = None
 
@@ -57,8 +61,10 @@ class PipelineService(Service):
             await self.simulator.start()
             sources = simulator_sources(self.settings, self.simulator)
         await self.publisher.start()
+        await self.buffer.start()
         await self.http.start()
-        self.poller = Poller(sources, self.publisher)
+        await start_metrics(self.metrics)
+        self.poller = Poller(sources, self.buffer)
         self._poll_task = asyncio.create_task(self.poller.run())
         self.add_future(self._report())
 
@@ -67,10 +73,18 @@ class PipelineService(Service):
             self.poller.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poll_task
+        await self.buffer.stop()
         await self.publisher.stop()
+        await self.metrics.stop()
         await self.http.stop()
         if self.simulator is not None:
             await self.simulator.stop()
+
+    def _metrics_text(self) -> str:
+        c = self.counters
+        extra = {"poller_pending_observations": float(self.buffer.pending),
+                 "pipeline_dead_letters": float(c.dead_letters), "pipeline_changes": float(c.changes)}
+        return render(self.poller.metrics() if self.poller else [], extra)
 
     async def _report(self) -> None:
         while not self.should_stop:
@@ -79,6 +93,16 @@ class PipelineService(Service):
             c = self.counters
             log.info("pipeline: observed %d, normalised %d, changes %d, sunk %d, dead letters %d",
                      observed, c.normalised, c.changes, c.sunk, c.dead_letters)
+
+
+async def start_metrics(server: MetricsServer) -> None:
+    """Metrics are worth having, not worth failing the pipeline for (e.g. the port is taken)."""
+    try:
+        await server.start()
+    except OSError as exc:
+        log.warning("metrics endpoint not started: %s (set pipeline.metrics_port)", exc)
+        return
+    log.info("metrics on %s", server.url)
 
 
 async def prepare(settings: Settings, store: AsyncStore) -> None:

@@ -1,0 +1,55 @@
+"""API keys never reach a log line, an error, a metric or a published observation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from pipeline.config import Secret, SimulatorConfig, SourceConfig
+from pipeline.metrics import render
+from pipeline.models import Envelope
+from pipeline.poller import Poller
+from pipeline.simulator import Simulator
+
+KEY = "sk-proj-FAKE-9d8c7b6a5f4e3d2c1b0a"
+WRONG = "sk-proj-WRONG-0a1b2c3d4e5f6a7b8c9d"
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        self.published.extend(e.to_json() for e in envelopes)
+
+
+async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = SimulatorConfig(port=0, batches=20, sources=2, speed=2000.0, fault_rate=0.3,
+                             retry_after=0.05, hang_seconds=0.2)
+    sink = Capture()
+    async with Simulator(config, api_key=KEY) as sim:
+        sources = (
+            SourceConfig(name="good", provider="openai", base_url=sim.source_url("sim-1"),
+                         api_key=Secret(KEY), poll_interval=0.05, request_timeout=0.1, max_rps=500.0),
+            SourceConfig(name="bad", provider="openai", base_url=sim.source_url("sim-2"),
+                         api_key=Secret(WRONG), poll_interval=0.05, request_timeout=0.1, max_rps=500.0),
+        )
+        poller = Poller(sources, sink)
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(2.0)
+        poller.stop()
+        await asyncio.wait_for(task, timeout=10)
+    metrics = poller.metrics()
+    assert metrics[0].observations > 0, "the good source must have been polled"
+    assert metrics[1].errors["http_401"] > 0, "the bad source must have been refused"
+    haystacks = [caplog.text, render(metrics), repr(sources), str(sources),
+                 *(b.decode() for b in sink.published)]
+    for record in caplog.records:
+        haystacks.append(str(record.exc_info))
+    for text in haystacks:
+        assert KEY not in text
+        assert WRONG not in text
+        assert "FAKE-9d8c" not in text
