@@ -8,6 +8,7 @@ transition the poller could have seen: each consecutive pair of statuses the sim
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -16,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from bench.broker import read_all
 from pipeline.queryserver import remote_query
+from tests.change_schema import validate
 from tests.integration.conftest import free_port, start_run, stop_run
 
 pytestmark = pytest.mark.integration
@@ -82,7 +86,8 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
     proc = start_run(config, tmp_path, log)
     try:
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
-               "query": f"http://127.0.0.1:{http_port}"}
+               "query": f"http://127.0.0.1:{http_port}", "bootstrap": kafka_bootstrap,
+               "changes": f"{topic_prefix}.changes"}
     finally:
         stop_run(proc)
 
@@ -140,3 +145,14 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
 
     snapshots = sql("SELECT count(), uniqExact(source, batch_id) FROM batch_snapshots")
     assert snapshots[0][1] == len(finals)
+
+    # The change topic itself: every event validates against the published JSON Schema, and no
+    # event_id appears twice with differing content.
+    records = asyncio.run(read_all(pipeline["bootstrap"], pipeline["changes"]))
+    by_id: dict[str, bytes] = {}
+    for record in records:
+        event = validate(record.value)
+        assert by_id.setdefault(event["event_id"], record.value) == record.value
+    kinds = {orjson.loads(v)["kind"] for v in by_id.values()}
+    assert {"discovered", "status_changed"} <= kinds
+    assert sum(1 for v in by_id.values() if orjson.loads(v)["kind"] == "status_changed") == want_changes
