@@ -59,9 +59,16 @@ class Envelope:
         return cls(obj["source"], obj["provider"], obj["observed_at"], obj["payload"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Snapshot:
-    """The canonical record of one batch as observed once. Field names are a public contract."""
+    """The canonical record of one batch as observed once. Field names are a public contract.
+
+    Treat it as immutable (use ``dataclasses.replace``). It is deliberately neither frozen nor
+    slotted: this is the normaliser's hot path, and a frozen dataclass's ``__init__`` costs one
+    ``object.__setattr__`` call per field (about 3 µs for the 29 fields against 0.4 µs), while
+    orjson serialises a plain dataclass from its ``__dict__`` (about 0.7 µs against 2 µs for
+    slots). It was never hashable in practice (``errors`` is a list, ``metadata`` a dict).
+    """
 
     source: str
     provider: str
