@@ -32,9 +32,12 @@ STATUS_TIME_FIELD = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Envelope:
-    """What the poller publishes to ``<prefix>.raw``: one provider object as observed."""
+    """What the poller publishes to ``<prefix>.raw``: one provider object as observed.
+
+    Treat it as immutable; like :class:`Snapshot` it is a plain dataclass for speed (the
+    normalise agent builds one per record)."""
 
     source: str
     provider: str
@@ -51,12 +54,16 @@ class Envelope:
     @classmethod
     def from_json(cls, data: bytes, loads: Loads = orjson.loads) -> Envelope:
         obj = loads_object(data, "raw envelope", loads)
-        for name in ("source", "provider", "observed_at"):
-            if not isinstance(obj.get(name), str) or not obj[name]:
-                raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
-        if not isinstance(obj.get("payload"), dict):
+        get = obj.get
+        source, provider = get("source"), get("provider")
+        observed_at, payload = get("observed_at"), get("payload")
+        if not (isinstance(source, str) and source and isinstance(provider, str) and provider
+                and isinstance(observed_at, str) and observed_at and isinstance(payload, dict)):
+            for name in ("source", "provider", "observed_at"):
+                if not isinstance(obj.get(name), str) or not obj[name]:
+                    raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
             raise InvalidRecord("raw envelope: 'payload' missing or not an object")
-        return cls(obj["source"], obj["provider"], obj["observed_at"], obj["payload"])
+        return cls(source, provider, observed_at, payload)
 
 
 @dataclass
