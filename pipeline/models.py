@@ -32,9 +32,12 @@ STATUS_TIME_FIELD = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Envelope:
-    """What the poller publishes to ``<prefix>.raw``: one provider object as observed."""
+    """What the poller publishes to ``<prefix>.raw``: one provider object as observed.
+
+    Treat it as immutable; like :class:`Snapshot` it is a plain dataclass for speed (the
+    normalise agent builds one per record)."""
 
     source: str
     provider: str
@@ -51,17 +54,28 @@ class Envelope:
     @classmethod
     def from_json(cls, data: bytes, loads: Loads = orjson.loads) -> Envelope:
         obj = loads_object(data, "raw envelope", loads)
-        for name in ("source", "provider", "observed_at"):
-            if not isinstance(obj.get(name), str) or not obj[name]:
-                raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
-        if not isinstance(obj.get("payload"), dict):
+        get = obj.get
+        source, provider = get("source"), get("provider")
+        observed_at, payload = get("observed_at"), get("payload")
+        if not (isinstance(source, str) and source and isinstance(provider, str) and provider
+                and isinstance(observed_at, str) and observed_at and isinstance(payload, dict)):
+            for name in ("source", "provider", "observed_at"):
+                if not isinstance(obj.get(name), str) or not obj[name]:
+                    raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
             raise InvalidRecord("raw envelope: 'payload' missing or not an object")
-        return cls(obj["source"], obj["provider"], obj["observed_at"], obj["payload"])
+        return cls(source, provider, observed_at, payload)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Snapshot:
-    """The canonical record of one batch as observed once. Field names are a public contract."""
+    """The canonical record of one batch as observed once. Field names are a public contract.
+
+    Treat it as immutable (use ``dataclasses.replace``). It is deliberately neither frozen nor
+    slotted: this is the normaliser's hot path, and a frozen dataclass's ``__init__`` costs one
+    ``object.__setattr__`` call per field (about 3 µs for the 29 fields against 0.4 µs), while
+    orjson serialises a plain dataclass from its ``__dict__`` (about 0.7 µs against 2 µs for
+    slots). It was never hashable in practice (``errors`` is a list, ``metadata`` a dict).
+    """
 
     source: str
     provider: str

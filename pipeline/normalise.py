@@ -7,9 +7,12 @@ normalise agent and the CLI call. Anything that cannot be normalised is an :clas
 from __future__ import annotations
 
 from pipeline.models import Envelope, Snapshot
-from pipeline.providers import adapter
+from pipeline.providers import ADAPTERS, adapter
 
 
 def normalise(envelope: Envelope) -> Snapshot:
     """The canonical snapshot of one observed provider object; raises :class:`InvalidRecord`."""
-    return adapter(envelope.provider).normalise(envelope.payload, envelope.source, envelope.observed_at)
+    found = ADAPTERS.get(envelope.provider)
+    if found is None:
+        found = adapter(envelope.provider)  # raises InvalidRecord for an unknown provider name
+    return found.normalise(envelope.payload, envelope.source, envelope.observed_at)

@@ -13,6 +13,7 @@ from pipeline.errors import InvalidRecord
 from pipeline.models import STATUSES, Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, Normaliser, bearer
+from pipeline.providers.fields import MAX_COUNT
 from pipeline.providers.paging import CursorPaging
 
 TIME_FIELDS = (
@@ -28,7 +29,104 @@ COUNT_KEYS = frozenset({"total", "completed", "failed"})
 
 
 def normalise_shaped(obj: dict[str, Any], source: str, observed_at: str, provider: str) -> Snapshot:
-    """An OpenAI-shaped batch object (OpenAI, Azure, Groq, orq.ai) as a canonical snapshot."""
+    """An OpenAI-shaped batch object (OpenAI, Azure, Groq, orq.ai) as a canonical snapshot.
+
+    The fast path for the common shape: the same checks as :func:`normalise_general`, inlined
+    (no call for a null field, counts and metadata checked in place, one extra key at most).
+    Anything less common (counts that are not three plain integers, metadata that is not a
+    string map, more than one unknown key, an invalid id or status) goes to the general path,
+    so errors and unusual values are handled in one place. Timestamps and text fields call
+    the same readers as the general path whenever they are not null.
+    """
+    get = obj.get
+    batch_id = get("id")
+    raw = get("status")
+    rc = get("request_counts")
+    if (type(batch_id) is not str or not batch_id or type(raw) is not str or type(rc) is not dict
+            or len(rc) != 3):
+        return normalise_general(obj, source, observed_at, provider)
+    total = rc.get("total")
+    completed = rc.get("completed")
+    failed = rc.get("failed")
+    if (type(total) is not int or type(completed) is not int or type(failed) is not int
+            or not (0 <= total <= MAX_COUNT and 0 <= completed <= MAX_COUNT and 0 <= failed <= MAX_COUNT)):
+        return normalise_general(obj, source, observed_at, provider)
+    meta = get("metadata")
+    if type(meta) is not dict:
+        return normalise_general(obj, source, observed_at, provider)
+    for value in meta.values():
+        if type(value) is not str:
+            return normalise_general(obj, source, observed_at, provider)
+    unknown = obj.keys() - KNOWN
+    if unknown:
+        if len(unknown) != 1:
+            return normalise_general(obj, source, observed_at, provider)
+        (name,) = unknown
+        value = obj[name]
+        if type(value) is not str:
+            return normalise_general(obj, source, observed_at, provider)
+        extra: dict[str, Any] = {name: value}
+    else:
+        extra = {}
+    # From here on, every reader is the general path's own, called in the general path's order,
+    # so a bad value raises the same error.
+    ts = f.timestamp
+    txt = f.text
+    observed = f.required_time(observed_at)
+    endpoint = get("endpoint")
+    model = get("model")
+    window = get("completion_window")
+    if type(endpoint) is not str and endpoint is not None:
+        txt(endpoint, "endpoint")
+    if type(model) is not str and model is not None:
+        txt(model, "model")
+    if type(window) is not str and window is not None:
+        txt(window, "completion_window")
+    created = get("created_at")
+    in_progress = get("in_progress_at")
+    finalizing = get("finalizing_at")
+    completed_at = get("completed_at")
+    failed_at = get("failed_at")
+    expired = get("expired_at")
+    cancelling = get("cancelling_at")
+    cancelled = get("cancelled_at")
+    expires = get("expires_at")
+    created = None if created is None else ts(created, "created_at")
+    in_progress = None if in_progress is None else ts(in_progress, "in_progress_at")
+    finalizing = None if finalizing is None else ts(finalizing, "finalizing_at")
+    completed_at = None if completed_at is None else ts(completed_at, "completed_at")
+    failed_at = None if failed_at is None else ts(failed_at, "failed_at")
+    expired = None if expired is None else ts(expired, "expired_at")
+    cancelling = None if cancelling is None else ts(cancelling, "cancelling_at")
+    cancelled = None if cancelled is None else ts(cancelled, "cancelled_at")
+    expires = None if expires is None else ts(expires, "expires_at")
+    input_file = get("input_file_id")
+    output_file = get("output_file_id")
+    error_file = get("error_file_id")
+    if type(input_file) is not str and input_file is not None:
+        txt(input_file, "input_file_id")
+    if type(output_file) is not str and output_file is not None:
+        txt(output_file, "output_file_id")
+    if type(error_file) is not str and error_file is not None:
+        txt(error_file, "error_file_id")
+    errors = get("errors")
+    usage = get("usage")
+    return Snapshot(
+        source, provider, batch_id, IDENTITY.get(raw, "unknown"), raw, observed,
+        endpoint, model, window,
+        created, in_progress, finalizing, completed_at, failed_at, expired, cancelling, cancelled,
+        expires,
+        total, completed, failed,
+        input_file, output_file, error_file,
+        [] if errors is None else f.error_list(errors), meta,
+        None if usage is None else f.usage(usage),
+        {}, extra,
+    )
+
+
+def normalise_general(obj: dict[str, Any], source: str, observed_at: str, provider: str) -> Snapshot:
+    """The general path: every field through its typed reader. :func:`normalise_shaped` must give
+    exactly this snapshot (or raise exactly this error) for every input."""
     batch_id = obj.get("id")
     if type(batch_id) is not str or not batch_id:
         raise InvalidRecord("payload: 'id' missing or not a non-empty string")

@@ -32,8 +32,8 @@ SECONDS = tuple(f"{s:02d}.000Z" for s in range(60))
 
 def unix_iso(seconds: int) -> str:
     """``2024-05-01T10:40:00.000Z`` for integer unix seconds: table lookups, no datetime."""
-    days, rest = divmod(seconds, 86_400)
-    return _day(days) + HOURS_MINUTES[rest // 60] + SECONDS[rest % 60]
+    rest = seconds % 86_400
+    return _day(seconds // 86_400) + HOURS_MINUTES[rest // 60] + SECONDS[rest % 60]
 
 
 def timestamp(value: object, name: str) -> str | None:
@@ -41,8 +41,9 @@ def timestamp(value: object, name: str) -> str | None:
     if value is None:
         return None
     if type(value) is int:
-        if -62_135_596_800 <= value <= 253_402_300_799:
-            return unix_iso(value)
+        if -62_135_596_800 <= value <= 253_402_300_799:  # unix_iso, inlined (the hot path)
+            rest = value % 86_400
+            return _day(value // 86_400) + HOURS_MINUTES[rest // 60] + SECONDS[rest % 60]
         raise InvalidRecord(f"{name}: unix timestamp out of range: {value}")
     if type(value) is str:
         if _is_canonical(value):
