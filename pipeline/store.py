@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
-INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+# The sink's snapshot rows are the records' own JSON: nested arrays and objects land in String
+# columns as their JSON text (both settings are already ClickHouse's defaults; set to be explicit).
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1,
+                   "input_format_json_read_arrays_as_strings": 1,
+                   "input_format_json_read_objects_as_strings": 1}
 DEFAULT_TTL_DAYS = 400
 ERROR_CODE = re.compile(r"Code: (\d+)")
 # Server error codes that go away on their own: retried with backoff, never dead-lettered.
