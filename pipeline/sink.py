@@ -20,13 +20,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from pipeline.errors import InvalidRecord, StoreError
-from pipeline.models import ChangeEvent, Snapshot
+from pipeline.models import ChangeEvent, Snapshot, loads_object
 from pipeline.store import AsyncStore
 from pipeline.timeutil import iso_to_ms
 from pipeline.transitions import RANK
@@ -37,6 +37,8 @@ MAX_BACKOFF = 10.0
 SNAPSHOTS, CHANGES = "batch_snapshots", "batch_changes"
 Row = tuple[int, bytes]  # (Kafka offset, one JSONEachRow line)
 T = TypeVar("T")
+SNAPSHOT_NAMES = frozenset(f.name for f in fields(Snapshot))
+REQUIRED = tuple(f.name for f in fields(Snapshot) if f.default is MISSING and f.default_factory is MISSING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,27 @@ class Block:
         iso_to_ms(snap.observed_at)  # the latest-state version needs it: refuse the record here
         kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
         self.snapshots.append((pos.offset, orjson.dumps({**snapshot_row(snap), **kafka})))
+        self.positions.append(pos)
+
+    def add_snapshot_json(self, value: bytes, obj: dict[str, Any], pos: Position) -> None:
+        """The record's own bytes as the row, the Kafka fields spliced in before the closing brace.
+
+        ``obj`` is ``value`` parsed and checked by :func:`read_snapshot`. ClickHouse reads the
+        nested ``errors`` array and ``usage`` object into their String columns as JSON text
+        (``input_format_json_read_arrays_as_strings`` / ``..._objects_as_strings``), the same text
+        :func:`snapshot_row` writes for compact JSON, and skips the fields it has no column for.
+        A snapshot without an ``errors`` list (the column would get ``''``, not ``[]``) or with a
+        ``usage`` that is neither an object nor null takes the :meth:`add_snapshot` path.
+        """
+        body = value.rstrip()
+        usage = obj.get("usage")
+        if type(obj.get("errors")) is not list or not (usage is None or type(usage) is dict) \
+                or not body.endswith(b"}"):
+            self.add_snapshot(Snapshot(**obj), pos)
+            return
+        kafka = b',"kafka_topic":%b,"kafka_partition":%d,"kafka_offset":%d}' % (
+            orjson.dumps(pos.topic), pos.partition, pos.offset)
+        self.snapshots.append((pos.offset, body[:-1] + kafka))
         self.positions.append(pos)
 
     def add_change(self, event: ChangeEvent, pos: Position) -> None:
@@ -135,7 +158,7 @@ def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list
         except InvalidRecord as exc:
             bad.append((rec, str(exc)))
             continue
-        key = (rec.pos.offset // align, parsed.observed_at[:7])
+        key = (rec.pos.offset // align, observed(parsed)[:7])
         if part not in current or current[part][0] != key:
             current[part] = (key, Block())
             blocks.append(current[part][1])
@@ -147,17 +170,42 @@ def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list
     return [b for b in blocks if b.positions], bad
 
 
-def parse(rec: Record, changes_topic: str) -> Snapshot | ChangeEvent:
+def read_snapshot(value: bytes) -> dict[str, Any]:
+    """A snapshot record parsed and checked as :meth:`Snapshot.from_json` does (a JSON object with
+    every required field and no unknown one) plus a readable ``observed_at``, without building
+    the dataclass: the sink stores the record's own bytes."""
+    obj = loads_object(value, "snapshot")
+    unknown = obj.keys() - SNAPSHOT_NAMES
+    if unknown:
+        raise InvalidRecord(f"snapshot: unexpected field {sorted(unknown)[0]!r}")
+    missing = [name for name in REQUIRED if name not in obj]
+    if missing:
+        raise InvalidRecord(f"snapshot: missing field {missing[0]!r}")
+    observed = obj["observed_at"]
+    if not isinstance(observed, str):
+        raise InvalidRecord("snapshot: 'observed_at' is not a string")
+    iso_to_ms(observed)  # the latest-state version needs it: refuse the record here
+    return obj
+
+
+Parsed = tuple[bytes, dict[str, Any]] | ChangeEvent
+
+
+def parse(rec: Record, changes_topic: str) -> Parsed:
     if rec.pos.topic == changes_topic:
         return ChangeEvent.from_json(rec.value)
-    return Snapshot.from_json(rec.value)
+    return rec.value, read_snapshot(rec.value)
 
 
-def add(block: Block, parsed: Snapshot | ChangeEvent, pos: Position) -> None:
+def observed(parsed: Parsed) -> str:
+    return parsed.observed_at if isinstance(parsed, ChangeEvent) else str(parsed[1]["observed_at"])
+
+
+def add(block: Block, parsed: Parsed, pos: Position) -> None:
     if isinstance(parsed, ChangeEvent):
         block.add_change(parsed, pos)
     else:
-        block.add_snapshot(parsed, pos)
+        block.add_snapshot_json(parsed[0], parsed[1], pos)
 
 
 class Backpressure(Protocol):

@@ -30,7 +30,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
-INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+# The sink's snapshot rows are the records' own JSON: nested arrays and objects land in String
+# columns as their JSON text (both settings are already ClickHouse's defaults; set to be explicit).
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1,
+                   "input_format_json_read_arrays_as_strings": 1,
+                   "input_format_json_read_objects_as_strings": 1}
+# Embedded chDB shares the process (and, here, two cores) with the agents: parsing an insert on
+# one thread measured 8-10% faster than parallel parsing in interleaved runs (bench/RESULTS.md).
+CHDB_INSERT_SETTINGS = {"input_format_parallel_parsing": 0}
 DEFAULT_TTL_DAYS = 400
 ERROR_CODE = re.compile(r"Code: (\d+)")
 # Server error codes that go away on their own: retried with backoff, never dead-lettered.
@@ -166,6 +173,8 @@ class Store:
             return
         body = b"\n".join(rows)
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
+        if self.dsn.startswith("chdb:"):
+            settings.update(CHDB_INSERT_SETTINGS)
         if self._fault_file is not None and self._fault_file.exists():
             raise StoreError(f"ClickHouse unavailable (fault injected by {self._fault_file})", retriable=True)
         self._call(lambda: self.client.raw_insert(

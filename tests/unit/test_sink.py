@@ -287,3 +287,52 @@ def test_the_latest_feed_view_ranks_statuses_like_the_transitions() -> None:
     feed = dict(zip(statuses, (int(r) for r in ranks.split(",")), strict=True))
     assert feed == {k: v for k, v in RANK.items() if v}
     assert "bitShiftLeft(" in sql
+
+
+# --- the snapshot fast path: the record's own bytes with the Kafka fields spliced in -------------
+
+
+def test_cut_stores_the_records_own_bytes_with_the_kafka_fields() -> None:
+    s = snap(errors=[{"code": "x", "message": "m"}], usage={"input_tokens": 5})
+    (block,), bad = cut([Record(Position("t.snapshots", 1, 7), s.to_json())], 100, "t.changes")
+    assert bad == []
+    ((offset, line),) = block.snapshots
+    assert offset == 7
+    assert line == s.to_json()[:-1] + b',"kafka_topic":"t.snapshots","kafka_partition":1,"kafka_offset":7}'
+    old = Block()
+    old.add_snapshot(s, Position("t.snapshots", 1, 7))
+    # Same row once ClickHouse reads the nested fields as their JSON text.
+    stored, expected = orjson.loads(line), orjson.loads(old.snapshots[0][1])
+    assert orjson.dumps(stored["errors"]).decode() == expected["errors"]
+    assert orjson.dumps(stored["usage"]).decode() == expected["usage"]
+    assert {k: v for k, v in stored.items() if k not in ("errors", "usage")}.items() >= \
+        {k: v for k, v in expected.items() if k not in ("errors", "usage")}.items()
+
+
+@pytest.mark.parametrize("change", [
+    {"errors": None}, {"usage": [1]},
+])
+def test_cut_falls_back_to_the_full_row_for_unusual_nested_fields(change: dict[str, Any]) -> None:
+    obj = {**orjson.loads(snap().to_json()), **change}
+    (block,), bad = cut([Record(Position("t.snapshots", 0, 1), orjson.dumps(obj))], 100, "t.changes")
+    assert bad == []
+    stored = orjson.loads(block.snapshots[0][1])
+    expected = snapshot_row(Snapshot(**obj))
+    assert (stored["errors"], stored["usage"]) == (expected["errors"], expected["usage"])
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"[1]", "expected a JSON object"),
+    (b'{"source": "a"', "not valid JSON"),
+    (orjson.dumps({k: v for k, v in orjson.loads(snap().to_json()).items() if k != "batch_id"}),
+     "missing field 'batch_id'"),
+    (orjson.dumps({**orjson.loads(snap().to_json()), "surprise": 1}), "unexpected field 'surprise'"),
+    (orjson.dumps({**orjson.loads(snap().to_json()), "observed_at": "not-a-time"}), "ISO 8601"),
+    (orjson.dumps({**orjson.loads(snap().to_json()), "observed_at": 17}), "not a string"),
+])
+def test_cut_sets_invalid_snapshots_aside(value: bytes, reason: str) -> None:
+    recs = [*records([1]), Record(Position("t.snapshots", 0, 2), value), *records([3])]
+    blocks, bad = cut(recs, 100, "t.changes")
+    assert spans(blocks) == [(0, 1, 3)]
+    assert [r.pos.offset for r, _ in bad] == [2]
+    assert reason in bad[0][1]
