@@ -26,7 +26,8 @@ from pipeline.config import SourceConfig
 from pipeline.errors import BatchscopeError, InvalidRecord, SourceError
 from pipeline.metrics import SourceMetrics
 from pipeline.models import TERMINAL, Envelope
-from pipeline.retry import RetryPolicy, is_retriable
+from pipeline.providers.base import read_error
+from pipeline.retry import RetryPolicy
 from pipeline.timeutil import iso_ms, iso_to_ms, to_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,9 @@ class SourcePoller:
             else:
                 if status == 200:
                     return self._ok(url, body)
-                error = SourceError(f"source {self.source.name}: HTTP {status}: {error_message(body)} "
-                                    f"(GET {url})", status=status, retriable=is_retriable(status, body))
+                said = read_error(status, body)
+                error = SourceError(f"source {self.source.name}: HTTP {status}: {said.message} (GET {url})",
+                                    status=status, retriable=said.retriable)
                 delay = self._failed(attempt, error, headers)
             await asyncio.sleep(delay)
         attempts = self.policy.max_attempts
@@ -251,18 +253,6 @@ def _error_class(exc: SourceError) -> str:
     if exc.status in (429, 529):
         return f"http_{exc.status}"
     return "http_5xx" if exc.status >= 500 else f"http_{exc.status}"
-
-
-def error_message(body: bytes) -> str:
-    """The message of an OpenAI- or Anthropic-style error body, or a short excerpt of the body."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace")
-    error = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])[:200]
-    return body[:200].decode("utf-8", "replace")
 
 
 class Poller:

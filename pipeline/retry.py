@@ -17,8 +17,8 @@ from email.utils import parsedate_to_datetime
 from pipeline.errors import InvalidRecord
 from pipeline.timeutil import parse_iso
 
-SPEND_LIMIT_MARKERS = ("insufficient_quota", "spend limit", "billing_hard_limit", "billing limit",
-                       "exceeded your current quota", "credit balance is too low")
+SPEND_LIMIT_MARKERS = ("insufficient_quota", "spend limit", "billing", "quota exceeded",
+                       "exceeded your current quota", "credit balance")
 RETRIABLE_STATUSES = frozenset({408, 409, 429, 529})
 
 
@@ -43,11 +43,12 @@ class RetryPolicy:
         return self.backoff(attempt, rng)
 
 
-def is_retriable(status: int, body: bytes = b"") -> bool:
+def is_retriable(status: int, said: str = "") -> bool:
+    """Whether a failed request may be retried; ``said`` is the error's code and message."""
     if status in (401, 403):
         return False
     if status == 429:
-        text = body[:2000].decode("utf-8", "replace").lower()
+        text = said.lower()
         return not any(marker in text for marker in SPEND_LIMIT_MARKERS)
     return status in RETRIABLE_STATUSES or 500 <= status <= 599
 

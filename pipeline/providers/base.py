@@ -19,11 +19,11 @@ from pipeline.config import Secret
 from pipeline.errors import InvalidRecord
 from pipeline.models import Snapshot
 from pipeline.providers.paging import Paging, Params
+from pipeline.retry import is_retriable
 
 Normaliser = Callable[[dict[str, Any], str, str], Snapshot]
 Auth = Callable[[Secret], dict[str, str]]
-RETRIABLE = frozenset({408, 409, 429, 529})
-SPEND_LIMIT = ("insufficient_quota", "spend limit", "billing", "quota exceeded", "credit balance")
+MAX_MESSAGE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +124,7 @@ def read_error(status: int, body: bytes) -> ProviderError:
     src = inner if isinstance(inner, dict) else obj if isinstance(obj, dict) else {}
     message = src.get("message") or src.get("detail") or (inner if isinstance(inner, str) else None)
     kind = src.get("code") or src.get("type") or src.get("status")
-    text = message if isinstance(message, str) else body[:200].decode("utf-8", "replace")
+    text = message if isinstance(message, str) else body[:MAX_MESSAGE].decode("utf-8", "replace")
     kind_text = str(kind) if isinstance(kind, str | int) and not isinstance(kind, bool) else None
-    return ProviderError(status, kind_text, text or f"HTTP {status}", _retriable(status, kind_text, text))
-
-
-def _retriable(status: int, kind: str | None, message: str) -> bool:
-    if status == 429:
-        said = f"{kind or ''} {message}".lower()
-        return not any(word in said for word in SPEND_LIMIT)
-    return status in RETRIABLE or 500 <= status <= 599
+    retriable = is_retriable(status, f"{kind_text or ''} {text}")
+    return ProviderError(status, kind_text, text[:MAX_MESSAGE] or f"HTTP {status}", retriable)

@@ -14,7 +14,8 @@ from pipeline.config import Secret, SimulatorConfig, SourceConfig
 from pipeline.errors import SourceError
 from pipeline.models import TERMINAL, Envelope
 from pipeline.normalise import normalise
-from pipeline.poller import Poller, SourcePoller, error_message
+from pipeline.poller import Poller, SourcePoller
+from pipeline.providers.base import read_error
 from pipeline.retry import RetryPolicy
 from pipeline.simulator import CREATION_SPAN, Simulator
 from pipeline.timeutil import parse_iso
@@ -296,7 +297,7 @@ async def test_failed_cycle_is_logged_not_raised(
     assert poller.observed == 0
 
 
-# --- error_message ----------------------------------------------------------------------------
+# --- error bodies, read by the providers' shared reader ------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -306,18 +307,17 @@ async def test_failed_cycle_is_logged_not_raised(
          "Incorrect API key provided."),
         (b'{"error": {"message": "x"}, "other": 1}', "x"),
         (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>"),
-        (b"", ""),
-        (b'{"error": "flat"}', '{"error": "flat"}'),
+        (b"", "HTTP 400"),
         (b'{"error": {"message": 5}}', '{"error": {"message": 5}}'),
         (b"[1,2]", "[1,2]"),
         (b"\xff\xfebad", "\ufffd\ufffdbad"),
     ],
 )
 def test_error_message(body: bytes, expected: str) -> None:
-    assert error_message(body) == expected
+    assert read_error(400, body).message == expected
 
 
 def test_error_message_is_short() -> None:
-    assert len(error_message(b"x" * 5000)) == 200
+    assert len(read_error(400, b"x" * 5000).message) == 200
     long = b'{"error": {"message": "' + b"m" * 5000 + b'"}}'
-    assert error_message(long) == "m" * 200
+    assert read_error(400, long).message == "m" * 200
