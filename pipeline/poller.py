@@ -27,7 +27,7 @@ from pipeline.errors import BatchscopeError, InvalidRecord, SourceError
 from pipeline.metrics import SourceMetrics
 from pipeline.models import TERMINAL, Envelope
 from pipeline.providers.base import read_error
-from pipeline.retry import RetryPolicy
+from pipeline.retry import RetryPolicy, header_delay
 from pipeline.timeutil import iso_ms, iso_to_ms, to_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class SourcePoller:
         self.breaker = CircuitBreaker(source.breaker_threshold, source.breaker_reset)
         self.metrics = SourceMetrics(source.name, source.provider)
         self.known: dict[str, Known] = {}
+        self._not_before = 0.0  # time.monotonic() before which the provider asked us not to call
         timeout = source.request_timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
 
@@ -182,6 +183,7 @@ class SourcePoller:
         """GET with the retry policy, the rate limiter and the circuit breaker."""
         for attempt in range(self.policy.max_attempts):
             await self._wait_for_breaker()
+            await self._wait_retry_after()
             await self.limiter.acquire()
             try:
                 status, headers, body = await self._get(session, url, params)
@@ -214,6 +216,7 @@ class SourcePoller:
     def _failed(self, attempt: int, exc: SourceError, headers: Mapping[str, str]) -> float:
         """Count a failed attempt; raise if it must not be retried, else return the delay."""
         self.metrics.errors[_error_class(exc)] += 1
+        self._remember_retry_after(headers)
         if exc.status is None or exc.status >= 500 or exc.status in (408, 429, 529):
             self.breaker.failure()
         if not exc.retriable or attempt + 1 >= self.policy.max_attempts:
@@ -222,6 +225,18 @@ class SourcePoller:
         self.metrics.requests["retried"] += 1
         self.metrics.retries += 1
         return self.policy.delay(attempt, headers, utcnow())
+
+    def _remember_retry_after(self, headers: Mapping[str, str]) -> None:
+        """A server-given delay holds for the source's next request, even in a later cycle."""
+        told = header_delay(headers, utcnow())
+        if told is not None:
+            until = time.monotonic() + min(told, self.policy.max_header_delay)
+            self._not_before = max(self._not_before, until)
+
+    async def _wait_retry_after(self) -> None:
+        wait = self._not_before - time.monotonic()
+        if wait > 0:  # requests of one source are sequential: nothing moves it while we sleep
+            await asyncio.sleep(wait)
 
     async def _wait_for_breaker(self) -> None:
         while (wait := self.breaker.wait_time()) > 0:

@@ -321,3 +321,24 @@ def test_error_message_is_short() -> None:
     assert len(read_error(400, b"x" * 5000).message) == 200
     long = b'{"error": {"message": "' + b"m" * 5000 + b'"}}'
     assert read_error(400, long).message == "m" * 200
+
+
+async def test_retry_after_on_the_last_attempt_holds_for_the_next_cycle(
+    serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
+) -> None:
+    """A cycle that gives up on a 429 must not let the next cycle call before Retry-After passed."""
+    arrivals: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        arrivals.append(asyncio.get_running_loop().time())
+        if len(arrivals) == 1:
+            return web.Response(status=429, body=b"{}", headers={"Retry-After": "0.3"})
+        return web.json_response({"data": [], "has_more": False})
+
+    one_attempt = RetryPolicy(max_attempts=1)
+    poller = SourcePoller(source_for(await serve(handler)), CollectingSink(), one_attempt)
+    await poller._cycle(http)
+    assert poller.cycles == 0
+    await poller._cycle(http)
+    assert poller.cycles == 1
+    assert arrivals[1] - arrivals[0] >= 0.29
