@@ -1,6 +1,8 @@
 """A worker running a chosen subset of the agents, without poller, simulator or query endpoint.
 
-For the track-recovery test and the broker benchmark; ``batchscope run`` is the full pipeline.
+``batchscope worker [--agents ...]`` runs it (the docker compose ``worker`` service; start several
+to share the partitions); ``batchscope run`` is the full pipeline in one process. The module entry
+point adds ``--codec`` for the broker benchmark:
 
     python -m agents.worker --config PATH [--agents normalise,track] [--codec orjson|json]
 """
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from agents.app import AGENTS, create_app
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
-from pipeline.config import load_settings
+from pipeline.config import Settings, load_settings
 from pipeline.errors import BatchscopeError
 from pipeline.kafka import ensure_topics
 from pipeline.runner import execute
@@ -45,13 +47,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"worker: {exc}\n")
         return 2
     setup_logging(settings.pipeline.log_level)
+    return serve(settings, args.agents.split(","), args.codec)
+
+
+def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> int:
+    """Run the chosen agents until a signal; returns the worker's exit code."""
     settings.pipeline.data_path.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings.kafka))
     store = AsyncStore(open_store(settings))  # opened only if the sink agent runs
-    app, _ = create_app(settings, store, agents=args.agents.split(","), codec=CODECS[args.codec])
-    log.info("worker: agents %s, codec %s", args.agents, args.codec)
+    app, _ = create_app(settings, store, agents=agents, codec=CODECS[codec])
+    log.info("worker: agents %s, codec %s", ",".join(agents), codec)
     return execute(app, loop, settings, store)
 
 

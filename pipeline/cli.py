@@ -40,6 +40,10 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
     sub.add_parser("run", help="poller, agents and sink in one process (simulator if no source)")
     sub.add_parser("poll", help="run the poller alone, publishing to <prefix>.raw")
+    worker = sub.add_parser("worker", help="run the Faust agents alone (normalise, track, sink); "
+                                           "start several to share the partitions")
+    worker.add_argument("--agents", default="normalise,track,sink", type=_agent_list,
+                        help="comma-separated subset of normalise,track,sink (default: all three)")
     sub.add_parser("migrate", help="apply the ClickHouse migrations not applied yet")
     query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
     query.add_argument("sql", nargs="?",
@@ -128,6 +132,23 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
 
     asyncio.run(go())
     return 0
+
+
+def _agent_list(text: str) -> list[str]:
+    from agents.app import AGENTS
+
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = sorted(set(names) - set(AGENTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown agent(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"choose from {','.join(AGENTS)}")
+    return names
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.worker import serve
+
+    return serve(settings, args.agents)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -249,6 +270,7 @@ def table(result: QueryResult) -> str:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
     "poll": cmd_poll,
+    "worker": cmd_worker,
     "migrate": cmd_migrate,
     "query": cmd_query,
     "normalise": cmd_normalise,
