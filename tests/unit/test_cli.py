@@ -87,7 +87,9 @@ def test_parser_commands() -> None:
     assert (defaults.format, defaults.write, defaults.config) == ("table", False, None)
     sim = parser.parse_args(["simulate", "--batches", "5", "--speed", "2.5", "--port", "0"])
     assert (sim.batches, sim.speed, sim.port, sim.seed, sim.sources) == (5, 2.5, 0, None, None)
-    assert set(COMMANDS) == {"run", "poll", "migrate", "query", "simulate", "normalise", "status"}
+    assert set(COMMANDS) == {"run", "poll", "worker", "migrate", "query", "simulate", "normalise", "status"}
+    assert parser.parse_args(["worker"]).agents == ["normalise", "track", "sink"]
+    assert parser.parse_args(["worker", "--agents", "track, sink"]).agents == ["track", "sink"]
     saved = parser.parse_args(["query", "--saved", "stalled", "-p", "stall_minutes=5", "-p", "x=1"])
     assert (saved.sql, saved.saved, saved.param) == (None, "stalled", ["stall_minutes=5", "x=1"])
     assert FORMATS == ("table", "json", "csv")
@@ -118,3 +120,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser().parse_args(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"batchscope {__version__}"
+
+
+@pytest.mark.parametrize("agents", ["foo", "track,bogus", ","])
+def test_worker_rejects_unknown_agents(agents: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["worker", "--agents", agents])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "choose from normalise,track,sink" in err
