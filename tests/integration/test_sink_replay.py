@@ -9,6 +9,7 @@ boundaries, and with the high-water marks lost so that only the deduplication to
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,14 @@ async def test_replayed_offsets_change_no_row_count(
     n_changes = sum(r.pos.topic == changes_topic for r in records)
     assert n_changes > 0
 
+    before = datetime.now(UTC)
     await feed(store, records, 5, changes_topic)
     first = await counts(store)
+    sunk = await store.run(store.store.query, "SELECT min(sunk_at), max(sunk_at) FROM batch_changes")
+    earliest, latest = sunk.rows[0]
+    # sunk_at is the server's insert time (migration 003), not a value the sink sent.
+    assert before - timedelta(seconds=1) <= earliest.replace(tzinfo=UTC) <= latest.replace(tzinfo=UTC)
+    assert latest.replace(tzinfo=UTC) <= datetime.now(UTC) + timedelta(seconds=1)
     assert first["snapshots"] == first["distinct_positions"] == len(snaps)  # nothing lost
     assert first["changes"] == first["changes_final"] == n_changes
     assert first["latest_final"] == 40
@@ -126,3 +133,5 @@ async def test_replayed_offsets_change_no_row_count(
     monkeypatch.setattr(store.store, "high_water", lambda table: {})
     await feed(store, records, 5, changes_topic)
     assert await counts(store) == first
+    again = await store.run(store.store.query, "SELECT min(sunk_at), max(sunk_at) FROM batch_changes")
+    assert again.rows == sunk.rows  # the replayed blocks were dropped: first insert times stay
