@@ -22,8 +22,8 @@ from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, source_of
 from pipeline.errors import InvalidRecord, StoreError
-from pipeline.models import ChangeEvent, Envelope, Snapshot, loads_object
-from pipeline.normalise import normalise
+from pipeline.models import ChangeEvent, Snapshot, loads_object
+from pipeline.normalise import normalise_record
 from pipeline.sink import ClickHouseSink, Position, Record, cut
 from pipeline.store import AsyncStore
 from pipeline.transitions import BatchState, Rules, apply
@@ -98,7 +98,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             try:
-                snap = normalise(Envelope.from_json(_bytes(event.value), codec.loads))
+                key, value = normalise_record(_bytes(event.value), codec)
             except InvalidRecord as exc:
                 await to_dlq(event, "normalise", str(exc))
                 continue
@@ -106,7 +106,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                 await to_dlq(event, "normalise", f"unexpected {type(exc).__name__}: {exc}")
                 continue
             counters.normalised += 1
-            await snapshots.send(key=snap.key.encode(), value=snap.to_json(codec.dumps))
+            await snapshots.send(key=key, value=value)
             yield None
 
     rules = settings.track.rules()

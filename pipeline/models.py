@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.codec import orjson_dumps
 from pipeline.errors import InvalidRecord
 
 Loads = Callable[[bytes], Any]
@@ -48,7 +49,7 @@ class Envelope:
     def key(self) -> str:
         return f"{self.source}/{self.payload.get('id', '')}"
 
-    def to_json(self, dumps: Dumps = orjson.dumps) -> bytes:
+    def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
         return dumps(self)
 
     @classmethod
@@ -118,7 +119,7 @@ class Snapshot:
         """A shallow field dict (``dataclasses.asdict`` deep-copies and is 10x slower)."""
         return {name: getattr(self, name) for name in SNAPSHOT_FIELDS}
 
-    def to_json(self, dumps: Dumps = orjson.dumps) -> bytes:
+    def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
         return dumps(self)
 
     @classmethod
@@ -164,7 +165,7 @@ class ChangeEvent:
     def key(self) -> str:
         return f"{self.source}/{self.batch_id}"
 
-    def to_json(self, dumps: Dumps = orjson.dumps) -> bytes:
+    def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
         return dumps(self)
 
     @classmethod

@@ -7,6 +7,7 @@ object's keys, fast paths for integer times, no intermediate dicts for the commo
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pipeline.errors import InvalidRecord
@@ -24,6 +25,7 @@ TEXT_FIELDS = ("endpoint", "model", "completion_window",
                "input_file_id", "output_file_id", "error_file_id")
 KNOWN = frozenset({"id", "status", "request_counts", "errors", "metadata", "usage",
                    *TIME_FIELDS, *TEXT_FIELDS})
+KNOWN_AND_OBJECT = KNOWN | {"object"}  # OpenAI's ``"object": "batch"``, the usual one extra key
 IDENTITY = {s: s for s in STATUSES}
 COUNT_KEYS = frozenset({"total", "completed", "failed"})
 
@@ -57,7 +59,10 @@ def normalise_shaped(obj: dict[str, Any], source: str, observed_at: str, provide
     for value in meta.values():
         if type(value) is not str:
             return normalise_general(obj, source, observed_at, provider)
-    unknown = obj.keys() - KNOWN
+    if KNOWN_AND_OBJECT.issuperset(obj):  # the common case, without building a set
+        unknown: Collection[str] = ("object",) if "object" in obj else ()
+    else:
+        unknown = obj.keys() - KNOWN
     if unknown:
         if len(unknown) != 1:
             return normalise_general(obj, source, observed_at, provider)
