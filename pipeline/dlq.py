@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import orjson
-
+from pipeline.codec import orjson_dumps
 from pipeline.timeutil import iso_ms, utcnow
 
 MAX_REASON = 1000
@@ -26,7 +25,7 @@ def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: 
         "original_b64": base64.b64encode(original).decode() if original is not None else None,
         "dead_at": iso_ms(utcnow()),
     }
-    return orjson.dumps(record)
+    return orjson_dumps(record)
 
 
 def source_of(key: bytes | None) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from pipeline.codec import orjson_dumps
 from pipeline.errors import InvalidRecord, StoreError
 from pipeline.models import ChangeEvent, Snapshot, loads_object
 from pipeline.store import AsyncStore
@@ -59,7 +60,7 @@ class Block:
     def add_snapshot(self, snap: Snapshot, pos: Position) -> None:
         iso_to_ms(snap.observed_at)  # the latest-state version needs it: refuse the record here
         kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
-        self.snapshots.append((pos.offset, orjson.dumps({**snapshot_row(snap), **kafka})))
+        self.snapshots.append((pos.offset, orjson_dumps({**snapshot_row(snap), **kafka})))
         self.positions.append(pos)
 
     def add_snapshot_json(self, value: bytes, obj: dict[str, Any], pos: Position) -> None:
@@ -85,7 +86,7 @@ class Block:
 
     def add_change(self, event: ChangeEvent, pos: Position) -> None:
         kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
-        self.changes.append((pos.offset, orjson.dumps({**change_row(event), **kafka})))
+        self.changes.append((pos.offset, orjson_dumps({**change_row(event), **kafka})))
         self.positions.append(pos)
 
     def tables(self) -> Iterator[tuple[str, list[Row]]]:
