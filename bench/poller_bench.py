@@ -63,7 +63,8 @@ def report_calls(r: CallsResult, cycles: int) -> None:
     say(f"    later cycles (median):  ours {r.steady_ours:6g} calls   naive {r.steady_naive:6g} calls"
         f"   -> {r.ratio:.2f}x fewer (target >= 10x: {'met' if r.ratio >= 10 else 'NOT met'})")
     say(f"    per cycle: ours {r.ours}, naive {r.naive}")
-    say(f"    fewest calls any poller refreshing every active batch each cycle could make here: {r.bound}")
+    say(f"    fewest calls any poller refreshing every active batch each cycle could make (median of "
+        f"later cycles): {r.steady_bound:g}; per cycle {r.bounds}")
     m = r.missed
     say(f"    transitions revealable at this interval: {m.revealable}; missed: ours {m.missed['ours']}, "
         f"naive {m.missed['naive']}; wrong observations: ours {m.wrong['ours']}, naive {m.wrong['naive']}; "

@@ -163,7 +163,7 @@ class CallsResult:
     share: float
     ours: list[int]  # calls per cycle, cycle 0 first
     naive: list[int]
-    bound: int  # lower_bound() at the start instant
+    bounds: list[int]  # lower_bound() at each cycle instant
     active: int  # active batches at the start instant
     missed: Missed
 
@@ -174,6 +174,10 @@ class CallsResult:
     @property
     def steady_naive(self) -> float:
         return float(statistics.median(self.naive[1:] or self.naive))
+
+    @property
+    def steady_bound(self) -> float:
+        return float(statistics.median(self.bounds[1:] or self.bounds))
 
     @property
     def ratio(self) -> float:
@@ -222,4 +226,5 @@ async def count_calls(batches: int, share: float, cycles: int, interval: float, 
         missed = count_missed(fleet, instants, {"ours": sink.seen, "naive": naive.seen})
         active = sum(1 for b in fleet if b.created <= start and b.status_at(start) not in TERMINAL)
         return CallsResult(len(fleet), start, terminal_share(fleet, start), calls["ours"],
-                           calls["naive"], lower_bound(fleet, start, page_limit), active, missed)
+                           calls["naive"], [lower_bound(fleet, t, page_limit) for t in instants], active,
+                           missed)
