@@ -47,6 +47,7 @@ bench: install kafka-up ## run the benchmarks and print their figures
 	$(BIN)/python -m bench.normaliser_bench
 	$(BIN)/python -m bench.sink_bench
 	$(BIN)/python -m bench.track_bench
+	$(BIN)/python -m bench.poller_bench
 
 clean: ## remove the virtualenv, caches and local data (not the Kafka cache)
 	rm -rf $(VENV) .batchscope .mypy_cache .ruff_cache .pytest_cache
