@@ -42,12 +42,14 @@ kafka-down: ## stop the local Kafka broker
 kafka-status: ## is the local Kafka broker running?
 	scripts/kafka status
 
-bench: install kafka-up ## run the benchmarks and print their figures
-	$(BIN)/python -m bench.normalise_bench
-	$(BIN)/python -m bench.normaliser_bench
-	$(BIN)/python -m bench.sink_bench
-	$(BIN)/python -m bench.track_bench
+bench: install kafka-up ## run every benchmark and regenerate bench/RESULTS.md from their figures
 	$(BIN)/python -m bench.poller_bench
+	$(BIN)/python -m bench.normaliser_bench --record
+	$(BIN)/python -m bench.normalise_bench --record
+	$(BIN)/python -m bench.track_bench --record
+	$(BIN)/python -m bench.sink_bench --record
+	$(BIN)/python -m bench.e2e_bench --record
+	$(BIN)/python -m bench.report
 
 clean: ## remove the virtualenv, caches and local data (not the Kafka cache)
 	rm -rf $(VENV) .batchscope .mypy_cache .ruff_cache .pytest_cache
