@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,30 +94,44 @@ async def ensure_topics(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOP
     admin = await _admin(config)
     try:
         listed = set(await admin.list_topics())
-        existing = await admin.describe_topics([s.name for s in specs if s.name in listed]) if listed else []
-        present = {t["topic"]: len(t["partitions"]) for t in existing}
-        for topic, count in present.items():
-            if count != config.partitions:
-                raise BatchscopeError(
-                    f"topic {topic} has {count} partitions but kafka.partitions is {config.partitions}: "
-                    "use the same value or a new kafka.topic_prefix")
+        present = await _check_partitions(config, admin, [s.name for s in specs if s.name in listed])
         missing = [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
                    for s in specs if s.name not in present]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await _create(admin, missing)
-            log.info("created topics %s", ", ".join(t.name for t in missing))
-        return [t.name for t in missing]
+        if not missing:
+            return []
+        raced = await _create(admin, missing)  # created meanwhile by another process
+        await _check_partitions(config, admin, raced)
+        created = [t.name for t in missing if t.name not in raced]
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        return created
     finally:
         await admin.close()
 
 
-async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
+async def _check_partitions(config: KafkaConfig, admin: AIOKafkaAdminClient, names: list[str]) -> set[str]:
+    """The topics in ``names`` that exist; an error if one has another partition count."""
+    described = await admin.describe_topics(names) if names else []
+    for topic in described:
+        count = len(topic["partitions"])
+        if count != config.partitions:
+            raise BatchscopeError(
+                f"topic {topic['topic']} has {count} partitions but kafka.partitions is {config.partitions}: "
+                "use the same value or a new kafka.topic_prefix")
+    return {t["topic"] for t in described}
+
+
+async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> list[str]:
+    """Create ``topics``; returns the names that already existed."""
     response = await admin.create_topics(topics)
+    existed = []
     for name, code, *rest in response.topic_errors:
-        if code not in (0, TopicAlreadyExistsError.errno):
+        if code == TopicAlreadyExistsError.errno:
+            existed.append(name)
+        elif code != 0:
             message = rest[0] if rest and rest[0] else f"error code {code}"
             raise BatchscopeError(f"cannot create topic {name}: {message}")
+    return existed
 
 
 async def describe_topics(config: KafkaConfig, names: Iterable[str]) -> list[TopicInfo]:
