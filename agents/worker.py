@@ -15,13 +15,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agents.app import AGENTS, create_app
+from mode import Service
+
+from agents.app import AGENTS, Counters, create_app
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
 from pipeline.config import Settings, load_settings
 from pipeline.errors import BatchscopeError
 from pipeline.kafka import ensure_topics
-from pipeline.runner import execute
+from pipeline.metrics import MetricsServer, render
+from pipeline.runner import execute, start_metrics
 from pipeline.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -57,9 +60,31 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings.kafka))
     store = AsyncStore(open_store(settings))  # opened only if the sink agent runs
-    app, _ = create_app(settings, store, agents=agents, codec=CODECS[codec])
+    app, counters = create_app(settings, store, agents=agents, codec=CODECS[codec])
     log.info("worker: agents %s, codec %s", ",".join(agents), codec)
-    return execute(app, loop, settings, store)
+    return execute(app, loop, settings, store, WorkerMetrics(settings, counters))
+
+
+class WorkerMetrics(Service):
+    """The worker's counters on ``/metrics`` (``pipeline.metrics_port``): Prometheus and the
+    container healthcheck (``batchscope health``) read it."""
+
+    def __init__(self, settings: Settings, counters: Counters) -> None:
+        super().__init__()
+        p = settings.pipeline
+        self.counters = counters
+        self.server = MetricsServer(p.metrics_host, p.metrics_port, self.text)
+
+    def text(self) -> str:
+        c = self.counters
+        return render([], {"pipeline_normalised": float(c.normalised), "pipeline_changes": float(c.changes),
+                           "pipeline_sunk": float(c.sunk), "pipeline_dead_letters": float(c.dead_letters)})
+
+    async def on_start(self) -> None:
+        await start_metrics(self.server)
+
+    async def on_stop(self) -> None:
+        await self.server.stop()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,13 @@ def build_parser() -> ArgumentParser:
     worker.add_argument("--agents", default="normalise,track,sink", type=_agent_list,
                         help="comma-separated subset of normalise,track,sink (default: all three)")
     sub.add_parser("migrate", help="apply the ClickHouse migrations not applied yet")
+    topics = sub.add_parser("topics", help="create the Kafka topics that do not exist (partitions, "
+                                           "replication, retention; compacted changelog) and describe them")
+    topics.add_argument("--describe", action="store_true", help="only describe, create nothing")
+    health = sub.add_parser("health", help="exit 0 when an HTTP endpoint answers 2xx (container healthcheck)")
+    health.add_argument("--url", help="the URL to GET (default: this process's /metrics on "
+                                      "127.0.0.1:pipeline.metrics_port)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
     query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
     query.add_argument("sql", nargs="?",
                        help="the SQL to run; unqualified tables resolve in the configured database")
@@ -161,6 +168,31 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.kafka import SHOWN_CONFIGS, describe_topics, ensure_topics, topic_specs
+
+    async def go() -> list[tuple[object, ...]]:
+        if not args.describe:
+            await ensure_topics(settings.kafka, changelog=True)
+        names = [s.name for s in topic_specs(settings.kafka, changelog=True)]
+        return [(t.name, t.partitions, t.replication_factor,
+                 *(t.configs.get(c, "") for c in SHOWN_CONFIGS))
+                for t in await describe_topics(settings.kafka, names)]
+
+    rows = asyncio.run(go())
+    sys.stdout.write(table(QueryResult(("topic", "partitions", "replication", *SHOWN_CONFIGS), rows)))
+    return 0
+
+
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.health import check, default_url
+
+    url = args.url or default_url(settings.pipeline)
+    status = check(url, args.timeout)
+    print(f"ok: {url} answered HTTP {status}")
+    return 0
+
+
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.queries import parse_params, run_saved, run_sql, saved_queries
 
@@ -272,6 +304,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "poll": cmd_poll,
     "worker": cmd_worker,
     "migrate": cmd_migrate,
+    "topics": cmd_topics,
+    "health": cmd_health,
     "query": cmd_query,
     "normalise": cmd_normalise,
     "status": cmd_status,

@@ -73,9 +73,22 @@ class KafkaConfig:
     topic_prefix: str = "batchscope"
     partitions: int = 4
     app_id: str = "batchscope"
+    # Topic settings applied when ``batchscope topics`` (or run/poll/worker) creates a topic; an
+    # existing topic is never altered. Retention in hours; -1 keeps records forever.
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    retention_hours: int = 168  # raw and snapshots: 7 days, enough to replay into ClickHouse
+    changes_retention_hours: int = 720  # the downstream contract: 30 days to catch up
+    dlq_retention_hours: int = 720
 
     def __post_init__(self) -> None:
         _require(self.partitions >= 1, "kafka.partitions", "must be at least 1")
+        _require(self.replication_factor >= 1, "kafka.replication_factor", "must be at least 1")
+        _require(1 <= self.min_insync_replicas <= self.replication_factor, "kafka.min_insync_replicas",
+                 "must be between 1 and kafka.replication_factor")
+        for key in ("retention_hours", "changes_retention_hours", "dlq_retention_hours"):
+            hours = getattr(self, key)
+            _require(hours == -1 or hours >= 1, f"kafka.{key}", "must be -1 (forever) or at least 1")
         _require(bool(self.topic_prefix.strip()), "kafka.topic_prefix", "must not be empty")
 
     def topic(self, name: str) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.config import KafkaConfig
@@ -18,40 +19,146 @@ from pipeline.models import Envelope
 log = logging.getLogger(__name__)
 
 PIPELINE_TOPICS = ("raw", "snapshots", "changes", "dlq")
+# The track agent's Faust table (agents.app.STATE_TABLE); Faust names its changelog after it.
+STATE_TABLE = "batch_state"
+HOUR_MS = 3_600_000
+# Topic settings `batchscope topics` shows, in this order.
+SHOWN_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas")
 
 
 class KafkaUnavailable(BatchscopeError):
     retriable = True
 
 
-async def ensure_topics(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOPICS) -> None:
-    """Create the pipeline's topics with ``config.partitions`` partitions if they do not exist.
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic as the pipeline wants it created."""
 
-    Faust tables are co-partitioned with their source topic, so an existing topic with another
-    partition count is an error, not something to paper over.
-    """
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A topic as the broker describes it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str]
+
+
+def changelog_topic(config: KafkaConfig) -> str:
+    """The track table's changelog, as Faust names it: ``<app_id>-<table>-changelog``."""
+    return f"{config.app_id}-{STATE_TABLE}-changelog"
+
+
+def _retention_ms(hours: int) -> str:
+    return "-1" if hours == -1 else str(hours * HOUR_MS)
+
+
+def topic_specs(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOPICS, *,
+                changelog: bool = False) -> list[TopicSpec]:
+    """Partitions, replication and retention of each topic; the changelog is compacted, not aged."""
+    retention = {"raw": config.retention_hours, "snapshots": config.retention_hours,
+                 "changes": config.changes_retention_hours, "dlq": config.dlq_retention_hours}
+    isr = {"min.insync.replicas": str(config.min_insync_replicas)}
+    specs = [TopicSpec(config.topic(n), config.partitions, config.replication_factor,
+                       {"cleanup.policy": "delete", "retention.ms": _retention_ms(retention[n]), **isr})
+             for n in names]
+    if changelog:
+        specs.append(TopicSpec(changelog_topic(config), config.partitions, config.replication_factor,
+                               {"cleanup.policy": "compact", **isr}))
+    return specs
+
+
+async def _admin(config: KafkaConfig) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=15000)
     try:
         await admin.start()
     except KafkaError as exc:
         raise KafkaUnavailable(f"Kafka at {config.bootstrap} is unreachable: {exc!r}") from exc
+    return admin
+
+
+async def ensure_topics(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOPICS, *,
+                        changelog: bool = False) -> list[str]:
+    """Create the pipeline's topics (see :func:`topic_specs`) that do not exist; returns their names.
+
+    Faust tables are co-partitioned with their source topic, so an existing topic with another
+    partition count is an error, not something to paper over. Existing topics are not altered.
+    """
+    specs = topic_specs(config, names, changelog=changelog)
+    admin = await _admin(config)
     try:
-        topics = [config.topic(n) for n in names]
         listed = set(await admin.list_topics())
-        existing = await admin.describe_topics([t for t in topics if t in listed]) if listed else []
-        present = {t["topic"]: len(t["partitions"]) for t in existing}
-        for topic, count in present.items():
-            if count != config.partitions:
-                raise BatchscopeError(
-                    f"topic {topic} has {count} partitions but kafka.partitions is {config.partitions}: "
-                    "use the same value or a new kafka.topic_prefix")
-        missing = [NewTopic(t, config.partitions, 1) for t in topics if t not in present]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
-            log.info("created topics %s", ", ".join(t.name for t in missing))
+        present = await _check_partitions(config, admin, [s.name for s in specs if s.name in listed])
+        missing = [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
+                   for s in specs if s.name not in present]
+        if not missing:
+            return []
+        raced = await _create(admin, missing)  # created meanwhile by another process
+        await _check_partitions(config, admin, raced)
+        created = [t.name for t in missing if t.name not in raced]
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        return created
     finally:
         await admin.close()
+
+
+async def _check_partitions(config: KafkaConfig, admin: AIOKafkaAdminClient, names: list[str]) -> set[str]:
+    """The topics in ``names`` that exist; an error if one has another partition count."""
+    described = await admin.describe_topics(names) if names else []
+    for topic in described:
+        count = len(topic["partitions"])
+        if count != config.partitions:
+            raise BatchscopeError(
+                f"topic {topic['topic']} has {count} partitions but kafka.partitions is {config.partitions}: "
+                "use the same value or a new kafka.topic_prefix")
+    return {t["topic"] for t in described}
+
+
+async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> list[str]:
+    """Create ``topics``; returns the names that already existed."""
+    response = await admin.create_topics(topics)
+    existed = []
+    for name, code, *rest in response.topic_errors:
+        if code == TopicAlreadyExistsError.errno:
+            existed.append(name)
+        elif code != 0:
+            message = rest[0] if rest and rest[0] else f"error code {code}"
+            raise BatchscopeError(f"cannot create topic {name}: {message}")
+    return existed
+
+
+async def describe_topics(config: KafkaConfig, names: Iterable[str]) -> list[TopicInfo]:
+    """Partitions, replication factor and :data:`SHOWN_CONFIGS` of each topic that exists."""
+    admin = await _admin(config)
+    try:
+        listed = set(await admin.list_topics())
+        wanted = [n for n in names if n in listed]
+        if not wanted:
+            return []
+        described = {t["topic"]: t["partitions"] for t in await admin.describe_topics(wanted)}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in wanted]
+        configs = _config_values(await admin.describe_configs(resources))
+        return [TopicInfo(n, len(described[n]), max((len(p["replicas"]) for p in described[n]), default=0),
+                          {k: v for k, v in configs.get(n, {}).items() if k in SHOWN_CONFIGS})
+                for n in wanted]
+    finally:
+        await admin.close()
+
+
+def _config_values(responses: list[object]) -> dict[str, dict[str, str]]:
+    """DescribeConfigs responses -> ``{topic: {config name: value}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for _code, _message, _kind, name, entries in getattr(response, "resources", []):
+            out[name] = {entry[0]: str(entry[1]) for entry in entries}
+    return out
 
 
 class Publisher:
