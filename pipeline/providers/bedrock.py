@@ -76,4 +76,5 @@ ADAPTER = Adapter(
     normalise=normalise,
     default_base_url=None,  # https://bedrock.<region>.amazonaws.com
     signing="sigv4",
+    raw_id=lambda obj: obj.get("jobArn"),
 )

@@ -84,4 +84,5 @@ ADAPTER = Adapter(
     auth=bearer,  # an OAuth access token, not an API key
     normalise=normalise,
     default_base_url=None,  # https://<location>-aiplatform.googleapis.com/v1/projects/<p>/locations/<l>
+    raw_id=lambda obj: google.short_id(n) if type(n := obj.get("name")) is str else None,
 )
