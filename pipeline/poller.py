@@ -225,7 +225,8 @@ class SourcePoller:
 
     async def _get_one(self, session: aiohttp.ClientSession, batch_id: str) -> dict[str, Any] | None:
         try:
-            obj = await self._request(session, self.adapter.batch_path(batch_id), {})
+            path, params = self.adapter.batch_path(batch_id), dict(self.adapter.fixed_params)
+            obj = await self._request(session, path, params)
         except SourceError as exc:
             if exc.status == 404:
                 self.known.pop(batch_id, None)

@@ -131,7 +131,7 @@ class SimSource:
         self.fleet = fleet
         self.by_id = {b.id: b for b in fleet}
         self.wire_ids = {b.id: simwire.wire_id(provider, b, name) for b in fleet}
-        self.by_wire_id = {w: self.by_id[i] for i, w in self.wire_ids.items()}
+        self.by_path_id = {simwire.snapshot_id(provider, w): self.by_id[i] for i, w in self.wire_ids.items()}
         self.newest_first = sorted(fleet, key=lambda b: (b.created, b.id), reverse=True)
         self.malformed = malformed  # batch indexes served as objects the normaliser rejects
         self.vanish = vanish or {}  # batch index -> simulated time it starts answering 404
@@ -186,6 +186,14 @@ def _malformed(config: SimulatorConfig, names: list[str]) -> dict[str, frozenset
 
 
 Page = tuple[list[SimBatch], dict[str, Any]]
+
+
+class BadParam(ValueError):
+    """A list parameter the API refuses (400)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class Simulator:
@@ -310,8 +318,8 @@ class Simulator:
         try:
             page, envelope = list_page(source.adapter, source.visible(t), source.wire_ids,
                                        dict(request.query))
-        except ValueError as exc:
-            return _error(source.provider, 400, "invalid_request", str(exc))
+        except BadParam as exc:
+            return _error(source.provider, 400, f"invalid_{exc.param}", str(exc))
         objects = [source.serve(b, t, self.epoch) for b in page]
         key = source.adapter.items_key
         if key is None:  # Together: a bare array
@@ -322,7 +330,7 @@ class Simulator:
 
     def _get(self, source: SimSource, batch_id: str) -> web.Response:
         t = self.now()
-        batch = source.by_wire_id.get(batch_id)
+        batch = source.by_path_id.get(batch_id)
         vanished = batch is not None and source.vanish.get(batch.index, t + 1) <= t
         if batch is None or batch.created > t or vanished:
             return _error(source.provider, 404, None, f"No batch found with id '{batch_id}'.")
@@ -360,7 +368,7 @@ class Simulator:
 
 def list_page(a: Adapter, visible: list[SimBatch], ids: dict[str, str], query: dict[str, str]) -> Page:
     """The batches of one list page and the envelope fields around them, per the adapter's paging
-    (newest first); a bad parameter is a ``ValueError`` (400)."""
+    (newest first); a bad parameter is a :class:`BadParam` (400)."""
     paging = a.paging
     wire = [ids[b.id] for b in visible]
     if isinstance(paging, CursorPaging):
@@ -380,9 +388,9 @@ def _int(query: dict[str, str], name: str, default: int, low: int, high: int) ->
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{name} must be an integer") from None
+        raise BadParam(name, f"{name} must be an integer") from None
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}")
+        raise BadParam(name, f"{name} must be between {low} and {high}")
     return value
 
 
@@ -392,11 +400,11 @@ def _cursor_page(paging: CursorPaging, visible: list[SimBatch], wire: list[str],
     start, end = 0, None
     if after := query.get(paging.cursor_param):
         if after not in wire:
-            raise ValueError(f"No batch found with id '{after}'.")
+            raise BadParam(paging.cursor_param, f"No batch found with id '{after}'.")
         start = wire.index(after) + 1
     elif (before := query.get("before_id")) is not None:
         if before not in wire:
-            raise ValueError(f"No batch found with id '{before}'.")
+            raise BadParam("before_id", f"No batch found with id '{before}'.")
         end = wire.index(before)
         start = max(0, end - limit)
     stop = min(start + limit, len(visible) if end is None else end)
@@ -413,9 +421,9 @@ def _token_page(paging: TokenPaging, visible: list[SimBatch], wire: list[str], q
         try:
             after = base64.urlsafe_b64decode(token.encode()).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("invalid page token") from None
+            raise BadParam(paging.cursor_param, "invalid page token") from None
         if after not in wire:
-            raise ValueError("invalid page token")
+            raise BadParam(paging.cursor_param, "invalid page token")
         start = wire.index(after) + 1
     page = visible[start:start + size]
     more = start + size < len(visible)

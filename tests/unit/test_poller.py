@@ -56,14 +56,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=5)
+    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=5, sources=2, providers=("openai",))
     async with Simulator(config, clock=clock) as simulator:
         yield simulator
 
 
 @pytest.fixture
 async def guarded_sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(port=0, batches=10, speed=SPEED)
+    config = SimulatorConfig(port=0, batches=10, speed=SPEED, sources=2, providers=("openai",))
     async with Simulator(config, api_key=SIM_KEY, clock=clock) as simulator:
         yield simulator
 
@@ -243,9 +243,9 @@ async def test_http_errors(serve: Callable[[Handler], Awaitable[str]], http: aio
     ("body", "fragment", "retriable"),
     [
         (b"not json", "not JSON", True),
-        (b"[1, 2]", "no 'data' array", False),
-        (b'{"object": "list"}', "no 'data' array", False),
-        (b'{"data": {"id": "x"}}', "no 'data' array", False),
+        (b"[1, 2]", "list response is not a JSON object with a 'data' array", False),
+        (b'{"object": "list"}', "list response is not a JSON object", False),
+        (b'{"data": {"id": "x"}}', "list response is not a JSON object", False),
     ],
 )
 async def test_malformed_list_responses(
