@@ -199,13 +199,15 @@ class SourcePoller:
                 seen.add(batch_id)
                 self.known[batch_id] = known
         self.metrics.observations += len(fresh)
+        rejected = sum(1 for _, _, k in fresh if k.status == INVALID)
+        if rejected:
+            self.metrics.errors["invalid_object"] += rejected
 
     def _read(self, obj: dict[str, Any], observed_at: str) -> Known:
         """The canonical status and expiry of a raw object, by the adapter's normaliser."""
         try:
             snap = self.adapter.normalise(obj, self.source.name, observed_at)
         except InvalidRecord:
-            self.metrics.errors["invalid_object"] += 1
             return Known(INVALID, None, hash(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)))
         expires = iso_to_ms(snap.expires_at) / 1000.0 if snap.expires_at else None
         return Known(snap.status, expires)
