@@ -36,7 +36,7 @@ def source(sim: Simulator, name: str, key: str, label: str) -> SourceConfig:
 
 
 async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
-    """Bearer, x-api-key, x-goog-api-key, api-key and SigV4 sources, each with the right key and a wrong one."""
+    """Bearer, x-api-key, x-goog-api-key, api-key and SigV4 sources, each with the right and a wrong key."""
     caplog.set_level(logging.DEBUG)
     config = SimulatorConfig(port=0, batches=10, sources=len(PROVIDERS), providers=PROVIDERS, speed=2000.0,
                              fault_rate=0.3, retry_after=0.05, hang_seconds=0.2)
