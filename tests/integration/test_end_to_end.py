@@ -1,7 +1,7 @@
 """The whole pipeline on the real Kafka broker and chDB, checked against the simulator's truth.
 
-``batchscope run`` runs as a subprocess (simulator in process, 2 sources x 50 batches in
-accelerated time). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
+``batchscope run`` runs as a subprocess (simulator in process, 4 sources x 25 batches in
+accelerated time, speaking the OpenAI, Anthropic, Gemini and Bedrock APIs). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
 every batch with its true final status and exactly one ``status_changed`` row for each
 transition the poller could have seen: each consecutive pair of statuses the simulator served.
 """
@@ -31,7 +31,11 @@ SPEED = 3000.0  # 24 simulated hours in under 30 s: expiries happen within the t
 DEADLINE = 240.0
 
 
-def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int) -> Path:
+E2E_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
+
+
+def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int, *,
+                 providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = 4, batches: int = 25) -> Path:
     path = tmp / "batchscope.toml"
     path.write_text(f"""
 [kafka]
@@ -46,8 +50,9 @@ http_port = {http_port}
 sink_flush_seconds = 0.5
 
 [simulator]
-batches = 50
-sources = 2
+batches = {batches}
+sources = {sources}
+providers = [{", ".join(f'"{p}"' for p in providers)}]
 seed = 7
 speed = {SPEED}
 port = {sim_port}
@@ -113,8 +118,11 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
     expected = expected_pairs(truth)
     want_changes = sum(len(p) for p in expected.values())
     assert len(finals) == 100
-    # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each.
-    assert want_changes >= 100, f"only {want_changes} transitions served: is the poller too slow?"
+    assert {b["provider"] for b in truth["batches"]} == set(E2E_PROVIDERS)
+    assert all(b["final_status"] == b["transitions"][-1]["status"] for b in truth["batches"])
+    # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each
+    # (fewer where a provider shows fewer statuses: Anthropic, Gemini and Bedrock have no finalizing).
+    assert want_changes >= 60, f"only {want_changes} transitions served: is the poller too slow?"
 
     def caught_up() -> bool:
         latest = sql("SELECT count() FROM batch_latest FINAL WHERE status IN "
