@@ -1,9 +1,11 @@
 """The whole pipeline on the real Kafka broker and chDB, checked against the simulator's truth.
 
 ``batchscope run`` runs as a subprocess (simulator in process, 4 sources x 25 batches in
-accelerated time, speaking the OpenAI, Anthropic, Gemini and Bedrock APIs). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
+accelerated time, speaking the OpenAI, Anthropic, Gemini and Bedrock APIs, with 3 batches served
+as malformed objects). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
 every batch with its true final status and exactly one ``status_changed`` row for each
-transition the poller could have seen: each consecutive pair of statuses the simulator served.
+transition the poller could have seen: each consecutive pair of statuses the simulator served;
+the DLQ must hold exactly the malformed objects.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ E2E_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
 
 
 def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int, *,
-                 providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = 4, batches: int = 25) -> Path:
+                 providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = 4, batches: int = 25,
+                 malformed: int = 3) -> Path:
     path = tmp / "batchscope.toml"
     path.write_text(f"""
 [kafka]
@@ -54,6 +57,7 @@ batches = {batches}
 sources = {sources}
 providers = [{", ".join(f'"{p}"' for p in providers)}]
 seed = 7
+malformed = {malformed}
 speed = {SPEED}
 port = {sim_port}
 poll_interval = 0.25
@@ -92,7 +96,7 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
     try:
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
                "query": f"http://127.0.0.1:{http_port}", "bootstrap": kafka_bootstrap,
-               "changes": f"{topic_prefix}.changes"}
+               "changes": f"{topic_prefix}.changes", "dlq": f"{topic_prefix}.dlq"}
     finally:
         stop_run(proc)
 
@@ -114,10 +118,11 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
     # One more poll after the fleet turned terminal, so every final status has been served.
     time.sleep(1.0)
     truth = get_json(pipeline["truth"])
-    finals = {(b["source"], b["batch_id"]): b["final_status"] for b in truth["batches"]}
+    finals = {(b["source"], b["batch_id"]): b["final_status"] for b in truth["batches"] if not b["malformed"]}
     expected = expected_pairs(truth)
     want_changes = sum(len(p) for p in expected.values())
-    assert len(finals) == 100
+    assert len(truth["batches"]) == 100
+    assert len(finals) == 100 - len(truth["malformed"]) == 97
     assert {b["provider"] for b in truth["batches"]} == set(E2E_PROVIDERS)
     assert all(b["final_status"] == b["transitions"][-1]["status"] for b in truth["batches"])
     # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each
@@ -162,5 +167,8 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
         event = validate(record.value)
         assert by_id.setdefault(event["event_id"], record.value) == record.value
     kinds = {orjson.loads(v)["kind"] for v in by_id.values()}
+    dead = [orjson.loads(r.value) for r in asyncio.run(read_all(pipeline["bootstrap"], pipeline["dlq"]))]
+    assert sorted(d["key"] for d in dead) == sorted(truth["malformed"])  # exactly the malformed, once
+    assert all(d["stage"] == "normalise" and d["reason"] for d in dead)
     assert {"discovered", "status_changed"} <= kinds
     assert sum(1 for v in by_id.values() if orjson.loads(v)["kind"] == "status_changed") == want_changes
