@@ -416,3 +416,16 @@ async def test_stragglers_are_fetched_by_the_adapter_path_and_vanish(clock: Fake
                 await poller.poll_once(session)
             assert poller.metrics.vanished == len(active), provider
             assert not any(not v.settled for v in poller.known.values())
+
+
+async def test_simulated_latency_beyond_the_request_timeout_is_a_retriable_timeout(clock: FakeClock) -> None:
+    config = SimulatorConfig(port=0, batches=3, sources=1, providers=("mistral",), speed=SPEED, latency=1.0)
+    async with Simulator(config, clock=clock) as sim:
+        source = SourceConfig(name="slow", provider="mistral", base_url=sim.source_url("sim-1"),
+                              request_timeout=0.1, max_rps=1000.0)
+        poller = SourcePoller(source, CollectingSink(), RetryPolicy(max_attempts=1))
+        async with aiohttp.ClientSession(timeout=poller._timeout) as session:
+            with pytest.raises(SourceError) as info:
+                await poller.poll_once(session)
+    assert info.value.retriable is True
+    assert poller.metrics.errors["timeout"] == 1
