@@ -64,7 +64,10 @@ def build_parser() -> ArgumentParser:
     norm.add_argument("--provider", required=True, choices=PROVIDERS, help="the provider the JSON came from")
     norm.add_argument("--source", required=True, help="the source name to put in each snapshot")
     sub.add_parser("status", help="a terminal dashboard of the fleet")
-    sim = sub.add_parser("simulate", help="serve the synthetic fleet (OpenAI-compatible) until Ctrl-C")
+    sim = sub.add_parser("simulate", help="serve the synthetic fleet (every provider's API) until Ctrl-C",
+                         description="Serve a seeded synthetic fleet: each source speaks one provider's "
+                                     "batch API under http://HOST:PORT/<source>/..., ground truth at "
+                                     "/_sim/truth. Unset options come from [simulator] in the config.")
     sim.add_argument("--batches", type=int, help="batches per simulated source")
     sim.add_argument("--sources", type=int, help="number of simulated sources")
     sim.add_argument("--seed", type=int, help="fleet seed")
@@ -78,7 +81,27 @@ def build_parser() -> ArgumentParser:
                      help="seconds an injected 429 asks the client to wait")
     sim.add_argument("--hang-seconds", type=float, dest="hang_seconds",
                      help="how long an injected hang stalls before dropping the connection")
+    sim.add_argument("--providers", type=_provider_list,
+                     help="comma-separated providers assigned to the sources round-robin "
+                          f"(default: all of {','.join(PROVIDERS)})")
+    sim.add_argument("--latency", type=float, help="extra seconds before every API answer")
+    sim.add_argument("--vanish-share", type=float, dest="vanish_share",
+                     help="share of batches (0-1) that answer 404 and leave the list after they end")
+    sim.add_argument("--vanish-after", type=float, dest="vanish_after",
+                     help="simulated seconds after its end that such a batch vanishes (default 3600)")
+    sim.add_argument("--malformed", type=int,
+                     help="batches (fleet-wide, chosen by the seed) served as objects the normaliser "
+                          "rejects, inside valid list pages; listed in the ground truth")
     return parser
+
+
+def _provider_list(text: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(set(names) - set(PROVIDERS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown provider(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"choose from {','.join(PROVIDERS)}")
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,7 +271,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipeline.simulator import Simulator
 
-    knobs = ("batches", "sources", "seed", "speed", "port", "fault_rate", "retry_after", "hang_seconds")
+    knobs = ("batches", "sources", "seed", "speed", "port", "fault_rate", "retry_after", "hang_seconds",
+             "providers", "latency", "vanish_share", "vanish_after", "malformed")
     overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)
@@ -258,7 +282,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         _on_signals(stop.set)
         async with Simulator(config) as sim:
             for name in sim.sources:
-                print(f"{name}: {sim.source_url(name)}/batches", flush=True)
+                list_path = sim.sources[name].adapter.list_path
+                print(f"{name} ({sim.provider(name)}): {sim.source_url(name)}{list_path}", flush=True)
             print(f"ground truth: http://{config.host}:{sim.port}/_sim/truth (Ctrl-C stops)", flush=True)
             await stop.wait()
 

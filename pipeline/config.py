@@ -28,8 +28,11 @@ PROVIDERS = (
     "openai", "azure_openai", "orq", "anthropic", "mistral",
     "groq", "together", "gemini", "vertex", "bedrock",
 )
-# Providers whose adapter the poller has today; the others are recognised names.
-POLLABLE = ("openai",)
+# Providers the poller can poll: every provider has an adapter.
+POLLABLE = PROVIDERS
+# The simulator's default provider mix, assigned round-robin to its sources.
+SIM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "mistral", "together", "vertex",
+                 "azure_openai", "orq", "groq")
 # Public API roots; azure_openai, vertex and bedrock have none (per resource, project or region)
 # and need ``base_url``. Kept equal to each adapter's ``default_base_url`` (pipeline.providers).
 DEFAULT_BASE_URLS = {
@@ -40,6 +43,11 @@ DEFAULT_BASE_URLS = {
     "groq": "https://api.groq.com/openai/v1",
     "together": "https://api.together.xyz/v1",
     "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+NO_DEFAULT_HINT = {
+    "azure_openai": "https://<resource>.openai.azure.com/openai",
+    "vertex": "https://<location>-aiplatform.googleapis.com/v1/projects/<project>/locations/<location>",
+    "bedrock": "https://bedrock.<region>.amazonaws.com",
 }
 STORES = ("memory", "rocksdb")
 
@@ -113,18 +121,31 @@ class ClickHouseConfig:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
-    batches: int = 200
+    batches: int = 100
     seed: int = 42
     speed: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8787
-    sources: int = 2
+    sources: int = 4
     poll_interval: float = 2.0
     fault_rate: float = 0.0  # share of API requests answered with an injected fault
     retry_after: float = 1.0  # seconds a 429 asks the client to wait
     hang_seconds: float = 3.0  # how long a hung request stalls before its connection drops
+    providers: tuple[str, ...] = SIM_PROVIDERS  # assigned to the sources round-robin
+    latency: float = 0.0  # extra seconds before every API answer
+    vanish_share: float = 0.0  # share of batches that answer 404 (and leave the list) after they end
+    vanish_after: float = 3600.0  # simulated seconds after its end that such a batch vanishes
+    malformed: int = 0  # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
 
     def __post_init__(self) -> None:
+        _require(bool(self.providers), "simulator.providers", "must name at least one provider")
+        for name in self.providers:
+            _require(name in PROVIDERS, "simulator.providers",
+                     f"{name!r} is not one of {', '.join(PROVIDERS)}")
+        _require(self.latency >= 0, "simulator.latency", "must be at least 0")
+        _require(0 <= self.vanish_share <= 1, "simulator.vanish_share", "must be between 0 and 1")
+        _require(self.vanish_after >= 0, "simulator.vanish_after", "must be at least 0")
+        _require(self.malformed >= 0, "simulator.malformed", "must be at least 0")
         _require(self.batches >= 1, "simulator.batches", "must be at least 1")
         _require(0 <= self.fault_rate <= 1, "simulator.fault_rate", "must be between 0 and 1")
         _require(self.retry_after >= 0, "simulator.retry_after", "must be at least 0")
@@ -312,6 +333,10 @@ def _section(name: str, cls: type[T], table: object, environ: Mapping[str, str])
 
 def _coerce(key: str, hint: Any, value: object) -> object:
     """Check a TOML value against a field's type; ints are accepted where floats are."""
+    if get_origin(hint) is tuple:  # tuple[str, ...]: a TOML array of strings
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected an array of strings, got {value!r}")
     base = _base_type(hint)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -321,7 +346,10 @@ def _coerce(key: str, hint: Any, value: object) -> object:
 
 
 def _coerce_text(key: str, hint: Any, text: str) -> object:
-    """Parse an environment value strictly: ``bool`` takes true/false/1/0/yes/no only."""
+    """Parse an environment value strictly: ``bool`` takes true/false/1/0/yes/no only; a list
+    (``tuple[str, ...]``) is comma-separated."""
+    if get_origin(hint) is tuple:
+        return tuple(v.strip() for v in text.split(",") if v.strip())
     base = _base_type(hint)
     try:
         if base is bool:
@@ -354,7 +382,11 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
     _require(provider in PROVIDERS, f"{where}.provider", f"must be one of {', '.join(PROVIDERS)}")
     _require(provider in POLLABLE, f"{where}.provider",
              f"{provider!r} cannot be polled yet (pollable: {', '.join(POLLABLE)})")
-    base_url = _get(table, where, "base_url", str, DEFAULT_BASE_URLS[provider])
+    default_url = DEFAULT_BASE_URLS.get(provider)
+    _require(default_url is not None or "base_url" in table, f"{where}.base_url",
+             f"required for provider {provider!r} (it has no public default: "
+             f"{NO_DEFAULT_HINT.get(provider, 'the account API root')})")
+    base_url = _get(table, where, "base_url", str, default_url or "")
     _require(base_url.startswith(("http://", "https://")), f"{where}.base_url", "must be an http(s) URL")
     interval = _get(table, where, "poll_interval", float, 30.0)
     _require(interval > 0, f"{where}.poll_interval", "must be greater than 0")
@@ -366,8 +398,13 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
     flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
     for key, value in flow.items():
         _require(value > 0, f"{where}.{key}", "must be greater than 0")
+    api_key = _api_key(where, table, environ)
+    if provider == "bedrock" and api_key is not None:
+        from pipeline.sigv4 import credentials  # imports this module
+
+        credentials(api_key, f"{where}.api_key_env" if "api_key_env" in table else f"{where}.api_key_file")
     return SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"),
-                        api_key=_api_key(where, table, environ), poll_interval=interval,
+                        api_key=api_key, poll_interval=interval,
                         page_limit=limit, tags=dict(tags), **flow)
 
 

@@ -47,7 +47,19 @@ class Envelope:
 
     @property
     def key(self) -> str:
-        return f"{self.source}/{self.payload.get('id', '')}"
+        """``source/batch_id``, the batch id read by the provider's adapter (Gemini ``name``,
+        Vertex's job number, Bedrock ``jobArn``, else ``id``), as in the snapshot's key."""
+        return f"{self.source}/{self.batch_id or ''}"
+
+    @property
+    def batch_id(self) -> str | None:
+        from pipeline.providers import ADAPTERS  # providers import this module
+
+        found = ADAPTERS.get(self.provider)
+        if found is None:
+            batch_id = self.payload.get("id")
+            return batch_id if isinstance(batch_id, str) else None
+        return found.batch_id(self.payload)
 
     def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
         return dumps(self)

@@ -1,11 +1,17 @@
 """The poller: discovers and refreshes every configured source's batches, publishes raw envelopes.
 
+Each source is driven by its provider's adapter (:mod:`pipeline.providers`): list path and paging
+(cursor, page number, page token or one page), where the batches are in a list response, the
+path of one batch, the auth headers (Bedrock: SigV4 signing, :mod:`pipeline.sigv4`), how to read
+an error body, the id of a raw batch object and its canonical status (the adapter's normaliser).
+
 Per cycle and source: list pages newest first and stop at the first page whose batches are all
 already known and terminal (terminal history is never re-listed); then fetch one by one the active
 batches the listing did not reach. A known active batch that answers 404 has vanished: it is
-counted and logged. Every request goes through the source's rate limiter and circuit breaker and
-the retry policy in :mod:`pipeline.retry`; a request is never sent before a ``Retry-After`` the
-provider gave has passed.
+counted and logged. An object the normaliser rejects is published once (the normalise agent
+dead-letters it) and not again until its content changes. Every request goes through the
+source's rate limiter and circuit breaker and the retry policy in :mod:`pipeline.retry`; a
+request is never sent before a ``Retry-After`` the provider gave has passed.
 """
 
 from __future__ import annotations
@@ -17,22 +23,28 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
+from yarl import URL
 
+from pipeline import sigv4
 from pipeline.breaker import CircuitBreaker, RateLimiter
 from pipeline.config import SourceConfig
 from pipeline.errors import BatchscopeError, InvalidRecord, SourceError
 from pipeline.metrics import SourceMetrics
 from pipeline.models import TERMINAL, Envelope
-from pipeline.providers.base import read_error
+from pipeline.providers import adapter
+from pipeline.providers.paging import Params
 from pipeline.retry import RetryPolicy, header_delay
-from pipeline.timeutil import iso_ms, iso_to_ms, to_iso, utcnow
+from pipeline.timeutil import iso_ms, iso_to_ms, utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
+INVALID = "invalid"  # the status of a batch whose last object the normaliser rejected
+MAX_REJECTED = 10_000  # fingerprints kept of rejected objects without an id
 
 
 class Sink(Protocol):
@@ -41,8 +53,14 @@ class Sink(Protocol):
 
 @dataclass(slots=True)
 class Known:
-    status: str
+    status: str  # canonical, or INVALID
     expires_at: float | None = None  # unix seconds, when the provider said
+    fingerprint: int | None = None  # of the rejected object, for an INVALID batch
+
+    @property
+    def settled(self) -> bool:
+        """Terminal, or rejected as it stands: neither re-listed nor fetched one by one."""
+        return self.status in TERMINAL or self.status == INVALID
 
 
 class SourcePoller:
@@ -55,7 +73,11 @@ class SourcePoller:
         self.limiter = RateLimiter(source.max_rps, burst=max(1, int(source.max_rps)))
         self.breaker = CircuitBreaker(source.breaker_threshold, source.breaker_reset)
         self.metrics = SourceMetrics(source.name, source.provider)
+        self.adapter = adapter(source.provider)
+        self._aws = self._aws_credentials()
+        self._region = sigv4.region_of(source.base_url)
         self.known: dict[str, Known] = {}
+        self._rejected: set[int] = set()  # fingerprints of rejected objects that have no id
         self._not_before = 0.0  # time.monotonic() before which the provider asked us not to call
         timeout = source.request_timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
@@ -68,10 +90,16 @@ class SourcePoller:
     def cycles(self) -> int:
         return self.metrics.cycles
 
+    def _aws_credentials(self) -> sigv4.Credentials | None:
+        if self.adapter.signing != "sigv4" or self.source.api_key is None:
+            return None
+        return sigv4.credentials(self.source.api_key, f"source {self.source.name}: api key")
+
     def _headers(self) -> dict[str, str]:
+        """The session's headers: the adapter's auth headers from the source's secret."""
         headers = {"Accept": "application/json", "User-Agent": "batchscope/0.1"}
-        if self.source.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.source.api_key.reveal()}"
+        if self.source.api_key is not None and self.adapter.signing is None:
+            headers.update(self.adapter.auth(self.source.api_key))
         return headers
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -85,7 +113,7 @@ class SourcePoller:
         """The poll interval, halved (not under 1 s) while an active batch nears its expiry."""
         interval = self.source.poll_interval
         horizon = time.time() + 2 * interval
-        near = any(k.status not in TERMINAL and k.expires_at is not None and k.expires_at <= horizon
+        near = any(not k.settled and k.expires_at is not None and k.expires_at <= horizon
                    for k in self.known.values())
         return max(min(1.0, interval), interval / 2) if near else interval
 
@@ -109,7 +137,7 @@ class SourcePoller:
         """One cycle: discovery through the list, then stragglers; returns the observations published."""
         seen: set[str] = set()
         await self._discover(session, seen)
-        stragglers = [bid for bid, k in self.known.items() if k.status not in TERMINAL and bid not in seen]
+        stragglers = [bid for bid, k in self.known.items() if not k.settled and bid not in seen]
         for batch_id in stragglers:
             obj = await self._get_one(session, batch_id)
             if obj is not None:
@@ -118,49 +146,89 @@ class SourcePoller:
         return len(seen)
 
     async def _discover(self, session: aiohttp.ClientSession, seen: set[str]) -> int:
-        after: str | None = None
+        params: Params | None = self.adapter.list_params(self.source.page_limit)
         for page_no in range(1, MAX_PAGES + 1):
-            page = await self._request(session, f"{self.source.base_url}/batches", self._params(after))
-            data = page.get("data") if isinstance(page, dict) else None
-            if not isinstance(data, list):
-                raise SourceError(f"source {self.source.name}: list response has no 'data' array")
-            items = [o for o in data if isinstance(o, dict) and isinstance(o.get("id"), str)]
-            history = all(self._known_terminal(o["id"]) for o in items)
+            assert params is not None
+            body = await self._request(session, self.adapter.list_path, params)
+            items = self._items(body)
+            history = all(self._settled(self.adapter.batch_id(o)) for o in items)
             await self._publish(items, seen)
-            last = page.get("last_id") or (items[-1]["id"] if items else None)
-            if history or not page.get("has_more") or not isinstance(last, str):
+            params = None if history else self.adapter.paging.next(params, body, items)
+            if params is None:
                 return page_no
-            after = last
         raise SourceError(f"source {self.source.name}: more than {MAX_PAGES} pages")
 
-    def _params(self, after: str | None) -> dict[str, str]:
-        params = {"limit": str(self.source.page_limit)}
-        if after:
-            params["after"] = after
-        return params
+    def _items(self, body: Any) -> list[dict[str, Any]]:
+        """The batch objects of a list response (entries that are not objects are skipped)."""
+        key = self.adapter.items_key
+        found = body
+        if key is not None:  # an empty Google list response is ``{}``
+            found = (body.get(key) if body else []) if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            what = "a JSON array" if key is None else f"a JSON object with a {key!r} array"
+            raise SourceError(f"source {self.source.name}: list response is not {what}")
+        return [o for o in found if isinstance(o, dict)]
+
+    def _settled(self, batch_id: str | None) -> bool:
+        known = self.known.get(batch_id) if batch_id is not None else None
+        return known is not None and known.settled
 
     def _known_terminal(self, batch_id: str) -> bool:
         known = self.known.get(batch_id)
         return known is not None and known.status in TERMINAL
 
     async def _publish(self, items: list[dict[str, Any]], seen: set[str]) -> None:
-        """Publish what is new or not yet terminal; a known terminal batch is not published again."""
-        fresh = [o for o in items if o["id"] not in seen and not self._known_terminal(o["id"])]
+        """Publish what is new or not yet terminal; a known terminal batch is not published again,
+        nor an object the normaliser rejected before, unchanged."""
+        observed_at = iso_ms(utcnow())
+        fresh: list[tuple[str | None, dict[str, Any], Known]] = []
+        for obj in items:
+            batch_id = self.adapter.batch_id(obj)
+            if batch_id is not None and (batch_id in seen or self._known_terminal(batch_id)):
+                continue
+            known = self._read(obj, observed_at)
+            if known.status == INVALID and self._rejected_before(batch_id, known):
+                continue
+            fresh.append((batch_id, obj, known))
         if not fresh:
             return
-        observed_at = iso_ms(utcnow())
-        await self._sink.publish([Envelope(self.source.name, self.source.provider, observed_at, o)
-                                  for o in fresh])
-        for obj in fresh:
-            seen.add(obj["id"])
-            status = obj.get("status")
-            expires = _unix(obj.get("expires_at"))
-            self.known[obj["id"]] = Known(status if isinstance(status, str) else "", expires)
+        await self._sink.publish([Envelope(self.source.name, self.source.provider, observed_at, obj)
+                                  for _, obj, _ in fresh])
+        for batch_id, _, known in fresh:
+            if batch_id is not None:
+                seen.add(batch_id)
+                self.known[batch_id] = known
         self.metrics.observations += len(fresh)
+        rejected = sum(1 for _, _, k in fresh if k.status == INVALID)
+        if rejected:
+            self.metrics.errors["invalid_object"] += rejected
+
+    def _read(self, obj: dict[str, Any], observed_at: str) -> Known:
+        """The canonical status and expiry of a raw object, by the adapter's normaliser."""
+        try:
+            snap = self.adapter.normalise(obj, self.source.name, observed_at)
+        except InvalidRecord:
+            return Known(INVALID, None, hash(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)))
+        expires = iso_to_ms(snap.expires_at) / 1000.0 if snap.expires_at else None
+        return Known(snap.status, expires)
+
+    def _rejected_before(self, batch_id: str | None, known: Known) -> bool:
+        if batch_id is not None:
+            before = self.known.get(batch_id)
+            return before is not None and before.fingerprint == known.fingerprint
+        assert known.fingerprint is not None
+        if known.fingerprint in self._rejected:
+            return True
+        if len(self._rejected) < MAX_REJECTED:
+            self._rejected.add(known.fingerprint)
+        log.warning("source %s: a batch object without an id was published (the DLQ will hold it)",
+                    self.source.name)
+        return False
 
     async def _get_one(self, session: aiohttp.ClientSession, batch_id: str) -> dict[str, Any] | None:
         try:
-            obj = await self._request(session, f"{self.source.base_url}/batches/{batch_id}", {})
+            path, params = self.adapter.batch_path(batch_id), dict(self.adapter.fixed_params)
+            obj = await self._request(session, path, params)
         except SourceError as exc:
             if exc.status == 404:
                 self.known.pop(batch_id, None)
@@ -168,32 +236,39 @@ class SourcePoller:
                 log.warning("source %s: active batch %s vanished (404)", self.source.name, batch_id)
                 return None
             raise
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+        if not isinstance(obj, dict) or self.adapter.batch_id(obj) is None:
             raise SourceError(f"source {self.source.name}: batch {batch_id}: response is not a batch object")
         return obj
 
     def _update_gauges(self) -> None:
         m = self.metrics
         m.tracked = len(self.known)
-        m.active = sum(1 for k in self.known.values() if k.status not in TERMINAL)
+        m.active = sum(1 for k in self.known.values() if not k.settled)
         m.breaker_state = self.breaker.state.value
         m.breaker_opened = self.breaker.opened
 
-    async def _request(self, session: aiohttp.ClientSession, url: str, params: Mapping[str, str]) -> Any:
+    def _url(self, path: str, params: Mapping[str, str]) -> str:
+        """The URL exactly as sent (so that a SigV4 signature covers what the server sees)."""
+        query = urlencode(list(params.items()), quote_via=quote, safe="-_.~")
+        return f"{self.source.base_url}{path}{'?' + query if query else ''}"
+
+    async def _request(self, session: aiohttp.ClientSession, path: str, params: Mapping[str, str]) -> Any:
         """GET with the retry policy, the rate limiter and the circuit breaker."""
+        url = self._url(path, params)
         for attempt in range(self.policy.max_attempts):
             await self._wait_for_breaker()
             await self._wait_retry_after()
             await self.limiter.acquire()
             try:
-                status, headers, body = await self._get(session, url, params)
+                status, headers, body = await self._get(session, url)
             except SourceError as exc:
                 delay = self._failed(attempt, exc, {})
             else:
                 if status == 200:
                     return self._ok(url, body)
-                said = read_error(status, body)
-                error = SourceError(f"source {self.source.name}: HTTP {status}: {said.message} (GET {url})",
+                said = self.adapter.read_error(status, body)
+                where = url.split("?", 1)[0]
+                error = SourceError(f"source {self.source.name}: HTTP {status}: {said.message} (GET {where})",
                                     status=status, retriable=said.retriable)
                 delay = self._failed(attempt, error, headers)
             await asyncio.sleep(delay)
@@ -243,23 +318,15 @@ class SourcePoller:
             self.metrics.breaker_state = self.breaker.state.value
             await asyncio.sleep(wait)
 
-    async def _get(self, session: aiohttp.ClientSession, url: str,
-                   params: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str], bytes]:
+        signed = {} if self._aws is None else sigv4.sign(self._aws, "GET", url, region=self._region,
+                                                          now=utcnow())
         try:
-            async with session.get(url, params=params) as resp:
+            async with session.get(URL(url, encoded=True), headers=signed) as resp:
                 return resp.status, dict(resp.headers), await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceError(f"source {self.source.name}: {type(exc).__name__} calling {url}",
                               retriable=True) from exc
-
-
-def _unix(value: object) -> float | None:
-    """Unix seconds from a provider timestamp (seconds or ISO text); None when unreadable."""
-    try:
-        iso = to_iso(value, "expires_at")
-    except InvalidRecord:
-        return None
-    return iso_to_ms(iso) / 1000.0 if iso else None
 
 
 def _error_class(exc: SourceError) -> str:

@@ -32,7 +32,7 @@ REPORT_EVERY = 10.0
 
 def simulator_sources(settings: Settings, sim: Simulator) -> tuple[SourceConfig, ...]:
     return tuple(
-        SourceConfig(name=name, provider="openai", base_url=sim.source_url(name),
+        SourceConfig(name=name, provider=sim.provider(name), base_url=sim.source_url(name),
                      poll_interval=settings.simulator.poll_interval, tags={"simulated": "true"},
                      max_rps=100.0)
         for name in sim.sources

@@ -1,30 +1,41 @@
-"""A synthetic fleet behind OpenAI-compatible batch endpoints, in accelerated time.
+"""A synthetic fleet behind every provider's batch API, in accelerated time.
 
-Each simulated source lives under its own prefix: ``/{source}/v1/batches`` (cursor pagination,
-newest first) and ``/{source}/v1/batches/{id}``. ``/_sim/truth`` returns the ground truth: every
-batch's true transitions with times, its eventual final status, and the statuses it has served.
-The fleet is a pure function of the seed, so two runs with the same seed see the same batches.
+Each simulated source has a provider (``simulator.providers``, assigned round-robin) and serves
+that provider's API under its own prefix, ``/{source}`` + the provider's API root
+(:data:`pipeline.simwire.BASE_PATHS`) + the adapter's list and get paths: the same envelopes,
+pagination (cursors, page numbers, page tokens, bare arrays), status words, timestamp formats
+and auth headers as the real API (rendering: :mod:`pipeline.simwire`). ``/_sim/truth`` returns
+the ground truth in the canonical vocabulary: every batch's transitions with times, its final
+status, the statuses it has served, the malformed objects and the batches that vanish. The
+fleet is a pure function of the seed, so two runs with the same seed see the same batches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
-from pipeline.config import SimulatorConfig
+from pipeline import sigv4, simwire
+from pipeline.config import Secret, SimulatorConfig
 from pipeline.faults import FaultInjector
 from pipeline.models import TERMINAL
+from pipeline.providers import adapter as adapter_of
+from pipeline.providers.base import Adapter
+from pipeline.simpaging import BadParam, list_page
 
 log = logging.getLogger(__name__)
 
 MINUTE = 60.0
-WINDOW = 24 * 3600.0
+WINDOW = simwire.WINDOW
+SIM_ACCESS_KEY = "AKIDBATCHSCOPESIM"  # a Bedrock source's access key id when api_key has none
 CREATION_SPAN = 4 * 3600.0  # batches are created over 4 simulated hours, half before start
 MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small")
 ENDPOINTS = ("/v1/chat/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings")
@@ -108,63 +119,68 @@ def _batch(rng: random.Random, index: int, source: str) -> SimBatch:
 
 
 class SimSource:
-    """The fleet of one simulated source and the statuses it has served."""
+    """The fleet of one simulated source, rendered in its provider's API, and what it served."""
 
-    def __init__(self, name: str, fleet: list[SimBatch]) -> None:
+    def __init__(self, name: str, fleet: list[SimBatch], provider: str = "openai", *,
+                 malformed: frozenset[int] = frozenset(), vanish: dict[int, float] | None = None) -> None:
         self.name = name
+        self.provider = provider
+        self.adapter: Adapter = adapter_of(provider)
         self.fleet = fleet
         self.by_id = {b.id: b for b in fleet}
+        self.wire_ids = {b.id: simwire.wire_id(provider, b, name) for b in fleet}
+        self.by_path_id = {simwire.snapshot_id(provider, w): self.by_id[i] for i, w in self.wire_ids.items()}
         self.newest_first = sorted(fleet, key=lambda b: (b.created, b.id), reverse=True)
+        self.malformed = malformed  # batch indexes served as objects the normaliser rejects
+        self.vanish = vanish or {}  # batch index -> simulated time it starts answering 404
         self.served: dict[str, list[str]] = {}
 
     def visible(self, t: float) -> list[SimBatch]:
-        return [b for b in self.newest_first if b.created <= t]
+        return [b for b in self.newest_first if b.created <= t and self.vanish.get(b.index, t + 1) > t]
+
+    def snapshot_id(self, batch: SimBatch) -> str:
+        return simwire.snapshot_id(self.provider, self.wire_ids[batch.id])
 
     def serve(self, batch: SimBatch, t: float, epoch: float) -> dict[str, Any]:
-        obj = openai_object(batch, t, epoch)
+        if batch.index in self.malformed:  # the same bytes every time: rejected once, not re-sent
+            return simwire.malformed(self.provider, self.render(batch, batch.created, epoch))
+        obj = self.render(batch, t, epoch)
+        status = simwire.project(self.provider, batch, batch.status_at(t) or "validating")
         seen = self.served.setdefault(batch.id, [])
-        if not seen or seen[-1] != obj["status"]:
-            seen.append(obj["status"])
+        if not seen or seen[-1] != status:
+            seen.append(status)
         return obj
+
+    def render(self, batch: SimBatch, t: float, epoch: float) -> dict[str, Any]:
+        return simwire.render(self.provider, batch, t, epoch, self.wire_ids[batch.id])
 
 
 def openai_object(batch: SimBatch, t: float, epoch: float) -> dict[str, Any]:
     """The batch as OpenAI's ``GET /v1/batches/{id}`` would return it at simulated time ``t``."""
-    status = batch.status_at(t) or "validating"
-    passed = {s: int(epoch + at) for s, at in batch.timeline if at <= t}
-    completed, failed = batch.progress_at(t)
-    done = status in TERMINAL
-    return {
-        "id": batch.id,
-        "object": "batch",
-        "endpoint": batch.endpoint,
-        "errors": _errors(batch) if status == "failed" else None,
-        "input_file_id": f"file-in-{batch.index:06d}",
-        "completion_window": "24h",
-        "status": status,
-        "output_file_id": f"file-out-{batch.index:06d}" if done and completed else None,
-        "error_file_id": f"file-err-{batch.index:06d}" if done and failed else None,
-        "created_at": int(epoch + batch.created),
-        "in_progress_at": passed.get("in_progress"),
-        "expires_at": int(epoch + batch.created + WINDOW),
-        "finalizing_at": passed.get("finalizing"),
-        "completed_at": passed.get("completed"),
-        "failed_at": passed.get("failed"),
-        "expired_at": passed.get("expired"),
-        "cancelling_at": passed.get("cancelling"),
-        "cancelled_at": passed.get("cancelled"),
-        "request_counts": {"total": batch.total if status != "validating" else 0,
-                           "completed": completed, "failed": failed},
-        "metadata": {"team": ("search", "ads", "eval")[batch.index % 3], "job": f"job-{batch.index}"},
-        "model": batch.model,
-    }
+    return simwire.render("openai", batch, t, epoch, batch.id)
 
 
-def _errors(batch: SimBatch) -> dict[str, Any]:
-    return {"object": "list", "data": [
-        {"code": batch.error_code, "message": f"Simulated validation error: {batch.error_code}",
-         "param": None, "line": 1},
-    ]}
+def simulator_secret(provider: str, api_key: str) -> str:
+    """The credential a client of a simulated source sends when the simulator has ``api_key``:
+    the key itself, or for Bedrock ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` with the key as the secret."""
+    if provider == "bedrock" and ":" not in api_key:
+        return f"{SIM_ACCESS_KEY}:{api_key}"
+    return api_key
+
+
+def _vanish_times(config: SimulatorConfig, name: str, fleet: list[SimBatch]) -> dict[int, float]:
+    if config.vanish_share <= 0:
+        return {}
+    rng = random.Random(f"{config.seed}/{name}/vanish")  # simulation, not security
+    return {b.index: b.timeline[-1][1] + config.vanish_after for b in fleet
+            if rng.random() < config.vanish_share}
+
+
+def _malformed(config: SimulatorConfig, names: list[str]) -> dict[str, frozenset[int]]:
+    """``config.malformed`` batches, chosen fleet-wide by the seed."""
+    everyone = [(n, i) for n in names for i in range(config.batches)]
+    picked = random.Random(f"{config.seed}/malformed").sample(everyone, min(config.malformed, len(everyone)))
+    return {n: frozenset(i for m, i in picked if m == n) for n in names}
 
 
 class Simulator:
@@ -178,7 +194,13 @@ class Simulator:
         self._start = clock()
         self.epoch = float(int(wall()))
         names = [f"sim-{i + 1}" for i in range(config.sources)]
-        self.sources = {n: SimSource(n, build_fleet(config.seed, config.batches, n)) for n in names}
+        bad = _malformed(config, names)
+        self.sources: dict[str, SimSource] = {}
+        for i, n in enumerate(names):
+            fleet = build_fleet(config.seed, config.batches, n)
+            provider = config.providers[i % len(config.providers)]
+            self.sources[n] = SimSource(n, fleet, provider, malformed=bad[n],
+                                        vanish=_vanish_times(config, n, fleet))
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self.faults = FaultInjector(config.fault_rate, config.retry_after, config.hang_seconds, config.seed)
@@ -188,7 +210,12 @@ class Simulator:
         return (self._clock() - self._start) * self.config.speed
 
     def source_url(self, name: str) -> str:
-        return f"http://{self.config.host}:{self.port}/{name}/v1"
+        """The base URL of a simulated source (its provider's API root, as a source's ``base_url``)."""
+        provider = self.sources[name].provider if name in self.sources else "openai"
+        return f"http://{self.config.host}:{self.port}/{name}{simwire.BASE_PATHS[provider]}"
+
+    def provider(self, name: str) -> str:
+        return self.sources[name].provider
 
     async def start(self) -> None:
         """Serve; the simulated clock starts now."""
@@ -197,9 +224,8 @@ class Simulator:
         self._start = self._clock()
         app = web.Application(middlewares=[self._auth, self._faults])
         app.add_routes([
-            web.get("/{source}/v1/batches", self._list),
-            web.get("/{source}/v1/batches/{batch_id}", self._get),
             web.get("/_sim/truth", self._truth),
+            web.get("/{source}{tail:/.*}", self._api),
         ])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -207,8 +233,9 @@ class Simulator:
         await site.start()
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
-        log.info("simulator serving %d sources x %d batches on port %d (speed x%g)",
-                 len(self.sources), self.config.batches, self.port, self.config.speed)
+        providers = sorted({s.provider for s in self.sources.values()})
+        log.info("simulator serving %d sources x %d batches (%s) on port %d (speed x%g)",
+                 len(self.sources), self.config.batches, ", ".join(providers), self.port, self.config.speed)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -224,16 +251,30 @@ class Simulator:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        guarded = self._api_key and not request.path.startswith("/_sim/")
-        if guarded and request.headers.get("Authorization") != f"Bearer {self._api_key}":
-            return _error(401, "invalid_api_key", "Incorrect API key provided.")
+        source = self.sources.get(request.match_info.get("source", ""))
+        if self._api_key and source is not None and not self._authorised(source, request):
+            status = 403 if source.provider == "bedrock" else 401
+            message = ("The request signature we calculated does not match the signature you provided."
+                       if status == 403 else "Incorrect API key provided.")
+            return _error(source.provider, status, "invalid_api_key", message)
         response: web.StreamResponse = await handler(request)
         return response
+
+    def _authorised(self, source: SimSource, request: web.Request) -> bool:
+        assert self._api_key is not None
+        secret = Secret(simulator_secret(source.provider, self._api_key))
+        if source.adapter.signing == "sigv4":
+            url = f"http://{request.host}{request.raw_path}"
+            return sigv4.verify(sigv4.credentials(secret), request.method, url, dict(request.headers))
+        expected = source.adapter.auth(secret)
+        return all(request.headers.get(k) == v for k, v in expected.items())
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
         source = request.match_info.get("source")
         if source is not None and not request.path.startswith("/_sim/"):
+            if self.config.latency > 0:
+                await asyncio.sleep(self.config.latency)
             self.faults.check_early(source)
             fault = self.faults.pick()
             if fault is not None:
@@ -241,63 +282,77 @@ class Simulator:
         response: web.StreamResponse = await handler(request)
         return response
 
-    def _source(self, request: web.Request) -> SimSource:
+    async def _api(self, request: web.Request) -> web.Response:
         source = self.sources.get(request.match_info["source"])
         if source is None:
             raise web.HTTPNotFound(text=f"no simulated source {request.match_info['source']!r}")
-        return source
+        raw = request.rel_url.raw_path[len(request.match_info["source"]) + 1:]
+        base = simwire.BASE_PATHS[source.provider]
+        rest = raw[len(base):] if raw.startswith(base) else None
+        a = source.adapter
+        missing = [k for k, v in a.fixed_params if request.query.get(k) != v]
+        if rest is not None and missing:
+            return _error(source.provider, 400, "invalid_request", f"missing or wrong {missing[0]}")
+        if rest == a.list_path:
+            return self._list(source, request)
+        before, _, after = a.get_path.partition("{id}")
+        if rest is not None and rest.startswith(before) and rest.endswith(after) and len(rest) > len(before):
+            return self._get(source, unquote(rest[len(before):len(rest) - len(after)]))
+        return _error(source.provider, 404, "not_found", f"No route {request.path}")
 
-    async def _list(self, request: web.Request) -> web.Response:
-        source, t = self._source(request), self.now()
+    def _list(self, source: SimSource, request: web.Request) -> web.Response:
+        t = self.now()
         try:
-            limit = int(request.query.get("limit", "20"))
-        except ValueError:
-            return _error(400, "invalid_limit", "limit must be an integer")
-        if not 1 <= limit <= 100:
-            return _error(400, "invalid_limit", "limit must be between 1 and 100")
-        visible = source.visible(t)
-        start = 0
-        after = request.query.get("after")
-        if after:
-            ids = [b.id for b in visible]
-            if after not in ids:
-                return _error(400, "invalid_after", f"No batch found with id '{after}'.")
-            start = ids.index(after) + 1
-        page = [source.serve(b, t, self.epoch) for b in visible[start:start + limit]]
-        return web.json_response({
-            "object": "list", "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": start + limit < len(visible),
-        })
+            page, envelope = list_page(source.adapter, source.visible(t), source.wire_ids,
+                                       dict(request.query))
+        except BadParam as exc:
+            return _error(source.provider, 400, f"invalid_{exc.param}", str(exc))
+        objects = [source.serve(b, t, self.epoch) for b in page]
+        key = source.adapter.items_key
+        if key is None:  # Together: a bare array
+            return web.json_response(objects)
+        if key == "data" and source.provider != "anthropic":  # OpenAI family, Mistral
+            return web.json_response({"object": "list", "data": objects, **envelope})
+        return web.json_response({key: objects, **envelope})
 
-    async def _get(self, request: web.Request) -> web.Response:
-        source, t = self._source(request), self.now()
-        batch = source.by_id.get(request.match_info["batch_id"])
-        if batch is None or batch.created > t:
-            return _error(404, None, f"No batch found with id '{request.match_info['batch_id']}'.")
+    def _get(self, source: SimSource, batch_id: str) -> web.Response:
+        t = self.now()
+        batch = source.by_path_id.get(batch_id)
+        vanished = batch is not None and source.vanish.get(batch.index, t + 1) <= t
+        if batch is None or batch.created > t or vanished:
+            return _error(source.provider, 404, None, f"No batch found with id '{batch_id}'.")
         return web.json_response(source.serve(batch, t, self.epoch))
 
     async def _truth(self, request: web.Request) -> web.Response:
         return web.json_response(self.truth())
 
     def truth(self) -> dict[str, Any]:
-        """Ground truth at this instant, for tests and benchmarks."""
+        """Ground truth at this instant, for tests and benchmarks (canonical statuses)."""
         t = self.now()
-        batches = []
-        for source in self.sources.values():
-            for b in source.fleet:
-                batches.append({
-                    "source": source.name, "batch_id": b.id, "final_status": b.final_status,
-                    "status": b.status_at(t), "created_at": int(self.epoch + b.created),
-                    "transitions": [{"status": s, "at": int(self.epoch + at)} for s, at in b.timeline],
-                    "served": list(source.served.get(b.id, [])),
-                })
+        batches = [self._batch_truth(source, b, t) for source in self.sources.values() for b in source.fleet]
         all_terminal = all(b["status"] in TERMINAL for b in batches)
+        malformed = [f"{b['source']}/{b['batch_id']}" for b in batches if b["malformed"]]
+        sources = [{"name": s.name, "provider": s.provider, "base_url": self.source_url(s.name)}
+                   for s in self.sources.values()]
         return {"now": int(self.epoch + t), "all_terminal": all_terminal, "batches": batches,
-                "faults": self.faults.report()}
+                "sources": sources, "malformed": malformed, "faults": self.faults.report()}
+
+    def _batch_truth(self, source: SimSource, b: SimBatch, t: float) -> dict[str, Any]:
+        timeline = simwire.projected_timeline(source.provider, b)
+        now = b.status_at(t)
+        vanishes = source.vanish.get(b.index)
+        return {
+            "source": source.name, "provider": source.provider, "batch_id": source.snapshot_id(b),
+            "final_status": timeline[-1][0],
+            "status": simwire.project(source.provider, b, now) if now is not None else None,
+            "created_at": int(self.epoch + b.created),
+            "transitions": [{"status": s, "at": int(self.epoch + at)} for s, at in timeline],
+            "served": list(source.served.get(b.id, [])),
+            "malformed": b.index in source.malformed,
+            "vanishes_at": None if vanishes is None else int(self.epoch + vanishes),
+        }
 
 
-def _error(status: int, code: str | None, message: str) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-    return web.json_response(body, status=status)
+def _error(provider: str, status: int, code: str | None, message: str) -> web.Response:
+    body, headers = simwire.error_body(provider, status, code, message)
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)

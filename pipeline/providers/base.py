@@ -23,6 +23,7 @@ from pipeline.retry import is_retriable
 
 Normaliser = Callable[[dict[str, Any], str, str], Snapshot]
 Auth = Callable[[Secret], dict[str, str]]
+IdReader = Callable[[dict[str, Any]], object]
 MAX_MESSAGE = 200
 
 
@@ -49,6 +50,13 @@ class Adapter:
     fixed_params: tuple[tuple[str, str], ...] = ()
     signing: str | None = None  # "sigv4": headers alone cannot authenticate (AWS)
     id_safe: str = ""  # characters of a batch id left unquoted in its URL ("/": resource names)
+    raw_id: IdReader | None = None  # None: the object's ``id``
+
+    def batch_id(self, obj: dict[str, Any]) -> str | None:
+        """The id of a raw batch object as the normaliser puts it in ``snapshot.batch_id`` (and
+        as :meth:`batch_path` takes it), without normalising; None when it has none."""
+        found = obj.get("id") if self.raw_id is None else self.raw_id(obj)
+        return found if type(found) is str and found else None
 
     def list_params(self, limit: int) -> Params:
         return {**dict(self.fixed_params), **self.paging.first(limit)}

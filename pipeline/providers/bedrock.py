@@ -1,12 +1,12 @@
 """AWS Bedrock batch inference (``ListModelInvocationJobs``: ``GET /model-invocation-jobs``).
 
 Listed with ``maxResults`` (<= 1000) / ``nextToken`` under ``invocationJobSummaries``; requests
-are signed with SigV4 (``signing="sigv4"``: the poller signs, e.g. with botocore; no static
-header authenticates). The batch id is ``jobArn``. Statuses map per providers.md
-(``PartiallyCompleted`` -> expired: the window ran out with partial results). ``submitTime`` is
-``created_at``, ``endTime`` the end time of the terminal status reached, ``jobExpirationTime``
-is ``expires_at``. Newer summaries carry record counts. ``message`` is an error when the job
-did not complete, otherwise kept in ``provider_extra``.
+are signed with SigV4 (``signing="sigv4"``: the poller signs with :mod:`pipeline.sigv4`; no
+static header authenticates). The batch id is ``jobArn`` (:meth:`Adapter.batch_id` reads it).
+Statuses map per providers.md (``PartiallyCompleted`` -> expired: the window ran out with
+partial results). ``submitTime`` is ``created_at``, ``endTime`` the end time of the terminal
+status reached, ``jobExpirationTime`` is ``expires_at``. Newer summaries carry record counts.
+``message`` is an error when the job did not complete, otherwise kept in ``provider_extra``.
 """
 
 from __future__ import annotations
@@ -76,4 +76,5 @@ ADAPTER = Adapter(
     normalise=normalise,
     default_base_url=None,  # https://bedrock.<region>.amazonaws.com
     signing="sigv4",
+    raw_id=lambda obj: obj.get("jobArn"),
 )

@@ -66,4 +66,5 @@ ADAPTER = Adapter(
     normalise=normalise,
     default_base_url="https://generativelanguage.googleapis.com/v1beta",
     id_safe="/",
+    raw_id=lambda obj: unwrap(obj).get("name"),
 )

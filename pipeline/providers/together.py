@@ -55,4 +55,6 @@ ADAPTER = Adapter(
     auth=bearer,
     normalise=normalise,
     default_base_url="https://api.together.xyz/v1",
+    raw_id=lambda obj: (job.get("id") if "id" not in obj and isinstance(job := obj.get("job"), dict)
+                        else obj.get("id")),
 )

@@ -1,7 +1,8 @@
 """Vertex AI batch prediction jobs (``.../projects/P/locations/L/batchPredictionJobs``).
 
 Listed with ``pageSize``/``pageToken`` under ``batchPredictionJobs``; auth is an OAuth access
-token sent as a bearer (obtaining it, e.g. with google-auth, is the poller's business). The
+token sent as a bearer (the source's key env/file holds it, e.g. from
+``gcloud auth print-access-token``). The
 batch id is the job number, the last segment of ``name`` (the full name is kept in ``provider_extra``).
 ``state`` is ``JOB_STATE_*``; ``startTime`` is ``in_progress_at``; ``endTime`` the end time of
 the terminal status reached. ``completionStats`` (int64 as strings; unverified by providers.md):
@@ -84,4 +85,5 @@ ADAPTER = Adapter(
     auth=bearer,  # an OAuth access token, not an API key
     normalise=normalise,
     default_base_url=None,  # https://<location>-aiplatform.googleapis.com/v1/projects/<p>/locations/<l>
+    raw_id=lambda obj: google.short_id(n) if type(n := obj.get("name")) is str else None,
 )

@@ -1,9 +1,11 @@
 """The whole pipeline on the real Kafka broker and chDB, checked against the simulator's truth.
 
-``batchscope run`` runs as a subprocess (simulator in process, 2 sources x 50 batches in
-accelerated time). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
+``batchscope run`` runs as a subprocess (simulator in process, 4 sources x 25 batches in
+accelerated time, speaking the OpenAI, Anthropic, Gemini and Bedrock APIs, with 3 batches served
+as malformed objects). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
 every batch with its true final status and exactly one ``status_changed`` row for each
-transition the poller could have seen: each consecutive pair of statuses the simulator served.
+transition the poller could have seen: each consecutive pair of statuses the simulator served;
+the DLQ must hold exactly the malformed objects.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ SPEED = 3000.0  # 24 simulated hours in under 30 s: expiries happen within the t
 DEADLINE = 240.0
 
 
-def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int) -> Path:
+E2E_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
+
+
+def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int, *,
+                 providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = 4, batches: int = 25,
+                 malformed: int = 3) -> Path:
     path = tmp / "batchscope.toml"
     path.write_text(f"""
 [kafka]
@@ -46,9 +53,11 @@ http_port = {http_port}
 sink_flush_seconds = 0.5
 
 [simulator]
-batches = 50
-sources = 2
+batches = {batches}
+sources = {sources}
+providers = [{", ".join(f'"{p}"' for p in providers)}]
 seed = 7
+malformed = {malformed}
 speed = {SPEED}
 port = {sim_port}
 poll_interval = 0.25
@@ -87,7 +96,7 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
     try:
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
                "query": f"http://127.0.0.1:{http_port}", "bootstrap": kafka_bootstrap,
-               "changes": f"{topic_prefix}.changes"}
+               "changes": f"{topic_prefix}.changes", "dlq": f"{topic_prefix}.dlq"}
     finally:
         stop_run(proc)
 
@@ -109,12 +118,16 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
     # One more poll after the fleet turned terminal, so every final status has been served.
     time.sleep(1.0)
     truth = get_json(pipeline["truth"])
-    finals = {(b["source"], b["batch_id"]): b["final_status"] for b in truth["batches"]}
+    finals = {(b["source"], b["batch_id"]): b["final_status"] for b in truth["batches"] if not b["malformed"]}
     expected = expected_pairs(truth)
     want_changes = sum(len(p) for p in expected.values())
-    assert len(finals) == 100
-    # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each.
-    assert want_changes >= 100, f"only {want_changes} transitions served: is the poller too slow?"
+    assert len(truth["batches"]) == 100
+    assert len(finals) == 100 - len(truth["malformed"]) == 97
+    assert {b["provider"] for b in truth["batches"]} == set(E2E_PROVIDERS)
+    assert all(b["final_status"] == b["transitions"][-1]["status"] for b in truth["batches"])
+    # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each
+    # (fewer where a provider shows fewer statuses: Anthropic, Gemini and Bedrock have no finalizing).
+    assert want_changes >= 60, f"only {want_changes} transitions served: is the poller too slow?"
 
     def caught_up() -> bool:
         latest = sql("SELECT count() FROM batch_latest FINAL WHERE status IN "
@@ -154,5 +167,8 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
         event = validate(record.value)
         assert by_id.setdefault(event["event_id"], record.value) == record.value
     kinds = {orjson.loads(v)["kind"] for v in by_id.values()}
+    dead = [orjson.loads(r.value) for r in asyncio.run(read_all(pipeline["bootstrap"], pipeline["dlq"]))]
+    assert sorted(d["key"] for d in dead) == sorted(truth["malformed"])  # exactly the malformed, once
+    assert all(d["stage"] == "normalise" and d["reason"] for d in dead)
     assert {"discovered", "status_changed"} <= kinds
     assert sum(1 for v in by_id.values() if orjson.loads(v)["kind"] == "status_changed") == want_changes

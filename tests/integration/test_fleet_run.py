@@ -72,7 +72,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
     tmp = tmp_path_factory.mktemp("fleet")
     prefix = f"it-{uuid.uuid4().hex[:10]}"
     sim_port, http_port = free_port(), free_port()
-    config = write_config(tmp, kafka_bootstrap, prefix, sim_port, http_port)
+    # OpenAI-shaped sources: the saved queries' exact answers need every *_at time (in_progress_at).
+    config = write_config(tmp, kafka_bootstrap, prefix, sim_port, http_port, providers=("openai", "orq"),
+                          sources=2, batches=50, malformed=0)
     fault = tmp / "clickhouse-down"
     with config.open("a", encoding="utf-8") as out:
         out.write(f'\n[clickhouse]\nfault_file = "{fault}"\n')

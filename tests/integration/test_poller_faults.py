@@ -1,6 +1,7 @@
 """The poller against a simulator where 30% of requests fail (429 in both Retry-After forms,
-500/502/503/529, hangs, truncated and malformed bodies): every batch's final status is observed
-and no request is sent before a Retry-After the simulator gave has passed."""
+500/502/503/529, hangs, truncated and malformed bodies), over 10 sources that speak all ten
+providers' APIs: every batch's final (canonical) status is observed and no request is sent before
+a Retry-After the simulator gave has passed. Then every pagination style under fast creation."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 
 import pytest
 
-from pipeline.config import SimulatorConfig, SourceConfig
+from pipeline.config import PROVIDERS, SimulatorConfig, SourceConfig
+from pipeline.errors import InvalidRecord
 from pipeline.faults import FAULTS
 from pipeline.models import Envelope
+from pipeline.normalise import normalise
 from pipeline.poller import Poller
 from pipeline.simulator import CREATION_SPAN, Simulator
 
@@ -21,22 +24,28 @@ SOURCES, BATCHES = 10, 100
 
 
 class LatestStatus:
-    """A sink that keeps the last observed status per batch."""
+    """A sink that keeps the last observed canonical status per batch."""
 
     def __init__(self) -> None:
         self.status: dict[tuple[str, str], str] = {}
+        self.invalid: list[str] = []
 
     async def publish(self, envelopes: list[Envelope]) -> None:
         for e in envelopes:
-            self.status[(e.source, e.payload["id"])] = e.payload["status"]
+            try:
+                snap = normalise(e)
+            except InvalidRecord:
+                self.invalid.append(e.key)
+                continue
+            self.status[(e.source, snap.batch_id)] = snap.status
 
 
 async def test_every_final_status_observed_under_a_fault_storm() -> None:
     config = SimulatorConfig(port=0, batches=BATCHES, sources=SOURCES, speed=4000.0, seed=11,
-                             fault_rate=0.3, retry_after=0.3, hang_seconds=1.0)
+                             fault_rate=0.3, retry_after=0.3, hang_seconds=1.0, providers=PROVIDERS)
     sink = LatestStatus()
     async with Simulator(config) as sim:
-        sources = tuple(SourceConfig(name=n, provider="openai", base_url=sim.source_url(n),
+        sources = tuple(SourceConfig(name=n, provider=sim.provider(n), base_url=sim.source_url(n),
                                      poll_interval=0.2, request_timeout=0.5, max_rps=200.0,
                                      breaker_threshold=8, breaker_reset=0.5)
                         for n in sim.sources)
@@ -54,6 +63,8 @@ async def test_every_final_status_observed_under_a_fault_storm() -> None:
         report = sim.faults.report()
 
     assert len(finals) == SOURCES * BATCHES
+    assert {b["provider"] for b in truth["batches"]} == set(PROVIDERS)
+    assert sink.invalid == []
     missing = {k: (sink.status.get(k), v) for k, v in finals.items() if sink.status.get(k) != v}
     assert not missing, f"{len(missing)} batches without their final status, e.g. {list(missing.items())[:3]}"
     injected = report["injected"]
@@ -65,18 +76,25 @@ async def test_every_final_status_observed_under_a_fault_storm() -> None:
     assert all(m.cycles > 0 for m in metrics)
 
 
-@pytest.mark.parametrize("seed", range(8))
-async def test_batches_created_between_page_fetches_are_neither_missed_nor_duplicated(seed: int) -> None:
+STYLES = {"openai": "cursor after", "anthropic": "cursor after_id", "mistral": "page numbers",
+          "gemini": "page tokens", "bedrock": "page tokens (SigV4 API)", "together": "one bare array"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("provider", list(STYLES))
+async def test_batches_created_between_page_fetches_are_neither_missed_nor_duplicated(
+    provider: str, seed: int,
+) -> None:
     """Small pages and fast creation: new batches arrive while the poller pages through the list."""
-    config = SimulatorConfig(port=0, batches=60, sources=1, speed=6000.0, seed=seed)
-    pages: list[list[str]] = []
+    config = SimulatorConfig(port=0, batches=60, sources=1, speed=12000.0, seed=seed, providers=(provider,))
+    pages: list[list[str | None]] = []
 
     class Pages:
         async def publish(self, envelopes: list[Envelope]) -> None:
-            pages.append([e.payload["id"] for e in envelopes])
+            pages.append([e.batch_id for e in envelopes])
 
     async with Simulator(config) as sim:
-        source = SourceConfig(name="sim-1", provider="openai", base_url=sim.source_url("sim-1"),
+        source = SourceConfig(name="sim-1", provider=provider, base_url=sim.source_url("sim-1"),
                               poll_interval=0.02, page_limit=3, max_rps=1000.0)
         poller = Poller((source,), Pages())
         task = asyncio.create_task(poller.run())
@@ -85,7 +103,7 @@ async def test_batches_created_between_page_fetches_are_neither_missed_nor_dupli
         await asyncio.sleep(CREATION_SPAN / 2 / config.speed + 0.5)
         poller.stop()
         await asyncio.wait_for(task, timeout=10)
-        fleet = {b.id for b in sim.sources["sim-1"].fleet}
+        fleet = {b["batch_id"] for b in sim.truth()["batches"]}
     published = [i for page in pages for i in page]
     assert set(published) == fleet  # none missed
     assert all(len(page) == len(set(page)) for page in pages)  # no duplicate within a page

@@ -103,6 +103,8 @@ def test_parser_commands() -> None:
         [],
         ["query", "SELECT 1", "--format", "xml"],
         ["simulate", "--batches", "many"],
+        ["simulate", "--providers", "openai,acme"],
+        ["simulate", "--malformed", "few"],
         ["run", "--nope"],
     ],
 )
@@ -131,3 +133,17 @@ def test_worker_rejects_unknown_agents(agents: str, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "choose from normalise,track,sink" in err
+
+
+def test_simulate_knobs(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["simulate", "--providers", "anthropic, bedrock", "--latency", "0.2",
+                                      "--vanish-share", "0.1", "--vanish-after", "60", "--malformed", "3"])
+    assert (args.providers, args.latency, args.vanish_share, args.vanish_after, args.malformed) == (
+        ("anthropic", "bedrock"), 0.2, 0.1, 60.0, 3)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--batches", "--sources", "--seed", "--speed", "--port", "--fault-rate", "--retry-after",
+                 "--hang-seconds", "--providers", "--latency", "--vanish-share", "--vanish-after",
+                 "--malformed"):
+        assert flag in text

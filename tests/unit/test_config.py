@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import (
+    PROVIDERS,
     ClickHouseConfig,
     KafkaConfig,
     PipelineConfig,
@@ -177,6 +178,12 @@ def test_env_value_is_validated_like_a_file_value(tmp_path: Path) -> None:
         ("[clickhouse]\ndatabase = \"my-db\"\n", "clickhouse.database:"),
         ("[kafka]\ntopic_prefix = \"  \"\n", "kafka.topic_prefix:"),
         ("[simulator]\nsources = 0\n", "simulator.sources:"),
+        ("[simulator]\nproviders = \"openai\"\n", "simulator.providers:"),
+        ("[simulator]\nproviders = []\n", "simulator.providers:"),
+        ("[simulator]\nproviders = [\"openai\", \"acme\"]\n", "simulator.providers:"),
+        ("[simulator]\nvanish_share = 2\n", "simulator.vanish_share:"),
+        ("[simulator]\nmalformed = -1\n", "simulator.malformed:"),
+        ("[simulator]\nlatency = -1\n", "simulator.latency:"),
         ("kafka = 5\n", "kafka:"),
         ("[kafak]\npartitions = 4\n", "kafak:"),
         ("[sources]\nname = \"a\"\n", "sources:"),
@@ -237,7 +244,11 @@ def test_several_sources_keep_their_order(tmp_path: Path) -> None:
         ('[[sources]]\nname = "a/b"\nprovider = "openai"\n', "sources[0].name:", "without '/'"),
         ('[[sources]]\nname = "a"\n', "sources[0].provider:", "must be one of"),
         ('[[sources]]\nname = "a"\nprovider = "acme"\n', "sources[0].provider:", "must be one of"),
-        ('[[sources]]\nname = "a"\nprovider = "anthropic"\n', "sources[0].provider:", "cannot be polled"),
+        ('[[sources]]\nname = "a"\nprovider = "azure_openai"\n', "sources[0].base_url:",
+         "required for provider 'azure_openai'"),
+        ('[[sources]]\nname = "a"\nprovider = "vertex"\n', "sources[0].base_url:", "required for provider"),
+        ('[[sources]]\nname = "a"\nprovider = "bedrock"\n', "sources[0].base_url:",
+         "https://bedrock.<region>.amazonaws.com"),
         ('[[sources]]\nname = "a"\nprovider = 1\n', "sources[0].provider:", "expected str"),
         (source_toml('base_url = "ftp://x"'), "sources[0].base_url:", "http(s)"),
         (source_toml("poll_interval = 0"), "sources[0].poll_interval:", "greater than 0"),
@@ -373,3 +384,34 @@ def test_settings_and_source_repr_hide_the_key(tmp_path: Path) -> None:
         assert KEY not in repr(source)
         assert KEY not in f"{source}"
         assert "Secret('***')" in repr(source)
+
+
+# --- every provider is pollable ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_every_provider_is_pollable(tmp_path: Path, provider: str) -> None:
+    text = f'[[sources]]\nname = "a"\nprovider = "{provider}"\nbase_url = "https://x.example/v1"\n'
+    (source,) = load_settings(write(tmp_path, text), {}).sources
+    assert (source.provider, source.base_url) == (provider, "https://x.example/v1")
+
+
+def test_bedrock_credentials_must_be_key_id_and_secret(tmp_path: Path) -> None:
+    text = ('[[sources]]\nname = "aws"\nprovider = "bedrock"\n'
+            'base_url = "https://bedrock.eu-west-1.amazonaws.com"\napi_key_env = "AWS_CREDS"\n')
+    path = write(tmp_path, text)
+    message = load_error(path, {"AWS_CREDS": "just-a-secret-value"})
+    assert message.startswith("sources[0].api_key_env:")
+    assert "ACCESS_KEY_ID:SECRET_ACCESS_KEY" in message
+    assert "just-a-secret-value" not in message
+    (source,) = load_settings(path, {"AWS_CREDS": "AKID:secret"}).sources
+    assert source.api_key is not None
+
+
+def test_simulator_providers_from_toml_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[simulator]\nproviders = ["anthropic", "gemini"]\nmalformed = 3\n')
+    sim = load_settings(path, {}).simulator
+    assert (sim.providers, sim.malformed) == (("anthropic", "gemini"), 3)
+    env = {"BATCHSCOPE_SIMULATOR_PROVIDERS": "bedrock, vertex"}
+    assert load_settings(path, env).simulator.providers == ("bedrock", "vertex")
+    assert len(set(SimulatorConfig().providers)) >= 4  # the default fleet shows several providers

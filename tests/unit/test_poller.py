@@ -10,14 +10,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pipeline.config import Secret, SimulatorConfig, SourceConfig
+from pipeline.config import PROVIDERS, Secret, SimulatorConfig, SourceConfig
 from pipeline.errors import SourceError
 from pipeline.models import TERMINAL, Envelope
 from pipeline.normalise import normalise
 from pipeline.poller import Poller, SourcePoller
 from pipeline.providers.base import read_error
 from pipeline.retry import RetryPolicy
-from pipeline.simulator import CREATION_SPAN, Simulator
+from pipeline.simulator import CREATION_SPAN, Simulator, simulator_secret
 from pipeline.timeutil import parse_iso
 
 SPEED = 3600.0
@@ -56,14 +56,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=5)
+    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=5, sources=2, providers=("openai",))
     async with Simulator(config, clock=clock) as simulator:
         yield simulator
 
 
 @pytest.fixture
 async def guarded_sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(port=0, batches=10, speed=SPEED)
+    config = SimulatorConfig(port=0, batches=10, speed=SPEED, sources=2, providers=("openai",))
     async with Simulator(config, api_key=SIM_KEY, clock=clock) as simulator:
         yield simulator
 
@@ -243,9 +243,9 @@ async def test_http_errors(serve: Callable[[Handler], Awaitable[str]], http: aio
     ("body", "fragment", "retriable"),
     [
         (b"not json", "not JSON", True),
-        (b"[1, 2]", "no 'data' array", False),
-        (b'{"object": "list"}', "no 'data' array", False),
-        (b'{"data": {"id": "x"}}', "no 'data' array", False),
+        (b"[1, 2]", "list response is not a JSON object with a 'data' array", False),
+        (b'{"object": "list"}', "list response is not a JSON object", False),
+        (b'{"data": {"id": "x"}}', "list response is not a JSON object", False),
     ],
 )
 async def test_malformed_list_responses(
@@ -342,3 +342,90 @@ async def test_retry_after_on_the_last_attempt_holds_for_the_next_cycle(
     await poller._cycle(http)
     assert poller.cycles == 1
     assert arrivals[1] - arrivals[0] >= 0.29
+
+
+# --- every provider, through its adapter ------------------------------------------------------
+
+
+@pytest.fixture
+async def fleet(clock: FakeClock) -> AsyncIterator[Simulator]:
+    config = SimulatorConfig(port=0, batches=25, sources=len(PROVIDERS), providers=PROVIDERS, speed=SPEED,
+                             seed=8, malformed=6)
+    async with Simulator(config, api_key=SIM_KEY, clock=clock) as simulator:
+        yield simulator
+
+
+def provider_source(sim: Simulator, name: str, key: str = SIM_KEY) -> SourceConfig:
+    provider = sim.provider(name)
+    return SourceConfig(name=name, provider=provider, base_url=sim.source_url(name), page_limit=4,
+                        api_key=Secret(simulator_secret(provider, key)), poll_interval=0.01, max_rps=1000.0)
+
+
+async def test_every_provider_is_polled_through_its_adapter(fleet: Simulator, clock: FakeClock) -> None:
+    """Each batch once per cycle, keyed by the adapter's id; malformed objects published once."""
+    truth_ids = {(b["source"], b["batch_id"]) for b in fleet.truth()["batches"]}
+    malformed = set(fleet.truth()["malformed"])
+    for name in fleet.sources:
+        sink = CollectingSink()
+        poller = SourcePoller(provider_source(fleet, name), sink)
+        async with aiohttp.ClientSession(headers=poller._headers()) as session:
+            first = await poller.poll_once(session)
+            assert first == len(fleet.sources[name].visible(fleet.now()))
+            clock.now += CREATION_SPAN / SPEED
+            await poller.poll_once(session)
+            clock.now -= CREATION_SPAN / SPEED
+        keys = [e.key for e in sink.envelopes]
+        assert {tuple(k.split("/", 1)) for k in keys} == {k for k in truth_ids if k[0] == name}
+        for page in sink.pages:
+            assert len({e.key for e in page}) == len(page)
+        rejected = [e.key for e in sink.envelopes if e.key in malformed]
+        assert sorted(rejected) == sorted(k for k in malformed if k.startswith(f"{name}/"))  # once each
+        for env in sink.envelopes:
+            if env.key not in malformed:
+                assert normalise(env).key == env.key
+        assert poller.metrics.errors["invalid_object"] == len(rejected)
+        assert poller.metrics.errors["http_401"] == 0
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "gemini", "vertex", "bedrock", "azure_openai"])
+async def test_a_wrong_credential_is_refused_per_provider(clock: FakeClock, provider: str) -> None:
+    config = SimulatorConfig(port=0, batches=3, sources=1, providers=(provider,), speed=SPEED)
+    async with Simulator(config, api_key=SIM_KEY, clock=clock) as sim:
+        poller = SourcePoller(provider_source(sim, "sim-1", key=WRONG_KEY), CollectingSink(), FAST)
+        async with aiohttp.ClientSession(headers=poller._headers()) as session:
+            with pytest.raises(SourceError) as info:
+                await poller.poll_once(session)
+    assert info.value.status == (403 if provider == "bedrock" else 401)
+    assert info.value.retriable is False
+    assert WRONG_KEY not in str(info.value)
+
+
+async def test_stragglers_are_fetched_by_the_adapter_path_and_vanish(clock: FakeClock) -> None:
+    """Active batches beyond the stop page are fetched one by one; a vanished one counts once."""
+    for provider in ("vertex", "bedrock", "gemini", "azure_openai"):
+        config = SimulatorConfig(port=0, batches=20, sources=1, providers=(provider,), speed=SPEED, seed=2,
+                                 vanish_share=1.0, vanish_after=0.0)
+        async with Simulator(config, clock=clock) as sim:
+            sink = CollectingSink()
+            poller = SourcePoller(provider_source(sim, "sim-1"), sink)
+            async with aiohttp.ClientSession(headers=poller._headers()) as session:
+                await poller.poll_once(session)
+                active = [k for k, v in poller.known.items() if not v.settled]
+                assert active
+                clock.now += (CREATION_SPAN + 2 * 24 * 3600) / SPEED  # all ended, all vanished
+                await poller.poll_once(session)
+            assert poller.metrics.vanished == len(active), provider
+            assert not any(not v.settled for v in poller.known.values())
+
+
+async def test_simulated_latency_beyond_the_request_timeout_is_a_retriable_timeout(clock: FakeClock) -> None:
+    config = SimulatorConfig(port=0, batches=3, sources=1, providers=("mistral",), speed=SPEED, latency=1.0)
+    async with Simulator(config, clock=clock) as sim:
+        source = SourceConfig(name="slow", provider="mistral", base_url=sim.source_url("sim-1"),
+                              request_timeout=0.1, max_rps=1000.0)
+        poller = SourcePoller(source, CollectingSink(), RetryPolicy(max_attempts=1))
+        async with aiohttp.ClientSession(timeout=poller._timeout) as session:
+            with pytest.raises(SourceError) as info:
+                await poller.poll_once(session)
+    assert info.value.retriable is True
+    assert poller.metrics.errors["timeout"] == 1

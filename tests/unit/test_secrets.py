@@ -11,7 +11,7 @@ from pipeline.config import Secret, SimulatorConfig, SourceConfig
 from pipeline.metrics import render
 from pipeline.models import Envelope
 from pipeline.poller import Poller
-from pipeline.simulator import Simulator
+from pipeline.simulator import Simulator, simulator_secret
 
 KEY = "sk-proj-FAKE-9d8c7b6a5f4e3d2c1b0a"
 WRONG = "sk-proj-WRONG-0a1b2c3d4e5f6a7b8c9d"
@@ -25,26 +25,34 @@ class Capture:
         self.published.extend(e.to_json() for e in envelopes)
 
 
+PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "vertex", "azure_openai")
+
+
+def source(sim: Simulator, name: str, key: str, label: str) -> SourceConfig:
+    provider = sim.provider(name)
+    return SourceConfig(name=f"{label}-{provider}", provider=provider, base_url=sim.source_url(name),
+                        api_key=Secret(simulator_secret(provider, key)), poll_interval=0.05,
+                        request_timeout=0.1, max_rps=500.0)
+
+
 async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
+    """Bearer, x-api-key, x-goog-api-key, api-key and SigV4 sources, each with the right and a wrong key."""
     caplog.set_level(logging.DEBUG)
-    config = SimulatorConfig(port=0, batches=20, sources=2, speed=2000.0, fault_rate=0.3,
-                             retry_after=0.05, hang_seconds=0.2)
+    config = SimulatorConfig(port=0, batches=10, sources=len(PROVIDERS), providers=PROVIDERS, speed=2000.0,
+                             fault_rate=0.3, retry_after=0.05, hang_seconds=0.2)
     sink = Capture()
     async with Simulator(config, api_key=KEY) as sim:
-        sources = (
-            SourceConfig(name="good", provider="openai", base_url=sim.source_url("sim-1"),
-                         api_key=Secret(KEY), poll_interval=0.05, request_timeout=0.1, max_rps=500.0),
-            SourceConfig(name="bad", provider="openai", base_url=sim.source_url("sim-2"),
-                         api_key=Secret(WRONG), poll_interval=0.05, request_timeout=0.1, max_rps=500.0),
-        )
+        sources = tuple(source(sim, n, KEY, "good") for n in sim.sources) + tuple(
+            source(sim, n, WRONG, "bad") for n in sim.sources)
         poller = Poller(sources, sink)
         task = asyncio.create_task(poller.run())
         await asyncio.sleep(2.0)
         poller.stop()
         await asyncio.wait_for(task, timeout=10)
     metrics = poller.metrics()
-    assert metrics[0].observations > 0, "the good source must have been polled"
-    assert metrics[1].errors["http_401"] > 0, "the bad source must have been refused"
+    good, bad = metrics[:len(PROVIDERS)], metrics[len(PROVIDERS):]
+    assert all(m.observations > 0 for m in good), "every good source must have been polled"
+    assert all(m.errors["http_401"] + m.errors["http_403"] > 0 for m in bad), "every bad source refused"
     haystacks = [caplog.text, render(metrics), repr(sources), str(sources),
                  *(b.decode() for b in sink.published)]
     for record in caplog.records:

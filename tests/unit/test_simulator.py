@@ -36,7 +36,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=11)
+    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=11, sources=2, providers=("openai",))
     async with Simulator(config, clock=clock, wall=lambda: EPOCH) as simulator:
         yield simulator
 
@@ -274,7 +274,7 @@ async def test_unknown_after_is_400(sim: Simulator, http: aiohttp.ClientSession)
 
 
 async def test_api_key_is_enforced(clock: FakeClock, http: aiohttp.ClientSession) -> None:
-    config = SimulatorConfig(port=0, batches=5, speed=SPEED)
+    config = SimulatorConfig(port=0, batches=5, speed=SPEED, sources=2, providers=("openai",))
     async with Simulator(config, api_key="sk-sim-right", clock=clock, wall=lambda: EPOCH) as guarded:
         url = f"{guarded.source_url('sim-1')}/batches"
         for headers in ({}, {"Authorization": "Bearer sk-sim-wrong"}, {"Authorization": "sk-sim-right"}):
@@ -289,15 +289,19 @@ async def test_api_key_is_enforced(clock: FakeClock, http: aiohttp.ClientSession
 
 async def test_truth_shape(sim: Simulator, http: aiohttp.ClientSession) -> None:
     truth = await get_json(http, f"http://127.0.0.1:{sim.port}/_sim/truth")
-    assert set(truth) == {"now", "all_terminal", "batches", "faults"}
+    assert set(truth) == {"now", "all_terminal", "batches", "faults", "sources", "malformed"}
+    assert truth["malformed"] == []
+    assert truth["sources"] == [{"name": n, "provider": "openai", "base_url": sim.source_url(n)}
+                                for n in ("sim-1", "sim-2")]
     assert truth["faults"] == {"injected": {}, "early_requests": {}}
     assert truth["now"] == int(EPOCH)
     assert truth["all_terminal"] is False
     assert len(truth["batches"]) == 60
     fleet = {(name, b.id): b for name, source in sim.sources.items() for b in source.fleet}
     for entry in truth["batches"]:
-        assert set(entry) == {"source", "batch_id", "final_status", "status", "created_at",
-                              "transitions", "served"}
+        assert set(entry) == {"source", "provider", "batch_id", "final_status", "status", "created_at",
+                              "transitions", "served", "malformed", "vanishes_at"}
+        assert (entry["provider"], entry["malformed"], entry["vanishes_at"]) == ("openai", False, None)
         batch = fleet[(entry["source"], entry["batch_id"])]
         assert entry["final_status"] == batch.final_status
         assert entry["status"] == batch.status_at(0.0)

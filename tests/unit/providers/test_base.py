@@ -70,3 +70,28 @@ def test_config_base_urls_match_the_adapters() -> None:
 
     defaults = {n: a.default_base_url for n, a in ADAPTERS.items() if a.default_base_url}
     assert defaults == DEFAULT_BASE_URLS
+
+
+@pytest.mark.parametrize(("provider", "obj", "expected"), [
+    ("openai", {"id": "batch_1"}, "batch_1"),
+    ("anthropic", {"id": "msgbatch_1"}, "msgbatch_1"),
+    ("together", {"job": {"id": "t-1"}}, "t-1"),
+    ("gemini", {"name": "batches/b1", "metadata": {"name": "batches/b1", "state": "BATCH_STATE_RUNNING"}},
+     "batches/b1"),
+    ("vertex", {"name": "projects/p/locations/l/batchPredictionJobs/123"}, "123"),
+    ("bedrock", {"jobArn": "arn:aws:bedrock:us-east-1:1:model-invocation-job/j1"},
+     "arn:aws:bedrock:us-east-1:1:model-invocation-job/j1"),
+    ("openai", {"id": 5}, None),
+    ("vertex", {"name": ""}, None),
+    ("bedrock", {"id": "x"}, None),
+])
+def test_batch_id_of_a_raw_object_and_the_envelope_key(provider: str, obj: dict[str, object],
+                                                       expected: str | None) -> None:
+    assert adapter(provider).batch_id(obj) == expected
+    env = Envelope("acct", provider, "2024-01-01T00:00:00Z", obj)
+    assert env.key == f"acct/{expected or ''}"
+    if expected is not None and provider != "together":
+        full = {"openai": {"status": "completed"}, "anthropic": {"processing_status": "ended"},
+                "gemini": {}, "vertex": {"state": "JOB_STATE_RUNNING"}, "bedrock": {"status": "InProgress"}}
+        assert normalise(Envelope("acct", provider, "2024-01-01T00:00:00Z", {**obj, **full[provider]})).key \
+            == env.key
