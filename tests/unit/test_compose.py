@@ -27,6 +27,7 @@ import yaml
 
 from pipeline.cli import COMMANDS, build_parser
 from pipeline.config import Settings, load_settings
+from pipeline.simulator import Simulator
 from tests.deploy_files import (
     ROOT,
     dashboard_variables,
@@ -146,8 +147,14 @@ def test_demo_sources_point_at_the_simulator_service() -> None:
         assert (url.hostname, str(url.port)) == ("simulator", port)
         assert source.api_key is None
     assert SERVICES["simulator"]["environment"]["BATCHSCOPE_SIMULATOR_HOST"] == "0.0.0.0"
-    sim_sources = settings_of("simulator").simulator.sources
-    assert {s.name for s in settings.sources} == {f"sim-{i + 1}" for i in range(sim_sources)}
+    sim_config = settings_of("simulator").simulator
+    assert {s.name for s in settings.sources} == {f"sim-{i + 1}" for i in range(sim_config.sources)}
+    # Each source speaks what the simulator serves under its prefix, at the provider's API root.
+    sim = Simulator(sim_config)
+    for source in settings.sources:
+        assert source.provider == sim.provider(source.name)
+        assert urlsplit(source.base_url).path == urlsplit(sim.source_url(source.name)).path
+    assert len({s.provider for s in settings.sources}) >= 4
 
 
 def health_command(name: str) -> list[str]:
