@@ -1,11 +1,12 @@
 """The whole pipeline on the real Kafka broker and chDB, checked against the simulator's truth.
 
-``batchscope run`` runs as a subprocess (simulator in process, 4 sources x 25 batches in
-accelerated time, speaking the OpenAI, Anthropic, Gemini and Bedrock APIs, with 3 batches served
-as malformed objects). When the fleet is terminal and ClickHouse has caught up, ClickHouse must hold
-every batch with its true final status and exactly one ``status_changed`` row for each
-transition the poller could have seen: each consecutive pair of statuses the simulator served;
-the DLQ must hold exactly the malformed objects.
+``batchscope run`` runs as a subprocess (simulator in process: 2,000 batches over 20 sources in
+accelerated time, speaking seven providers' APIs round-robin, 10% of API requests answered with
+injected faults (429 in both Retry-After forms, 5xx, 529, hangs, truncated and malformed bodies),
+and a few batches served as malformed objects). When the fleet is terminal and ClickHouse has
+caught up, ClickHouse must hold every batch with its true final status and exactly one
+``status_changed`` row for each transition the poller could have seen: each consecutive pair of
+statuses the simulator served; the DLQ must hold exactly the malformed objects.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ SPEED = 3000.0  # 24 simulated hours in under 30 s: expiries happen within the t
 DEADLINE = 240.0
 
 
-E2E_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock")
+E2E_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "mistral", "together", "vertex")
+SOURCES, PER_SOURCE, MALFORMED, FAULT_RATE = 20, 100, 5, 0.10
 
 
 def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int, *,
-                 providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = 4, batches: int = 25,
-                 malformed: int = 3) -> Path:
+                 providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = SOURCES,
+                 batches: int = PER_SOURCE, malformed: int = MALFORMED, fault_rate: float = 0.0) -> Path:
     path = tmp / "batchscope.toml"
     path.write_text(f"""
 [kafka]
@@ -58,6 +60,9 @@ sources = {sources}
 providers = [{", ".join(f'"{p}"' for p in providers)}]
 seed = 7
 malformed = {malformed}
+fault_rate = {fault_rate}
+retry_after = 0.5
+hang_seconds = 1.0
 speed = {SPEED}
 port = {sim_port}
 poll_interval = 0.25
@@ -90,7 +95,7 @@ def wait_for(predicate: Any, what: str, proc: subprocess.Popen[bytes], log: Path
 @pytest.fixture
 def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterator[dict[str, Any]]:
     sim_port, http_port = free_port(), free_port()
-    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port, http_port)
+    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port, http_port, fault_rate=FAULT_RATE)
     log = tmp_path / "run.log"
     proc = start_run(config, tmp_path, log)
     try:
@@ -121,13 +126,16 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
     finals = {(b["source"], b["batch_id"]): b["final_status"] for b in truth["batches"] if not b["malformed"]}
     expected = expected_pairs(truth)
     want_changes = sum(len(p) for p in expected.values())
-    assert len(truth["batches"]) == 100
-    assert len(finals) == 100 - len(truth["malformed"]) == 97
+    assert len(truth["batches"]) == SOURCES * PER_SOURCE
+    assert len(finals) == SOURCES * PER_SOURCE - len(truth["malformed"]) == SOURCES * PER_SOURCE - MALFORMED
     assert {b["provider"] for b in truth["batches"]} == set(E2E_PROVIDERS)
+    injected = truth["faults"]["injected"]
+    assert sum(injected.values()) > 0, "no API fault was injected"
+    assert truth["faults"]["early_requests"] == {}, "a request came before its Retry-After"
     assert all(b["final_status"] == b["transitions"][-1]["status"] for b in truth["batches"])
     # Half the fleet was created before the simulator started; the rest reveals 1-3 transitions each
     # (fewer where a provider shows fewer statuses: Anthropic, Gemini and Bedrock have no finalizing).
-    assert want_changes >= 60, f"only {want_changes} transitions served: is the poller too slow?"
+    assert want_changes >= SOURCES * PER_SOURCE * 0.6, f"only {want_changes} transitions served"
 
     def caught_up() -> bool:
         latest = sql("SELECT count() FROM batch_latest FINAL WHERE status IN "
