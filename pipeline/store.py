@@ -43,6 +43,8 @@ ERROR_CODE = re.compile(r"Code: (\d+)")
 # Server error codes that go away on their own: retried with backoff, never dead-lettered.
 TRANSIENT_CODES = frozenset({
     3,    # UNEXPECTED_END_OF_FILE
+    60,   # UNKNOWN_TABLE: the schema is not migrated yet (a worker started before `migrate`)
+    81,   # UNKNOWN_DATABASE: likewise; the sink waits, paused, instead of dead-lettering everything
     159,  # TIMEOUT_EXCEEDED
     164,  # READONLY (a replica in read-only mode)
     202,  # TOO_MANY_SIMULTANEOUS_QUERIES
