@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from enum import Enum
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -45,7 +48,8 @@ class CircuitBreaker:
     trial request through (half-open); a success closes it, a failure opens it again."""
 
     def __init__(self, threshold: int = 5, reset_after: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, name: str = "") -> None:
+        self.name = name  # the source, for the log lines of state changes
         self.threshold = threshold
         self.reset_after = reset_after
         self._clock = clock
@@ -65,6 +69,9 @@ class CircuitBreaker:
         return remaining
 
     def success(self) -> None:
+        if self.state is not BreakerState.CLOSED:
+            log.info("source %s: circuit breaker closed: trial request succeeded %.2fs after it opened",
+                     self.name, self._clock() - self._opened_at)
         self._failures = 0
         self.state = BreakerState.CLOSED
 
@@ -73,5 +80,7 @@ class CircuitBreaker:
         if self.state is BreakerState.HALF_OPEN or self._failures >= self.threshold:
             if self.state is not BreakerState.OPEN:
                 self.opened += 1
+                log.warning("source %s: circuit breaker open after %d consecutive failures; "
+                            "next trial request in %.2fs", self.name, self._failures, self.reset_after)
             self.state = BreakerState.OPEN
             self._opened_at = self._clock()

@@ -71,7 +71,7 @@ class SourcePoller:
         self._sink = sink
         self.policy = policy or RetryPolicy()
         self.limiter = RateLimiter(source.max_rps, burst=max(1, int(source.max_rps)))
-        self.breaker = CircuitBreaker(source.breaker_threshold, source.breaker_reset)
+        self.breaker = CircuitBreaker(source.breaker_threshold, source.breaker_reset, name=source.name)
         self.metrics = SourceMetrics(source.name, source.provider)
         self.adapter = adapter(source.provider)
         self._aws = self._aws_credentials()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from pipeline.breaker import BreakerState, CircuitBreaker, RateLimiter
 
 
@@ -52,6 +56,23 @@ def test_half_open_failure_reopens_and_success_closes() -> None:
     assert state(breaker) is BreakerState.CLOSED
     breaker.failure()
     assert state(breaker) is BreakerState.CLOSED  # the failure count restarted
+
+
+def test_state_changes_are_logged_with_the_source(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=2, reset_after=5.0, clock=clock, name="acct-1")
+    with caplog.at_level(logging.INFO, logger="pipeline.breaker"):
+        breaker.success()  # closed stays closed: nothing to say
+        breaker.failure()
+        breaker.failure()
+        breaker.failure()  # already open: said once
+        clock.now += 6.0
+        breaker.wait_time()
+        breaker.success()
+    assert [r.getMessage() for r in caplog.records] == [
+        "source acct-1: circuit breaker open after 2 consecutive failures; next trial request in 5.00s",
+        "source acct-1: circuit breaker closed: trial request succeeded 6.00s after it opened",
+    ]
 
 
 def test_success_resets_consecutive_failures() -> None:
