@@ -38,7 +38,7 @@ from pipeline.breaker import CircuitBreaker, RateLimiter
 from pipeline.config import SourceConfig
 from pipeline.errors import BatchscopeError, InvalidRecord, SourceError
 from pipeline.metrics import SourceMetrics
-from pipeline.models import TERMINAL, Envelope
+from pipeline.models import TERMINAL, Envelope, Snapshot
 from pipeline.providers import adapter
 from pipeline.providers.paging import Params
 from pipeline.retry import RetryPolicy, header_delay
@@ -288,7 +288,7 @@ class SourcePoller:
         counted = snap.requests_completed
         done = None if counted is None else counted + (snap.requests_failed or 0)
         end = schedule.expected_end(now, expires, _unix(snap.in_progress_at), done, snap.requests_total)
-        due = schedule.next_refresh(snap.status, now, end, self.cadence)
+        due = schedule.next_refresh(snap.status, now, end, self.cadence, _unix(_since(snap)))
         return Known(snap.status, expires, None, _unix(snap.created_at), due)
 
     def _rejected_before(self, batch_id: str | None, known: Known) -> bool:
@@ -406,6 +406,12 @@ class SourcePoller:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceError(f"source {self.source.name}: {type(exc).__name__} calling {url}",
                               retriable=True) from exc
+
+
+def _since(snap: Snapshot) -> str | None:
+    """When the batch entered its (active) status, if the snapshot says."""
+    return {"validating": snap.created_at, "finalizing": snap.finalizing_at,
+            "cancelling": snap.cancelling_at}.get(snap.status)
 
 
 def _unix(iso: str | None) -> float | None:

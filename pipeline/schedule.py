@@ -44,10 +44,12 @@ def expected_end(now: float, expires_at: float | None, started_at: float | None,
     return min(ends, default=None)
 
 
-def next_refresh(status: str, now: float, end: float | None, cadence: Cadence) -> float:
-    """When an active batch observed at ``now`` is next due."""
+def next_refresh(status: str, now: float, end: float | None, cadence: Cadence,
+                 since: float | None = None) -> float:
+    """When an active batch observed at ``now`` is next due (``since``: when it entered ``status``)."""
     if status in SOON:
-        return now + cadence.poll
+        spent = 0.0 if since is None else now - since
+        return now + min(cadence.active, max(cadence.poll, spent / 2))
     if end is None:
         return now + cadence.active
     return now + min(cadence.active, max(cadence.poll, (end - now) / 2))
