@@ -51,3 +51,9 @@ def test_pages_to_list_takes_the_cheaper_of_pages_and_gets() -> None:
     dense = [p for p in range(1, 10) for _ in range(3)]  # three due on each of pages 1..9
     assert pages_to_list(1, dense) == 10
     assert pages_to_list(1, [*dense, 50]) == 10  # the far one is a GET
+
+
+def test_the_longer_a_short_status_lasts_the_less_often_it_is_refreshed() -> None:
+    assert next_refresh("finalizing", 100.0, None, CADENCE, since=100.0) == 130.0
+    assert next_refresh("finalizing", 400.0, None, CADENCE, since=0.0) == 600.0  # half the time spent
+    assert next_refresh("cancelling", 10_000.0, None, CADENCE, since=0.0) == 10_300.0  # capped
