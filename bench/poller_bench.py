@@ -169,14 +169,15 @@ TITLE = "Poller: API calls per cycle against a naive poller, and detection delay
 NOTES = """Defaults: 10,000 batches, 90% terminal at the first cycle, page limit 100, poll interval 0.5 s
 and active interval 5 s at simulator speed x60 (the poller's defaults in simulated time: 30 s
 and 300 s), 41 cycles for the calls, one 15 s delay run per fleet. Ratio = naive calls over ours,
-mean of every cycle after the first (the target is held to the mean; the median is lower because
-our poller relists the far-from-end active batches in bursts). "Required" statuses and the
-"revealable" ones are defined in `bench/poller_calls.py`; the delay counts transitions from the
-end of the discovery cycle to the active interval + 6 s before the end of polling. On the `sim`
-fleet every one of the 100 list pages holds active batches and ~8 status changes happen per
-30-second cycle, spread over the pages: no poller that sees each change in the cycle it happens
-can make fewer calls than the "fewest possible" column. Shared machine: the lead re-measures
-the delay on a quiet one (the call counts are deterministic)."""
+all cycles after the first (the target is held to this mean; the median ratio is higher, because
+our poller relists the far-from-end active batches in a burst once per active interval).
+"Required" and "revealable" statuses are defined in `bench/poller_calls.py`; the delay counts
+transitions from the end of the discovery cycle to the active interval + 6 s before the end of
+polling. "Fewest possible": the mean calls per cycle of a poller that sees every batch whose
+status changed since the last cycle, in that cycle (list k pages, GET the rest, best k): on the
+`sim` fleet the changes are spread over all 100 pages, so above 100 / that figure no poller with
+poll-interval detection can go. Shared machine: the lead re-measures the delay on a quiet one
+(the call counts are deterministic)."""
 
 
 def main(argv: list[str] | None = None) -> None:
