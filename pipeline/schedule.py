@@ -7,8 +7,8 @@ wait before the next refresh is half the time left to that end, between the two 
 batch is refreshed at the poll interval around its expected end (and past it) and rarely while
 it is far from it. A batch in a status that normally moves within minutes (``validating``,
 ``finalizing``, ``cancelling``) is refreshed at the poll interval when it enters it, then after
-half the time it has spent in it so far (a stuck one backs off to the active interval). Terminal batches are never
-refreshed (the poller does not ask).
+half the time it has spent in it so far (a stuck one backs off to the active interval).
+Terminal batches are never refreshed (the poller does not ask).
 
 The batches due for a refresh are fetched by whichever is cheaper: more list pages (one call each,
 covering every batch on them) or one GET per batch (:func:`pages_to_list`). Page estimates come
