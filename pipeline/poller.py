@@ -100,7 +100,7 @@ class SourcePoller:
         self.cadence = schedule.Cadence(source.poll_interval, source.refresh_interval)
         self._clock = clock
         self._listed_all = False  # a listing reached the end once: discovery may stop early
-        self._ordered = True  # every listing so far came newest first (by created_at)
+        self.ordered = True  # every listing so far came newest first (by created_at)
         self.last_cycle = (0, 0)  # list pages and GETs of the last cycle
         self._rejected: set[int] = set()  # fingerprints of rejected objects that have no id
         self._not_before = 0.0  # time.monotonic() before which the provider asked us not to call
@@ -167,7 +167,7 @@ class SourcePoller:
         try:
             await self._list(session, listing, seen, None)
             due = [bid for bid, k in self.known.items() if not k.settled and bid not in seen and k.due <= now]
-            if due and listing.params is not None and self._ordered:
+            if due and listing.params is not None and self.ordered:
                 until = schedule.pages_to_list(listing.pages, self._pages_of(due, listing.size))
                 await self._list(session, listing, seen, until)
             for batch_id in self._to_fetch(listing, seen, now):
@@ -209,8 +209,8 @@ class SourcePoller:
             created = known.created if known is not None else None
             if created is None:
                 continue
-            if listing.oldest is not None and created > listing.oldest and self._ordered:
-                self._ordered = False
+            if listing.oldest is not None and created > listing.oldest and self.ordered:
+                self.ordered = False
                 log.info("source %s: the list is not newest first: refreshes use GETs", self.source.name)
             listing.oldest = created if listing.oldest is None else min(listing.oldest, created)
 
@@ -228,7 +228,7 @@ class SourcePoller:
         def passed(k: Known) -> bool:
             if listing.complete:
                 return True
-            return (self._ordered and listing.oldest is not None and k.created is not None
+            return (self.ordered and listing.oldest is not None and k.created is not None
                     and k.created > listing.oldest)
         return [bid for bid, k in self.known.items()
                 if not k.settled and bid not in seen and (k.due <= now or passed(k))]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.models import TERMINAL, Envelope
@@ -57,6 +58,7 @@ async def test_a_quiet_cycle_lists_one_page_and_fetches_nothing(sim: Simulator) 
     poller = poller_for(sim, sink)
     async with aiohttp.ClientSession() as http:
         await poller.poll_once(http)
+        assert poller.ordered  # the simulator lists newest first
         assert poller.last_cycle == (math.ceil(BATCHES / LIMIT), 0)  # the first listing goes to the end
         assert any(not k.settled for k in poller.known.values())
         await poller.poll_once(http)  # same instant: nothing is due, nothing is new
@@ -135,3 +137,62 @@ async def test_an_active_batch_the_listing_passed_without_it_is_fetched_and_vani
     assert poller.last_cycle == (1, len(gone))
     assert poller.metrics.vanished == len(gone)
     assert not gone & set(poller.known)
+
+
+class OldestFirst:
+    """An OpenAI-style list served oldest first (not the documented order), two per page."""
+
+    def __init__(self, count: int) -> None:
+        self.batches = {f"batch_{i}": {"id": f"batch_{i}", "object": "batch", "status": "in_progress",
+                                       "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                                       "created_at": 1_700_000_000 + i, "in_progress_at": 1_700_000_100 + i,
+                                       "expires_at": 1_800_000_000,
+                                       "request_counts": {"total": 10, "completed": 0, "failed": 0}}
+                        for i in range(count)}
+        self.gets = 0
+
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        ids = list(self.batches)
+        after = request.query.get("after")
+        start = ids.index(after) + 1 if after in ids else 0
+        page = [self.batches[i] for i in ids[start:start + 2]]
+        return web.json_response({"object": "list", "data": page, "has_more": start + 2 < len(ids),
+                                  "last_id": page[-1]["id"] if page else None})
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        self.gets += 1
+        found = self.batches.get(request.match_info["id"])
+        if found is None:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
+        return web.json_response(found)
+
+
+async def test_a_list_not_newest_first_is_refreshed_by_gets_and_a_gone_batch_vanishes() -> None:
+    server = OldestFirst(4)
+    app = web.Application()
+    app.router.add_get("/v1/batches", server.list)
+    app.router.add_get("/v1/batches/{id}", server.get)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        source = SourceConfig(name="s", provider="openai", base_url=url, page_limit=2, max_rps=1e6)
+        poller = SourcePoller(source, Sink(), clock=lambda: 1_700_001_000.0)
+        async with aiohttp.ClientSession() as http:
+            await poller.poll_once(http)
+            assert poller.last_cycle == (2, 0)
+            assert len(poller.known) == 4
+            assert not poller.ordered
+            for known in poller.known.values():
+                known.due = 0.0
+            del server.batches["batch_3"]  # on the second page
+            await poller.poll_once(http)
+    finally:
+        await runner.cleanup()
+    # the first page holds nothing new; the list is not newest first, so no page-count estimate:
+    # the due batches beyond it are fetched one by one, and the one gone answers 404
+    assert poller.last_cycle == (1, 2)
+    assert server.gets == 2
+    assert poller.metrics.vanished == 1
+    assert set(poller.known) == {"batch_0", "batch_1", "batch_2"}
