@@ -177,6 +177,8 @@ class SourcePoller:
                     await self._publish([obj], seen)
         finally:
             self.last_cycle = (listing.pages, gets)
+            self.metrics.list_pages += listing.pages
+            self.metrics.gets += gets
         self._update_gauges()
         return len(seen)
 

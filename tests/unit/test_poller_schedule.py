@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from pipeline.config import SimulatorConfig, SourceConfig
+from pipeline.metrics import render
 from pipeline.models import TERMINAL, Envelope
 from pipeline.poller import SourcePoller
 from pipeline.simulator import CREATION_SPAN, Simulator
@@ -193,6 +194,9 @@ async def test_a_list_not_newest_first_is_refreshed_by_gets_and_a_gone_batch_van
     # the first page holds nothing new; the list is not newest first, so no page-count estimate:
     # the due batches beyond it are fetched one by one, and the one gone answers 404
     assert poller.last_cycle == (1, 2)
-    assert server.gets == 2
+    assert server.gets == poller.metrics.gets == 2
+    assert poller.metrics.list_pages == 2 + 1
+    sample = 'batchscope_poller_batch_gets_total{source="s",provider="openai"} 2'
+    assert sample in render([poller.metrics])
     assert poller.metrics.vanished == 1
     assert set(poller.known) == {"batch_0", "batch_1", "batch_2"}
