@@ -263,9 +263,11 @@ SECTIONS: dict[str, type[Any]] = {
     "pipeline": PipelineConfig,
     "track": TrackConfig,
 }
-# An active batch far from its expected end is refreshed every 10 poll intervals (5 min at the
-# default 30 s): far from its end only an unforeseen cancel or failure changes it, and 10 is the
-# call ratio the poller is held to against listing everything (bench/poller_bench.py).
+# By default an active batch far from its expected end is refreshed every 10 poll intervals (5 min
+# at the default 30 s): far from its end only an unforeseen cancel or failure changes it, and 5 min
+# bounds how late that is seen; near its end (and in validating/finalizing/cancelling) the poll
+# interval applies. The refresh of far batches then costs at most a tenth of listing everything
+# each cycle (bench/poller_bench.py measures the whole schedule against that).
 ACTIVE_FACTOR = 10.0
 SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
                "active_interval", "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset",
