@@ -43,7 +43,7 @@ kafka-status: ## is the local Kafka broker running?
 	scripts/kafka status
 
 bench: install kafka-up ## run every benchmark and regenerate bench/RESULTS.md from their figures
-	$(BIN)/python -m bench.poller_bench
+	$(BIN)/python -m bench.poller_bench --record
 	$(BIN)/python -m bench.normaliser_bench --record
 	$(BIN)/python -m bench.normalise_bench --record
 	$(BIN)/python -m bench.track_bench --record

@@ -1,20 +1,23 @@
 """Part (b) of the poller bench: time from a simulated status change to its raw record in Kafka.
 
 The simulator runs in real time (``speed`` simulated seconds per wall second) from the instant
-at which the fleet is ``share`` terminal (:func:`bench.poller_calls.start_for_share`). Our
-:class:`~pipeline.poller.SourcePoller` polls it as :meth:`SourcePoller.run` does (a cycle, then
-the active poll interval) and publishes with :class:`pipeline.kafka.Publisher` to the ``raw``
-topic of a bench-only prefix, which a concurrent aiokafka consumer reads.
+at which the fleet is ``share`` terminal (:func:`bench.poller_calls.start_for_share`), one of the
+fleets of :mod:`bench.poller_calls`. Our :class:`~pipeline.poller.SourcePoller` (its schedule on
+the simulator's clock) polls it as :meth:`SourcePoller.run` does (a cycle, then the poll
+interval) and publishes as the pipeline does, through :class:`pipeline.buffer.BufferedPublisher`
+into :class:`pipeline.kafka.Publisher`, to the ``raw`` topic of a bench-only prefix, which a
+concurrent aiokafka consumer reads.
 
 A transition's wall instant is ``wall_ref + (at - sim_ref) / speed``, with ``(wall_ref,
 sim_ref)`` read together after the first (discovery) cycle. Its delay is the consume time of the
 first raw record of that batch carrying that status, minus that instant (the record's producer
 timestamp gives a second figure, without the consumer's fetch). Counted: transitions from the end
 of the discovery cycle to ``margin`` before the end of polling, so that no transition is cut off
-by the end of the run. A counted transition never seen in Kafka is reported: as
-``superseded`` when its status lasted less than the longest measured poll period (cycle start to
-next cycle start: the cycle's own duration plus the interval), so the poller could step over it,
-else as ``lost``.
+by the end of the run (``margin``: the active interval, two poll intervals and 5 s). A counted
+transition never seen in Kafka is reported: as ``superseded`` when its status lasted less than
+the active interval plus the longest measured poll period (cycle start to next cycle start: the
+cycle's own duration plus the poll interval), so a per-batch schedule may step over it, else as
+``lost``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.broker import delete_topics
-from bench.poller_calls import SOURCE, sim_config, source_config, start_for_share
+from bench.poller_calls import SOURCE, sim_clock, sim_config, source_config, start_for_share
+from pipeline.buffer import BufferedPublisher
 from pipeline.config import KafkaConfig
 from pipeline.kafka import Publisher, ensure_topics
 from pipeline.poller import SourcePoller
@@ -56,6 +60,7 @@ class DelayResult:
     lost: int = 0
     cycles: list[float] = field(default_factory=list)  # wall seconds per cycle after the first
     period: float = 0.0  # longest wall seconds from one cycle start to the next
+    hold: float = 0.0  # wall seconds a status must last to count as lost when unseen
     records: int = 0
 
 
@@ -85,14 +90,16 @@ async def poll(poller: SourcePoller, interval: float, until: float,
             started = time.monotonic()
             await poller.poll_once(session)
             durations.append(time.monotonic() - started)
-            progress(f"  cycle {len(durations)}: {durations[-1]:.2f} s")
+            if len(durations) % 10 == 0:
+                progress(f"  cycle {len(durations)}: {durations[-1]:.2f} s")
             await asyncio.sleep(interval)
     return durations
 
 
 def tally(fleet: list[Any], window: tuple[float, float], ref: tuple[float, float], speed: float,
-          period: float, arrivals: Arrivals) -> DelayResult:
-    result = DelayResult(period=period)
+          period: float, arrivals: Arrivals, active: float = 0.0) -> DelayResult:
+    """``period`` and ``active`` in wall seconds."""
+    result = DelayResult(period=period, hold=period + active)
     wall_ref, sim_ref = ref
     for b in fleet:
         steps = list(b.timeline)
@@ -102,8 +109,8 @@ def tally(fleet: list[Any], window: tuple[float, float], ref: tuple[float, float
             seen = arrivals.get((b.id, status))
             if seen is None:
                 lasted = (steps[i + 1][1] if i + 1 < len(steps) else float("inf")) - at
-                result.superseded += lasted < period * speed
-                result.lost += lasted >= period * speed
+                result.superseded += lasted < result.hold * speed
+                result.lost += lasted >= result.hold * speed
                 continue
             true_wall = wall_ref + (at - sim_ref) / speed
             result.consume.append(seen[0] - true_wall)
@@ -111,19 +118,31 @@ def tally(fleet: list[Any], window: tuple[float, float], ref: tuple[float, float
     return result
 
 
-async def measure(bootstrap: str, batches: int, share: float, interval: float, duration: float, *,
-                  seed: int = 42, speed: float = 60.0, page_limit: int = 100,
+@dataclass(frozen=True, slots=True)
+class Setup:
+    batches: int
+    share: float
+    interval: float  # poll interval, wall seconds
+    active: float  # active interval, wall seconds
+    fleet: str = "sim"
+    seed: int = 42
+    speed: float = 60.0
+    page_limit: int = 100
+
+
+async def measure(bootstrap: str, setup: Setup, duration: float,
                   progress: Callable[[str], None] = lambda _: None) -> DelayResult:
     kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=f"bench-poller-{uuid.uuid4().hex[:8]}")
     await ensure_topics(kafka, ("raw",))
     try:
-        return await _measure(kafka, batches, share, interval, duration, seed, speed, page_limit, progress)
+        return await _measure(kafka, setup, duration, progress)
     finally:
         await delete_topics(bootstrap, kafka.topic_prefix + ".")
 
 
-async def _measure(kafka: KafkaConfig, batches: int, share: float, interval: float, duration: float,
-                   seed: int, speed: float, page_limit: int, progress: Callable[[str], None]) -> DelayResult:
+async def _measure(kafka: KafkaConfig, setup: Setup, duration: float,
+                   progress: Callable[[str], None]) -> DelayResult:
+    interval, speed = setup.interval, setup.speed
     clock, stop = ShiftedClock(), asyncio.Event()
     arrivals: Arrivals = {}
     consumer = AIOKafkaConsumer(kafka.topic("raw"), bootstrap_servers=kafka.bootstrap,
@@ -131,16 +150,23 @@ async def _measure(kafka: KafkaConfig, batches: int, share: float, interval: flo
     await consumer.start()
     reader = asyncio.create_task(consume(consumer, arrivals, stop))
     try:
-        async with Simulator(sim_config(batches, seed, speed), clock=clock) as sim, Publisher(kafka) as pub:
+        config = sim_config(setup.batches, setup.seed, speed, setup.fleet, setup.share)
+        async with Simulator(config, clock=clock) as sim, Publisher(kafka) as pub:
+            buffer = BufferedPublisher(pub)
+            await buffer.start()
             fleet = sim.sources[SOURCE].fleet
-            clock.shift = start_for_share(fleet, share) / speed
-            poller = SourcePoller(source_config(sim, interval, page_limit), pub)
+            clock.shift = start_for_share(fleet, setup.share) / speed
+            source = source_config(sim, interval * speed, setup.active * speed, setup.page_limit)
+            poller = SourcePoller(source, buffer, clock=sim_clock(sim))
             progress("  discovery cycle (the whole fleet)...")
             async with aiohttp.ClientSession() as session:
                 await poller.poll_once(session)
             ref, first = (time.time(), sim.now()), sim.now()
-            margin = 2 * interval + 5.0
-            durations = await poll(poller, interval, time.monotonic() + duration + margin, progress)
+            margin = setup.active + 2 * interval + 5.0
+            try:
+                durations = await poll(poller, interval, time.monotonic() + duration + margin, progress)
+            finally:
+                await buffer.stop()
             window = (first, sim.now() - margin * speed)
         await asyncio.sleep(1.0)  # the consumer catches up with the last acknowledged records
     finally:
@@ -148,7 +174,7 @@ async def _measure(kafka: KafkaConfig, batches: int, share: float, interval: flo
         records = await reader
         await consumer.stop()
     period = max(durations, default=0.0) + interval
-    result = tally(fleet, window, ref, speed, period, arrivals)
+    result = tally(fleet, window, ref, speed, period, arrivals, setup.active)
     result.cycles, result.records = durations, records
     return result
 

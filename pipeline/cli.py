@@ -92,6 +92,11 @@ def build_parser() -> ArgumentParser:
     sim.add_argument("--malformed", type=int,
                      help="batches (fleet-wide, chosen by the seed) served as objects the normaliser "
                           "rejects, inside valid list pages; listed in the ground truth")
+    sim.add_argument("--creation-span", type=float, dest="creation_span",
+                     help="simulated hours over which the batches are created, half before start (default 4)")
+    sim.add_argument("--history", type=int,
+                     help="batches per source created 2-30 simulated days earlier: terminal history "
+                          "at the back of the list (default 0)")
     return parser
 
 
@@ -272,7 +277,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.simulator import Simulator
 
     knobs = ("batches", "sources", "seed", "speed", "port", "fault_rate", "retry_after", "hang_seconds",
-             "providers", "latency", "vanish_share", "vanish_after", "malformed")
+             "providers", "latency", "vanish_share", "vanish_after", "malformed", "creation_span", "history")
     overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)

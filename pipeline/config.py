@@ -136,6 +136,8 @@ class SimulatorConfig:
     vanish_share: float = 0.0  # share of batches that answer 404 (and leave the list) after they end
     vanish_after: float = 3600.0  # simulated seconds after its end that such a batch vanishes
     malformed: int = 0  # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
+    creation_span: float = 4.0  # simulated hours over which the batches are created, half before start
+    history: int = 0  # batches per source created 2-30 simulated days earlier: terminal history
 
     def __post_init__(self) -> None:
         _require(bool(self.providers), "simulator.providers", "must name at least one provider")
@@ -146,6 +148,8 @@ class SimulatorConfig:
         _require(0 <= self.vanish_share <= 1, "simulator.vanish_share", "must be between 0 and 1")
         _require(self.vanish_after >= 0, "simulator.vanish_after", "must be at least 0")
         _require(self.malformed >= 0, "simulator.malformed", "must be at least 0")
+        _require(self.creation_span > 0, "simulator.creation_span", "must be greater than 0")
+        _require(self.history >= 0, "simulator.history", "must be at least 0")
         _require(self.batches >= 1, "simulator.batches", "must be at least 1")
         _require(0 <= self.fault_rate <= 1, "simulator.fault_rate", "must be between 0 and 1")
         _require(self.retry_after >= 0, "simulator.retry_after", "must be at least 0")
@@ -219,6 +223,13 @@ class SourceConfig:
     breaker_threshold: int = 5
     breaker_reset: float = 30.0
     request_timeout: float = 30.0
+    active_interval: float | None = None  # None: ACTIVE_FACTOR x poll_interval
+
+    @property
+    def refresh_interval(self) -> float:
+        """The longest wait between two refreshes of an active batch (at least the poll interval)."""
+        chosen = self.active_interval or ACTIVE_FACTOR * self.poll_interval
+        return max(chosen, self.poll_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +263,15 @@ SECTIONS: dict[str, type[Any]] = {
     "pipeline": PipelineConfig,
     "track": TrackConfig,
 }
+# By default an active batch far from its expected end is refreshed every 10 poll intervals (5 min
+# at the default 30 s): far from its end only an unforeseen cancel or failure changes it, and 5 min
+# bounds how late that is seen; near its end (and in validating/finalizing/cancelling) the poll
+# interval applies. The refresh of far batches then costs at most a tenth of listing everything
+# each cycle (bench/poller_bench.py measures the whole schedule against that).
+ACTIVE_FACTOR = 10.0
 SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
-               "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset", "request_timeout"}
+               "active_interval", "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset",
+               "request_timeout"}
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
@@ -390,6 +408,10 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
     _require(base_url.startswith(("http://", "https://")), f"{where}.base_url", "must be an http(s) URL")
     interval = _get(table, where, "poll_interval", float, 30.0)
     _require(interval > 0, f"{where}.poll_interval", "must be greater than 0")
+    active = _get(table, where, "active_interval", float, ACTIVE_FACTOR * interval)
+    _require(active >= interval, f"{where}.active_interval",
+             f"must be at least poll_interval ({interval:g} s)")
+    chosen = active if "active_interval" in table else None
     limit = _get(table, where, "page_limit", int, 100)
     _require(1 <= limit <= 100, f"{where}.page_limit", "must be between 1 and 100")
     tags = table.get("tags", {})
@@ -404,7 +426,7 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
 
         credentials(api_key, f"{where}.api_key_env" if "api_key_env" in table else f"{where}.api_key_file")
     return SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"),
-                        api_key=api_key, poll_interval=interval,
+                        api_key=api_key, poll_interval=interval, active_interval=chosen,
                         page_limit=limit, tags=dict(tags), **flow)
 
 

@@ -22,6 +22,8 @@ class SourceMetrics:
     cycles: int = 0
     observations: int = 0
     vanished: int = 0
+    list_pages: int = 0  # list requests of finished cycles (discovery and refresh)
+    gets: int = 0  # single-batch requests of finished cycles (refreshes)
     tracked: int = 0
     active: int = 0
     breaker_state: str = "closed"
@@ -62,6 +64,10 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
            [(lab(m), m.observations) for m in all_metrics])
     family("poller_vanished_total", "counter", "active batches the provider stopped returning",
            [(lab(m), m.vanished) for m in all_metrics])
+    family("poller_list_pages_total", "counter", "list pages requested (calls per cycle: with gets / cycles)",
+           [(lab(m), m.list_pages) for m in all_metrics])
+    family("poller_batch_gets_total", "counter", "single batches requested by the refresh schedule",
+           [(lab(m), m.gets) for m in all_metrics])
     family("poller_batches_tracked", "gauge", "batches known", [(lab(m), m.tracked) for m in all_metrics])
     family("poller_batches_active", "gauge", "batches not yet terminal",
            [(lab(m), m.active) for m in all_metrics])

@@ -5,11 +5,15 @@ Each source is driven by its provider's adapter (:mod:`pipeline.providers`): lis
 path of one batch, the auth headers (Bedrock: SigV4 signing, :mod:`pipeline.sigv4`), how to read
 an error body, the id of a raw batch object and its canonical status (the adapter's normaliser).
 
-Per cycle and source: list pages newest first and stop at the first page whose batches are all
-already known and terminal (terminal history is never re-listed); then fetch one by one the active
-batches the listing did not reach. A known active batch that answers 404 has vanished: it is
-counted and logged. An object the normaliser rejects is published once (the normalise agent
-dead-letters it) and not again until its content changes. Every request goes through the
+Per cycle and source (the schedule: :mod:`pipeline.schedule`): list pages newest first until a
+page holds no batch it does not know (new batches appear at the front; the first listing goes to
+the end); then refresh the active batches that are due, by listing further pages or by one GET
+each, whichever takes fewer calls. Terminal batches are never fetched again. An active batch is
+due at least every ``active_interval`` and sooner as it nears its expected end; it is also
+fetched at once when a listing passed its place without it (the list reached its end, or, while
+the source lists newest first, returned an older batch). A known active batch that answers 404
+has vanished: it is counted and logged. An object the normaliser rejects is published once (the
+normalise agent dead-letters it) and not again until its content changes. Every request goes through the
 source's rate limiter and circuit breaker and the retry policy in :mod:`pipeline.retry`; a
 request is never sent before a ``Retry-After`` the provider gave has passed.
 """
@@ -20,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
@@ -29,12 +33,12 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from pipeline import sigv4
+from pipeline import schedule, sigv4
 from pipeline.breaker import CircuitBreaker, RateLimiter
 from pipeline.config import SourceConfig
 from pipeline.errors import BatchscopeError, InvalidRecord, SourceError
 from pipeline.metrics import SourceMetrics
-from pipeline.models import TERMINAL, Envelope
+from pipeline.models import TERMINAL, Envelope, Snapshot
 from pipeline.providers import adapter
 from pipeline.providers.paging import Params
 from pipeline.retry import RetryPolicy, header_delay
@@ -52,10 +56,23 @@ class Sink(Protocol):
 
 
 @dataclass(slots=True)
+class Listing:
+    """One cycle's walk through the list endpoint."""
+
+    params: Params | None
+    pages: int = 0
+    size: int = 0  # the most batches one page held
+    complete: bool = False  # the last page was reached
+    oldest: float | None = None  # created_at of the oldest batch listed (newest-first lists)
+
+
+@dataclass(slots=True)
 class Known:
     status: str  # canonical, or INVALID
     expires_at: float | None = None  # unix seconds, when the provider said
     fingerprint: int | None = None  # of the rejected object, for an INVALID batch
+    created: float | None = None  # unix seconds: the batch's place in a newest-first list
+    due: float = 0.0  # the poller's clock: when an active batch is next refreshed
 
     @property
     def settled(self) -> bool:
@@ -66,7 +83,10 @@ class Known:
 class SourcePoller:
     """Polls one source with its own aiohttp session, limiter, breaker and retry policy."""
 
-    def __init__(self, source: SourceConfig, sink: Sink, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, source: SourceConfig, sink: Sink, policy: RetryPolicy | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: unix seconds, the time base of the provider's timestamps (a test or bench
+        polling a simulator in accelerated time passes the simulator's)."""
         self.source = source
         self._sink = sink
         self.policy = policy or RetryPolicy()
@@ -77,6 +97,11 @@ class SourcePoller:
         self._aws = self._aws_credentials()
         self._region = sigv4.region_of(source.base_url)
         self.known: dict[str, Known] = {}
+        self.cadence = schedule.Cadence(source.poll_interval, source.refresh_interval)
+        self._clock = clock
+        self._listed_all = False  # a listing reached the end once: discovery may stop early
+        self.ordered = True  # every listing so far came newest first (by created_at)
+        self.last_cycle = (0, 0)  # list pages and GETs of the last cycle
         self._rejected: set[int] = set()  # fingerprints of rejected objects that have no id
         self._not_before = 0.0  # time.monotonic() before which the provider asked us not to call
         timeout = source.request_timeout
@@ -128,35 +153,87 @@ class SourcePoller:
         m = self.metrics
         m.cycles += 1
         m.last_success = time.monotonic()
-        log.info("source %s: cycle %d: %d requests (%d retried), %d observations, %d tracked, "
-                 "%d active, breaker %s, %.2fs", self.source.name, m.cycles,
-                 sum(m.requests.values()) - requests_before, m.retries - retries_before, published,
+        log.info("source %s: cycle %d: %d requests (%d list pages, %d gets, %d retried), "
+                 "%d observations, %d tracked, %d active, breaker %s, %.2fs", self.source.name, m.cycles,
+                 sum(m.requests.values()) - requests_before, *self.last_cycle,
+                 m.retries - retries_before, published,
                  m.tracked, m.active, m.breaker_state, time.monotonic() - started)
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
-        """One cycle: discovery through the list, then stragglers; returns the observations published."""
-        seen: set[str] = set()
-        await self._discover(session, seen)
-        stragglers = [bid for bid, k in self.known.items() if not k.settled and bid not in seen]
-        for batch_id in stragglers:
-            obj = await self._get_one(session, batch_id)
-            if obj is not None:
-                await self._publish([obj], seen)
+        """One cycle: discovery, then the due refreshes; returns the observations published."""
+        now, seen = self._clock(), set[str]()
+        listing = Listing(self.adapter.list_params(self.source.page_limit))
+        gets = 0
+        try:
+            await self._list(session, listing, seen, None)
+            due = [bid for bid, k in self.known.items() if not k.settled and bid not in seen and k.due <= now]
+            if due and listing.params is not None and self.ordered:
+                until = schedule.pages_to_list(listing.pages, self._pages_of(due, listing.size))
+                await self._list(session, listing, seen, until)
+            for batch_id in self._to_fetch(listing, seen, now):
+                gets += 1
+                obj = await self._get_one(session, batch_id)
+                if obj is not None:
+                    await self._publish([obj], seen)
+        finally:
+            self.last_cycle = (listing.pages, gets)
+            self.metrics.list_pages += listing.pages
+            self.metrics.gets += gets
         self._update_gauges()
         return len(seen)
 
-    async def _discover(self, session: aiohttp.ClientSession, seen: set[str]) -> int:
-        params: Params | None = self.adapter.list_params(self.source.page_limit)
-        for page_no in range(1, MAX_PAGES + 1):
-            assert params is not None
-            body = await self._request(session, self.adapter.list_path, params)
+    async def _list(self, session: aiohttp.ClientSession, listing: Listing, seen: set[str],
+                    until: int | None) -> None:
+        """List pages: up to page ``until``, or (discovery, ``until`` None) until a page holds no
+        unknown batch, once the source was listed to its end."""
+        while listing.params is not None and (until is None or listing.pages < until):
+            if listing.pages >= MAX_PAGES:
+                raise SourceError(f"source {self.source.name}: more than {MAX_PAGES} pages")
+            body = await self._request(session, self.adapter.list_path, listing.params)
             items = self._items(body)
-            history = all(self._settled(self.adapter.batch_id(o)) for o in items)
+            ids = [self.adapter.batch_id(o) for o in items]
+            unknown = any(bid is not None and bid not in self.known for bid in ids)
             await self._publish(items, seen)
-            params = None if history else self.adapter.paging.next(params, body, items)
-            if params is None:
-                return page_no
-        raise SourceError(f"source {self.source.name}: more than {MAX_PAGES} pages")
+            self._note_order(listing, ids)
+            listing.size = max(listing.size, len(items))
+            listing.pages += 1
+            listing.params = self.adapter.paging.next(listing.params, body, items)
+            if listing.params is None:
+                listing.complete = self._listed_all = True
+            elif until is None and not unknown and self._listed_all:
+                return
+
+    def _note_order(self, listing: Listing, ids: list[str | None]) -> None:
+        """Track the oldest created_at listed; a list found not newest first is never again
+        taken as ordered (then only a complete listing proves a batch missing from it)."""
+        for bid in ids:
+            known = self.known.get(bid) if bid is not None else None
+            created = known.created if known is not None else None
+            if created is None:
+                continue
+            if listing.oldest is not None and created > listing.oldest and self.ordered:
+                self.ordered = False
+                log.info("source %s: the list is not newest first: refreshes use GETs", self.source.name)
+            listing.oldest = created if listing.oldest is None else min(listing.oldest, created)
+
+    def _pages_of(self, batch_ids: list[str], page_size: int) -> list[int]:
+        """The 0-based list page each batch is expected on: its rank, newest first, among the
+        known batches (which include every newer one once discovery is done)."""
+        limit = max(1, page_size)
+        order = sorted(((k.created, bid) for bid, k in self.known.items() if k.created is not None),
+                       reverse=True)
+        rank = {bid: i for i, (_, bid) in enumerate(order)}
+        return [rank[bid] // limit for bid in batch_ids if bid in rank]
+
+    def _to_fetch(self, listing: Listing, seen: set[str], now: float) -> list[str]:
+        """Active batches not seen this cycle that are due, or whose place the listing passed."""
+        def passed(k: Known) -> bool:
+            if listing.complete:
+                return True
+            return (self.ordered and listing.oldest is not None and k.created is not None
+                    and k.created > listing.oldest)
+        return [bid for bid, k in self.known.items()
+                if not k.settled and bid not in seen and (k.due <= now or passed(k))]
 
     def _items(self, body: Any) -> list[dict[str, Any]]:
         """The batch objects of a list response (entries that are not objects are skipped)."""
@@ -209,8 +286,12 @@ class SourcePoller:
             snap = self.adapter.normalise(obj, self.source.name, observed_at)
         except InvalidRecord:
             return Known(INVALID, None, hash(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)))
-        expires = iso_to_ms(snap.expires_at) / 1000.0 if snap.expires_at else None
-        return Known(snap.status, expires)
+        expires, now = _unix(snap.expires_at), self._clock()
+        counted = snap.requests_completed
+        done = None if counted is None else counted + (snap.requests_failed or 0)
+        end = schedule.expected_end(now, expires, _unix(snap.in_progress_at), done, snap.requests_total)
+        due = schedule.next_refresh(snap.status, now, end, self.cadence, _unix(_since(snap)))
+        return Known(snap.status, expires, None, _unix(snap.created_at), due)
 
     def _rejected_before(self, batch_id: str | None, known: Known) -> bool:
         if batch_id is not None:
@@ -327,6 +408,16 @@ class SourcePoller:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceError(f"source {self.source.name}: {type(exc).__name__} calling {url}",
                               retriable=True) from exc
+
+
+def _since(snap: Snapshot) -> str | None:
+    """When the batch entered its (active) status, if the snapshot says."""
+    return {"validating": snap.created_at, "finalizing": snap.finalizing_at,
+            "cancelling": snap.cancelling_at}.get(snap.status)
+
+
+def _unix(iso: str | None) -> float | None:
+    return iso_to_ms(iso) / 1000.0 if iso else None
 
 
 def _error_class(exc: SourceError) -> str:

@@ -37,6 +37,8 @@ MINUTE = 60.0
 WINDOW = simwire.WINDOW
 SIM_ACCESS_KEY = "AKIDBATCHSCOPESIM"  # a Bedrock source's access key id when api_key has none
 CREATION_SPAN = 4 * 3600.0  # batches are created over 4 simulated hours, half before start
+DAY = 24 * 3600.0
+HISTORY = (2 * DAY, 28 * DAY)  # history batches: created over 28 days ending 2 days before the span
 MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small")
 ENDPOINTS = ("/v1/chat/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 OUTCOMES = (("completed", 70), ("completed_all_failed", 4), ("failed", 8),
@@ -86,13 +88,23 @@ def _first(times: dict[str, float], *names: str) -> float | None:
     return next((times[n] for n in names if n in times), None)
 
 
-def build_fleet(seed: int, count: int, source: str) -> list[SimBatch]:
+def build_fleet(seed: int, count: int, source: str, *, history: int = 0,
+                span: float = CREATION_SPAN) -> list[SimBatch]:
+    """``count`` batches created over ``span`` simulated seconds centred on the start; the first
+    ``history`` of them instead over the 28 days that end 2 days before that span (so they are
+    terminal history by then), oldest first. Without history the fleet depends on the seed only."""
     rng = random.Random(f"{seed}/{source}")  # simulation, not security
-    return [_batch(rng, i, source) for i in range(count)]
+    return [_batch(rng, i, source, _created(rng.uniform(0.0, 1.0), i, history, span)) for i in range(count)]
 
 
-def _batch(rng: random.Random, index: int, source: str) -> SimBatch:
-    created = rng.uniform(-CREATION_SPAN / 2, CREATION_SPAN / 2)
+def _created(u: float, index: int, history: int, span: float) -> float:
+    if index >= history:
+        return -span / 2 + u * span
+    age, length = HISTORY
+    return -span / 2 - age - length * (1 - (index + u) / history)
+
+
+def _batch(rng: random.Random, index: int, source: str, created: float) -> SimBatch:
     outcome = rng.choices([o for o, _ in OUTCOMES], weights=[w for _, w in OUTCOMES])[0]
     total = rng.randint(10, 50_000)
     validated = created + rng.uniform(1, 10) * MINUTE
@@ -197,7 +209,8 @@ class Simulator:
         bad = _malformed(config, names)
         self.sources: dict[str, SimSource] = {}
         for i, n in enumerate(names):
-            fleet = build_fleet(config.seed, config.batches, n)
+            fleet = build_fleet(config.seed, config.batches, n, history=min(config.history, config.batches),
+                                span=config.creation_span * 3600.0)
             provider = config.providers[i % len(config.providers)]
             self.sources[n] = SimSource(n, fleet, provider, malformed=bad[n],
                                         vanish=_vanish_times(config, n, fleet))

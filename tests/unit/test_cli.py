@@ -145,5 +145,5 @@ def test_simulate_knobs(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for flag in ("--batches", "--sources", "--seed", "--speed", "--port", "--fault-rate", "--retry-after",
                  "--hang-seconds", "--providers", "--latency", "--vanish-share", "--vanish-after",
-                 "--malformed"):
+                 "--malformed", "--creation-span", "--history"):
         assert flag in text

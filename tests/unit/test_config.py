@@ -212,8 +212,17 @@ def test_source_defaults(tmp_path: Path) -> None:
     assert source == SourceConfig(name="prod", provider="openai", base_url="https://api.openai.com/v1")
     assert source.api_key is None
     assert source.poll_interval == 30.0
+    assert source.refresh_interval == 300.0  # 10 x poll_interval
     assert source.page_limit == 100
     assert source.tags == {}
+
+
+def test_source_active_interval(tmp_path: Path) -> None:
+    text = source_toml("poll_interval = 5\nactive_interval = 120")
+    (source,) = load_settings(write(tmp_path, text), {}).sources
+    assert (source.active_interval, source.refresh_interval) == (120.0, 120.0)
+    (source,) = load_settings(write(tmp_path, source_toml("poll_interval = 5")), {}).sources
+    assert source.refresh_interval == 50.0
 
 
 def test_source_all_fields(tmp_path: Path) -> None:
@@ -253,6 +262,8 @@ def test_several_sources_keep_their_order(tmp_path: Path) -> None:
         (source_toml('base_url = "ftp://x"'), "sources[0].base_url:", "http(s)"),
         (source_toml("poll_interval = 0"), "sources[0].poll_interval:", "greater than 0"),
         (source_toml('poll_interval = "5"'), "sources[0].poll_interval:", "expected float"),
+        (source_toml("active_interval = 10"), "sources[0].active_interval:", "at least poll_interval (30 s)"),
+        (source_toml('active_interval = "60"'), "sources[0].active_interval:", "expected float"),
         (source_toml("page_limit = 0"), "sources[0].page_limit:", "between 1 and 100"),
         (source_toml("page_limit = 101"), "sources[0].page_limit:", "between 1 and 100"),
         (source_toml("tags = { a = 1 }"), "sources[0].tags:", "table of strings"),

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from pipeline.config import SimulatorConfig
+from pipeline.errors import ConfigError
 from pipeline.models import STATUSES, TERMINAL, Envelope
 from pipeline.normalise import normalise
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimBatch, Simulator, build_fleet, openai_object
@@ -84,6 +85,26 @@ def test_fleet_is_deterministic_per_seed_and_source() -> None:
     assert a != build_fleet(43, 50, "sim-1")
     assert a != build_fleet(42, 50, "sim-2")
     assert [b.timeline for b in a] != [b.timeline for b in build_fleet(42, 50, "sim-2")]
+
+
+def test_history_batches_are_old_and_terminal_and_the_rest_unchanged() -> None:
+    plain = build_fleet(42, 200, "sim-1")
+    span = 1800.0
+    fleet = build_fleet(42, 200, "sim-1", history=150, span=span)
+    old, new = fleet[:150], fleet[150:]
+    assert all(b.timeline[-1][1] < -span / 2 for b in old)  # terminal before the span starts
+    assert [b.created for b in old] == sorted(b.created for b in old)  # oldest first
+    assert all(-span / 2 <= b.created <= span / 2 for b in new)
+    # the same lives as without history, only created elsewhere
+    assert [b.timeline[-1][0] for b in fleet] == [b.timeline[-1][0] for b in plain]
+    assert build_fleet(42, 200, "sim-1", history=0) == plain
+
+
+def test_history_knobs_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"simulator\.creation_span"):
+        SimulatorConfig(creation_span=0.0)
+    with pytest.raises(ConfigError, match=r"simulator\.history"):
+        SimulatorConfig(history=-1)
 
 
 def test_fleet_ids_are_unique_and_indexed() -> None:
