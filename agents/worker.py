@@ -21,7 +21,7 @@ from pipeline.codec import CODECS
 from pipeline.config import Settings, load_settings
 from pipeline.errors import BatchscopeError
 from pipeline.kafka import ensure_topics
-from pipeline.runner import execute
+from pipeline.runner import execute, prepare
 from pipeline.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,11 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     settings.pipeline.data_path.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings.kafka))
     store = AsyncStore(open_store(settings))  # opened only if the sink agent runs
+    if "sink" in agents:
+        loop.run_until_complete(prepare(settings, store))  # the sink's tables, then the topics
+    else:
+        loop.run_until_complete(ensure_topics(settings.kafka))
     app, _ = create_app(settings, store, agents=agents, codec=CODECS[codec])
     log.info("worker: agents %s, codec %s", ",".join(agents), codec)
     return execute(app, loop, settings, store)
