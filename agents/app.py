@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "batch_state"
 AGENTS = ("normalise", "track", "sink")
+# A snapshot bigger than this is a dead letter: Kafka's default record limit is about 1 MB
+# (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
+MAX_RECORD = 512 * 1024
+DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW = 20, 10.0  # dead letters logged one by one per window
 
 
 @dataclass(slots=True)
@@ -86,10 +91,14 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     async def _forget_marks(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
 
+    dead_log = LogLimit(DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW)
+
     async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
         msg = event.message
         counters.dead_letters += 1
-        log.warning("dead letter from %s %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset, reason)
+        if dead_log.allow():
+            log.warning("dead letter from %s %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset,
+                        reason[:300])
         await dlq.send(key=msg.key, value=dead_letter(
             reason=reason, stage=stage, topic=msg.topic, partition=msg.partition, offset=msg.offset,
             original=msg.value, key=msg.key, source=source_of(msg.key)))
@@ -104,8 +113,13 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
                 await to_dlq(event, "normalise", f"unexpected {type(exc).__name__}: {exc}")
                 continue
+            value = snap.to_json(codec.dumps)
+            if len(value) > MAX_RECORD:  # the producer would refuse it and the agent would die
+                await to_dlq(event, "normalise", f"snapshot of {len(value)} bytes is over the "
+                                                 f"{MAX_RECORD}-byte record limit")
+                continue
             counters.normalised += 1
-            await snapshots.send(key=snap.key.encode(), value=snap.to_json(codec.dumps))
+            await snapshots.send(key=snap.key.encode(), value=value)
             yield None
 
     rules = settings.track.rules()
@@ -167,6 +181,33 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         if name in agents:
             app.agent(source, name=name)(fn)
     return app, counters
+
+
+class LogLimit:
+    """At most ``limit`` log lines per ``window`` seconds; then one line saying how many were held back.
+
+    A storm of bad records must not turn into a storm of log lines (each one costs the agent time
+    and fills the disk); every dead letter is still in the DLQ with its reason.
+    """
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit, self._window, self._clock = limit, window, clock
+        self._start = clock()
+        self._count = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if now - self._start >= self._window:
+            if self.suppressed:
+                log.warning("%d more dead letters in the last %.0f s (not logged one by one)",
+                            self.suppressed, now - self._start)
+            self._start, self._count, self.suppressed = now, 0, 0
+        self._count += 1
+        if self._count <= self._limit:
+            return True
+        self.suppressed += 1
+        return False
 
 
 class PartitionPause:
