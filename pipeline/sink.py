@@ -213,14 +213,14 @@ class Backpressure(Protocol):
 
     def pause(self) -> None: ...
 
-    def resume(self) -> None: ...
+    async def resume(self) -> None: ...
 
 
 class NoBackpressure:
     def pause(self) -> None:
         return None
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         return None
 
 
@@ -279,7 +279,7 @@ class ClickHouseSink:
                 log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                 await asyncio.sleep(delay)
             else:
-                self._resume()
+                await self._resume()
                 return result
 
     def _pause(self) -> None:
@@ -288,8 +288,8 @@ class ClickHouseSink:
             log.warning("ClickHouse unavailable: pausing the sink's partitions until an insert succeeds")
             self._flow.pause()
 
-    def _resume(self) -> None:
+    async def _resume(self) -> None:
         if self.paused:
             self.paused = False
             log.warning("ClickHouse is back: resuming the sink's partitions")
-            self._flow.resume()
+            await self._flow.resume()

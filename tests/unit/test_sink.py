@@ -194,7 +194,7 @@ class Flow:
     def pause(self) -> None:
         self.calls.append("pause")
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         self.calls.append("resume")
 
 
