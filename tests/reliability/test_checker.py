@@ -16,6 +16,8 @@ from tests.reliability.checker import (
     check_offsets,
 )
 
+pytestmark = pytest.mark.reliability  # no Kafka: runs with every pytest invocation, fast
+
 TRUTH: dict[str, Any] = {"batches": [
     {"source": "s", "batch_id": "a", "final_status": "completed", "status": "completed",
      "served": ["validating", "in_progress", "finalizing", "completed"]},
