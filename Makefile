@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test unit integration lint kafka-up kafka-down kafka-status bench clean
+.PHONY: help install run test unit integration reliability soak lint kafka-up kafka-down kafka-status bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,13 @@ unit: install ## unit tests only (no Kafka)
 
 integration: install kafka-up ## integration tests only
 	$(BIN)/pytest -m integration
+
+reliability: install kafka-up ## the chaos scenarios (tests/reliability; part of make test); LONG=1 for the long variants
+	$(BIN)/pytest -m reliability -s $(if $(LONG),--reliability-long)
+
+soak: install kafka-up ## the soak: 30 min at twice the default rate, figures in soak-report.json (SOAK_MINUTES=N)
+	$(BIN)/pytest tests/reliability/test_soak.py -s --reliability-long --timeout=0 \
+		--soak-minutes=$(or $(SOAK_MINUTES),30) --soak-report=soak-report.json
 
 lint: install ## ruff and mypy (strict) on the whole tree
 	$(BIN)/ruff check .

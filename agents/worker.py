@@ -21,7 +21,7 @@ from agents.app import AGENTS, Counters, create_app
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
 from pipeline.config import Settings, load_settings
-from pipeline.errors import BatchscopeError
+from pipeline.errors import BatchscopeError, StoreError
 from pipeline.kafka import ensure_topics
 from pipeline.metrics import MetricsServer, render
 from pipeline.runner import execute, start_metrics
@@ -58,11 +58,29 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     settings.pipeline.data_path.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings.kafka))
     store = AsyncStore(open_store(settings))  # opened only if the sink agent runs
+    if "sink" in agents:
+        loop.run_until_complete(migrate_if_allowed(store))
+    loop.run_until_complete(ensure_topics(settings.kafka))
     app, counters = create_app(settings, store, agents=agents, codec=CODECS[codec])
     log.info("worker: agents %s, codec %s", ",".join(agents), codec)
     return execute(app, loop, settings, store, WorkerMetrics(settings, counters))
+
+
+async def migrate_if_allowed(store: AsyncStore) -> None:
+    """Apply the migrations the sink needs, where this worker's ClickHouse user may.
+
+    A least-privilege sink user (docker compose) may not: then the one-shot ``migrate`` service
+    applies them, and until it has, the sink waits with its partitions paused (an unknown table
+    is a retriable error), so nothing is dead-lettered for it.
+    """
+    try:
+        applied = await store.run(store.store.migrate)
+    except StoreError as exc:
+        log.warning("worker: migrations not applied (%s); the sink waits for `batchscope migrate`", exc)
+        return
+    if applied:
+        log.info("worker: applied migrations: %s", ", ".join(applied))
 
 
 class WorkerMetrics(Service):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 from pipeline.codec import orjson_dumps
 from pipeline.timeutil import iso_ms, utcnow
 
 MAX_REASON = 1000
+# Bytes of the original a dead letter keeps: with base64 a dead letter stays far below Kafka's
+# default 1 MB record limit, so a 10 MB hostile record cannot make its own dead letter unsendable.
+# A longer original is cut; ``original_size`` and ``original_sha256`` still identify it.
+MAX_ORIGINAL = 256 * 1024
+MAX_KEY = 1000
 
 
 def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: int,
@@ -17,14 +23,17 @@ def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: 
     record: dict[str, Any] = {
         "reason": reason[:MAX_REASON],
         "stage": stage,
-        "source": source,
+        "source": source[:MAX_KEY] if source is not None else None,
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "key": key.decode("utf-8", "replace") if key is not None else None,
-        "original_b64": base64.b64encode(original).decode() if original is not None else None,
+        "key": key[:MAX_KEY].decode("utf-8", "replace") if key is not None else None,
+        "original_b64": base64.b64encode(original[:MAX_ORIGINAL]).decode() if original is not None else None,
         "dead_at": iso_ms(utcnow()),
     }
+    if original is not None and len(original) > MAX_ORIGINAL:
+        record.update(original_size=len(original), original_truncated=True,
+                      original_sha256=hashlib.sha256(original).hexdigest())
     return orjson_dumps(record)
 
 

@@ -214,14 +214,14 @@ class Backpressure(Protocol):
 
     def pause(self) -> None: ...
 
-    def resume(self) -> None: ...
+    async def resume(self) -> None: ...
 
 
 class NoBackpressure:
     def pause(self) -> None:
         return None
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         return None
 
 
@@ -247,13 +247,26 @@ class ClickHouseSink:
         marks = await self._marks_of(block.marker)
         mark = marks.get((first.topic, first.partition), -1)
         for table, rows in block.tables():
-            fresh = [(offset, line) for offset, line in rows if offset > mark]
+            fresh = await self._not_stored(table, first, rows, mark)
             self.rows_skipped += len(rows) - len(fresh)
             if fresh:
                 await self._insert(table, [line for _, line in fresh], token(table, first, fresh))
                 self.rows_written += len(fresh)
         last = max(p.offset for p in block.positions)
         marks[(first.topic, first.partition)] = max(mark, last)
+
+    async def _not_stored(self, table: str, pos: Position, rows: list[Row], mark: int) -> list[Row]:
+        """The rows ClickHouse does not hold yet. Rows above the partition's high-water mark are
+        new; rows at or below it (a replay) are looked up one by one, because Faust does not
+        always deliver a partition contiguously (a record dropped at a pause or a rebalance comes
+        back only after a rewind, below the mark of the records that passed it)."""
+        below = [offset for offset, _ in rows if offset <= mark]
+        if not below:
+            return rows
+        stored = await self._retrying(
+            f"reading the stored offsets of {table}",
+            lambda: self._store.store.stored_offsets(table, pos.topic, pos.partition, below[0], below[-1]))
+        return [(offset, line) for offset, line in rows if offset > mark or offset not in stored]
 
     async def _marks_of(self, table: str) -> dict[tuple[str, int], int]:
         if table not in self._marks:
@@ -280,7 +293,7 @@ class ClickHouseSink:
                 log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                 await asyncio.sleep(delay)
             else:
-                self._resume()
+                await self._resume()
                 return result
 
     def _pause(self) -> None:
@@ -289,8 +302,8 @@ class ClickHouseSink:
             log.warning("ClickHouse unavailable: pausing the sink's partitions until an insert succeeds")
             self._flow.pause()
 
-    def _resume(self) -> None:
+    async def _resume(self) -> None:
         if self.paused:
             self.paused = False
             log.warning("ClickHouse is back: resuming the sink's partitions")
-            self._flow.resume()
+            await self._flow.resume()

@@ -201,6 +201,15 @@ class Store:
                           f"FROM {self.database}.{table} GROUP BY kafka_topic, kafka_partition").rows
         return {(str(t), int(p)): int(o) for t, p, o in rows}
 
+    def stored_offsets(self, table: str, topic: str, partition: int, first: int, last: int) -> set[int]:
+        """The Kafka offsets of one partition between ``first`` and ``last`` stored in ``table``."""
+        rows = self.query(f"SELECT DISTINCT kafka_offset FROM {self.database}.{table} "
+                          "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} "
+                          "AND kafka_offset BETWEEN {first:UInt64} AND {last:UInt64}",
+                          params={"topic": topic, "partition": str(partition), "first": str(first),
+                                  "last": str(last)}).rows
+        return {int(r[0]) for r in rows}
+
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()

@@ -1,0 +1,248 @@
+"""Compares what ClickHouse and the topics hold with the simulator's ground truth.
+
+Pure functions over plain rows, so the checker itself is unit-tested with planted faults
+(``test_checker.py``). A :class:`Report` sorts every finding into one of four lists:
+
+- ``lost``: a status the simulator served that no stored observation has, a served transition
+  with no ``status_changed`` event, a batch whose latest state (``FINAL``) is not its true final
+  status, or a Kafka offset of a partition that ClickHouse does not hold (a gap).
+- ``duplicated``: an item stored twice where the design promises once: the same Kafka position
+  stored twice, a key twice after ``FINAL``, or one ``event_id`` with two different contents.
+- ``raw_duplicates``: the same observation (or the same change event, byte for byte) at two
+  Kafka offsets. At-least-once delivery allows these; scenarios bound their number.
+- ``out_of_order``: a batch's observations moving backwards along the lifecycle or in
+  observation time in offset order (duplicates set aside), or its status changes doing so.
+
+Only the truth fields that every simulator has are read: ``source``, ``batch_id``,
+``final_status``, ``status`` and ``served`` (the distinct consecutive statuses served).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from pipeline.models import TERMINAL
+from pipeline.transitions import RANK
+
+Key = tuple[str, str]  # (source, batch_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One stored snapshot (a ``batch_snapshots`` row or a ``<prefix>.snapshots`` record)."""
+
+    source: str
+    batch_id: str
+    status: str
+    observed_at: str
+    partition: int
+    offset: int
+
+    @property
+    def key(self) -> Key:
+        return (self.source, self.batch_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One stored change event; ``content`` is whatever identifies its body (bytes or a hash)."""
+
+    event_id: str
+    kind: str
+    source: str
+    batch_id: str
+    from_status: str | None
+    to_status: str | None
+    partition: int
+    offset: int
+    content: Any = None
+
+    @property
+    def key(self) -> Key:
+        return (self.source, self.batch_id)
+
+
+@dataclass(slots=True)
+class Report:
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    raw_duplicates: list[str] = field(default_factory=list)
+    out_of_order: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing lost, nothing doubled after FINAL, nothing out of order (raw duplicates allowed)."""
+        return not (self.lost or self.duplicated or self.out_of_order)
+
+    def merge(self, other: Report) -> Report:
+        return Report(self.lost + other.lost, self.duplicated + other.duplicated,
+                      self.raw_duplicates + other.raw_duplicates, self.out_of_order + other.out_of_order)
+
+    def summary(self, examples: int = 5) -> str:
+        parts = []
+        for name in ("lost", "duplicated", "raw_duplicates", "out_of_order"):
+            items: list[str] = getattr(self, name)
+            parts.append(f"{name}: {len(items)}" + (f" (e.g. {items[:examples]})" if items else ""))
+        return "; ".join(parts)
+
+
+def served(truth: Mapping[str, Any]) -> dict[Key, list[str]]:
+    return {(b["source"], b["batch_id"]): list(b["served"]) for b in truth["batches"]}
+
+
+def expected_transitions(truth: Mapping[str, Any]) -> dict[Key, list[tuple[str, str]]]:
+    """Per batch: the transitions the poller could have seen (consecutive served statuses)."""
+    return {k: list(pairwise(s)) for k, s in served(truth).items()}
+
+
+def check_observations(truth: Mapping[str, Any], rows: Sequence[Observation],
+                       latest: Mapping[Key, str]) -> Report:
+    """Snapshots against the truth: lost statuses, wrong final states, duplicates, reordering.
+
+    ``latest`` is ``batch_latest FINAL`` as {key: status}; a batch the simulator has not yet
+    served is not expected anywhere.
+    """
+    report = Report()
+    seen: dict[Key, set[str]] = defaultdict(set)
+    for row in rows:
+        seen[row.key].add(row.status)
+    for key, statuses in served(truth).items():
+        for status in statuses:
+            if status not in seen.get(key, set()):
+                report.lost.append(f"observation {key[0]}/{key[1]} {status}")
+    for b in truth["batches"]:
+        key = (b["source"], b["batch_id"])
+        final = b["status"] if b["served"] else None
+        if final in TERMINAL and b["served"][-1] == final and latest.get(key) != final:
+            report.lost.append(f"final status {key[0]}/{key[1]}: {latest.get(key)} instead of {final}")
+    report.duplicated += [f"row stored twice at partition {p} offset {o}" for p, o in twice(rows)]
+    raw, ordered = split_duplicates(rows)
+    report.raw_duplicates += raw
+    report.out_of_order += backwards(ordered)
+    return report
+
+
+def twice(items: Iterable[Observation | Change]) -> list[tuple[int, int]]:
+    count: dict[tuple[int, int], int] = defaultdict(int)
+    for item in items:
+        count[(item.partition, item.offset)] += 1
+    return sorted(pos for pos, n in count.items() if n > 1)
+
+
+def split_duplicates(rows: Sequence[Observation]) -> tuple[list[str], list[Observation]]:
+    """(raw duplicate findings, the rows in offset order with later copies of an observation removed)."""
+    first: dict[tuple[str, str, str, str], Observation] = {}
+    raw: list[str] = []
+    kept: list[Observation] = []
+    for row in sorted(set(rows), key=lambda r: (r.partition, r.offset)):
+        ident = (row.source, row.batch_id, row.status, row.observed_at)
+        if ident in first:
+            raw.append(f"observation {row.source}/{row.batch_id} {row.status}@{row.observed_at} at "
+                       f"offsets {first[ident].offset} and {row.offset}")
+            continue
+        first[ident] = row
+        kept.append(row)
+    return raw, kept
+
+
+def backwards(ordered: Sequence[Observation]) -> list[str]:
+    """Rows (in offset order per partition) whose status rank or observation time goes backwards."""
+    found: list[str] = []
+    last: dict[Key, Observation] = {}
+    for row in ordered:
+        prev = last.get(row.key)
+        if prev is not None and (RANK.get(row.status, 0) < RANK.get(prev.status, 0)
+                                 or row.observed_at < prev.observed_at):
+            found.append(f"observation {row.source}/{row.batch_id}: {prev.status}@{prev.observed_at} "
+                         f"(offset {prev.offset}) then {row.status}@{row.observed_at} (offset {row.offset})")
+        if prev is None or (RANK.get(row.status, 0), row.observed_at) >= (RANK.get(prev.status, 0),
+                                                                          prev.observed_at):
+            last[row.key] = row
+    return found
+
+
+def check_changes(truth: Mapping[str, Any], changes: Sequence[Change],
+                  final_ids: Sequence[str] | None = None) -> Report:
+    """Change events against the truth: every served transition once, one content per event_id.
+
+    ``changes`` are raw (a table without FINAL, or the topic); ``final_ids`` the ``event_id``
+    column of ``batch_changes FINAL``, when that table is checked too.
+    """
+    report = Report()
+    contents: dict[str, Change] = {}
+    report.duplicated += [f"change stored twice at partition {p} offset {o}" for p, o in twice(changes)]
+    unique: list[Change] = []
+    for change in sorted(set(changes), key=lambda c: (c.partition, c.offset)):
+        prior = contents.get(change.event_id)
+        if prior is None:
+            contents[change.event_id] = change
+            unique.append(change)
+        elif prior.content != change.content:
+            report.duplicated.append(f"event {change.event_id} with two contents "
+                                     f"(offsets {prior.offset} and {change.offset})")
+        else:
+            report.raw_duplicates.append(
+                f"event {change.event_id} at offsets {prior.offset} and {change.offset}")
+    got: dict[Key, list[tuple[str, str]]] = defaultdict(list)
+    for c in unique:
+        if c.kind == "status_changed" and c.from_status and c.to_status:
+            got[c.key].append((c.from_status, c.to_status))
+    for key, pairs in expected_transitions(truth).items():
+        for pair in pairs:
+            if pair not in got.get(key, []):
+                report.lost.append(f"transition {key[0]}/{key[1]} {pair[0]}->{pair[1]}")
+    for key, pairs in got.items():
+        extra = [p for p in set(pairs) if pairs.count(p) > 1]
+        report.duplicated += [f"transition {key[0]}/{key[1]} {a}->{b} emitted twice" for a, b in extra]
+    report.out_of_order += changes_backwards(unique)
+    if final_ids is not None:
+        counts: dict[str, int] = defaultdict(int)
+        for event_id in final_ids:
+            counts[event_id] += 1
+        report.duplicated += [f"event {i} {n} times after FINAL" for i, n in counts.items() if n > 1]
+    return report
+
+
+def changes_backwards(unique: Sequence[Change]) -> list[str]:
+    found: list[str] = []
+    last: dict[Key, Change] = {}
+    for c in unique:
+        if c.kind != "status_changed" or c.to_status is None:
+            continue
+        prev = last.get(c.key)
+        if prev is not None and prev.to_status is not None \
+                and RANK.get(c.to_status, 0) <= RANK.get(prev.to_status, 0):
+            found.append(f"change {c.source}/{c.batch_id}: ->{prev.to_status} (offset {prev.offset}) "
+                         f"then ->{c.to_status} (offset {c.offset})")
+        last[c.key] = c
+    return found
+
+
+def check_offsets(stored: Mapping[int, Sequence[int]], ends: Mapping[int, int], what: str) -> Report:
+    """Every offset ``0 .. end-1`` of each partition stored once and in order.
+
+    ``stored`` lists the offsets ClickHouse (or a consumer) holds per partition, in the order it
+    stored or received them; ``ends`` the topic's end offsets.
+    """
+    report = Report()
+    for partition, end in sorted(ends.items()):
+        offsets = list(stored.get(partition, []))
+        missing = sorted(set(range(end)) - set(offsets))
+        if missing:
+            report.lost.append(f"{what} partition {partition}: {len(missing)} offsets missing "
+                               f"(first {missing[:5]})")
+        beyond = sorted(o for o in set(offsets) if o >= end)
+        if beyond:
+            report.duplicated.append(f"{what} partition {partition}: offsets past the end {beyond[:5]}")
+        doubled = sorted(o for o, n in Counter(offsets).items() if n > 1)
+        if doubled:
+            report.duplicated.append(f"{what} partition {partition}: offsets stored twice {doubled[:5]}")
+        turns = [(a, b) for a, b in pairwise(offsets) if b < a]
+        if turns:
+            report.out_of_order.append(f"{what} partition {partition}: offset {turns[0][1]} after "
+                                       f"{turns[0][0]} ({len(turns)} times)")
+    return report

@@ -1,0 +1,183 @@
+"""Scenario 6: a whole run with known fake API keys and a ClickHouse password; none of them may
+appear anywhere the pipeline writes.
+
+The simulator (in this process, on a thread) requires ``Authorization: Bearer <KEY>`` and injects
+faults on 30% of requests; ``batchscope run`` (log level debug) polls two sources with the key
+from ``api_key_env`` and a third with a wrong key (401 on every request: error paths and the
+breaker), and reads a ClickHouse password from ``clickhouse.password_env`` (chDB ignores it; the
+settings and store still carry it). Nothing the test writes itself contains a secret, so any
+occurrence was put there by the pipeline.
+
+Pass criteria: no key and no password (nor its base64 form) in the run's log (every line,
+tracebacks included), ``/metrics``, any record of any topic of the run's prefix (raw, snapshots,
+changes, dlq, the track table's changelog; dead letters' originals decoded), the ClickHouse
+tables, or the error text of a failing ``batchscope query``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline.config import SimulatorConfig
+from pipeline.errors import BatchscopeError
+from pipeline.queryserver import remote_query
+from pipeline.simulator import Simulator, simulator_secret
+from tests.integration.conftest import free_port
+from tests.reliability.harness import Fleet, Proc, wait_for, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+KEY = "sk-proj-RELFAKE-7c1e0b9a8f6d5e4c3b2a1908"
+WRONG = "sk-proj-RELWRONG-0f1e2d3c4b5a69788796a5b4"
+PASSWORD = "chpw-RELFAKE-Zq8xWv7u6t5s"
+SECRETS = (KEY, WRONG, PASSWORD)
+KEY_ENV = {"openai": "REL_API_KEY", "anthropic": "REL_API_KEY", "bedrock": "REL_AWS_KEY"}
+
+
+class SimThread:
+    """The simulator on its own event loop thread, so the test can keep blocking calls."""
+
+    def __init__(self, config: SimulatorConfig, api_key: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sim = Simulator(config, api_key=api_key)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Simulator:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(30)
+        return self.sim
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def leaks(text: str | bytes, where: str) -> list[str]:
+    data = text.encode() if isinstance(text, str) else text
+    found = []
+    for secret in SECRETS:
+        forms = (secret.encode(), base64.b64encode(secret.encode()), secret[8:-4].encode())
+        if any(form in data for form in forms):
+            found.append(f"{secret[:12]}... in {where}")
+    return found
+
+
+async def all_records(bootstrap: str, prefix: str) -> dict[str, list[Any]]:
+    """Every record of every topic of the run (Faust's own topics included), one consumer for all."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        found: dict[str, list[Any]] = {t: [] for t in topics}
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                found[tp.topic] += records
+        return found
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    # Three auth styles: a bearer token, Anthropic's x-api-key (sim-3: the wrong key), and Bedrock's
+    # SigV4, whose secret key signs the request and is never sent.
+    config = SimulatorConfig(port=0, batches=30, sources=3, seed=5, speed=3000.0, fault_rate=0.3,
+                             retry_after=0.2, hang_seconds=0.5, providers=("openai", "bedrock", "anthropic"))
+    with SimThread(config, KEY) as simulator:
+        yield simulator
+
+
+def test_no_secret_reaches_logs_metrics_topics_tables_or_errors(
+        tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, sim: Simulator) -> None:
+    http_port, metrics_port = free_port(), free_port()
+    sources = "".join(f"""
+[[sources]]
+name = "{name}"
+provider = "{sim.provider(name)}"
+base_url = "{sim.source_url(name)}"
+api_key_env = "{KEY_ENV[sim.provider(name)] if name != 'sim-3' else 'REL_WRONG_KEY'}"
+poll_interval = 0.25
+request_timeout = 1.0
+breaker_threshold = 3
+breaker_reset = 1.0
+max_rps = 100.0
+""" for name in sim.sources)
+    extra = '\n[clickhouse]\npassword_env = "REL_CH_PASSWORD"\n'
+    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port=sim.port, fleet=Fleet(),
+                          http_port=http_port, metrics_port=metrics_port, extern_sim=False, extra=extra)
+    config.write_text(config.read_text().replace('log_level = "info"', "") + sources, encoding="utf-8")
+    env = {"REL_API_KEY": KEY, "REL_AWS_KEY": simulator_secret("bedrock", KEY), "REL_WRONG_KEY": WRONG,
+           "REL_CH_PASSWORD": PASSWORD,
+           "BATCHSCOPE_PIPELINE_LOG_LEVEL": "debug"}
+    run = Proc(config, tmp_path / "run.log", "run", env=env).start()
+    query = f"http://127.0.0.1:{http_port}"
+    metrics = ""
+    try:
+        def terminal_in_clickhouse() -> bool:
+            try:
+                rows = remote_query(query, "SELECT count() FROM batch_latest FINAL WHERE status IN "
+                                           "('completed','failed','expired','cancelled')", write=False).rows
+            except BatchscopeError:
+                return False
+            return bool(rows[0][0] == 60)  # the two sources with the right key
+
+        wait_for(terminal_in_clickhouse, "the fleet of the keyed sources in ClickHouse", 180, run)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        tables = {t: remote_query(query, f"SELECT * FROM {t}", write=False).rows
+                  for t in ("batch_snapshots", "batch_latest", "batch_changes")}
+        failing = subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(config), "query",
+                                  "SELECT no_such_column FROM batch_snapshots"],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+                                 env={**os.environ, **env})
+    finally:
+        run.stop()
+    time.sleep(0.5)
+    log = run.text()
+
+    refused = "401" in log or "invalid_api_key" in log or "unauthor" in log.lower()
+    assert refused, "the wrong key was never refused"
+    assert 'source="sim-3"' in metrics, metrics[:2000]
+    assert "batchscope_poller_requests_total" in metrics, metrics[:2000]
+    assert failing.returncode != 0
+    assert failing.stderr
+    found = leaks(log, "the run's log") + leaks(metrics, "/metrics")
+    found += leaks(failing.stderr, "query error text")
+    for topic, records in asyncio.run(all_records(kafka_bootstrap, topic_prefix)).items():
+        for r in records:
+            found += leaks((r.key or b"") + (r.value or b""), f"topic {topic}")
+            if topic.endswith(".dlq"):
+                original = orjson.loads(r.value).get("original_b64") or ""
+                found += leaks(base64.b64decode(original), f"a dead letter's original in {topic}")
+    for table, rows in tables.items():
+        found += leaks(repr(rows), f"table {table}")
+    assert not found, found
+    assert len(log.splitlines()) > 100, "the debug log is suspiciously short"
