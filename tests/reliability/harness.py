@@ -63,8 +63,11 @@ class Fleet:
 
 def write_config(tmp: Path, bootstrap: str, prefix: str, *, sim_port: int, fleet: Fleet,
                  http_port: int = 0, metrics_port: int = 0, extern_sim: bool = True,
-                 extra: str = "") -> Path:
-    """A config for one scenario; ``extern_sim``: poll a ``batchscope simulate`` on ``sim_port``."""
+                 extra: str = "", source_extra: str = "") -> Path:
+    """A config for one scenario; ``extern_sim``: poll a ``batchscope simulate`` on ``sim_port``.
+
+    ``extra`` lands in the ``[simulator]`` table (and may open later tables); ``source_extra`` in
+    every ``[[sources]]`` table."""
     sim = Simulator(fleet.sim_config(sim_port))  # only to name each source's provider and API root
     sources = "".join(f"""
 [[sources]]
@@ -74,7 +77,7 @@ base_url = "{sim.source_url(name)}"
 poll_interval = {fleet.poll_interval}
 active_interval = {fleet.poll_interval}
 max_rps = 200.0
-""" for name in sim.sources) if extern_sim else ""
+{source_extra}""" for name in sim.sources) if extern_sim else ""
     path = tmp / "batchscope.toml"
     path.write_text(f"""
 [kafka]
