@@ -231,6 +231,9 @@ row (the others lasted less than a poll interval, so no poller could see them). 
 `detection` = the poller's `observed_at` minus the true instant (the baseline: what the raw topic
 gives, bounded by the poll interval); `e2e` = the row's `sunk_at` (server insert time) minus the
 true instant; `pipeline_p50` = the median of their difference (Kafka, agents, sink batching).
+`batchscope run` is one process: when a load's observation rate (every active batch re-observed
+each poll interval here) exceeds its agents' throughput (see the broker path section), a queue
+builds during the window and the e2e figures measure that queue.
 """
 
 

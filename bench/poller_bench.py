@@ -176,8 +176,7 @@ transitions from the end of the discovery cycle to the active interval + 6 s bef
 polling. "Fewest possible": the mean calls per cycle of a poller that sees every batch whose
 status changed since the last cycle, in that cycle (list k pages, GET the rest, best k): on the
 `sim` fleet the changes are spread over all 100 pages, so above 100 / that figure no poller with
-poll-interval detection can go. Shared machine: the lead re-measures the delay on a quiet one
-(the call counts are deterministic)."""
+poll-interval detection can go. The call counts are deterministic; the delays vary with machine load."""
 
 
 def main(argv: list[str] | None = None) -> None:
