@@ -23,18 +23,24 @@ PARTITIONS = 4
 FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
-def write_config(tmp: Path, bootstrap: str, prefix: str, rules: Rules, store: str = "memory") -> Path:
-    path = tmp / "worker.toml"
-    path.write_text(f"""
+def run_toml(tmp: Path, bootstrap: str, prefix: str, partitions: int = PARTITIONS) -> str:
+    """The start of a benchmark's or test's settings file: its own topics, consumer group and data
+    directory. The ``[pipeline]`` table is open at the end, for the caller's keys."""
+    return f"""
 [kafka]
 bootstrap = "{bootstrap}"
 topic_prefix = "{prefix}"
 app_id = "{prefix}"
-partitions = {PARTITIONS}
+partitions = {partitions}
 
 [pipeline]
 data_dir = "{tmp / 'data'}"
-log_level = "warning"
+"""
+
+
+def write_config(tmp: Path, bootstrap: str, prefix: str, rules: Rules, store: str = "memory") -> Path:
+    path = tmp / "worker.toml"
+    path.write_text(run_toml(tmp, bootstrap, prefix) + f"""log_level = "warning"
 
 [track]
 store = "{store}"

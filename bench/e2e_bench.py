@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.broker import delete_topics
+from bench.broker import delete_topics, run_toml
 from bench.report import save
 from pipeline.errors import BatchscopeError
 from pipeline.queryserver import remote_query
@@ -94,15 +94,7 @@ def free_port() -> int:
 def write_config(tmp: Path, args: argparse.Namespace, load: Load, prefix: str,
                  ports: dict[str, int]) -> Path:
     path = tmp / "batchscope.toml"
-    path.write_text(f"""
-[kafka]
-bootstrap = "{args.bootstrap}"
-topic_prefix = "{prefix}"
-app_id = "{prefix}"
-
-[pipeline]
-data_dir = "{tmp / 'data'}"
-http_port = {ports['http']}
+    path.write_text(run_toml(tmp, args.bootstrap, prefix) + f"""http_port = {ports['http']}
 metrics_port = {ports['metrics']}
 log_level = "warning"
 

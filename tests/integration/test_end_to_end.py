@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.broker import read_all
+from bench.broker import read_all, run_toml
 from pipeline.queryserver import remote_query
 from tests.change_schema import validate
 from tests.integration.conftest import free_port, start_run, stop_run
@@ -42,16 +42,7 @@ def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_por
                  providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = SOURCES,
                  batches: int = PER_SOURCE, malformed: int = MALFORMED, fault_rate: float = 0.0) -> Path:
     path = tmp / "batchscope.toml"
-    path.write_text(f"""
-[kafka]
-bootstrap = "{bootstrap}"
-topic_prefix = "{prefix}"
-app_id = "{prefix}"
-partitions = 4
-
-[pipeline]
-data_dir = "{tmp / 'data'}"
-http_port = {http_port}
+    path.write_text(run_toml(tmp, bootstrap, prefix) + f"""http_port = {http_port}
 sink_flush_seconds = 0.5
 
 [simulator]

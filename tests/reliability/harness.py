@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.broker import FAST_GROUP, PARTITIONS, read_all
+from bench.broker import FAST_GROUP, PARTITIONS, read_all, run_toml
 from pipeline.config import SimulatorConfig
 from pipeline.simulator import Simulator
 from tests.reliability.checker import (
@@ -79,16 +79,7 @@ active_interval = {fleet.poll_interval}
 max_rps = 200.0
 {source_extra}""" for name in sim.sources) if extern_sim else ""
     path = tmp / "batchscope.toml"
-    path.write_text(f"""
-[kafka]
-bootstrap = "{bootstrap}"
-topic_prefix = "{prefix}"
-app_id = "{prefix}"
-partitions = {PARTITIONS}
-
-[pipeline]
-data_dir = "{tmp / 'data'}"
-http_port = {http_port}
+    path.write_text(run_toml(tmp, bootstrap, prefix) + f"""http_port = {http_port}
 metrics_port = {metrics_port}
 sink_flush_seconds = 0.5
 
