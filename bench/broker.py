@@ -82,9 +82,10 @@ class Worker:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], *,
+                  max_request_size: int = 1_048_576) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
-                                linger_ms=20)
+                                linger_ms=20, max_request_size=max_request_size)
     await producer.start()
     try:
         for key, value in records:

@@ -32,10 +32,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.broker import PARTITIONS, delete_topics, read_all
+from bench.broker import PARTITIONS, delete_topics, publish, read_all
 from bench.workload import envelopes
 from tests.reliability.harness import Fleet, Proc, end_offsets, wait_for, write_config
 from tests.reliability.hostile import bodies, raw_record
@@ -57,18 +56,6 @@ async def create_raw(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                max_request_size=MAX_BYTES, linger_ms=20)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def count(bootstrap: str, topic: str) -> int:
     return sum(asyncio.run(end_offsets(bootstrap, topic)).values())
 
@@ -82,7 +69,7 @@ def process(tmp: Path, bootstrap: str, prefix: str, records: list[tuple[bytes, b
     first to the last snapshot, so neither the worker's start-up nor this test's polling counts.
     """
     asyncio.run(create_raw(bootstrap, prefix))
-    asyncio.run(produce(bootstrap, f"{prefix}.raw", records))
+    asyncio.run(publish(bootstrap, f"{prefix}.raw", records, max_request_size=MAX_BYTES))
     (tmp / prefix).mkdir()
     config = write_config(tmp / prefix, bootstrap, prefix, sim_port=1, fleet=Fleet(), extern_sim=False)
     worker = Proc(config, tmp / f"{prefix}.log", "worker", "--agents", "normalise").start()

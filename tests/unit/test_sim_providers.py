@@ -18,6 +18,7 @@ from pipeline.providers import adapter
 from pipeline.providers.paging import Params
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimSource, Simulator, build_fleet, simulator_secret
 from pipeline.simwire import project, projected_timeline
+from tests.simclock import SimClock
 
 EPOCH = 1_700_000_000.0
 SPEED = 3600.0
@@ -25,24 +26,14 @@ OBSERVED = "2026-11-29T12:00:00.000Z"
 KEY = "sim-provider-key-77c1"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
 
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_sim(self, seconds: float) -> None:
-        self.now += seconds / SPEED
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock(SPEED)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+async def sim(clock: SimClock) -> AsyncIterator[Simulator]:
     config = SimulatorConfig(port=0, batches=40, sources=len(PROVIDERS), providers=PROVIDERS, speed=SPEED,
                              seed=3, vanish_share=0.5, vanish_after=600.0)
     async with Simulator(config, clock=clock, wall=lambda: EPOCH) as simulator:
@@ -125,7 +116,7 @@ def test_providers_are_assigned_round_robin() -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_list_every_page_then_get_one(sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession,
+async def test_list_every_page_then_get_one(sim: Simulator, clock: SimClock, http: aiohttp.ClientSession,
                                             provider: str) -> None:
     clock.advance_sim(CREATION_SPAN)  # the whole fleet exists; some batches have vanished
     name = name_of(sim, provider)
@@ -153,7 +144,7 @@ async def test_list_every_page_then_get_one(sim: Simulator, clock: FakeClock, ht
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_vanished_batch_is_404_and_leaves_the_list(
-    sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession, provider: str,
+    sim: Simulator, clock: SimClock, http: aiohttp.ClientSession, provider: str,
 ) -> None:
     name = name_of(sim, provider)
     source, a = sim.sources[name], adapter(provider)
@@ -178,7 +169,7 @@ def orjson_bytes(body: Any) -> bytes:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_auth_is_checked_per_provider(clock: FakeClock, http: aiohttp.ClientSession,
+async def test_auth_is_checked_per_provider(clock: SimClock, http: aiohttp.ClientSession,
                                             provider: str) -> None:
     config = SimulatorConfig(port=0, batches=3, sources=1, providers=(provider,), speed=SPEED)
     async with Simulator(config, api_key=KEY, clock=clock, wall=lambda: EPOCH) as guarded:
@@ -217,7 +208,7 @@ async def test_list_parameters_are_checked(sim: Simulator, http: aiohttp.ClientS
             assert a.read_error(status, orjson_bytes(body)).message
 
 
-async def test_anthropic_before_id_pages_backwards(sim: Simulator, clock: FakeClock,
+async def test_anthropic_before_id_pages_backwards(sim: Simulator, clock: SimClock,
                                                    http: aiohttp.ClientSession) -> None:
     clock.advance_sim(CREATION_SPAN)
     name = name_of(sim, "anthropic")

@@ -14,29 +14,20 @@ from pipeline.models import STATUSES, TERMINAL, Envelope
 from pipeline.normalise import normalise
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimBatch, Simulator, build_fleet, openai_object
 from pipeline.transitions import RANK
+from tests.simclock import SimClock
 
 EPOCH = 1_700_000_000.0
 SPEED = 3600.0  # one fake clock second is one simulated hour
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
 
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_sim(self, sim_seconds: float) -> None:
-        self.now += sim_seconds / SPEED
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock(SPEED)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+async def sim(clock: SimClock) -> AsyncIterator[Simulator]:
     config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=11, sources=2, providers=("openai",))
     async with Simulator(config, clock=clock, wall=lambda: EPOCH) as simulator:
         yield simulator
@@ -207,7 +198,7 @@ def test_openai_object_final_counts() -> None:
 # --- the server -------------------------------------------------------------------------------
 
 
-async def test_simulator_basics(sim: Simulator, clock: FakeClock) -> None:
+async def test_simulator_basics(sim: Simulator, clock: SimClock) -> None:
     assert sim.port != 0
     assert list(sim.sources) == ["sim-1", "sim-2"]
     assert sim.source_url("sim-1") == f"http://127.0.0.1:{sim.port}/sim-1/v1"
@@ -234,7 +225,7 @@ async def test_paging_returns_every_visible_batch_newest_first(
 
 
 async def test_paging_sees_more_batches_as_time_passes(
-    sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession,
+    sim: Simulator, clock: SimClock, http: aiohttp.ClientSession,
 ) -> None:
     clock.advance_sim(CREATION_SPAN)  # every batch has been created
     listed = await list_all(http, sim.source_url("sim-2"), limit=7)
@@ -242,7 +233,7 @@ async def test_paging_sees_more_batches_as_time_passes(
     assert len(await list_all(http, sim.source_url("sim-2"), limit=100)) == 30
 
 
-async def test_exact_page_boundary(sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession) -> None:
+async def test_exact_page_boundary(sim: Simulator, clock: SimClock, http: aiohttp.ClientSession) -> None:
     clock.advance_sim(CREATION_SPAN)
     base = sim.source_url("sim-1")
     page = await get_json(http, f"{base}/batches", params={"limit": "30"})
@@ -255,7 +246,7 @@ async def test_exact_page_boundary(sim: Simulator, clock: FakeClock, http: aioht
     assert last["has_more"] is False
 
 
-async def test_default_limit_is_20(sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession) -> None:
+async def test_default_limit_is_20(sim: Simulator, clock: SimClock, http: aiohttp.ClientSession) -> None:
     clock.advance_sim(CREATION_SPAN)
     page = await get_json(http, f"{sim.source_url('sim-1')}/batches")
     assert len(page["data"]) == 20
@@ -294,7 +285,7 @@ async def test_unknown_after_is_400(sim: Simulator, http: aiohttp.ClientSession)
     assert body["error"]["code"] == "invalid_after"
 
 
-async def test_api_key_is_enforced(clock: FakeClock, http: aiohttp.ClientSession) -> None:
+async def test_api_key_is_enforced(clock: SimClock, http: aiohttp.ClientSession) -> None:
     config = SimulatorConfig(port=0, batches=5, speed=SPEED, sources=2, providers=("openai",))
     async with Simulator(config, api_key="sk-sim-right", clock=clock, wall=lambda: EPOCH) as guarded:
         url = f"{guarded.source_url('sim-1')}/batches"
@@ -331,7 +322,7 @@ async def test_truth_shape(sim: Simulator, http: aiohttp.ClientSession) -> None:
         assert entry["served"] == []
 
 
-async def test_truth_all_terminal_at_the_end(sim: Simulator, clock: FakeClock) -> None:
+async def test_truth_all_terminal_at_the_end(sim: Simulator, clock: SimClock) -> None:
     clock.advance_sim(CREATION_SPAN + WINDOW)
     truth = sim.truth()
     assert truth["all_terminal"] is True
@@ -339,7 +330,7 @@ async def test_truth_all_terminal_at_the_end(sim: Simulator, clock: FakeClock) -
 
 
 async def test_served_records_each_status_change_once(
-    sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession,
+    sim: Simulator, clock: SimClock, http: aiohttp.ClientSession,
 ) -> None:
     base = sim.source_url("sim-1")
     first = {b["id"]: b["status"] for b in await list_all(http, base)}
