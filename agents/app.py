@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-from faust.streams import Stream, _current_event
+from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
 from pipeline.codec import ORJSON, Codec
@@ -125,45 +124,25 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     rules = settings.track.rules()
 
     async def track_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
-        """Fold snapshots into the table, a batch at a time; a batch's change events are
-        acknowledged by the broker before any state they came from is written.
+        """Fold snapshots into the table; an event is acknowledged before the state that made it.
 
-        So a crash between the two replays the batch from the older state and emits the same
-        events (same ids, same content) again, instead of losing them. One produce round trip per
-        batch, not per snapshot: that round trip was the agent's ceiling.
+        So a crash between the two replays the snapshot from the older state and emits the same
+        event (same id, same content) again, instead of losing it.
         """
-        t = settings.track
-        batches = cast(Stream[bytes], stream).take_events(t.batch_size, within=t.batch_seconds)
-        async for batch in batches:
-            await track_batch(batch)
-            yield None
-
-    async def track_batch(batch: Sequence[EventT[bytes]]) -> None:
-        pending: dict[bytes, tuple[bytes, EventT[bytes]]] = {}  # key -> (new state, its last event)
-        sent = []
-        for event in batch:
+        async for event in stream.events():
             try:
                 key = _bytes(event.message.key)
-                before = pending[key][0] if key in pending else state.get(key)
-                prior, new_state, events = track(before, _bytes(event.value), rules, codec)
+                prior, new_state, events = track(state.get(key), _bytes(event.value), rules, codec)
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
                 await to_dlq(event, "track", reason_of(exc))
                 continue
-            sent += [await changes.send(key=key, value=change.to_json(codec.dumps)) for change in events]
+            sent = [await changes.send(key=key, value=change.to_json(codec.dumps)) for change in events]
+            if sent:
+                await asyncio.gather(*sent)
             counters.changes += len(events)
             if new_state != prior:
-                pending[key] = (codec.dumps(new_state.to_dict()), event)
-        if sent:
-            await asyncio.gather(*sent)
-        for key, (value, event) in pending.items():
-            # The table writes to the changelog (and store) partition of the current event: make
-            # it the event this state came from, for this write only. Only the context variable:
-            # take_events reads the stream's own current_event while it fills the next batch.
-            token = _current_event.set(weakref.ref(event))
-            try:
-                state[key] = value
-            finally:
-                _current_event.reset(token)
+                state[key] = codec.dumps(new_state.to_dict())
+            yield None
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         """take_events acknowledges a batch only when the loop asks for the next one, i.e. after

@@ -192,12 +192,8 @@ class TrackConfig:
     progress_min_interval: float = 60.0
     progress_min_step: int = 0  # 0: only the interval throttles ``progress``
     expiry_risk: bool = True
-    batch_size: int = 500  # snapshots folded per broker round trip
-    batch_seconds: float = 0.05  # the longest a snapshot waits for its batch to fill
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "track.batch_size", "must be 1 or more")
-        _require(self.batch_seconds > 0, "track.batch_seconds", "must be greater than 0")
         _require(self.store in STORES, "track.store", f"must be one of {', '.join(STORES)}")
         _require(self.store != "rocksdb" or importlib.util.find_spec("rocksdict") is not None,
                  "track.store", "rocksdb needs the rocksdict package: pip install 'batchscope[rocksdb]'")

@@ -41,8 +41,6 @@ def test_track_section_and_environment(tmp_path: Path) -> None:
     settings = load(tmp_path, "[track]\nstall_seconds = 60\nprogress_min_step = 5\nexpiry_risk = false\n",
                     {"BATCHSCOPE_TRACK_PROGRESS_MIN_INTERVAL": "2.5"})
     assert settings.track.rules() == Rules(60.0, 2.5, 5, False)
-    batching = load(tmp_path, "[track]\nbatch_size = 50\n", {"BATCHSCOPE_TRACK_BATCH_SECONDS": "0.2"})
-    assert (batching.track.batch_size, batching.track.batch_seconds) == (50, 0.2)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +52,6 @@ def test_track_section_and_environment(tmp_path: Path) -> None:
         ("progress_min_step = -2", "track.progress_min_step"),
         ("stall = 5", "track.stall: unknown key"),
         ('expiry_risk = "yes"', "track.expiry_risk: expected bool"),
-        ("batch_size = 0", "track.batch_size: must be 1 or more"),
-        ("batch_seconds = 0", "track.batch_seconds: must be greater than 0"),
     ],
 )
 def test_track_errors(tmp_path: Path, toml: str, fragment: str) -> None:
