@@ -36,6 +36,7 @@ from tests.reliability.checker import (
     check_changes,
     check_observations,
     check_offsets,
+    replaced_changes,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,8 +310,9 @@ def check_all(truth: Mapping[str, Any], stored: Stored) -> dict[str, Report]:
         "clickhouse changes": check_changes(truth, changes, final_ids),
         "clickhouse snapshot offsets": check_offsets(offsets_by_partition(observations),
                                                      stored.snapshot_ends, "batch_snapshots"),
-        "clickhouse change offsets": check_offsets(offsets_by_partition(changes),
-                                                   stored.change_ends, "batch_changes"),
+        "clickhouse change offsets": check_offsets(
+            offsets_by_partition(changes), stored.change_ends, "batch_changes",
+            replaced_changes(topic_changes(stored.change_records), changes)),
         "snapshots topic": check_observations(truth, topic_observations(stored.snapshot_records), latest),
         "changes topic": check_changes(truth, topic_changes(stored.change_records)),
     }

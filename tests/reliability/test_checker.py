@@ -14,6 +14,7 @@ from tests.reliability.checker import (
     check_changes,
     check_observations,
     check_offsets,
+    replaced_changes,
 )
 
 pytestmark = pytest.mark.reliability  # no Kafka: runs with every pytest invocation, fast
@@ -97,6 +98,27 @@ def test_planted_duplicate_is_found() -> None:
 
     report = check_offsets({0: [0, 1, 1, 2]}, {0: 3}, "snapshots")
     assert len(report.duplicated) == 1
+
+
+def test_an_event_replaced_by_its_later_copy_is_not_lost() -> None:
+    """batch_changes keeps the later of two copies of one event (ReplacingMergeTree on event_id):
+    the earlier offset is accounted for by the copy, and only by a later copy of the same event."""
+    evs = changes()
+    copy = replace(evs[0], offset=len(evs))  # the track agent emitted evs[0] again after a replay
+    topic = [*evs, copy]
+    table = [e for e in topic if e is not evs[0]]  # merged away: only the copy is stored
+    replaced = replaced_changes(topic, table)
+    assert replaced == {1: {evs[0].offset}}
+    ends = {1: len(topic)}
+    assert not check_offsets({1: [e.offset for e in table]}, ends, "batch_changes", replaced).lost
+
+    lost = [e for e in table if e.offset != evs[1].offset]  # evs[1] has no later copy: a real loss
+    report = check_offsets({1: [e.offset for e in lost]}, ends, "batch_changes",
+                           replaced_changes(topic, lost))
+    assert report.lost == [f"batch_changes partition 1: 1 offsets missing (first [{evs[1].offset}])"]
+
+    later = replace(evs[0], offset=99)  # stored only at an earlier offset: the later record is missing
+    assert replaced_changes([evs[0], later], [evs[0]]) == {}
 
 
 @pytest.mark.parametrize("swap", [(1, 2), (0, 3)])
