@@ -18,6 +18,7 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
+from agents.redelivery import REPAIR_INTERVAL, Redelivery
 from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, source_of
@@ -44,6 +45,12 @@ class Counters:
     changes: int = 0
     dead_letters: int = 0
     sunk: int = 0
+    stale_acks: int = 0  # acknowledgements of records from an older generation, refused
+    rewinds: int = 0  # partitions read again from a record dropped at a rebalance
+
+    def metrics(self) -> dict[str, float]:
+        """The counters as Prometheus gauges (``pipeline_*``)."""
+        return {f"pipeline_{name}": float(getattr(self, name)) for name in self.__slots__}
 
 
 def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = AGENTS,
@@ -91,6 +98,17 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     async def _forget_marks(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
 
+    redelivery = Redelivery(app, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
+
+    @app.on_partitions_assigned.connect
+    async def _guard_acks(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        redelivery.install()  # before the first record is handed to an agent
+
+    async def _repair_holes() -> None:
+        await redelivery.repair()
+
+    app.timer(REPAIR_INTERVAL)(_repair_holes)
+
     dead_log = LogLimit(DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW)
 
     async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
@@ -105,6 +123,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
 
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
+            if redelivery.done(event.message):
+                continue
             try:
                 key, value = normalise_record(_bytes(event.value), codec)
             except InvalidRecord as exc:
@@ -130,6 +150,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         event (same id, same content) again, instead of losing it.
         """
         async for event in stream.events():
+            if redelivery.done(event.message):
+                continue
             try:
                 key = _bytes(event.message.key)
                 prior, new_state, events = track(state.get(key), _bytes(event.value), rules, codec)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from mode import Service
 
 from agents.app import AGENTS, Counters, create_app
+from agents.redelivery import FAULT_ENV, drop_once
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
 from pipeline.config import Settings, load_settings
@@ -64,6 +66,8 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     loop.run_until_complete(ensure_topics(settings.kafka))
     app, counters = create_app(settings, store, agents=agents, codec=CODECS[codec])
     log.info("worker: agents %s, codec %s", ",".join(agents), codec)
+    if os.environ.get(FAULT_ENV):
+        drop_once(app, os.environ[FAULT_ENV])
     return execute(app, loop, settings, store, WorkerMetrics(settings, counters))
 
 
@@ -94,9 +98,7 @@ class WorkerMetrics(Service):
         self.server = MetricsServer(p.metrics_host, p.metrics_port, self.text)
 
     def text(self) -> str:
-        c = self.counters
-        return render([], {"pipeline_normalised": float(c.normalised), "pipeline_changes": float(c.changes),
-                           "pipeline_sunk": float(c.sunk), "pipeline_dead_letters": float(c.dead_letters)})
+        return render([], self.counters.metrics())
 
     async def on_start(self) -> None:
         await start_metrics(self.server)

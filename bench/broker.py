@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,9 @@ expiry_risk = {str(rules.expiry_risk).lower()}
 class Worker:
     """``python -m agents.worker`` (normalise + track) as a subprocess, logging to a file."""
 
-    def __init__(self, config: Path, log: Path, codec: str = "orjson") -> None:
-        self.config, self.log, self.codec = config, log, codec
+    def __init__(self, config: Path, log: Path, codec: str = "orjson",
+                 env: Mapping[str, str] | None = None) -> None:
+        self.config, self.log, self.codec, self.env = config, log, codec, dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -64,7 +66,7 @@ class Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agents.worker", "--config", str(self.config), "--codec", self.codec],
                 stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **FAST_GROUP, "PYTHONUNBUFFERED": "1"})
+                env={**os.environ, **FAST_GROUP, "PYTHONUNBUFFERED": "1", **self.env})
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

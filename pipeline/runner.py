@@ -85,9 +85,7 @@ class PipelineService(Service):
             await self.simulator.stop()
 
     def _metrics_text(self) -> str:
-        c = self.counters
-        extra = {"poller_pending_observations": float(self.buffer.pending),
-                 "pipeline_dead_letters": float(c.dead_letters), "pipeline_changes": float(c.changes)}
+        extra = {"poller_pending_observations": float(self.buffer.pending), **self.counters.metrics()}
         return render(self.poller.metrics() if self.poller else [], extra)
 
     async def _report(self) -> None:

@@ -9,6 +9,12 @@ Pass criteria: no offset gaps per partition (every offset of ``snapshots`` and `
 ClickHouse, none twice); the track table (its changelog) equals a replay of the snapshots topic;
 no duplicate change events (one content per ``event_id``, each transition once) and none missing;
 nothing lost, nothing doubled after FINAL.
+
+This scenario found that Faust 0.15 loses track of records around a rebalance (a partition whose
+lag never drained: 3 runs of 12); ``agents.redelivery`` closes that, and
+``tests/integration/test_redelivery.py`` injects the drop directly. It also showed that an event
+the track agent emits twice looks like a missing offset in ``batch_changes`` (ReplacingMergeTree
+keeps the later copy); the checker accounts for it (``checker.replaced_changes``).
 """
 
 from __future__ import annotations
@@ -99,12 +105,6 @@ def latest_of(rows: list[list[Any]]) -> list[list[Any]]:
 
 def test_worker_sigkilled_ten_times_and_a_rebalance(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str,
                                                     long_run: bool) -> None:
-    if not long_run:
-        # OPEN (issue 8): in 1 of 3 full-suite runs the last restarted worker stayed silent after
-        # start-up and the group never drained within 150 s (a rebalance that did not settle
-        # after the repeated SIGKILLs). Until that is understood it runs with the long variants
-        # only, so a flake cannot hide the rest of CI; track_recovery covers SIGKILL recovery.
-        pytest.skip("flaky rebalance stall under investigation: runs with --reliability-long")
     kills = KILLS * (3 if long_run else 1)
     fleet = Fleet(batches=60 if not long_run else 300, speed=1200.0 if not long_run else 400.0)
     sim_port = free_port()
