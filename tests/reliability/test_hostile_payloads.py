@@ -13,13 +13,16 @@ pipeline's own topics keep the broker default, which is why a dead letter keeps 
 
 Pass criteria: the worker (normalise agent) never crashes and exits cleanly; every hostile record
 is in ``<prefix>.dlq`` exactly once with a reason and its position (10 MB originals cut to
-``MAX_ORIGINAL`` and marked); every valid record becomes a snapshot; records flow at least at 80%
-of the clean baseline's rate measured in the same test (time from the first to the last
-snapshot), i.e. no hostile record stalls the stream (measured 89%). The valid-only rate is printed; with
-``--reliability-long`` (three times the valid records, so hostile ones are 5% of the stream) it
-must also reach 90%. In CI the 10,000 hostile records are 14% of the stream, and a dead letter
-costs the agent about as much as a snapshot (both are one produced record), so the valid-only rate
-measured 76-79% of the clean one (2026-11-29, loaded machine).
+``MAX_ORIGINAL`` and marked); every valid record becomes a snapshot; valid records flow at least
+at 90% of the clean baseline's rate measured in the same test (time from the first to the last
+snapshot: the issue's criterion), and records (valid and hostile) at least at 80%, i.e. no
+hostile record stalls the stream. ``--reliability-long`` runs three times the valid records.
+
+In CI the 10,000 hostile records are 14% of the stream. A dead letter used to cost the agent as
+much as a snapshot (one Faust send each), so the valid-only rate measured 71-85% of the clean
+one; the agent now produces dead letters in bursts (``agents/deadletters.py``) and what a hostile
+record still costs is Faust's per-record consumer work, which a valid record pays too (figures:
+``docs/reliability.md``; the machine they were taken on is shared and noisy).
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def test_hostile_payloads_go_to_the_dlq_without_slowing_valid_records(
     assert all(d.get("original_truncated") for d in dead if d["key"].split("/")[1].startswith("10mb"))
     assert count(kafka_bootstrap, f"{mixed_prefix}.snapshots") == len(valid)
     # No hostile record stalls the stream: records (valid and hostile) flow at 80% of the clean rate
-    # or better (measured 89%; a stall of a few seconds on a 10 MB record would fall below).
+    # or better (a stall of a few seconds on a 10 MB record would fall below).
     assert per_record >= 0.8 * baseline, f"{per_record:,.0f} records/s against a clean {baseline:,.0f}/s"
-    if long_run:  # the issue's figure: valid records alone, the hostile ones a smaller share
-        assert rate >= 0.9 * baseline, f"{rate:,.0f} valid/s against a clean {baseline:,.0f}/s"
+    # The issue's figure: valid records alone.
+    assert rate >= 0.9 * baseline, f"{rate:,.0f} valid/s against a clean {baseline:,.0f}/s"
