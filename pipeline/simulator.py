@@ -357,10 +357,10 @@ class Simulator:
                                        dict(request.query))
         except BadParam as exc:
             return _error(source.provider, 400, f"invalid_{exc.param}", str(exc))
-        objects: list[Any] = [source.serve(b, t, self.epoch) for b in page]
-        bad = self.hostile.take(bool(objects))
+        bad = self.hostile.take(bool(page))
         if bad is not None and bad[0] not in hostile.OBJECT_KINDS:
-            return _raw(bad[1])
+            return _raw(bad[1])  # before serve(): the ground truth holds what a client was shown
+        objects: list[Any] = [source.serve(b, t, self.epoch) for b in page]
         key = source.adapter.items_key
         if bad is not None:  # first, so that the paging cursor (the last id) stays a batch's
             objects.insert(0, orjson.Fragment(bad[1]))
