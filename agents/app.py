@@ -36,6 +36,7 @@ AGENTS = ("normalise", "track", "sink")
 # A snapshot bigger than this is a dead letter: Kafka's default record limit is about 1 MB
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
+PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
 DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW = 20, 10.0  # dead letters logged one by one per window
 
 
@@ -64,6 +65,10 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,
         producer_acks=-1,
+        # A full batch makes the producer wait for the broker before it takes another record for
+        # that partition; at aiokafka's 16 KB a burst of dead letters (agents/deadletters.py)
+        # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
+        producer_max_batch_size=PRODUCER_BATCH,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,
