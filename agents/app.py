@@ -18,6 +18,7 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
+from agents.deadletters import FLUSH_SECONDS, DeadLetterBurst
 from agents.redelivery import REPAIR_INTERVAL, Redelivery
 from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
@@ -36,6 +37,7 @@ AGENTS = ("normalise", "track", "sink")
 # A snapshot bigger than this is a dead letter: Kafka's default record limit is about 1 MB
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
+PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
 DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW = 20, 10.0  # dead letters logged one by one per window
 
 
@@ -70,6 +72,10 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,
         producer_acks=-1,
+        # A full batch makes the producer wait for the broker before it takes another record for
+        # that partition; at aiokafka's 16 KB a burst of dead letters (agents/deadletters.py)
+        # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
+        producer_max_batch_size=PRODUCER_BATCH,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,
@@ -94,9 +100,13 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     sink_topic_names = {k.topic("snapshots"), k.topic("changes")}
     sink = ClickHouseSink(store, PartitionPause(app, sink_topic_names))
 
+    burst = DeadLetterBurst(k.topic("dlq"), lambda *a: app.producer.send(*a),
+                            lambda exc: _crash(app, exc))
+
     @app.on_partitions_revoked.connect
     async def _forget_marks(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
+        await burst.flush()
 
     redelivery = Redelivery(app, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
 
@@ -111,34 +121,42 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
 
     dead_log = LogLimit(DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW)
 
-    async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
+    def letter(event: EventT[bytes], stage: str, reason: str) -> bytes:
         msg = event.message
         counters.dead_letters += 1
         if dead_log.allow():
             log.warning("dead letter from %s %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset,
                         reason[:300])
-        await dlq.send(key=msg.key, value=dead_letter(
-            reason=reason, stage=stage, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            original=msg.value, key=msg.key, source=source_of(msg.key)))
+        return dead_letter(reason=reason, stage=stage, topic=msg.topic, partition=msg.partition,
+                           offset=msg.offset, original=msg.value, key=msg.key, source=source_of(msg.key))
+
+    async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
+        await dlq.send(key=event.message.key, value=letter(event, stage, reason))
 
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            if redelivery.done(event.message):
+        """Acknowledged by hand: a valid record once its snapshot is sent, a bad one once its
+        dead letter leaves with a burst (:mod:`agents.deadletters`)."""
+        manual = cast(Stream[bytes], stream).noack()
+        burst.bind(manual.ack)
+        async for event in manual.events():
+            if redelivery.done(event.message):  # finished before a repair read it again
+                await manual.ack(event)
                 continue
             try:
                 key, value = normalise_record(_bytes(event.value), codec)
             except InvalidRecord as exc:
-                await to_dlq(event, "normalise", str(exc))
+                await burst.add(event, letter(event, "normalise", str(exc)))
                 continue
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
-                await to_dlq(event, "normalise", f"unexpected {type(exc).__name__}: {exc}")
+                await burst.add(event, letter(event, "normalise", f"unexpected {type(exc).__name__}: {exc}"))
                 continue
             if len(value) > MAX_RECORD:  # the producer would refuse it and the agent would die
-                await to_dlq(event, "normalise", f"snapshot of {len(value)} bytes is over the "
-                                                 f"{MAX_RECORD}-byte record limit")
+                await burst.add(event, letter(event, "normalise", f"snapshot of {len(value)} bytes is "
+                                                                  f"over the {MAX_RECORD}-byte record limit"))
                 continue
             counters.normalised += 1
             await snapshots.send(key=key, value=value)
+            await manual.ack(event)
             yield None
 
     rules = settings.track.rules()
@@ -201,6 +219,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     for name, (source, fn) in chosen.items():
         if name in agents:
             app.agent(source, name=name)(fn)
+    if "normalise" in agents:
+        app.timer(FLUSH_SECONDS, name="dead-letter-burst")(burst.flush)
     return app, counters
 
 
@@ -309,6 +329,11 @@ def track(previous: bytes | None, value: bytes, rules: Rules,
 def reason_of(exc: Exception) -> str:
     """The DLQ reason: an :class:`InvalidRecord` says why; anything else is named as unexpected."""
     return str(exc) if isinstance(exc, InvalidRecord) else f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _crash(app: faust.App, exc: BaseException) -> None:
+    """Stop the worker like a failed Faust send does: its unacknowledged records are read again."""
+    app.add_future(app.crash(exc))
 
 
 def store_url(settings: Settings) -> str:

@@ -92,6 +92,10 @@ def build_parser() -> ArgumentParser:
     sim.add_argument("--malformed", type=int,
                      help="batches (fleet-wide, chosen by the seed) served as objects the normaliser "
                           "rejects, inside valid list pages; listed in the ground truth")
+    sim.add_argument("--hostile", type=int,
+                     help="hostile payloads served (truncated JSON, bad UTF-8, NaN, 10 MB bodies, deep "
+                          "nesting, wrong types, huge metadata): objects inside list pages and whole "
+                          "response bodies; counted in the ground truth")
     sim.add_argument("--creation-span", type=float, dest="creation_span",
                      help="simulated hours over which the batches are created, half before start (default 4)")
     sim.add_argument("--history", type=int,
@@ -277,7 +281,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.simulator import Simulator
 
     knobs = ("batches", "sources", "seed", "speed", "port", "fault_rate", "retry_after", "hang_seconds",
-             "providers", "latency", "vanish_share", "vanish_after", "malformed", "creation_span", "history")
+             "providers", "latency", "vanish_share", "vanish_after", "malformed", "hostile", "creation_span",
+             "history")
     overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)

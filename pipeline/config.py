@@ -136,6 +136,7 @@ class SimulatorConfig:
     vanish_share: float = 0.0  # share of batches that answer 404 (and leave the list) after they end
     vanish_after: float = 3600.0  # simulated seconds after its end that such a batch vanishes
     malformed: int = 0  # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
+    hostile: int = 0  # hostile payloads (pipeline.hostile) served: objects inside list pages, whole bodies
     creation_span: float = 4.0  # simulated hours over which the batches are created, half before start
     history: int = 0  # batches per source created 2-30 simulated days earlier: terminal history
 
@@ -148,6 +149,7 @@ class SimulatorConfig:
         _require(0 <= self.vanish_share <= 1, "simulator.vanish_share", "must be between 0 and 1")
         _require(self.vanish_after >= 0, "simulator.vanish_after", "must be at least 0")
         _require(self.malformed >= 0, "simulator.malformed", "must be at least 0")
+        _require(self.hostile >= 0, "simulator.hostile", "must be at least 0")
         _require(self.creation_span > 0, "simulator.creation_span", "must be greater than 0")
         _require(self.history >= 0, "simulator.history", "must be at least 0")
         _require(self.batches >= 1, "simulator.batches", "must be at least 1")

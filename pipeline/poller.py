@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 10_000
 INVALID = "invalid"  # the status of a batch whose last object the normaliser rejected
 MAX_REJECTED = 10_000  # fingerprints kept of rejected objects without an id
+# A batch object whose JSON is bigger than this is not published: Kafka's default record limit is
+# about 1 MB (the envelope around it adds a few hundred bytes). It is counted and logged instead.
+MAX_OBJECT = 900 * 1024
 
 
 class Sink(Protocol):
@@ -243,6 +246,7 @@ class SourcePoller:
             found = (body.get(key) if body else []) if isinstance(body, dict) else None
         if not isinstance(found, list):
             what = "a JSON array" if key is None else f"a JSON object with a {key!r} array"
+            self.metrics.errors["malformed_body"] += 1
             raise SourceError(f"source {self.source.name}: list response is not {what}")
         return [o for o in found if isinstance(o, dict)]
 
@@ -263,6 +267,8 @@ class SourcePoller:
             batch_id = self.adapter.batch_id(obj)
             if batch_id is not None and (batch_id in seen or self._known_terminal(batch_id)):
                 continue
+            if self._oversized(batch_id, obj):
+                continue
             known = self._read(obj, observed_at)
             if known.status == INVALID and self._rejected_before(batch_id, known):
                 continue
@@ -280,6 +286,22 @@ class SourcePoller:
         if rejected:
             self.metrics.errors["invalid_object"] += rejected
 
+    def _oversized(self, batch_id: str | None, obj: dict[str, Any]) -> bool:
+        """True for an object too big to publish: counted and logged once, then settled (an id-less
+        one by its fingerprint) so that it is not fetched or counted again unchanged."""
+        data = orjson.dumps(obj)
+        if len(data) <= MAX_OBJECT:
+            return False
+        known = Known(INVALID, None, hash(data))
+        if self._rejected_before(batch_id, known, quiet=True):
+            return True
+        if batch_id is not None:
+            self.known[batch_id] = known
+        self.metrics.errors["oversized_object"] += 1
+        log.warning("source %s: a batch object of %d bytes (over %d) was not published", self.source.name,
+                    len(data), MAX_OBJECT)
+        return True
+
     def _read(self, obj: dict[str, Any], observed_at: str) -> Known:
         """The canonical status and expiry of a raw object, by the adapter's normaliser."""
         try:
@@ -293,7 +315,7 @@ class SourcePoller:
         due = schedule.next_refresh(snap.status, now, end, self.cadence, _unix(_since(snap)))
         return Known(snap.status, expires, None, _unix(snap.created_at), due)
 
-    def _rejected_before(self, batch_id: str | None, known: Known) -> bool:
+    def _rejected_before(self, batch_id: str | None, known: Known, *, quiet: bool = False) -> bool:
         if batch_id is not None:
             before = self.known.get(batch_id)
             return before is not None and before.fingerprint == known.fingerprint
@@ -302,8 +324,9 @@ class SourcePoller:
             return True
         if len(self._rejected) < MAX_REJECTED:
             self._rejected.add(known.fingerprint)
-        log.warning("source %s: a batch object without an id was published (the DLQ will hold it)",
-                    self.source.name)
+        if not quiet:
+            log.warning("source %s: a batch object without an id was published (the DLQ will hold it)",
+                        self.source.name)
         return False
 
     async def _get_one(self, session: aiohttp.ClientSession, batch_id: str) -> dict[str, Any] | None:
@@ -318,6 +341,7 @@ class SourcePoller:
                 return None
             raise
         if not isinstance(obj, dict) or self.adapter.batch_id(obj) is None:
+            self.metrics.errors["malformed_body"] += 1
             raise SourceError(f"source {self.source.name}: batch {batch_id}: response is not a batch object")
         return obj
 

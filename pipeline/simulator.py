@@ -16,14 +16,16 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from aiohttp import web
 
-from pipeline import sigv4, simwire
+from pipeline import hostile, sigv4, simwire
 from pipeline.config import Secret, SimulatorConfig
 from pipeline.faults import FaultInjector
 from pipeline.models import TERMINAL
@@ -43,6 +45,7 @@ MODELS = ("gpt-4o-mini", "gpt-4.1", "o4-mini", "text-embedding-3-small")
 ENDPOINTS = ("/v1/chat/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 OUTCOMES = (("completed", 70), ("completed_all_failed", 4), ("failed", 8),
             ("expired", 6), ("cancelled", 12))
+HOSTILE_SHARE = 0.3  # of the answers, while hostile payloads are left
 VALIDATION_ERRORS = ("invalid_json_line", "duplicate_custom_id", "model_mismatch", "empty_file")
 
 
@@ -195,6 +198,39 @@ def _malformed(config: SimulatorConfig, names: list[str]) -> dict[str, frozenset
     return {n: frozenset(i for m, i in picked if m == n) for n in names}
 
 
+class HostileFeed:
+    """``simulator.hostile`` payloads, served one at a time until they run out: an object kind
+    inside a list page that holds batches, a whole-body kind as a list or GET answer (status 200).
+
+    A request takes one with probability :data:`HOSTILE_SHARE` (seeded), so the client's retry
+    gets a valid answer most of the time."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        items = hostile.served(count)
+        random.Random(f"{seed}/hostile").shuffle(items)  # simulation, not security
+        self.objects = [i for i in items if i[0] in hostile.OBJECT_KINDS]
+        self.bodies = [i for i in items if i[0] not in hostile.OBJECT_KINDS]
+        self._rng = random.Random(f"{seed}/hostile/serve")  # simulation, not security
+        self.served: Counter[str] = Counter()  # "object"/"body" -> served so far
+        self.kinds: Counter[str] = Counter()
+
+    def take(self, page: bool) -> tuple[str, bytes] | None:
+        """The next payload for this answer (``page``: a list page that holds a batch), or None."""
+        pools = [(self.bodies, "body")] + ([(self.objects, "object")] if page else [])
+        pools = [(pool, what) for pool, what in pools if pool]
+        if not pools or self._rng.random() >= HOSTILE_SHARE:
+            return None
+        pool, what = pools[self._rng.randrange(len(pools))]
+        kind, body = pool.pop()
+        self.served[what] += 1
+        self.kinds[kind] += 1
+        return kind, body
+
+    def report(self) -> dict[str, Any]:
+        return {"objects": self.served["object"], "bodies": self.served["body"], "kinds": dict(self.kinds),
+                "left": len(self.objects) + len(self.bodies)}
+
+
 class Simulator:
     """The aiohttp server. ``async with Simulator(cfg) as sim:`` then poll ``sim.source_url(name)``."""
 
@@ -217,6 +253,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self.faults = FaultInjector(config.fault_rate, config.retry_after, config.hang_seconds, config.seed)
+        self.hostile = HostileFeed(config.hostile, config.seed)
 
     def now(self) -> float:
         """Simulated seconds since the epoch."""
@@ -320,13 +357,18 @@ class Simulator:
                                        dict(request.query))
         except BadParam as exc:
             return _error(source.provider, 400, f"invalid_{exc.param}", str(exc))
-        objects = [source.serve(b, t, self.epoch) for b in page]
+        bad = self.hostile.take(bool(page))
+        if bad is not None and bad[0] not in hostile.OBJECT_KINDS:
+            return _raw(bad[1])  # before serve(): the ground truth holds what a client was shown
+        objects: list[Any] = [source.serve(b, t, self.epoch) for b in page]
         key = source.adapter.items_key
+        if bad is not None:  # first, so that the paging cursor (the last id) stays a batch's
+            objects.insert(0, orjson.Fragment(bad[1]))
         if key is None:  # Together: a bare array
-            return web.json_response(objects)
+            return _json(objects)
         if key == "data" and source.provider != "anthropic":  # OpenAI family, Mistral
-            return web.json_response({"object": "list", "data": objects, **envelope})
-        return web.json_response({key: objects, **envelope})
+            return _json({"object": "list", "data": objects, **envelope})
+        return _json({key: objects, **envelope})
 
     def _get(self, source: SimSource, batch_id: str) -> web.Response:
         t = self.now()
@@ -334,6 +376,9 @@ class Simulator:
         vanished = batch is not None and source.vanish.get(batch.index, t + 1) <= t
         if batch is None or batch.created > t or vanished:
             return _error(source.provider, 404, None, f"No batch found with id '{batch_id}'.")
+        bad = self.hostile.take(False)
+        if bad is not None:
+            return _raw(bad[1])
         return web.json_response(source.serve(batch, t, self.epoch))
 
     async def _truth(self, request: web.Request) -> web.Response:
@@ -348,7 +393,8 @@ class Simulator:
         sources = [{"name": s.name, "provider": s.provider, "base_url": self.source_url(s.name)}
                    for s in self.sources.values()]
         return {"now": int(self.epoch + t), "all_terminal": all_terminal, "batches": batches,
-                "sources": sources, "malformed": malformed, "faults": self.faults.report()}
+                "sources": sources, "malformed": malformed, "faults": self.faults.report(),
+                "hostile": self.hostile.report()}
 
     def _batch_truth(self, source: SimSource, b: SimBatch, t: float) -> dict[str, Any]:
         timeline = simwire.projected_timeline(source.provider, b)
@@ -364,6 +410,15 @@ class Simulator:
             "malformed": b.index in source.malformed,
             "vanishes_at": None if vanishes is None else int(self.epoch + vanishes),
         }
+
+
+def _json(obj: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+def _raw(body: bytes) -> web.Response:
+    """A hostile body as a 200 answer, byte for byte."""
+    return web.Response(body=body, status=200, content_type="application/json")
 
 
 def _error(provider: str, status: int, code: str | None, message: str) -> web.Response:

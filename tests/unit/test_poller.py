@@ -253,9 +253,11 @@ async def test_malformed_list_responses(
     body: bytes, fragment: str, retriable: bool,
 ) -> None:
     url = await serve(responding(body))
+    poller = SourcePoller(source_for(url), CollectingSink(), FAST)
     with pytest.raises(SourceError, match=fragment) as info:
-        await SourcePoller(source_for(url), CollectingSink(), FAST).poll_once(http)
+        await poller.poll_once(http)
     assert info.value.retriable is retriable
+    assert poller.metrics.errors["malformed_body"] == 1  # counted for the source; the next cycle retries
 
 
 async def test_pagination_without_last_id_uses_the_last_item(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from pipeline.config import SimulatorConfig
@@ -301,7 +302,8 @@ async def test_api_key_is_enforced(clock: SimClock, http: aiohttp.ClientSession)
 
 async def test_truth_shape(sim: Simulator, http: aiohttp.ClientSession) -> None:
     truth = await get_json(http, f"http://127.0.0.1:{sim.port}/_sim/truth")
-    assert set(truth) == {"now", "all_terminal", "batches", "faults", "sources", "malformed"}
+    assert set(truth) == {"now", "all_terminal", "batches", "faults", "sources", "malformed", "hostile"}
+    assert truth["hostile"] == {"objects": 0, "bodies": 0, "kinds": {}, "left": 0}
     assert truth["malformed"] == []
     assert truth["sources"] == [{"name": n, "provider": "openai", "base_url": sim.source_url(n)}
                                 for n in ("sim-1", "sim-2")]
@@ -346,3 +348,33 @@ async def test_served_records_each_status_change_once(
         assert truth[batch_id]["served"] == expected
     other = [b for b in sim.truth()["batches"] if b["source"] == "sim-2"]
     assert all(b["served"] == [] for b in other)
+
+
+async def test_hostile_payloads_are_served_in_pages_and_as_whole_bodies(
+        clock: SimClock, http: aiohttp.ClientSession) -> None:
+    config = SimulatorConfig(port=0, batches=30, speed=SPEED, seed=11, sources=1, providers=("openai",),
+                             hostile=40)
+    async with Simulator(config, clock=clock, wall=lambda: EPOCH) as sim:
+        url = f"{sim.source_url('sim-1')}/batches?limit=5"
+        pages, bodies = 0, 0
+        for _ in range(400):
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                raw = await resp.read()
+            try:
+                page = orjson.loads(raw)
+                found = isinstance(page, dict) and isinstance(page.get("data"), list)
+            except orjson.JSONDecodeError:
+                found = False
+            if not found:
+                bodies += 1
+                continue
+            pages += 1
+            assert page["last_id"] == page["data"][-1]["id"]  # the cursor stays a batch's
+            assert page["last_id"].startswith("batch_sim-1_")
+        truth = sim.truth()["hostile"]
+    assert truth["left"] == 0
+    assert truth["objects"] + truth["bodies"] == 40
+    assert truth["bodies"] == bodies > 0
+    assert truth["objects"] > 0
+    assert pages == 400 - bodies
