@@ -11,7 +11,7 @@ no duplicate change events (one content per ``event_id``, each transition once) 
 nothing lost, nothing doubled after FINAL.
 
 This scenario found that Faust 0.15 loses track of records around a rebalance (a partition whose
-lag never drained: 3 runs of 12); ``agents.redelivery`` closes that, and
+lag never drained: 4 runs of 14); ``agents.redelivery`` closes that, and
 ``tests/integration/test_redelivery.py`` injects the drop directly. It also showed that an event
 the track agent emits twice looks like a missing offset in ``batch_changes`` (ReplacingMergeTree
 keeps the later copy); the checker accounts for it (``checker.replaced_changes``).
