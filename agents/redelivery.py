@@ -42,31 +42,27 @@ PATIENCE = 2  # checks in a row that must see the same hole before the partition
 @dataclass(frozen=True, slots=True)
 class PartitionView:
     """What the consumer knows of one partition: committed offset (the next record to process),
-    last read offset, fetch position (the next offset to fetch), offsets processed but not yet
-    committed, offsets being processed."""
+    offsets processed but not yet committed, offsets being processed."""
 
     committed: int | None
-    read: int | None
-    fetched: int | None
     acked: Collection[int]
     in_flight: Collection[int]
 
 
 def hole(view: PartitionView) -> int | None:
-    """The committed offset when its record is lost to the consumer: fetched, but neither
-    processed nor being processed. ``None`` when the partition is healthy.
+    """The committed offset when its record is lost to the consumer: neither processed nor being
+    processed, while a later record of the partition was processed. ``None`` otherwise.
 
-    Fetched means the fetch position is past it, or a later record was read or processed (the read
-    offset alone cannot tell: a seek sets it to the next record, a delivery to the last one).
-    A record fetched and still queued for its agent looks the same for a moment, so the repair
-    acts only on a hole seen ``PATIENCE`` checks in a row.
+    Only a later record *processed* proves it: a record fetched but still queued for a blocked
+    agent (the broker down, ClickHouse down) looks like a lost one by the read offset and the
+    fetch position alone, and reading it again would deliver it twice, out of order (found by
+    scenario 1: a 20 s broker outage). So a drop of a partition's last record is repaired only
+    once a later record has been processed; a live partition gets one within a poll interval.
     """
     c = view.committed
     if c is None or c in view.acked or c in view.in_flight:
         return None
-    fetched = view.fetched is not None and view.fetched > c
-    later_read = view.read is not None and view.read > c
-    return c if fetched or later_read or any(o > c for o in view.acked) else None
+    return c if any(o > c for o in view.acked) else None
 
 
 def head_missing(consumer: Any, tp: TP) -> bool:
@@ -129,18 +125,16 @@ class Redelivery:
             return True
         return message.offset in consumer._acked_index.get(message.tp, ())
 
-    async def views(self) -> dict[TP, PartitionView]:
+    def views(self) -> dict[TP, PartitionView]:
         consumer: Any = self._app.consumer
         in_flight: dict[TP, set[int]] = defaultdict(set)
         for message in list(consumer._unacked_messages):
             if message.generation_id in (None, self._app.consumer_generation_id):  # a stale one comes again
                 in_flight[message.tp].add(message.offset)
         paused = set(consumer._paused_partitions)
-        mine = [tp for tp in consumer.assignment() if tp.topic in self._topics and tp not in paused]
-        return {tp: PartitionView(consumer._committed_offset.get(tp), consumer._read_offset.get(tp),
-                                  await consumer.position(tp), list(consumer._acked.get(tp, ())),
+        return {tp: PartitionView(consumer._committed_offset.get(tp), list(consumer._acked.get(tp, ())),
                                   in_flight.get(tp, set()))
-                for tp in mine}
+                for tp in consumer.assignment() if tp.topic in self._topics and tp not in paused}
 
     async def due(self) -> list[tuple[TP, int]]:
         """Partitions whose hole has been seen ``patience`` times in a row (one call per check)."""
@@ -150,7 +144,7 @@ class Redelivery:
             self._generation = self._app.consumer_generation_id
             self._suspects.clear()
         suspects: dict[TP, tuple[int, int]] = {}
-        for tp, view in (await self.views()).items():
+        for tp, view in self.views().items():
             offset = hole(view)
             if offset is not None:
                 seen = self._suspects.get(tp, (offset, 0))
