@@ -1,33 +1,46 @@
-"""Records Faust drops at a rebalance are read again, and never committed unread.
+"""Records Faust drops are read again, in order, and never committed unread.
 
 Found by reliability scenario 2 (the worker SIGKILLed ten times, a second worker started and
-stopped): Faust 0.15 can lose track of records that were fetched around a rebalance.
+stopped): Faust 0.15 can lose track of records fetched around a rebalance or at start-up.
 
-* A record fetched before the rebalance and handed to a stream after it is skipped by the
-  stream (its generation is stale) *and acknowledged*; when the partition stayed with this worker
-  and the re-read from the committed offset drops it as already read, its offset is committed
-  although no agent processed it: one change event missing in ClickHouse.
-* A record whose hand-over to the stream was cut short by the rebalance never reaches an agent,
-  while Faust's read offset moves past it: the committed offset stops below it for good and the
-  partition's lag never drains (the group stalled for minutes in 1 run of 3) or, when exactly
-  one record is missing, Faust commits past it (its test of the gap at the head is ``> 1``).
+* At start-up (a worker's dev log, ``DEVLOG=1``, after a restart): the fetch loop runs while
+  the table recovery still holds the streams' flow, and a stream skips what it is handed then,
+  unacknowledged, while the read offset moves past it. Right after the recovery's seek back to
+  the committed offsets the log shows a flood of ``DROPPED MESSAGE`` (records fetched again,
+  dropped as already read), and the hole repair then found a never-processed record at the
+  committed offset of three ``snapshots`` partitions.
+* A record fetched before a rebalance and handed to a stream after it is skipped (its generation
+  is stale), and on Faust's pure-Python path acknowledged; a record whose hand-over was cut short
+  by the flow suspension never reaches an agent while the read offset moves past it.
+* Faust then commits past such a record: it counts as done every offset its read position
+  jumped over (``Consumer._add_gap``, meant for compacted topics; ours have no gaps), and a
+  one-record hole at the head (its test is ``> 1``). Otherwise the commit stops below the
+  record for good and the partition's lag never drains.
 
-Three guards close these: :meth:`Redelivery.install` refuses the acknowledgement of a record from
-an older generation (it is read again after the rebalance's seek) and holds the commit while the
-record at the committed offset is missing (:func:`head_missing`); :meth:`Redelivery.repair`,
-run on a timer, finds a *hole* (the record at the committed offset neither processed, nor being
-processed, while a later one was) that persists, and seeks the partition back to it. Records
-read again that an agent already finished are recognised by :meth:`Redelivery.done` and skipped,
-so the repair doubles nothing; the sink has its own high-water marks.
+The guards. :meth:`Redelivery.install` refuses the acknowledgement of a record from an older
+generation, and makes the commit exact: up to the first offset no agent acknowledged
+(:func:`commit_limit`), whatever Faust's own figure. :meth:`Redelivery.admit` keeps the
+order-keeping agents (normalise, track) in offset order: a record arriving after a hole is held,
+unacknowledged, and the partition is read again from the hole at once, so a batch's
+observations are never processed out of order (a hole repaired later would fold the transition
+the dropped record alone shows into the next one). :meth:`Redelivery.repair`, on a timer, is
+the backstop for the other topics (a hole at the committed offset that persists: the sink's
+``changes``) and for records retention deleted before they were read. Records read again that
+an agent already finished are recognised by :meth:`Redelivery.done` and skipped, so nothing is
+produced twice; the sink has its own high-water marks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
+import re
+import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faust
 from faust.types import TP, Message
@@ -36,6 +49,15 @@ log = logging.getLogger(__name__)
 
 FAULT_ENV = "BATCHSCOPE_FAULT_DROP"  # test hook: TOPIC:PARTITION:OFFSET, see drop_once
 REPAIR_INTERVAL = 5.0  # seconds between hole checks
+RESEEK_SECONDS = 1.0  # an order-keeping agent still held behind a hole seeks again after this long
+
+
+class Verdict(enum.Enum):
+    """What an order-keeping agent does with a record (:meth:`Redelivery.admit`)."""
+
+    PROCESS = "process"
+    DONE = "done"  # finished before (read again after a seek): acknowledge it, nothing else
+    HOLD = "hold"  # an earlier record has not come yet: neither process nor acknowledge it
 PATIENCE = 2  # checks in a row that must see the same hole before the partition is read again
 
 
@@ -65,15 +87,18 @@ def hole(view: PartitionView) -> int | None:
     return c if any(o > c for o in view.acked) else None
 
 
-def head_missing(consumer: Any, tp: TP) -> bool:
-    """Whether the record at ``tp``'s committed offset is neither processed nor skipped over
-    (a compaction gap) while later ones were processed."""
-    committed = consumer._committed_offset.get(tp)
-    acked = consumer._acked.get(tp)
-    if committed is None or not acked:
-        return False
-    gap_starts = [gap.begin for gap in consumer._gap.get(tp) or ()]
-    return bool(min([*acked, *gap_starts]) > committed)
+def commit_limit(committed: int | None, processed: Collection[int]) -> int | None:
+    """The offset to commit: the first one at or after ``committed`` that no agent finished.
+
+    ``None`` when nothing can be committed: the start is not known yet, or the record at the
+    committed offset is not finished.
+    """
+    if committed is None:
+        return None
+    offset = committed
+    while offset in processed:
+        offset += 1
+    return offset if offset > committed else None
 
 
 class Counts(Protocol):
@@ -91,13 +116,17 @@ class Redelivery:
         self._topics = frozenset(topics)
         self._patience = patience
         self._suspects: dict[TP, tuple[int, int]] = {}  # tp -> (hole offset, sightings)
+        self._processed: dict[TP, set[int]] = defaultdict(set)  # acknowledged, not yet committed
+        self._start: dict[TP, int] = {}  # where a partition never committed starts (earliest offset)
+        self._lookup: asyncio.Future[None] | None = None
+        self._next: dict[tuple[str, TP], int] = {}  # (agent, tp) -> the next offset it must see
+        self._holding: dict[TP, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
         self._generation = -1
         self._installed = False
 
     def install(self) -> None:
         """Wrap the consumer's ``ack``: a record of an older generation is not acknowledged; and
-        its ``_new_offset``: nothing is committed while the record at the committed offset is
-        missing (Faust commits past a hole of exactly one record: it tests ``> 1``)."""
+        its ``_new_offset``: the commit stops at the first record no agent acknowledged."""
         if self._installed:
             return
         consumer: Any = self._app.consumer  # Faust's Consumer; _new_offset is not on its interface
@@ -111,19 +140,81 @@ class Redelivery:
             return bool(original(message))
 
         def new_offset(tp: TP) -> int | None:
-            return None if head_missing(consumer, tp) else original_new_offset(tp)
+            if tp.topic not in self._topics:
+                return cast(int | None, original_new_offset(tp))
+            return self._new_offset(consumer, tp, original_new_offset)
 
         setattr(consumer, "ack", ack)  # noqa: B010 - instance attributes, not the methods
         setattr(consumer, "_new_offset", new_offset)  # noqa: B010
         self._installed = True
 
+    def _new_offset(self, consumer: Any, tp: TP, faust_new_offset: Callable[[TP], int | None]) -> int | None:
+        """Take what the agents acknowledged (Faust's ``_acked_index``: its ``_acked`` list gets
+        the gaps merged in), let Faust tidy its own books, and commit up to the first offset not
+        acknowledged."""
+        processed = self._processed[tp]
+        processed.update(consumer._acked_index.get(tp, ()))
+        faust_new_offset(tp)  # drops the acknowledged run (and gaps) from its books
+        committed = self._committed(tp)
+        if committed is not None:
+            processed.difference_update([o for o in processed if o < committed])
+        return commit_limit(committed, processed)
+
+    def _committed(self, tp: TP) -> int | None:
+        """The next record to process: the committed offset, or where a partition never committed
+        starts (its earliest offset, looked up by :meth:`repair`; until then nothing commits:
+        Faust's own first commit would count every offset it jumped over as done)."""
+        committed: int | None = self._app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return committed if committed is not None else self._start.get(tp)
+
     def done(self, message: Message) -> bool:
         """Whether an agent already finished this record (a record read again after a repair)."""
         consumer: Any = self._app.consumer
-        committed = consumer._committed_offset.get(message.tp)
+        committed = self._committed(message.tp)
         if committed is not None and message.offset < committed:
             return True
-        return message.offset in consumer._acked_index.get(message.tp, ())
+        return message.offset in self._processed.get(message.tp, ()) or \
+            message.offset in consumer._acked_index.get(message.tp, ())
+
+    async def admit(self, agent: str, message: Message) -> Verdict:
+        """Keep ``agent`` in offset order: a record is processed only when every earlier record
+        of its partition was, so a record Faust dropped (at start-up or a rebalance: handed to a
+        stream whose flow was still suspended, then passed over by the fetch loop) is read again
+        *before* the later ones are processed, and the observations of a batch stay in order
+        (repaired later, the dropped one would arrive after its batch's newer observations and
+        the transition it alone shows would be folded into the next one)."""
+        if self.done(message):
+            return Verdict.DONE
+        tp, offset = message.tp, message.offset
+        key = (agent, tp)
+        expected = self._next.get(key, self._committed(tp))
+        if expected is None or offset < expected:  # unknown start, or read again before its ack
+            return Verdict.PROCESS
+        while expected < offset and self._finished(tp, expected):
+            expected += 1
+        if offset == expected:
+            self._next[key] = offset + 1
+            self._holding.pop(tp, None)
+            return Verdict.PROCESS
+        await self._seek_back(tp, expected)
+        return Verdict.HOLD
+
+    def _finished(self, tp: TP, offset: int) -> bool:
+        consumer: Any = self._app.consumer
+        return offset in self._processed.get(tp, ()) or offset in consumer._acked_index.get(tp, ())
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` again from ``offset``, once per :data:`RESEEK_SECONDS` (records fetched
+        before the seek keep arriving for a while, and each of them is held too)."""
+        now = time.monotonic()
+        sought = self._holding.get(tp)
+        if sought is not None and sought[0] == offset and now - sought[1] < RESEEK_SECONDS:
+            return
+        self._holding[tp] = (offset, now)
+        log.warning("%s[%d]: the record at offset %d never reached the agents (dropped by the "
+                    "consumer); reading the partition again from it", tp.topic, tp.partition, offset)
+        await self._app.consumer.seek(tp, offset)
+        self._counters.rewinds += 1
 
     def views(self) -> dict[TP, PartitionView]:
         consumer: Any = self._app.consumer
@@ -132,9 +223,15 @@ class Redelivery:
             if message.generation_id in (None, self._app.consumer_generation_id):  # a stale one comes again
                 in_flight[message.tp].add(message.offset)
         paused = set(consumer._paused_partitions)
-        return {tp: PartitionView(consumer._committed_offset.get(tp), list(consumer._acked.get(tp, ())),
+        assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
+        for tp in set(self._processed) - assigned:  # another worker's now
+            del self._processed[tp]
+        for tp in set(self._start) - assigned:
+            del self._start[tp]
+        return {tp: PartitionView(self._committed(tp),
+                                  self._processed.get(tp, set()) | consumer._acked_index.get(tp, set()),
                                   in_flight.get(tp, set()))
-                for tp in consumer.assignment() if tp.topic in self._topics and tp not in paused}
+                for tp in assigned if tp not in paused}
 
     async def due(self) -> list[tuple[TP, int]]:
         """Partitions whose hole has been seen ``patience`` times in a row (one call per check)."""
@@ -153,31 +250,73 @@ class Redelivery:
         return [(tp, offset) for tp, (offset, n) in suspects.items() if n >= self._patience]
 
     async def repair(self) -> None:
-        for tp, offset in await self.due():
+        """The backstop: a hole no order-keeping agent ran into (the sink's topics), or one
+        whose records retention deleted."""
+        consumer = self._app.consumer
+        await self._find_starts()
+        stuck = {tp: offset for tp, (offset, since) in self._holding.items()
+                 if time.monotonic() - since > REPAIR_INTERVAL}
+        for tp, offset in [*await self.due(), *stuck.items()]:
+            self._suspects.pop(tp, None)
+            earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
+            if offset < earliest:  # not a drop: retention deleted them before they were read
+                log.warning("%s[%d]: records %d-%d were deleted by the topic's retention before they "
+                            "were processed; going on from %d", tp.topic, tp.partition, offset,
+                            earliest - 1, earliest)
+                self._processed[tp].update(range(offset, earliest))
+                self._holding.pop(tp, None)
+                continue
+            if tp in stuck:  # held, and nothing arrived since the last seek to make it seek again
+                await self._seek_back(tp, offset)
+                continue
             log.warning("%s[%d]: the record at offset %d was dropped by the consumer at a rebalance "
                         "and never processed; reading the partition again from it",
                         tp.topic, tp.partition, offset)
-            await self._app.consumer.seek(tp, offset)
-            self._suspects.pop(tp, None)
+            await consumer.seek(tp, offset)
             self._counters.rewinds += 1
+
+    def assigned(self) -> None:
+        """On partitions assigned: install the guards, and look up where the partitions never
+        committed start (in the background: the rebalance is not held up by a broker call)."""
+        self.install()
+        self._next.clear()  # each agent starts again at the committed offsets
+        self._holding.clear()
+        self._lookup = asyncio.ensure_future(self._find_starts())
+
+    async def _find_starts(self) -> None:
+        consumer: Any = self._app.consumer
+        if not self._installed:
+            return
+        fresh = [tp for tp in consumer.assignment() if tp.topic in self._topics
+                 and consumer._committed_offset.get(tp) is None and tp not in self._start]
+        if fresh:
+            self._start.update(await consumer.earliest_offsets(*fresh))
 
 
 def drop_once(app: faust.App, spec: str) -> None:
-    """Fault injection (``BATCHSCOPE_FAULT_DROP=TOPIC:PARTITION:OFFSET``): the consumer loses the
-    first delivery of that record, as Faust does at a rebalance; its read offset moves on.
+    """Fault injection (``BATCHSCOPE_FAULT_DROP=TOPIC:PARTITION:FIRST[-LAST][:jump]``): the
+    consumer loses the first delivery of those records, as Faust does at a rebalance; its read
+    offset moves on. With ``:jump`` the records are also counted done, as Faust's fetch loop
+    counts every offset its read position jumps over (``Consumer._add_gap``).
 
     Installed before the worker starts, so the fetch loop picks up the wrapped callback.
     """
-    topic, partition, offset = spec.rsplit(":", 2)
-    target = (topic, int(partition), int(offset))
+    match = re.fullmatch(r"(.+):(\d+):(\d+)(?:-(\d+))?(:jump)?", spec)
+    if match is None:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected TOPIC:PARTITION:FIRST[-LAST][:jump]")
+    topic, partition, first = match[1], int(match[2]), int(match[3])
+    last, jump = int(match[4] or first), bool(match[5])
     consumer: Any = app.consumer
     deliver = consumer.callback
-    armed = [True]
+    pending = set(range(first, last + 1))
 
     async def callback(message: Message) -> None:
-        if armed[0] and (message.topic, message.partition, message.offset) == target:
-            armed[0] = False
-            log.warning("fault injected: the record at %s[%d]@%d is not handed to the agents", *target)
+        if (message.topic, message.partition) == (topic, partition) and message.offset in pending:
+            pending.discard(message.offset)
+            log.warning("fault injected: the record at %s[%d]@%d is not handed to the agents",
+                        topic, partition, message.offset)
+            if jump and message.offset == first:
+                await consumer._add_gap(message.tp, first, last)
             return
         await deliver(message)
 
