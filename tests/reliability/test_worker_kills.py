@@ -10,9 +10,11 @@ ClickHouse, none twice); the track table (its changelog) equals a replay of the 
 no duplicate change events (one content per ``event_id``, each transition once) and none missing;
 nothing lost, nothing doubled after FINAL.
 
-This scenario found that Faust 0.15 loses track of records around a rebalance (a partition whose
-lag never drained: 4 runs of 14); ``agents.redelivery`` closes that, and
-``tests/integration/test_redelivery.py`` injects the drop directly. It also showed that an event
+This scenario found that Faust 0.15 loses track of records at start-up and around a rebalance (a
+partition whose lag never drained: 4 runs of 14; observations committed unread; repaired late, a
+dropped observation processed after its batch's next one); ``agents.redelivery`` closes that
+(exact commits, order-keeping admission), and ``tests/integration/test_redelivery.py`` injects
+the drop directly. It also showed that an event
 the track agent emits twice looks like a missing offset in ``batch_changes`` (ReplacingMergeTree
 keeps the later copy); the checker accounts for it (``checker.replaced_changes``).
 """
