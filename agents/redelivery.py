@@ -47,8 +47,9 @@ from faust.types import TP, Message
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "BATCHSCOPE_FAULT_DROP"  # test hook: TOPIC:PARTITION:OFFSET, see drop_once
+FAULT_ENV = "BATCHSCOPE_FAULT_DROP"  # test hook: TOPIC:PARTITION:FIRST[-LAST][:jump], see drop_once
 REPAIR_INTERVAL = 5.0  # seconds between hole checks
+PATIENCE = 2  # checks in a row that must see the same hole before the partition is read again
 RESEEK_SECONDS = 1.0  # an order-keeping agent still held behind a hole seeks again after this long
 
 
@@ -58,7 +59,6 @@ class Verdict(enum.Enum):
     PROCESS = "process"
     DONE = "done"  # finished before (read again after a seek): acknowledge it, nothing else
     HOLD = "hold"  # an earlier record has not come yet: neither process nor acknowledge it
-PATIENCE = 2  # checks in a row that must see the same hole before the partition is read again
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,19 +162,17 @@ class Redelivery:
 
     def _committed(self, tp: TP) -> int | None:
         """The next record to process: the committed offset, or where a partition never committed
-        starts (its earliest offset, looked up by :meth:`repair`; until then nothing commits:
+        starts (its earliest offset, looked up after each assignment; until then nothing commits:
         Faust's own first commit would count every offset it jumped over as done)."""
         committed: int | None = self._app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         return committed if committed is not None else self._start.get(tp)
 
     def done(self, message: Message) -> bool:
         """Whether an agent already finished this record (a record read again after a repair)."""
-        consumer: Any = self._app.consumer
         committed = self._committed(message.tp)
         if committed is not None and message.offset < committed:
             return True
-        return message.offset in self._processed.get(message.tp, ()) or \
-            message.offset in consumer._acked_index.get(message.tp, ())
+        return self._finished(message.tp, message.offset)
 
     async def admit(self, agent: str, message: Message) -> Verdict:
         """Keep ``agent`` in offset order: a record is processed only when every earlier record
@@ -196,14 +194,15 @@ class Redelivery:
             self._next[key] = offset + 1
             self._holding.pop(tp, None)
             return Verdict.PROCESS
-        await self._seek_back(tp, expected)
+        await self._seek_back(tp, expected, offset)
         return Verdict.HOLD
 
     def _finished(self, tp: TP, offset: int) -> bool:
+        """Acknowledged by every agent of the topic, committed or not yet."""
         consumer: Any = self._app.consumer
         return offset in self._processed.get(tp, ()) or offset in consumer._acked_index.get(tp, ())
 
-    async def _seek_back(self, tp: TP, offset: int) -> None:
+    async def _seek_back(self, tp: TP, offset: int, arrived: int | None = None) -> None:
         """Read ``tp`` again from ``offset``, once per :data:`RESEEK_SECONDS` (records fetched
         before the seek keep arriving for a while, and each of them is held too)."""
         now = time.monotonic()
@@ -212,7 +211,9 @@ class Redelivery:
             return
         self._holding[tp] = (offset, now)
         log.warning("%s[%d]: the record at offset %d never reached the agents (dropped by the "
-                    "consumer); reading the partition again from it", tp.topic, tp.partition, offset)
+                    "consumer; committed %s, arrived %s); reading the partition again from it",
+                    tp.topic, tp.partition, offset, self._app.consumer._committed_offset.get(tp),  # type: ignore[attr-defined]
+                    "-" if arrived is None else arrived)
         await self._app.consumer.seek(tp, offset)
         self._counters.rewinds += 1
 
