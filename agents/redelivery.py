@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.types import TP, Message
 
 log = logging.getLogger(__name__)
@@ -282,16 +283,39 @@ class Redelivery:
         self.install()
         self._next.clear()  # each agent starts again at the committed offsets
         self._holding.clear()
-        self._lookup = asyncio.ensure_future(self._find_starts())
+        self._lookup = asyncio.ensure_future(self._find_starts_when_resumed())
+
+    async def _find_starts_when_resumed(self) -> None:
+        await self._app.flow_control.acquire()  # the streams resume after the seek to committed
+        await self._find_starts()
 
     async def _find_starts(self) -> None:
+        """Where the partitions start whose committed offset Faust does not know: a restarted
+        worker's Faust knows none until its own first commit (seen in scenario 2), so the group's
+        committed offset is asked of the broker, and a partition never committed starts at its
+        earliest offset. Only while the streams flow, after the recovery's seek."""
         consumer: Any = self._app.consumer
-        if not self._installed:
+        if not self._installed or not self._app.flow_control.is_active():
             return
-        fresh = [tp for tp in consumer.assignment() if tp.topic in self._topics
-                 and consumer._committed_offset.get(tp) is None and tp not in self._start]
-        if fresh:
-            self._start.update(await consumer.earliest_offsets(*fresh))
+        unknown = [tp for tp in consumer.assignment() if tp.topic in self._topics
+                   and consumer._committed_offset.get(tp) is None and tp not in self._start]
+        if not unknown:
+            return
+        committed = await group_committed(consumer, unknown)
+        never = [tp for tp in unknown if committed.get(tp) is None]
+        earliest = await consumer.earliest_offsets(*never) if never else {}
+        self._start.update({tp: committed.get(tp) or earliest[tp] for tp in unknown})
+
+
+async def group_committed(consumer: Any, tps: list[TP]) -> dict[TP, int | None]:
+    """The group's committed offsets of ``tps``, from the broker, through Faust's consumer thread."""
+    thread = consumer._thread
+    client = thread._ensure_consumer()
+
+    async def fetch() -> dict[TP, int | None]:
+        return {tp: await client.committed(TopicPartition(tp.topic, tp.partition)) for tp in tps}
+
+    return cast(dict[TP, int | None], await thread.call_thread(fetch))
 
 
 def drop_once(app: faust.App, spec: str) -> None:
