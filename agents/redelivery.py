@@ -211,10 +211,13 @@ class Redelivery:
         if sought is not None and sought[0] == offset and now - sought[1] < RESEEK_SECONDS:
             return
         self._holding[tp] = (offset, now)
-        log.warning("%s[%d]: the record at offset %d never reached the agents (dropped by the "
-                    "consumer; committed %s, arrived %s); reading the partition again from it",
-                    tp.topic, tp.partition, offset, self._app.consumer._committed_offset.get(tp),  # type: ignore[attr-defined]
-                    "-" if arrived is None else arrived)
+        committed = self._app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        await self._rewind(tp, offset, f"never reached the agents (dropped by the consumer; committed "
+                                       f"{committed}, arrived {'-' if arrived is None else arrived})")
+
+    async def _rewind(self, tp: TP, offset: int, why: str) -> None:
+        log.warning("%s[%d]: the record at offset %d %s; reading the partition again from it",
+                    tp.topic, tp.partition, offset, why)
         await self._app.consumer.seek(tp, offset)
         self._counters.rewinds += 1
 
@@ -226,10 +229,6 @@ class Redelivery:
                 in_flight[message.tp].add(message.offset)
         paused = set(consumer._paused_partitions)
         assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
-        for tp in set(self._processed) - assigned:  # another worker's now
-            del self._processed[tp]
-        for tp in set(self._start) - assigned:
-            del self._start[tp]
         return {tp: PartitionView(self._committed(tp),
                                   self._processed.get(tp, set()) | consumer._acked_index.get(tp, set()),
                                   in_flight.get(tp, set()))
@@ -271,11 +270,7 @@ class Redelivery:
             if tp in stuck:  # held, and nothing arrived since the last seek to make it seek again
                 await self._seek_back(tp, offset)
                 continue
-            log.warning("%s[%d]: the record at offset %d was dropped by the consumer at a rebalance "
-                        "and never processed; reading the partition again from it",
-                        tp.topic, tp.partition, offset)
-            await consumer.seek(tp, offset)
-            self._counters.rewinds += 1
+            await self._rewind(tp, offset, "was dropped by the consumer at a rebalance and never processed")
 
     def assigned(self) -> None:
         """On partitions assigned: install the guards, and look up where the partitions never
@@ -283,6 +278,10 @@ class Redelivery:
         self.install()
         self._next.clear()  # each agent starts again at the committed offsets
         self._holding.clear()
+        assigned = set(self._app.consumer.assignment())
+        for books in (self._processed, self._start):
+            for tp in set(books) - assigned:  # another worker's now
+                del books[tp]
         self._lookup = asyncio.ensure_future(self._find_starts_when_resumed())
 
     async def _find_starts_when_resumed(self) -> None:
