@@ -172,11 +172,21 @@ class PipelineConfig:
     sink_batch_size: int = 1000
     sink_flush_seconds: float = 1.0
     log_level: str = "info"
+    # The query endpoint (pipeline/queryserver.py): limits of every query it runs.
+    query_timeout: float = 30.0  # seconds of execution
+    query_max_rows: int = 100_000  # rows in a result
+    query_max_memory_mib: int = 1024  # memory one query may use
+    # /health fails once a source has completed no poll cycle for this many of its poll intervals.
+    stale_intervals: int = 10
 
     def __post_init__(self) -> None:
         _require(0 <= self.http_port <= 65535, "pipeline.http_port", "must be a port number")
         _require(self.sink_batch_size >= 1, "pipeline.sink_batch_size", "must be at least 1")
         _require(self.sink_flush_seconds > 0, "pipeline.sink_flush_seconds", "must be > 0")
+        _require(self.query_timeout > 0, "pipeline.query_timeout", "must be greater than 0")
+        _require(self.query_max_rows >= 1, "pipeline.query_max_rows", "must be at least 1")
+        _require(self.query_max_memory_mib >= 1, "pipeline.query_max_memory_mib", "must be at least 1")
+        _require(self.stale_intervals >= 1, "pipeline.stale_intervals", "must be at least 1")
         levels = ("debug", "info", "warning", "error")
         _require(self.log_level in levels, "pipeline.log_level", f"must be one of {levels}")
 
@@ -222,6 +232,7 @@ class SourceConfig:
     breaker_reset: float = 30.0
     request_timeout: float = 30.0
     active_interval: float | None = None  # None: ACTIVE_FACTOR x poll_interval
+    max_body_mib: int = 32  # a response body over this (decompressed) is refused
 
     @property
     def refresh_interval(self) -> float:
@@ -269,7 +280,7 @@ SECTIONS: dict[str, type[Any]] = {
 ACTIVE_FACTOR = 10.0
 SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
                "active_interval", "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset",
-               "request_timeout"}
+               "request_timeout", "max_body_mib"}
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
@@ -418,6 +429,8 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
     flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
     for key, value in flow.items():
         _require(value > 0, f"{where}.{key}", "must be greater than 0")
+    max_body = _get(table, where, "max_body_mib", int, 32)
+    _require(1 <= max_body <= 1024, f"{where}.max_body_mib", "must be between 1 and 1024")
     api_key = _api_key(where, table, environ)
     if provider == "bedrock" and api_key is not None:
         from pipeline.sigv4 import credentials  # imports this module
@@ -425,7 +438,7 @@ def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConf
         credentials(api_key, f"{where}.api_key_env" if "api_key_env" in table else f"{where}.api_key_file")
     return SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"),
                         api_key=api_key, poll_interval=interval, active_interval=chosen,
-                        page_limit=limit, tags=dict(tags), **flow)
+                        page_limit=limit, tags=dict(tags), max_body_mib=max_body, **flow)
 
 
 def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T) -> T:
