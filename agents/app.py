@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from faust.exceptions import ProducerSendError
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
@@ -22,7 +24,7 @@ from agents.deadletters import FLUSH_SECONDS, DeadLetterBurst
 from agents.redelivery import REPAIR_INTERVAL, Redelivery, Verdict
 from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
-from pipeline.dlq import dead_letter, source_of
+from pipeline.dlq import dead_letter, dlq_key, source_of
 from pipeline.errors import InvalidRecord, StoreError
 from pipeline.models import ChangeEvent, Snapshot, loads_object
 from pipeline.normalise import normalise_record
@@ -38,6 +40,10 @@ AGENTS = ("normalise", "track", "sink")
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
 PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
+# What a record costs the producer's max_request_size beyond its key and value (aiokafka's
+# estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
+RECORD_OVERHEAD = 128
+SIZE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW = 20, 10.0  # dead letters logged one by one per window
 
 
@@ -90,7 +96,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         return app.topic(*(k.topic(n) for n in names), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", partitions=k.partitions)
 
-    raw, snapshots, changes, dlq = topic("raw"), topic("snapshots"), topic("changes"), topic("dlq")
+    raw, snapshots, dlq = topic("raw"), topic("snapshots"), topic("dlq")
+    changes_topic = k.topic("changes")
     sink_topics = topic("snapshots", "changes")
     # key_type/value_type too, not only the schema: the store and changelog recovery take their
     # serializers from the types (json otherwise, and recovery then fails on every record).
@@ -131,7 +138,12 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                            offset=msg.offset, original=msg.value, key=msg.key, source=source_of(msg.key))
 
     async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
-        await dlq.send(key=event.message.key, value=letter(event, stage, reason))
+        await dlq.send(key=dlq_key(event.message.key), value=letter(event, stage, reason))
+
+    def over_limit(key: bytes, values: Sequence[bytes]) -> int | None:
+        """The size of the first value the producer would refuse with ``key``, if one would."""
+        limit = app.conf.producer_max_request_size - RECORD_OVERHEAD - len(key)
+        return next((len(v) for v in values if len(v) > limit), None)
 
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         """Acknowledged by hand: a valid record once its snapshot is sent, a bad one once its
@@ -156,8 +168,13 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                 await burst.add(event, letter(event, "normalise", f"snapshot of {len(value)} bytes is "
                                                                   f"over the {MAX_RECORD}-byte record limit"))
                 continue
+            try:
+                await snapshots.send(key=key, value=value)
+            except ProducerSendError as exc:
+                reason = refused(exc, "snapshot", len(key) + len(value))
+                await burst.add(event, letter(event, "normalise", reason))
+                continue
             counters.normalised += 1
-            await snapshots.send(key=key, value=value)
             await manual.ack(event)
             yield None
 
@@ -187,12 +204,32 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         except Exception as exc:  # noqa: BLE001 - the agent never dies on data
             await to_dlq(event, "track", reason_of(exc))
             return
-        sent = [await changes.send(key=key, value=change.to_json(codec.dumps)) for change in events]
-        if sent:
-            await asyncio.gather(*sent)
-        counters.changes += len(events)
-        if new_state != prior:
-            state[key] = codec.dumps(new_state.to_dict())
+        if await emit(event, key, [change.to_json(codec.dumps) for change in events]):
+            counters.changes += len(events)
+            if new_state != prior:
+                state[key] = codec.dumps(new_state.to_dict())
+
+    async def emit(event: EventT[bytes], key: bytes, values: list[bytes]) -> bool:
+        """Send one snapshot's change events and wait for the broker; False when Kafka would refuse
+        (or refused) one for its size: then the snapshot is a dead letter and the state stays."""
+        size = over_limit(key, values)
+        if size is not None:
+            await to_dlq(event, "track", f"change event of {len(key) + size} bytes is over Kafka's "
+                                         f"{app.conf.producer_max_request_size}-byte record limit")
+            return False
+        sent: list[Awaitable[Any]] = []
+        error: BaseException | None = None
+        try:
+            for value in values:  # the producer's own future: a failed FutureMessage would go unread
+                sent.append(await app.producer.send(changes_topic, key, value, None, None, None))
+        except ProducerSendError as exc:
+            error = exc
+        delivered = await asyncio.gather(*sent, return_exceptions=True)  # every outcome retrieved
+        error = error or next((d for d in delivered if isinstance(d, BaseException)), None)
+        if error is None:
+            return True
+        await to_dlq(event, "track", refused(error, "change event", len(key) + max(map(len, values))))
+        return False
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         """take_events acknowledges a batch only when the loop asks for the next one, i.e. after
@@ -334,6 +371,15 @@ def track(previous: bytes | None, value: bytes, rules: Rules,
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     return prior, new_state, events
+
+
+def refused(exc: BaseException, what: str, size: int) -> str:
+    """The dead-letter reason of a record Kafka refused for its size; anything else is re-raised
+    (Kafka unreachable: the worker stops and its records are read again, never dead-lettered)."""
+    cause = exc if isinstance(exc, SIZE_ERRORS) else exc.__cause__
+    if not isinstance(cause, SIZE_ERRORS):
+        raise exc
+    return f"Kafka refused a {what} of about {size} bytes: {type(cause).__name__}"
 
 
 def reason_of(exc: Exception) -> str:

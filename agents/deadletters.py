@@ -22,6 +22,8 @@ from typing import Any
 
 from faust.types import EventT
 
+from pipeline.dlq import dlq_key
+
 log = logging.getLogger(__name__)
 
 BURST = 500  # dead letters held at most before they are produced
@@ -57,7 +59,7 @@ class DeadLetterBurst:
             return
         async with self._flushing:  # the agent and its timer may both flush
             held, self._held = self._held, []
-            sent = [await self._send(self._topic, event.message.key, value, None, None, None)
+            sent = [await self._send(self._topic, dlq_key(event.message.key), value, None, None, None)
                     for event, value in held]
             for fut in sent:
                 asyncio.ensure_future(fut).add_done_callback(self._delivered)

@@ -37,6 +37,12 @@ def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: 
     return orjson_dumps(record)
 
 
+def dlq_key(key: bytes | None) -> bytes | None:
+    """The Kafka key of a dead letter: the original's, cut to :data:`MAX_KEY` bytes (a hostile key
+    of hundreds of KiB must not make its own dead letter unsendable)."""
+    return key[:MAX_KEY] if key is not None else None
+
+
 def source_of(key: bytes | None) -> str | None:
     """The source name from a ``source/batch_id`` key, when there is one."""
     if not key:

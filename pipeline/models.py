@@ -20,6 +20,9 @@ STATUSES = (
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 CHANGE_KINDS = ("discovered", "status_changed", "progress", "stalled", "expiry_risk", "purged")
 UNKNOWN = "unknown"
+# A batch id longer than this (UTF-8 bytes) is an invalid record: the Kafka key carries it
+# (``source/batch_id``), and a key of hundreds of KiB plus the value passes Kafka's 1 MB limit.
+MAX_BATCH_ID = 1024
 # The provider timestamp field that records entry into each status.
 STATUS_TIME_FIELD = {
     "validating": "created_at",
@@ -190,6 +193,11 @@ class ChangeEvent:
             return cls(snapshot=Snapshot(**snapshot), **obj)
         except TypeError as exc:
             raise InvalidRecord(f"change event: {exc}") from exc
+
+
+def oversized_id(batch_id: str) -> bool:
+    """Whether a batch id is over :data:`MAX_BATCH_ID` bytes (UTF-8 is at most 4 bytes a character)."""
+    return len(batch_id) > MAX_BATCH_ID // 4 and len(batch_id.encode("utf-8", "surrogatepass")) > MAX_BATCH_ID
 
 
 def loads_object(data: bytes, what: str, loads: Loads = orjson.loads) -> dict[str, Any]:

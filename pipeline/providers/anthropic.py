@@ -45,7 +45,7 @@ def _counts(value: object) -> dict[str, int] | None:
 
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
-    batch_id = f.required_text(obj.get("id"), "id")
+    batch_id = f.batch_id(obj.get("id"), "id")
     r = f.Reader(obj)
     _, raw = f.status_of(obj.get("processing_status"), {}, "processing_status")
     counts = _counts(obj.get("request_counts"))

@@ -17,7 +17,7 @@ import orjson
 
 from pipeline.config import Secret
 from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot
+from pipeline.models import Snapshot, oversized_id
 from pipeline.providers.paging import Paging, Params
 from pipeline.retry import is_retriable
 
@@ -54,9 +54,10 @@ class Adapter:
 
     def batch_id(self, obj: dict[str, Any]) -> str | None:
         """The id of a raw batch object as the normaliser puts it in ``snapshot.batch_id`` (and
-        as :meth:`batch_path` takes it), without normalising; None when it has none."""
+        as :meth:`batch_path` takes it), without normalising; None when it has none, or one over
+        :data:`~pipeline.models.MAX_BATCH_ID` bytes (the normaliser rejects the object)."""
         found = obj.get("id") if self.raw_id is None else self.raw_id(obj)
-        return found if type(found) is str and found else None
+        return found if type(found) is str and found and not oversized_id(found) else None
 
     def list_params(self, limit: int) -> Params:
         return {**dict(self.fixed_params), **self.paging.first(limit)}

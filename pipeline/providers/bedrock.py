@@ -39,7 +39,7 @@ def _window(value: object) -> str | None:
 
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
-    batch_id = f.required_text(obj.get("jobArn"), "jobArn")
+    batch_id = f.batch_id(obj.get("jobArn"), "jobArn")
     r = f.Reader(obj)
     status, raw = f.status_of(obj.get("status"), STATUS)
     message = r.text("message")

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import InvalidRecord
-from pipeline.models import STATUS_TIME_FIELD, TERMINAL
+from pipeline.models import MAX_BATCH_ID, STATUS_TIME_FIELD, TERMINAL, oversized_id
 from pipeline.providers.times import required_time as required_time
 from pipeline.providers.times import timestamp as timestamp
 
@@ -46,6 +46,15 @@ def required_text(value: object, name: str) -> str:
     if type(value) is not str or not value:
         raise InvalidRecord(f"payload: {name!r} missing or not a non-empty string")
     return value
+
+
+def batch_id(value: object, name: str) -> str:
+    """A batch id: a non-empty string of at most :data:`MAX_BATCH_ID` bytes."""
+    found = required_text(value, name)
+    if oversized_id(found):
+        raise InvalidRecord(f"payload: {name!r} is over the {MAX_BATCH_ID}-byte batch id limit "
+                            f"({len(found.encode('utf-8', 'surrogatepass'))} bytes)")
+    return found
 
 
 def count(value: object, name: str) -> int | None:

@@ -36,7 +36,7 @@ def unwrap(obj: dict[str, Any]) -> dict[str, Any]:
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     batch = unwrap(obj)
     r = f.Reader(batch)
-    batch_id = f.required_text(batch.get("name"), "name")
+    batch_id = f.batch_id(batch.get("name"), "name")
     status, raw = google.state(batch.get("state"), STATUS)
     stats = f.mapping(batch.get("batchStats"), "batchStats")
     pending = f.count(stats.get("pendingRequestCount"), "batchStats.pendingRequestCount")

@@ -42,7 +42,7 @@ def _errors(value: object) -> tuple[f.Errors, list[int | None]]:
 
 
 def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
-    batch_id = f.required_text(obj.get("id"), "id")
+    batch_id = f.batch_id(obj.get("id"), "id")
     r = f.Reader(obj)
     status, raw = f.status_of(obj.get("status"), STATUS)
     errors, error_counts = _errors(obj.get("errors"))

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from typing import Any
 
 from pipeline.errors import InvalidRecord
-from pipeline.models import STATUSES, Snapshot
+from pipeline.models import MAX_BATCH_ID, STATUSES, Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, Normaliser, bearer
 from pipeline.providers.fields import MAX_COUNT
@@ -45,7 +45,7 @@ def normalise_shaped(obj: dict[str, Any], source: str, observed_at: str, provide
     raw = get("status")
     rc = get("request_counts")
     if (type(batch_id) is not str or not batch_id or type(raw) is not str or type(rc) is not dict
-            or len(rc) != 3):
+            or len(rc) != 3 or len(batch_id) > MAX_BATCH_ID // 4):
         return normalise_general(obj, source, observed_at, provider)
     total = rc.get("total")
     completed = rc.get("completed")
@@ -132,9 +132,7 @@ def normalise_shaped(obj: dict[str, Any], source: str, observed_at: str, provide
 def normalise_general(obj: dict[str, Any], source: str, observed_at: str, provider: str) -> Snapshot:
     """The general path: every field through its typed reader. :func:`normalise_shaped` must give
     exactly this snapshot (or raise exactly this error) for every input."""
-    batch_id = obj.get("id")
-    if type(batch_id) is not str or not batch_id:
-        raise InvalidRecord("payload: 'id' missing or not a non-empty string")
+    batch_id = f.batch_id(obj.get("id"), "id")
     raw = obj.get("status")
     if type(raw) is not str:
         raise InvalidRecord(f"payload {batch_id}: 'status' missing or not a string")

@@ -25,7 +25,7 @@ def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     job = obj.get("job")
     if isinstance(job, dict) and "id" not in obj:
         obj = job
-    batch_id = f.required_text(obj.get("id"), "id")
+    batch_id = f.batch_id(obj.get("id"), "id")
     r = f.Reader(obj)
     raw_status = obj.get("status")
     status, raw = f.status_of(raw_status.upper() if type(raw_status) is str else raw_status, STATUS)

@@ -61,7 +61,7 @@ def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
     total, ok, bad, more = _counts(obj)
     output = f.mapping(obj.get("outputInfo"), "outputInfo")
     return Snapshot(
-        source=source, provider="vertex", batch_id=google.short_id(name), status=status,
+        source=source, provider="vertex", batch_id=f.batch_id(google.short_id(name), "name"), status=status,
         provider_status=raw, observed_at=f.required_time(observed_at),
         model=r.text("model"),
         created_at=r.time("createTime"),
