@@ -59,7 +59,9 @@ class Bounds:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
 
 
 def bounded(default: Any, low: float, high: float, *, above: bool = False, also: int | None = None) -> Any:
