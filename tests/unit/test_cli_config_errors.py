@@ -191,19 +191,26 @@ def test_commands_that_do_not_poll_start_without_the_provider_keys(tmp_path: Pat
     assert normalise.returncode == 0, normalise.stderr
 
 
-def test_the_clickhouse_password_is_read_only_by_commands_that_open_clickhouse(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: pytest.MonkeyPatch) -> None:
-    from pipeline.cli import SECRETS
-    from pipeline.config import Secrets, load_settings
+CH_TOML = '[clickhouse]\ndsn = "http://batchscope_sink@127.0.0.1:9"\npassword_env = "CH_SINK_PW_UNSET"\n'
 
-    toml = '[clickhouse]\ndsn = "http://batchscope_sink@127.0.0.1:9"\npassword_env = "CH_SINK_PW_UNSET"\n'
-    code, lines = main_lines(tmp_path, capsys, toml, "health", "--url", closed_url())
+
+def test_commands_that_do_not_open_clickhouse_start_without_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: pytest.MonkeyPatch) -> None:
+    code, lines = main_lines(tmp_path, capsys, CH_TOML, "health", "--url", closed_url())
     assert code == 1  # it ran: the unset password did not stop it
-    assert "CH_SINK_PW_UNSET" not in "".join(lines)
-    code, lines = main_lines(tmp_path, capsys, toml, "migrate")
+    assert len(lines) == 1
+    assert "CH_SINK_PW_UNSET" not in lines[0]
+    code, lines = main_lines(tmp_path, capsys, CH_TOML, "migrate")
     assert code == 2
     assert lines == ["batchscope: config error: clickhouse.password_env: environment variable "
                      "CH_SINK_PW_UNSET is not set or empty"]
+
+
+def test_which_command_reads_which_secret(tmp_path: Path) -> None:
+    from pipeline.cli import SECRETS
+    from pipeline.config import Secrets, load_settings
+
+    (tmp_path / "batchscope.toml").write_text(CH_TOML, encoding="utf-8")
     settings = load_settings(tmp_path / "batchscope.toml", {}, secrets=SECRETS["poll"])  # the poller's
     assert settings.clickhouse_secret is None
     opening = {name for name, secrets in SECRETS.items() if Secrets.CLICKHOUSE_PASSWORD in secrets}
