@@ -63,14 +63,17 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _splice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connect: Connect) -> None:
+    """Both directions of one connection, until both ends are done (or the relay is cancelled)."""
+    upstream: asyncio.StreamWriter | None = None
     try:
-        up_reader, up_writer = await connect()
+        up_reader, upstream = await connect()
+        await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
     except OSError:
-        writer.close()
-        return
-    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-    for side in (writer, up_writer):
-        side.close()
+        pass
+    finally:
+        for side in (writer, upstream):
+            if side is not None:
+                side.close()
 
 
 async def relay_tcp_to_unix(host: str, port: int, path: str) -> asyncio.Server:

@@ -328,7 +328,12 @@ class KafkaRelay:
     def __exit__(self, *exc: object) -> None:
         async def close() -> None:
             self.server.close()
-            await self.server.wait_closed()
+            current = asyncio.current_task()
+            connections = [t for t in asyncio.all_tasks() if t is not current]
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+            await asyncio.sleep(0.05)  # the closed transports let go of their sockets
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
