@@ -1,4 +1,5 @@
-"""The ``batchscope`` command. Loads settings once, configures logging, maps errors to one line."""
+"""The ``batchscope`` command. Loads settings once, with the secrets the command uses and no other
+(:data:`SECRETS`), configures logging, maps errors to one line."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 
 from pipeline import __version__
-from pipeline.config import PROVIDERS, Settings, load_settings
+from pipeline.config import PROVIDERS, Secrets, Settings, load_settings
 from pipeline.errors import BatchscopeError, ConfigError
 from pipeline.store import QueryResult, Store
 
@@ -51,7 +52,8 @@ def build_parser() -> ArgumentParser:
     health = sub.add_parser("health", help="exit 0 when an HTTP endpoint answers 2xx (container healthcheck)")
     health.add_argument("--url", help="the URL to GET (default: this process's /metrics on "
                                       "127.0.0.1:pipeline.metrics_port)")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    health.add_argument("--timeout", type=_seconds, default=5.0,
+                        help="seconds to wait (default 5, at most 3600)")
     query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
     query.add_argument("sql", nargs="?",
                        help="the SQL to run; unqualified tables resolve in the configured database")
@@ -113,10 +115,21 @@ def _provider_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _seconds(text: str) -> float:
+    """A timeout argument: a finite number of seconds, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, secrets=SECRETS[args.command])
         setup_logging(settings.pipeline.log_level)
         return COMMANDS[args.command](settings, args)
     except ConfigError as exc:
@@ -333,6 +346,22 @@ def table(result: QueryResult) -> str:
     lines.append(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
     return "\n".join(lines) + "\n"
 
+
+# The secrets each command reads when it loads its settings (docs/security.md, "Secrets: which
+# command reads which"). A source's key only where sources are polled; the ClickHouse password only
+# where ClickHouse may be opened (query and status open it when no pipeline serves the endpoint).
+SECRETS: dict[str, Secrets] = {
+    "run": Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD,
+    "poll": Secrets.SOURCE_KEYS,
+    "worker": Secrets.CLICKHOUSE_PASSWORD,
+    "migrate": Secrets.CLICKHOUSE_PASSWORD,
+    "query": Secrets.CLICKHOUSE_PASSWORD,
+    "status": Secrets.CLICKHOUSE_PASSWORD,
+    "topics": Secrets.NONE,
+    "health": Secrets.NONE,
+    "normalise": Secrets.NONE,
+    "simulate": Secrets.NONE,
+}
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,

@@ -2,24 +2,32 @@
 
 Sources: a TOML file (``batchscope.toml`` in the working directory, or ``--config PATH``, or
 ``BATCHSCOPE_CONFIG``) and ``BATCHSCOPE_<SECTION>_<KEY>`` environment overrides, e.g.
-``BATCHSCOPE_KAFKA_BOOTSTRAP=host:9092``. API keys are read from the environment variable or
-file a source names and are held as :class:`Secret`, which never prints its value.
+``BATCHSCOPE_KAFKA_BOOTSTRAP=host:9092``. Every numeric setting has bounds (:func:`bounded`) and
+must be finite; URLs carry no credentials.
+
+Secrets are read only for the commands that use them (:class:`Secrets`, chosen per command by
+the CLI): a source's key (the environment variable or file it names) by the commands that poll,
+the ClickHouse password by the commands that open ClickHouse. They are held as :class:`Secret`,
+which never prints its value.
 """
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import os
 import re
+import stat
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pipeline.errors import ConfigError
 from pipeline.transitions import Rules
+from pipeline.validate import CONTROL, bounded, check_base_url, check_bounds, check_dsn, finite, require
 
 ENV_PREFIX = "BATCHSCOPE_"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -50,6 +58,20 @@ NO_DEFAULT_HINT = {
     "bedrock": "https://bedrock.<region>.amazonaws.com",
 }
 STORES = ("memory", "rocksdb")
+# A key is sent in an HTTP header: printable ASCII, no whitespace. A key file over this is refused.
+KEY_TEXT = re.compile(r"[\x21-\x7e]+")
+MAX_KEY_BYTES = 64 * 1024
+INT64 = 2**63 - 1
+DAY = 86_400.0
+
+
+class Secrets(enum.Flag):
+    """The secrets :func:`load_settings` reads. Each command asks for the ones it uses
+    (``pipeline.cli.SECRETS``), so a command that uses none starts without any."""
+
+    NONE = 0
+    SOURCE_KEYS = enum.auto()  # each source's api_key_env / api_key_file: the commands that poll
+    CLICKHOUSE_PASSWORD = enum.auto()  # clickhouse.password_env: the commands that open ClickHouse
 
 
 class Secret:
@@ -79,25 +101,22 @@ class Secret:
 class KafkaConfig:
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "batchscope"
-    partitions: int = 4
+    partitions: int = bounded(4, 1, 10_000)
     app_id: str = "batchscope"
     # Topic settings applied when ``batchscope topics`` (or run/poll/worker) creates a topic; an
-    # existing topic is never altered. Retention in hours; -1 keeps records forever.
-    replication_factor: int = 1
-    min_insync_replicas: int = 1
-    retention_hours: int = 168  # raw and snapshots: 7 days, enough to replay into ClickHouse
-    changes_retention_hours: int = 720  # the downstream contract: 30 days to catch up
-    dlq_retention_hours: int = 720
+    # existing topic is never altered. Retention in hours (at most 100 years); -1 keeps forever.
+    replication_factor: int = bounded(1, 1, 32_767)  # Kafka's limit (an int16)
+    min_insync_replicas: int = bounded(1, 1, 32_767)
+    # raw and snapshots: 7 days, enough to replay into ClickHouse
+    retention_hours: int = bounded(168, 1, 876_000, also=-1)
+    changes_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # the downstream contract: 30 days
+    dlq_retention_hours: int = bounded(720, 1, 876_000, also=-1)
 
     def __post_init__(self) -> None:
-        _require(self.partitions >= 1, "kafka.partitions", "must be at least 1")
-        _require(self.replication_factor >= 1, "kafka.replication_factor", "must be at least 1")
-        _require(1 <= self.min_insync_replicas <= self.replication_factor, "kafka.min_insync_replicas",
+        check_bounds(self, "kafka")
+        require(self.min_insync_replicas <= self.replication_factor, "kafka.min_insync_replicas",
                  "must be between 1 and kafka.replication_factor")
-        for key in ("retention_hours", "changes_retention_hours", "dlq_retention_hours"):
-            hours = getattr(self, key)
-            _require(hours == -1 or hours >= 1, f"kafka.{key}", "must be -1 (forever) or at least 1")
-        _require(bool(self.topic_prefix.strip()), "kafka.topic_prefix", "must not be empty")
+        require(bool(self.topic_prefix.strip()), "kafka.topic_prefix", "must not be empty")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -108,87 +127,78 @@ class ClickHouseConfig:
     dsn: str = field(default="", repr=False)  # empty: embedded chDB under pipeline.data_dir
     database: str = "batchscope"
     password_env: str = ""
-    snapshot_ttl_days: int = 400  # batch_snapshots rows older than this are dropped (whole parts)
+    # batch_snapshots rows older than this are dropped (whole parts); at most 100 years
+    snapshot_ttl_days: int = bounded(400, 1, 36_500)
     # Test hook: while this file exists, every insert fails as if ClickHouse were unreachable.
     fault_file: str = ""
 
     def __post_init__(self) -> None:
-        _require(self.snapshot_ttl_days >= 1, "clickhouse.snapshot_ttl_days", "must be at least 1")
+        check_bounds(self, "clickhouse")
         ok = self.dsn == "" or self.dsn.startswith(("chdb:", "http://", "https://"))
-        _require(ok, "clickhouse.dsn", "must start with chdb://, http:// or https://")
-        _require(self.database.isidentifier(), "clickhouse.database", "must be an identifier")
+        require(ok, "clickhouse.dsn", "must start with chdb://, http:// or https://")
+        if self.dsn:
+            check_dsn(self.dsn)
+        require(self.database.isidentifier(), "clickhouse.database", "must be an identifier")
+        require(not self.password_env or ENV_NAME.fullmatch(self.password_env) is not None,
+                 "clickhouse.password_env", "must be the NAME of an environment variable (the value given "
+                 "is not shown)")
 
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
-    batches: int = 100
-    seed: int = 42
-    speed: float = 60.0
+    batches: int = bounded(100, 1, 100_000)  # per simulated source
+    seed: int = bounded(42, -INT64 - 1, INT64)  # any 64-bit integer
+    speed: float = bounded(60.0, 0, 1_000_000, above=True)  # simulated seconds per real second
     host: str = "127.0.0.1"
-    port: int = 8787
-    sources: int = 4
-    poll_interval: float = 2.0
-    fault_rate: float = 0.0  # share of API requests answered with an injected fault
-    retry_after: float = 1.0  # seconds a 429 asks the client to wait
-    hang_seconds: float = 3.0  # how long a hung request stalls before its connection drops
+    port: int = bounded(8787, 0, 65_535)
+    sources: int = bounded(4, 1, 100)
+    poll_interval: float = bounded(2.0, 0.01, DAY)
+    fault_rate: float = bounded(0.0, 0, 1)  # share of API requests answered with an injected fault
+    retry_after: float = bounded(1.0, 0, DAY)  # seconds a 429 asks the client to wait
+    hang_seconds: float = bounded(3.0, 0, 3_600)  # how long a hung request stalls before its connection drops
     providers: tuple[str, ...] = SIM_PROVIDERS  # assigned to the sources round-robin
-    latency: float = 0.0  # extra seconds before every API answer
-    vanish_share: float = 0.0  # share of batches that answer 404 (and leave the list) after they end
-    vanish_after: float = 3600.0  # simulated seconds after its end that such a batch vanishes
-    malformed: int = 0  # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
-    hostile: int = 0  # hostile payloads (pipeline.hostile) served: objects inside list pages, whole bodies
-    creation_span: float = 4.0  # simulated hours over which the batches are created, half before start
-    history: int = 0  # batches per source created 2-30 simulated days earlier: terminal history
+    latency: float = bounded(0.0, 0, 3_600)  # extra seconds before every API answer
+    # share of batches that answer 404 (and leave the list) after they end
+    vanish_share: float = bounded(0.0, 0, 1)
+    # simulated seconds after its end that such a batch vanishes (at most 10 simulated years)
+    vanish_after: float = bounded(3600.0, 0, 3650 * DAY)
+    # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
+    malformed: int = bounded(0, 0, 10_000_000)
+    # hostile payloads (pipeline.hostile) served: objects inside list pages, whole bodies
+    hostile: int = bounded(0, 0, 10_000_000)
+    # simulated hours over which the batches are created, half before start (at most a year)
+    creation_span: float = bounded(4.0, 0, 8_760, above=True)
+    history: int = bounded(0, 0, 100_000)  # batches per source created 2-30 simulated days earlier
 
     def __post_init__(self) -> None:
-        _require(bool(self.providers), "simulator.providers", "must name at least one provider")
+        check_bounds(self, "simulator")
+        require(bool(self.providers), "simulator.providers", "must name at least one provider")
         for name in self.providers:
-            _require(name in PROVIDERS, "simulator.providers",
+            require(name in PROVIDERS, "simulator.providers",
                      f"{name!r} is not one of {', '.join(PROVIDERS)}")
-        _require(self.latency >= 0, "simulator.latency", "must be at least 0")
-        _require(0 <= self.vanish_share <= 1, "simulator.vanish_share", "must be between 0 and 1")
-        _require(self.vanish_after >= 0, "simulator.vanish_after", "must be at least 0")
-        _require(self.malformed >= 0, "simulator.malformed", "must be at least 0")
-        _require(self.hostile >= 0, "simulator.hostile", "must be at least 0")
-        _require(self.creation_span > 0, "simulator.creation_span", "must be greater than 0")
-        _require(self.history >= 0, "simulator.history", "must be at least 0")
-        _require(self.batches >= 1, "simulator.batches", "must be at least 1")
-        _require(0 <= self.fault_rate <= 1, "simulator.fault_rate", "must be between 0 and 1")
-        _require(self.retry_after >= 0, "simulator.retry_after", "must be at least 0")
-        _require(self.hang_seconds >= 0, "simulator.hang_seconds", "must be at least 0")
-        _require(1 <= self.sources <= 100, "simulator.sources", "must be between 1 and 100")
-        _require(self.poll_interval > 0, "simulator.poll_interval", "must be greater than 0")
-        _require(self.speed > 0, "simulator.speed", "must be greater than 0")
-        _require(0 <= self.port <= 65535, "simulator.port", "must be a port number (0-65535)")
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     data_dir: str = ".batchscope"
     http_host: str = "127.0.0.1"
-    http_port: int = 8790
+    http_port: int = bounded(8790, 0, 65_535)
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9108  # Prometheus /metrics of the poller; 0 picks a free port
-    sink_batch_size: int = 1000
-    sink_flush_seconds: float = 1.0
+    metrics_port: int = bounded(9108, 0, 65_535)  # Prometheus /metrics of the poller; 0 picks a free port
+    sink_batch_size: int = bounded(1000, 1, 1_000_000)
+    sink_flush_seconds: float = bounded(1.0, 0, 3_600, above=True)
     log_level: str = "info"
     # The query endpoint (pipeline/queryserver.py): limits of every query it runs.
-    query_timeout: float = 30.0  # seconds of execution
-    query_max_rows: int = 100_000  # rows in a result
-    query_max_memory_mib: int = 1024  # memory one query may use
+    query_timeout: float = bounded(30.0, 0, 3_600, above=True)  # seconds of execution
+    query_max_rows: int = bounded(100_000, 1, 100_000_000)  # rows in a result
+    query_max_memory_mib: int = bounded(1024, 1, 1_048_576)  # memory one query may use (up to 1 TiB)
     # /health fails once a source has completed no poll cycle for this many of its poll intervals.
-    stale_intervals: int = 10
+    stale_intervals: int = bounded(10, 1, 10_000)
 
     def __post_init__(self) -> None:
-        _require(0 <= self.http_port <= 65535, "pipeline.http_port", "must be a port number")
-        _require(self.sink_batch_size >= 1, "pipeline.sink_batch_size", "must be at least 1")
-        _require(self.sink_flush_seconds > 0, "pipeline.sink_flush_seconds", "must be > 0")
-        _require(self.query_timeout > 0, "pipeline.query_timeout", "must be greater than 0")
-        _require(self.query_max_rows >= 1, "pipeline.query_max_rows", "must be at least 1")
-        _require(self.query_max_memory_mib >= 1, "pipeline.query_max_memory_mib", "must be at least 1")
-        _require(self.stale_intervals >= 1, "pipeline.stale_intervals", "must be at least 1")
+        check_bounds(self, "pipeline")
         levels = ("debug", "info", "warning", "error")
-        _require(self.log_level in levels, "pipeline.log_level", f"must be one of {levels}")
+        require(self.log_level in levels, "pipeline.log_level", f"must be one of {levels}")
 
     @property
     def data_path(self) -> Path:
@@ -200,18 +210,16 @@ class TrackConfig:
     """The track agent: its table store and the thresholds of the derived change kinds."""
 
     store: str = "memory"  # memory | rocksdb (needs the batchscope[rocksdb] extra)
-    stall_seconds: float = 3600.0  # 0 disables ``stalled``
-    progress_min_interval: float = 60.0
-    progress_min_step: int = 0  # 0: only the interval throttles ``progress``
+    stall_seconds: float = bounded(3600.0, 0, 365 * DAY)  # 0 disables ``stalled``
+    progress_min_interval: float = bounded(60.0, 0, DAY)
+    progress_min_step: int = bounded(0, 0, INT64)  # 0: only the interval throttles ``progress``
     expiry_risk: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.store in STORES, "track.store", f"must be one of {', '.join(STORES)}")
-        _require(self.store != "rocksdb" or importlib.util.find_spec("rocksdict") is not None,
+        require(self.store in STORES, "track.store", f"must be one of {', '.join(STORES)}")
+        require(self.store != "rocksdb" or importlib.util.find_spec("rocksdict") is not None,
                  "track.store", "rocksdb needs the rocksdict package: pip install 'batchscope[rocksdb]'")
-        _require(self.stall_seconds >= 0, "track.stall_seconds", "must be 0 (off) or more")
-        _require(self.progress_min_interval >= 0, "track.progress_min_interval", "must be 0 or more")
-        _require(self.progress_min_step >= 0, "track.progress_min_step", "must be 0 (off) or more")
+        check_bounds(self, "track")
 
     def rules(self) -> Rules:
         return Rules(self.stall_seconds, self.progress_min_interval, self.progress_min_step,
@@ -220,19 +228,26 @@ class TrackConfig:
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
+    """One provider account. ``api_key_env`` / ``api_key_file`` name where its key is; the key
+    itself (``api_key``) is read only when the settings are loaded with ``Secrets.SOURCE_KEYS``.
+    Bounds are checked by the loader (``sources[N].key``), not here, so tests can go faster."""
+
     name: str
     provider: str
     base_url: str
     api_key: Secret | None = None
-    poll_interval: float = 30.0
-    page_limit: int = 100
+    poll_interval: float = bounded(30.0, 0.01, DAY)
+    page_limit: int = bounded(100, 1, 100)
     tags: Mapping[str, str] = field(default_factory=dict)
-    max_rps: float = 5.0
-    breaker_threshold: int = 5
-    breaker_reset: float = 30.0
-    request_timeout: float = 30.0
-    active_interval: float | None = None  # None: ACTIVE_FACTOR x poll_interval
-    max_body_mib: int = 32  # a response body over this (decompressed) is refused
+    # token-bucket rate: at least one request per 100 s (below that one listing takes hours)
+    max_rps: float = bounded(5.0, 0.01, 10_000)
+    breaker_threshold: int = bounded(5, 1, 1_000)
+    breaker_reset: float = bounded(30.0, 0, 3_600, above=True)
+    request_timeout: float = bounded(30.0, 0, 600, above=True)
+    active_interval: float | None = bounded(None, 0.01, DAY)  # None: ACTIVE_FACTOR x poll_interval
+    max_body_mib: int = bounded(32, 1, 1024)  # a response body over this (decompressed) is refused
+    api_key_env: str = ""  # the NAME of the variable holding the key
+    api_key_file: str = ""  # the path of the file holding the key
 
     @property
     def refresh_interval(self) -> float:
@@ -258,11 +273,13 @@ class Settings:
         return f"chdb://{self.pipeline.data_path / 'clickhouse'}"
 
     def clickhouse_password(self) -> Secret | None:
-        """The server password: resolved by :func:`load_settings`, else from the process env."""
-        if self.clickhouse_secret is not None:
-            return self.clickhouse_secret
-        name = self.clickhouse.password_env
-        return _secret_from_env(name, "clickhouse.password_env") if name else None
+        """The server password, read by :func:`load_settings` with ``Secrets.CLICKHOUSE_PASSWORD``
+        (the commands that open ClickHouse); asking for it otherwise is an error, not a silent
+        connection without it."""
+        if self.clickhouse.password_env and self.clickhouse_secret is None:
+            raise ConfigError("clickhouse.password_env: the password is read only by the commands that "
+                              "open ClickHouse; this one was started without it")
+        return self.clickhouse_secret
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -278,9 +295,9 @@ SECTIONS: dict[str, type[Any]] = {
 # interval applies. The refresh of far batches then costs at most a tenth of listing everything
 # each cycle (bench/poller_bench.py measures the whole schedule against that).
 ACTIVE_FACTOR = 10.0
-SOURCE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
-               "active_interval", "page_limit", "tags", "max_rps", "breaker_threshold", "breaker_reset",
-               "request_timeout", "max_body_mib"}
+SOURCE_TABLE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
+                     "active_interval", "page_limit", "tags", "max_rps", "breaker_threshold",
+                     "breaker_reset", "request_timeout", "max_body_mib"}
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
@@ -290,13 +307,10 @@ FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
 T = TypeVar("T")
 
 
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {problem}")
-
-
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read the TOML file (if any) and the ``BATCHSCOPE_*`` overrides into :class:`Settings`."""
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,
+                  secrets: Secrets = Secrets.NONE) -> Settings:
+    """Read the TOML file (if any) and the ``BATCHSCOPE_*`` overrides into :class:`Settings`;
+    read the secrets ``secrets`` names, and no other."""
     environ = os.environ if env is None else env
     raw = _read_toml(path, environ)
     unknown = set(raw) - set(SECTIONS) - {"sources"}
@@ -308,12 +322,18 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     sources = raw.get("sources", [])
     if not isinstance(sources, list):
         raise ConfigError("sources: must be an array of tables ([[sources]])")
-    loaded = tuple(_source(i, s, environ) for i, s in enumerate(sources))
+    loaded = tuple(_source(i, s) for i, s in enumerate(sources))
     names = [s.name for s in loaded]
     dupes = sorted({n for n in names if names.count(n) > 1})
-    _require(not dupes, "sources", f"duplicate source name {dupes[0]!r}" if dupes else "")
+    require(not dupes, "sources", f"duplicate source name {dupes[0]!r}" if dupes else "")
+    if Secrets.SOURCE_KEYS in secrets:
+        loaded = tuple(_with_key(i, s, environ) for i, s in enumerate(loaded))
     pw_env = parts["clickhouse"].password_env
-    password = _secret_from_env(pw_env, "clickhouse.password_env", environ) if pw_env else None
+    password = None
+    if pw_env and Secrets.CLICKHOUSE_PASSWORD in secrets:
+        password = _secret_from_env(pw_env, "clickhouse.password_env", environ)
+        require(CONTROL.search(password.reveal()) is None, "clickhouse.password_env",
+                 f"the value of {pw_env} holds control characters (it is not shown)")
     return Settings(sources=loaded, clickhouse_secret=password, **parts)
 
 
@@ -324,7 +344,7 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
             prefix = f"{ENV_PREFIX}{section.upper()}_"
             if name.startswith(prefix):
                 known = {f.name.upper() for f in fields(cls)}
-                _require(name[len(prefix):] in known, name,
+                require(name[len(prefix):] in known, name,
                          f"unknown setting (known: {', '.join(prefix + k for k in sorted(known))})")
 
 
@@ -349,7 +369,7 @@ def _section(name: str, cls: type[T], table: object, environ: Mapping[str, str])
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     for key in table:
-        _require(key in known, f"{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        require(key in known, f"{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
     values = {k: _coerce(f"{name}.{k}", hints[k], v) for k, v in table.items()}
     for key in known:
         env_name = f"{ENV_PREFIX}{name}_{key}".upper()
@@ -359,7 +379,8 @@ def _section(name: str, cls: type[T], table: object, environ: Mapping[str, str])
 
 
 def _coerce(key: str, hint: Any, value: object) -> object:
-    """Check a TOML value against a field's type; ints are accepted where floats are."""
+    """Check a TOML value against a field's type; ints are accepted where floats are, and a float
+    must be finite (TOML allows ``inf`` and ``nan``)."""
     if get_origin(hint) is tuple:  # tuple[str, ...]: a TOML array of strings
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
@@ -368,23 +389,23 @@ def _coerce(key: str, hint: Any, value: object) -> object:
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, base) and not (base is int and isinstance(value, bool)):
-        return value
+        return finite(key, value)
     raise ConfigError(f"{key}: expected {base.__name__}, got {type(value).__name__} {value!r}")
 
 
 def _coerce_text(key: str, hint: Any, text: str) -> object:
     """Parse an environment value strictly: ``bool`` takes true/false/1/0/yes/no only; a list
-    (``tuple[str, ...]``) is comma-separated."""
+    (``tuple[str, ...]``) is comma-separated; a float must be finite."""
     if get_origin(hint) is tuple:
         return tuple(v.strip() for v in text.split(",") if v.strip())
     base = _base_type(hint)
     try:
         if base is bool:
             lowered = text.strip().lower()
-            _require(lowered in {"true", "false", "1", "0", "yes", "no"}, key,
+            require(lowered in {"true", "false", "1", "0", "yes", "no"}, key,
                      f"expected true or false, got {text!r}")
             return lowered in {"true", "1", "yes"}
-        return base(text.strip()) if base in (int, float) else text
+        return finite(key, base(text.strip())) if base in (int, float) else text
     except ValueError:
         raise ConfigError(f"{key}: expected {base.__name__}, got {text!r}") from None
 
@@ -396,49 +417,43 @@ def _base_type(hint: Any) -> type[Any]:
     return hint if isinstance(hint, type) else str
 
 
-def _source(index: int, table: object, environ: Mapping[str, str]) -> SourceConfig:
+def _source(index: int, table: object) -> SourceConfig:
+    """One ``[[sources]]`` table, checked; its key is not read here (:func:`_with_key`)."""
     where = f"sources[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     for key in table:
-        known = ", ".join(sorted(SOURCE_KEYS))
-        _require(key in SOURCE_KEYS, f"{where}.{key}", f"unknown key (known: {known})")
+        known = ", ".join(sorted(SOURCE_TABLE_KEYS))
+        require(key in SOURCE_TABLE_KEYS, f"{where}.{key}", f"unknown key (known: {known})")
     name = _get(table, where, "name", str, "")
     provider = _get(table, where, "provider", str, "")
-    _require(bool(name) and "/" not in name, f"{where}.name", "required, without '/'")
-    _require(provider in PROVIDERS, f"{where}.provider", f"must be one of {', '.join(PROVIDERS)}")
-    _require(provider in POLLABLE, f"{where}.provider",
+    require(bool(name) and "/" not in name, f"{where}.name", "required, without '/'")
+    require(provider in PROVIDERS, f"{where}.provider", f"must be one of {', '.join(PROVIDERS)}")
+    require(provider in POLLABLE, f"{where}.provider",
              f"{provider!r} cannot be polled yet (pollable: {', '.join(POLLABLE)})")
     default_url = DEFAULT_BASE_URLS.get(provider)
-    _require(default_url is not None or "base_url" in table, f"{where}.base_url",
+    require(default_url is not None or "base_url" in table, f"{where}.base_url",
              f"required for provider {provider!r} (it has no public default: "
              f"{NO_DEFAULT_HINT.get(provider, 'the account API root')})")
     base_url = _get(table, where, "base_url", str, default_url or "")
-    _require(base_url.startswith(("http://", "https://")), f"{where}.base_url", "must be an http(s) URL")
+    check_base_url(f"{where}.base_url", base_url)
     interval = _get(table, where, "poll_interval", float, 30.0)
-    _require(interval > 0, f"{where}.poll_interval", "must be greater than 0")
     active = _get(table, where, "active_interval", float, ACTIVE_FACTOR * interval)
-    _require(active >= interval, f"{where}.active_interval",
-             f"must be at least poll_interval ({interval:g} s)")
-    chosen = active if "active_interval" in table else None
     limit = _get(table, where, "page_limit", int, 100)
-    _require(1 <= limit <= 100, f"{where}.page_limit", "must be between 1 and 100")
     tags = table.get("tags", {})
     ok_tags = isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
-    _require(ok_tags, f"{where}.tags", "must be a table of strings")
+    require(ok_tags, f"{where}.tags", "must be a table of strings")
     flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
-    for key, value in flow.items():
-        _require(value > 0, f"{where}.{key}", "must be greater than 0")
     max_body = _get(table, where, "max_body_mib", int, 32)
-    _require(1 <= max_body <= 1024, f"{where}.max_body_mib", "must be between 1 and 1024")
-    api_key = _api_key(where, table, environ)
-    if provider == "bedrock" and api_key is not None:
-        from pipeline.sigv4 import credentials  # imports this module
-
-        credentials(api_key, f"{where}.api_key_env" if "api_key_env" in table else f"{where}.api_key_file")
-    return SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"),
-                        api_key=api_key, poll_interval=interval, active_interval=chosen,
-                        page_limit=limit, tags=dict(tags), max_body_mib=max_body, **flow)
+    key_env, key_file = _key_refs(where, table)
+    chosen = active if "active_interval" in table else None
+    source = SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"), poll_interval=interval,
+                          active_interval=chosen, page_limit=limit, tags=dict(tags), max_body_mib=max_body,
+                          api_key_env=key_env, api_key_file=key_file, **flow)
+    check_bounds(source, where)
+    require(active >= interval, f"{where}.active_interval",
+            f"must be at least poll_interval ({interval:g} s)")
+    return source
 
 
 def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T) -> T:
@@ -447,26 +462,55 @@ def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T)
     return value
 
 
-def _api_key(where: str, table: dict[str, Any], environ: Mapping[str, str]) -> Secret | None:
-    env_name, file_name = table.get("api_key_env"), table.get("api_key_file")
-    _require(not (env_name and file_name), where, "set api_key_env or api_key_file, not both")
-    if env_name:
-        ok = isinstance(env_name, str) and ENV_NAME.fullmatch(env_name) is not None
-        _require(ok, f"{where}.api_key_env",
-                 "must be the NAME of an environment variable (the value given is not shown)")
-        return _secret_from_env(env_name, f"{where}.api_key_env", environ)
-    if file_name:
-        _require(isinstance(file_name, str), f"{where}.api_key_file", "must be a string")
-        try:
-            text = Path(file_name).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}.api_key_file: cannot read {file_name}: {exc.strerror}") from None
-        _require(bool(text), f"{where}.api_key_file", f"{file_name} is empty")
-        return Secret(text)
-    return None
+def _key_refs(where: str, table: dict[str, Any]) -> tuple[str, str]:
+    """Where a source's key is (a variable's name, a file's path), checked without reading it."""
+    env_name, file_name = table.get("api_key_env", ""), table.get("api_key_file", "")
+    require(not (env_name and file_name), where, "set api_key_env or api_key_file, not both")
+    ok = env_name == "" or (isinstance(env_name, str) and ENV_NAME.fullmatch(env_name) is not None)
+    require(ok, f"{where}.api_key_env",
+             "must be the NAME of an environment variable (the value given is not shown)")
+    require(isinstance(file_name, str), f"{where}.api_key_file", "must be a string")
+    return env_name, file_name
 
 
-def _secret_from_env(name: str, key: str, environ: Mapping[str, str] | None = None) -> Secret:
-    value = (os.environ if environ is None else environ).get(name, "")
-    _require(bool(value), key, f"environment variable {name} is not set or empty")
-    return Secret(value)
+def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
+    """The source with its key read (the commands that poll); Bedrock's format checked."""
+    if source.api_key_env:
+        key = f"sources[{index}].api_key_env"
+        api_key = _secret_from_env(source.api_key_env, key, environ)
+    elif source.api_key_file:
+        key = f"sources[{index}].api_key_file"
+        api_key = _secret_from_file(source.api_key_file, key)
+    else:
+        return source
+    require(KEY_TEXT.fullmatch(api_key.reveal()) is not None, key,
+             "the key must be printable ASCII without spaces (it is not shown)")
+    if source.provider == "bedrock":
+        from pipeline.sigv4 import credentials  # imports this module
+
+        credentials(api_key, key)
+    return replace(source, api_key=api_key)
+
+
+def _secret_from_file(name: str, key: str) -> Secret:
+    """A key file's text, stripped: a regular UTF-8 file of at most 64 KiB."""
+    path = Path(name).expanduser()
+    try:
+        require(stat.S_ISREG(path.stat().st_mode), key, f"{name} is not a regular file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {name}: {exc.strerror}") from None
+    require(len(data) <= MAX_KEY_BYTES, key, f"{name} is larger than {MAX_KEY_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {name} is not UTF-8 text (its content is not shown)") from None
+    require(bool(text), key, f"{name} is empty")
+    return Secret(text)
+
+
+def _secret_from_env(name: str, key: str, environ: Mapping[str, str]) -> Secret:
+    value = environ.get(name, "")
+    require(bool(value), key, f"environment variable {name} is not set or empty")
+    return Secret(value.strip())

@@ -109,6 +109,8 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
+        """The configured store; the password comes from settings loaded with
+        ``Secrets.CLICKHOUSE_PASSWORD`` (refused with one line if they were not)."""
         ch = settings.clickhouse
         return cls(settings.clickhouse_dsn, ch.database, settings.clickhouse_password(),
                    ttl_days=ch.snapshot_ttl_days, fault_file=Path(ch.fault_file) if ch.fault_file else None)
@@ -117,7 +119,7 @@ class Store:
     def client(self) -> Client:
         if self._client is None:
             kwargs: dict[str, Any] = {"dsn": self.dsn}
-            if self._password is not None:
+            if self._password is not None and not self.dsn.startswith("chdb:"):  # embedded: no users
                 kwargs["password"] = self._password.reveal()
             try:
                 self._client = clickhouse_connect.get_client(**kwargs)

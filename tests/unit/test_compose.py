@@ -6,7 +6,13 @@ without a Docker engine (none exists on the development machines or in CI).
   compose-go v2.9.1 and embedded in Docker Compose v2.40.3 (sha256 e4e1a42c...76a4), i.e. the
   schema the real ``docker compose`` validates with.
 - Every service that runs our image has a command the real ``pipeline.cli.build_parser()``
-  accepts, and its environment plus the mounted ``batchscope.toml`` load as settings.
+  accepts, and its environment plus the mounted ``batchscope.toml`` load as settings, read with
+  the secrets that command reads (``pipeline.cli.SECRETS``).
+- The variables are interpolated as Compose does (``tests/deploy_files.py``) from a test ``.env``
+  (:data:`TEST_ENV`): the passwords are required, and each secret reaches only the services that
+  use it. The ClickHouse users accept the compose network only; the reader's
+  ``max_execution_time`` has a maximum. ``tests/integration/test_compose_native.py`` runs the
+  services themselves.
 - Every healthcheck command exists in its image. For our image that is a real ``batchscope``
   command aimed at the port the service serves. For third-party images this test can only check
   against :data:`KNOWN_EXECUTABLES`, a table of paths documented for the exact pinned tags
@@ -15,7 +21,9 @@ without a Docker engine (none exists on the development machines or in CI).
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import xml.etree.ElementTree as ET  # our own file from the repo, not untrusted input
 from pathlib import Path
 from typing import Any
@@ -25,18 +33,22 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.cli import COMMANDS, build_parser
-from pipeline.config import Settings, load_settings
+from pipeline.cli import COMMANDS, SECRETS, build_parser
+from pipeline.config import Secrets, Settings, load_settings
+from pipeline.errors import ConfigError
 from pipeline.simulator import Simulator
 from tests.deploy_files import (
     ROOT,
+    InterpolationError,
     dashboard_variables,
+    dockerfile_stages,
     expand,
     interpolate,
     load_compose,
     load_compose_raw,
     load_dashboard,
     panel_queries,
+    read_dotenv,
 )
 
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
@@ -51,7 +63,24 @@ KNOWN_EXECUTABLES = {
     "clickhouse/clickhouse-server:25.8": {"clickhouse-client", "/usr/bin/clickhouse-client"},
     "grafana/grafana:11.6.0": {"wget", "/usr/bin/wget"},
 }
-COMPOSE = load_compose()
+# The .env a deployment must have (README): the four passwords, each distinct, plus a provider key.
+TEST_ENV = {"CLICKHOUSE_ADMIN_PASSWORD": "admin-pw-TEST-1", "CLICKHOUSE_SINK_PASSWORD": "sink-pw-TEST-2",
+            "CLICKHOUSE_READER_PASSWORD": "reader-pw-TEST-3", "GRAFANA_ADMIN_PASSWORD": "grafana-pw-TEST-4",
+            "OPENAI_API_KEY": "sk-TEST-openai-5"}
+PASSWORDS = sorted(k for k in TEST_ENV if k.endswith("_PASSWORD"))
+# Which service may hold which secret (docs/security.md, "Docker compose").
+SECRETS_OF = {
+    "poller": {"OPENAI_API_KEY"},
+    "worker": {"CLICKHOUSE_SINK_PASSWORD"},
+    "migrate": {"CLICKHOUSE_ADMIN_PASSWORD"},
+    "topics": set(),
+    "simulator": set(),
+    "kafka": set(),
+    "clickhouse": {"CLICKHOUSE_ADMIN_PASSWORD", "CLICKHOUSE_SINK_PASSWORD", "CLICKHOUSE_READER_PASSWORD"},
+    "grafana": {"CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"},
+}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|API_KEY")
+COMPOSE = load_compose(TEST_ENV)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 
 
@@ -63,14 +92,25 @@ def one_shots() -> set[str]:
     return {n for n, s in SERVICES.items() if s.get("restart") == "no"}
 
 
-def settings_of(name: str) -> Settings:
-    """The settings the service's process loads: its environment and its mounted toml."""
-    service = SERVICES[name]
-    env = {k: "" if v is None else str(v) for k, v in service.get("environment", {}).items()}
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    return {k: "" if v is None else str(v) for k, v in service.get("environment", {}).items()}
+
+
+def settings_of(name: str, services: dict[str, dict[str, Any]] | None = None,
+                secrets: Secrets | None = None) -> Settings:
+    """The settings the service's process loads: its environment and its mounted toml, with the
+    secrets its command reads (or ``secrets``)."""
+    service = (services or SERVICES)[name]
+    env = environment(service)
     assert env["BATCHSCOPE_CONFIG"] == CONFIG_IN_CONTAINER
     mounts = [v.split(":") for v in service["volumes"]]
     host = next(src for src, dst, *_ in mounts if dst == CONFIG_IN_CONTAINER)
-    return load_settings(ROOT / host, env)
+    chosen = SECRETS[service["command"][0]] if secrets is None else secrets
+    return load_settings(ROOT / host if not Path(host).is_absolute() else Path(host), env, secrets=chosen)
+
+
+def opens_clickhouse(name: str) -> bool:
+    return Secrets.CLICKHOUSE_PASSWORD in SECRETS[SERVICES[name]["command"][0]]
 
 
 def compose_schema() -> jsonschema.Draft7Validator:
@@ -88,11 +128,11 @@ def test_compose_file_validates_against_the_compose_spec_schema() -> None:
 
 def test_the_schema_check_rejects_what_compose_rejects() -> None:
     validator = compose_schema()
-    bad = load_compose()
+    bad = load_compose(TEST_ENV)
     bad["services"]["worker"]["depends_on"]["migrate"]["condition"] = "service_done"
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(bad)
-    bad = load_compose()
+    bad = load_compose(TEST_ENV)
     bad["services"]["poller"]["helthcheck"] = bad["services"]["poller"].pop("healthcheck")
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(bad)
@@ -124,15 +164,24 @@ def test_roles_run_the_commands_they_are_named_for() -> None:
 def test_environment_and_mounted_toml_load_as_settings(name: str) -> None:
     settings = settings_of(name)
     assert settings.kafka.bootstrap == "kafka:9092"
-    assert settings.clickhouse_dsn.startswith("http://batchscope_")
-    assert settings.clickhouse_password() is not None
     assert settings.pipeline.metrics_host == "0.0.0.0"
+    if opens_clickhouse(name):
+        assert settings.clickhouse_dsn.startswith("http://batchscope_")
+        assert settings.clickhouse_password() is not None
+    else:
+        assert settings.clickhouse.password_env == ""
+        assert settings.clickhouse.dsn == ""
+
+
+@pytest.mark.parametrize("name", [n for n in ours() if "healthcheck" in SERVICES[n]])
+def test_the_healthcheck_loads_the_services_settings_without_any_secret(name: str) -> None:
+    command = health_command(name)
+    assert SECRETS[command[1]] == Secrets.NONE
+    settings_of(name, secrets=SECRETS[command[1]])
 
 
 def test_a_mistyped_setting_in_the_environment_would_fail() -> None:
     """The check above is real: load_settings refuses an unknown BATCHSCOPE_ name."""
-    from pipeline.errors import ConfigError
-
     env = {**SERVICES["worker"]["environment"], "BATCHSCOPE_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
     with pytest.raises(ConfigError, match="BATCHSCOPE_KAFKA_BOOTSTRAP_SERVERS"):
         load_settings(ROOT / "deploy" / "batchscope.toml", {k: str(v) for k, v in env.items()})
@@ -254,7 +303,7 @@ def test_passwords_agree_between_clickhouse_and_its_clients() -> None:
     assert users is not None
     from_env = {u.tag: str(p.get("from_env")) for u in users if (p := u.find("password")) is not None}
     assert set(from_env.values()) <= set(server_env)
-    for name in ours():
+    for name in filter(opens_clickhouse, ours()):
         settings = settings_of(name)
         user = urlsplit(settings.clickhouse_dsn).username
         assert user in from_env, f"{name}: {user} is not a ClickHouse user in users.d"
@@ -338,22 +387,131 @@ def test_macro_expansion_matches_the_plugin() -> None:
 def test_interpolation_follows_compose() -> None:
     assert interpolate("${A:-x} ${B-y} ${C} $$D", {"A": "", "B": ""}) == "x   $D"
     assert interpolate("${A:-x}", {"A": "set"}) == "set"
-    overridden = load_compose({"BATCHSCOPE_TOML": "./my.toml", "CLICKHOUSE_SINK_PASSWORD": "s3"})
+    assert interpolate("$A-$B_c ${A}", {"A": "1", "B_c": "2"}) == "1-2 1"
+    assert interpolate("${A:-${B:-deep}}", {}) == "deep"
+    assert interpolate("${A:+alt}|${B:+alt}|${C+alt}", {"A": "v", "B": "", "C": ""}) == "alt||alt"
+    assert interpolate("${A?msg}", {"A": ""}) == ""  # set, though empty: only :? refuses it
+    with pytest.raises(InterpolationError, match="required variable A is missing a value: set it"):
+        interpolate("x${A:?set it}", {"A": ""})
+    with pytest.raises(InterpolationError, match="required variable A is missing a value: no A"):
+        interpolate("${A?no A}", {})
+    overridden = load_compose({**TEST_ENV, "BATCHSCOPE_TOML": "./my.toml", "CLICKHOUSE_SINK_PASSWORD": "s3"})
     assert overridden["services"]["poller"]["volumes"][0].startswith("./my.toml:")
     assert overridden["services"]["clickhouse"]["environment"]["CLICKHOUSE_SINK_PASSWORD"] == "s3"
 
 
-def dockerfile_stages() -> list[list[str]]:
-    """Instructions per build stage (continuation lines joined, comments dropped)."""
-    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
-    stages: list[list[str]] = []
-    for line in (raw.strip() for raw in text.splitlines()):
-        if not line or line.startswith("#") or (line.startswith("ARG") and not stages):
-            continue
-        if line.startswith("FROM "):
-            stages.append([])
-        stages[-1].append(line)
-    return stages
+def test_dotenv_is_read_as_compose_reads_it(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# passwords\nA=plain # comment\nexport B='lit $A #x'\nC=\"q ${A}\\n\"\n\nD=\n",
+                      encoding="utf-8")
+    assert read_dotenv(dotenv) == {"A": "plain", "B": "lit $A #x", "C": "q plain\n", "D": ""}
+
+
+# --- secrets: required, and only where they are used ------------------------------------------
+
+
+def test_passwords_are_required_with_no_dev_fallback() -> None:
+    raw = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    references = re.findall(r"\$\{([A-Z_]*PASSWORD)([^}]*)\}", raw)
+    assert {name for name, _ in references} == set(PASSWORDS)
+    for name, rest in references:
+        assert rest == ":?set it in .env", f"${{{name}{rest}}}: a password must be required"
+    for missing in PASSWORDS:
+        for value in ({}, {missing: ""}):
+            with pytest.raises(InterpolationError, match=f"required variable {missing} is missing"):
+                load_compose({**{k: v for k, v in TEST_ENV.items() if k != missing}, **value})
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS_OF))
+def test_each_service_gets_only_the_secrets_it_uses(name: str) -> None:
+    env = environment(SERVICES[name])
+    holds = {secret for secret, value in TEST_ENV.items() if value in env.values()}
+    assert holds == SECRETS_OF[name]
+    named = {k for k in env if SECRET_NAME.search(k) and not k.startswith("BATCHSCOPE_")}
+    assert named <= {*SECRETS_OF[name], "GF_SECURITY_ADMIN_PASSWORD"}, named
+
+
+def test_every_service_is_in_the_table_of_secrets() -> None:
+    assert set(SECRETS_OF) == set(SERVICES)
+
+
+def test_the_poller_reads_no_clickhouse_password() -> None:
+    poller = settings_of("poller")
+    assert poller.clickhouse.password_env == ""
+    assert poller.clickhouse_secret is None
+    assert SECRETS["poll"] == Secrets.SOURCE_KEYS
+
+
+REAL_SOURCES = """[kafka]
+topic_prefix = "batchscope"
+
+[[sources]]
+name = "openai-prod"
+provider = "openai"
+api_key_env = "OPENAI_API_KEY"
+"""
+
+
+def test_the_readme_real_source_config_starts_every_service(tmp_path: Path) -> None:
+    """Point 10: only the poller receives the provider key, and only the poller needs it."""
+    toml = tmp_path / "my-batchscope.toml"
+    toml.write_text(REAL_SOURCES, encoding="utf-8")
+    without_key = {k: v for k, v in TEST_ENV.items() if k != "OPENAI_API_KEY"}
+    services = load_compose({**without_key, "BATCHSCOPE_TOML": str(toml)})["services"]
+    for name in ours():
+        if name == "poller":
+            with pytest.raises(ConfigError, match=r"^sources\[0\]\.api_key_env: environment variable "
+                                                  "OPENAI_API_KEY is not set"):
+                settings_of(name, services)
+        else:
+            settings_of(name, services)  # worker, migrate, topics, simulator start without it
+        if "healthcheck" in services[name]:
+            settings_of(name, services, secrets=SECRETS["health"])
+    services = load_compose({**TEST_ENV, "BATCHSCOPE_TOML": str(toml)})["services"]
+    (source,) = settings_of("poller", services).sources
+    assert source.api_key is not None
+    assert source.api_key.reveal() == TEST_ENV["OPENAI_API_KEY"]
+
+
+# --- the ClickHouse users: the compose network only, a bounded reader -------------------------
+
+
+def compose_subnet(compose: dict[str, Any]) -> str:
+    (pool,) = compose["networks"]["default"]["ipam"]["config"]
+    return str(pool["subnet"])
+
+
+def test_clickhouse_users_accept_only_the_compose_network() -> None:
+    root = users_xml()
+    for user in ("batchscope_admin", "batchscope_sink", "batchscope_reader"):
+        networks = root.findall(f"users/{user}/networks/*")
+        assert [(n.tag, n.get("from_env"), (n.text or "").strip()) for n in networks] == [
+            ("ip", "BATCHSCOPE_SUBNET", "")], user
+    subnet = compose_subnet(COMPOSE)
+    assert SERVICES["clickhouse"]["environment"]["BATCHSCOPE_SUBNET"] == subnet
+    network = ipaddress.ip_network(subnet)
+    assert network.is_private
+    assert network.num_addresses <= 65_536
+    for name, service in SERVICES.items():
+        assert "network_mode" not in service, name
+        assert set(service.get("networks", ["default"])) == {"default"}, name
+    moved = load_compose({**TEST_ENV, "BATCHSCOPE_SUBNET": "10.99.0.0/24"})
+    assert compose_subnet(moved) == moved["services"]["clickhouse"]["environment"]["BATCHSCOPE_SUBNET"]
+    assert compose_subnet(moved) == "10.99.0.0/24"
+
+
+def test_the_readers_max_execution_time_has_a_maximum() -> None:
+    root = users_xml()
+    limit = root.find("profiles/batchscope_readonly/constraints/max_execution_time")
+    assert limit is not None
+    assert limit.find("changeable_in_readonly") is not None
+    maximum = int(limit.findtext("max") or "0")
+    assert 0 < maximum <= 600
+    assert int(root.findtext("profiles/batchscope_readonly/max_execution_time") or "0") <= maximum
+    source = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "clickhouse.yml")
+                            .read_text())["datasources"][0]
+    # clickhouse-go sets max_execution_time to the query timeout plus a few seconds
+    assert int(source["jsonData"]["queryTimeout"]) + 10 <= maximum
 
 
 def test_dockerfile_is_multi_stage_slim_non_root_with_the_batchscope_entry_point() -> None:

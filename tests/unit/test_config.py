@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
@@ -12,12 +14,15 @@ from pipeline.config import (
     KafkaConfig,
     PipelineConfig,
     Secret,
+    Secrets,
     Settings,
     SimulatorConfig,
     SourceConfig,
+    TrackConfig,
     load_settings,
 )
 from pipeline.errors import ConfigError
+from pipeline.validate import Bounds
 
 KEY = "sk-test-DO-NOT-PRINT-8c1f2e"
 
@@ -28,10 +33,19 @@ def write(tmp_path: Path, text: str, name: str = "batchscope.toml") -> Path:
     return path
 
 
-def load_error(path: Path | None, env: dict[str, str]) -> str:
+def load_error(path: Path | None, env: dict[str, str], secrets: Secrets = Secrets.NONE) -> str:
     with pytest.raises(ConfigError) as info:
-        load_settings(path, env)
+        load_settings(path, env, secrets=secrets)
     return str(info.value)
+
+
+def key_error(path: Path, env: dict[str, str]) -> str:
+    return load_error(path, env, Secrets.SOURCE_KEYS)
+
+
+def with_keys(path: Path, env: dict[str, str]) -> Settings:
+    """The settings as the commands that poll load them: every source's key read."""
+    return load_settings(path, env, secrets=Secrets.SOURCE_KEYS)
 
 
 # --- defaults and the config file -------------------------------------------------------------
@@ -100,7 +114,7 @@ sink_batch_size = 50
 sink_flush_seconds = 2.5
 log_level = "debug"
 """)
-    s = load_settings(path, {"CH_PASSWORD": "pw-for-test"})
+    s = load_settings(path, {"CH_PASSWORD": "pw-for-test"}, secrets=Secrets.CLICKHOUSE_PASSWORD)
     assert s.kafka == KafkaConfig("kafka:29092", "bs", 12, "bs-app")
     assert s.kafka.topic("changes") == "bs.changes"
     assert s.clickhouse == ClickHouseConfig("http://clickhouse:8123", "obs", "CH_PASSWORD")
@@ -231,7 +245,7 @@ api_key_env = "OPENAI_KEY"
 poll_interval = 5
 page_limit = 20
 tags = { team = "search", env = "prod" }"""
-    (source,) = load_settings(write(tmp_path, source_toml(body)), {"OPENAI_KEY": KEY}).sources
+    (source,) = with_keys(write(tmp_path, source_toml(body)), {"OPENAI_KEY": KEY}).sources
     assert source.base_url == "http://127.0.0.1:8787/sim-1/v1"  # trailing slash dropped
     assert source.api_key == Secret(KEY)
     assert source.api_key is not None
@@ -260,7 +274,7 @@ def test_several_sources_keep_their_order(tmp_path: Path) -> None:
          "https://bedrock.<region>.amazonaws.com"),
         ('[[sources]]\nname = "a"\nprovider = 1\n', "sources[0].provider:", "expected str"),
         (source_toml('base_url = "ftp://x"'), "sources[0].base_url:", "http(s)"),
-        (source_toml("poll_interval = 0"), "sources[0].poll_interval:", "greater than 0"),
+        (source_toml("poll_interval = 0"), "sources[0].poll_interval:", "between 0.01 and 86400"),
         (source_toml('poll_interval = "5"'), "sources[0].poll_interval:", "expected float"),
         (source_toml("active_interval = 10"), "sources[0].active_interval:", "at least poll_interval (30 s)"),
         (source_toml('active_interval = "60"'), "sources[0].active_interval:", "expected float"),
@@ -291,15 +305,15 @@ def test_duplicate_source_names(tmp_path: Path) -> None:
 
 def test_api_key_env_missing_variable(tmp_path: Path) -> None:
     path = write(tmp_path, source_toml('api_key_env = "PROD_KEY"'))
-    message = load_error(path, {})
+    message = load_error(path, {}, Secrets.SOURCE_KEYS)
     assert message.startswith("sources[0].api_key_env:")
     assert "PROD_KEY" in message
-    assert load_error(path, {"PROD_KEY": ""}).startswith("sources[0].api_key_env:")
+    assert load_error(path, {"PROD_KEY": ""}, Secrets.SOURCE_KEYS).startswith("sources[0].api_key_env:")
 
 
 def test_api_key_env_reads_the_given_environment(tmp_path: Path) -> None:
     path = write(tmp_path, source_toml('api_key_env = "PROD_KEY"'))
-    (source,) = load_settings(path, {"PROD_KEY": KEY}).sources
+    (source,) = with_keys(path, {"PROD_KEY": KEY}).sources
     assert source.api_key is not None
     assert source.api_key.reveal() == KEY
 
@@ -308,14 +322,14 @@ def test_api_key_file(tmp_path: Path) -> None:
     key_file = tmp_path / "key.txt"
     key_file.write_text(f"  {KEY}\n", encoding="utf-8")
     path = write(tmp_path, source_toml(f'api_key_file = "{key_file}"'))
-    (source,) = load_settings(path, {}).sources
+    (source,) = with_keys(path, {}).sources
     assert source.api_key is not None
     assert source.api_key.reveal() == KEY
 
 
 def test_api_key_file_missing(tmp_path: Path) -> None:
     path = write(tmp_path, source_toml(f'api_key_file = "{tmp_path / "absent.txt"}"'))
-    message = load_error(path, {})
+    message = load_error(path, {}, Secrets.SOURCE_KEYS)
     assert message.startswith("sources[0].api_key_file:")
     assert "cannot read" in message
 
@@ -324,7 +338,7 @@ def test_api_key_file_missing(tmp_path: Path) -> None:
 def test_api_key_file_empty(tmp_path: Path, content: str) -> None:
     key_file = tmp_path / "key.txt"
     key_file.write_text(content, encoding="utf-8")
-    message = load_error(write(tmp_path, source_toml(f'api_key_file = "{key_file}"')), {})
+    message = key_error(write(tmp_path, source_toml(f'api_key_file = "{key_file}"')), {})
     assert message.startswith("sources[0].api_key_file:")
     assert "empty" in message
 
@@ -339,26 +353,38 @@ def test_api_key_env_and_file_together(tmp_path: Path) -> None:
     assert KEY not in message
 
 
-def test_clickhouse_password_from_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BATCHSCOPE_TEST_CH_PW_X1", KEY)
-    settings = Settings(clickhouse=ClickHouseConfig(password_env="BATCHSCOPE_TEST_CH_PW_X1"))
-    password = settings.clickhouse_password()
-    assert password is not None
-    assert password.reveal() == KEY
-    monkeypatch.delenv("BATCHSCOPE_TEST_CH_PW_X1")
-    with pytest.raises(ConfigError, match=r"^clickhouse\.password_env:"):
-        settings.clickhouse_password()
-
-
-def test_clickhouse_password_uses_the_env_given_to_load_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("BATCHSCOPE_TEST_CH_PW_X2", raising=False)
+def test_clickhouse_password_is_read_only_when_asked_for(tmp_path: Path) -> None:
     path = write(tmp_path, '[clickhouse]\npassword_env = "BATCHSCOPE_TEST_CH_PW_X2"\n')
-    settings = load_settings(path, {"BATCHSCOPE_TEST_CH_PW_X2": KEY})
+    settings = load_settings(path, {"BATCHSCOPE_TEST_CH_PW_X2": KEY}, secrets=Secrets.CLICKHOUSE_PASSWORD)
     password = settings.clickhouse_password()
     assert password is not None
     assert password.reveal() == KEY
+    assert load_error(path, {}, Secrets.CLICKHOUSE_PASSWORD).startswith("clickhouse.password_env:")
+
+
+def test_settings_loaded_without_the_password_do_not_need_it(tmp_path: Path) -> None:
+    """The poller's settings: the password's variable is unset, and nothing reads it."""
+    path = write(tmp_path, '[clickhouse]\npassword_env = "BATCHSCOPE_TEST_CH_PW_X3"\n')
+    settings = load_settings(path, {}, secrets=Secrets.SOURCE_KEYS)
+    assert settings.clickhouse_secret is None
+    with pytest.raises(ConfigError, match=r"^clickhouse\.password_env: the password is read only by"):
+        settings.clickhouse_password()  # a store opened from them would be refused, not passwordless
+
+
+def test_source_keys_are_read_only_when_asked_for(tmp_path: Path) -> None:
+    """Point 10: the commands that do not poll load settings whose keys are not set anywhere."""
+    key_file = tmp_path / "absent-key"
+    text = source_toml('api_key_env = "UNSET_KEY_X4"') + source_toml(
+        f'api_key_file = "{key_file}"').replace('"prod"', '"b"')
+    path = write(tmp_path, text)
+    for secrets in (Secrets.NONE, Secrets.CLICKHOUSE_PASSWORD):
+        first, second = load_settings(path, {}, secrets=secrets).sources
+        assert (first.api_key, first.api_key_env) == (None, "UNSET_KEY_X4")
+        assert (second.api_key, second.api_key_file) == (None, str(key_file))
+    assert load_error(path, {}, Secrets.SOURCE_KEYS).startswith("sources[0].api_key_env:")
+    key_file.write_text(KEY, encoding="utf-8")
+    first, second = with_keys(path, {"UNSET_KEY_X4": KEY}).sources
+    assert first.api_key == second.api_key == Secret(KEY)
 
 
 # --- Secret hygiene ---------------------------------------------------------------------------
@@ -387,7 +413,7 @@ def test_settings_and_source_repr_hide_the_key(tmp_path: Path) -> None:
     key_file.write_text(KEY, encoding="utf-8")
     text = source_toml(f'api_key_file = "{key_file}"').replace('"prod"', '"a"') + source_toml(
         'api_key_env = "PROD_KEY"')
-    settings = load_settings(write(tmp_path, text), {"PROD_KEY": KEY})
+    settings = with_keys(write(tmp_path, text), {"PROD_KEY": KEY})
     assert all(s.api_key is not None for s in settings.sources)
     assert KEY not in repr(settings)
     assert KEY not in str(settings)
@@ -411,12 +437,14 @@ def test_bedrock_credentials_must_be_key_id_and_secret(tmp_path: Path) -> None:
     text = ('[[sources]]\nname = "aws"\nprovider = "bedrock"\n'
             'base_url = "https://bedrock.eu-west-1.amazonaws.com"\napi_key_env = "AWS_CREDS"\n')
     path = write(tmp_path, text)
-    message = load_error(path, {"AWS_CREDS": "just-a-secret-value"})
+    message = load_error(path, {"AWS_CREDS": "just-a-secret-value"}, Secrets.SOURCE_KEYS)
     assert message.startswith("sources[0].api_key_env:")
     assert "ACCESS_KEY_ID:SECRET_ACCESS_KEY" in message
     assert "just-a-secret-value" not in message
-    (source,) = load_settings(path, {"AWS_CREDS": "AKID:secret"}).sources
+    (source,) = with_keys(path, {"AWS_CREDS": "AKID:secret"}).sources
     assert source.api_key is not None
+    (source,) = load_settings(path, {"AWS_CREDS": "just-a-secret-value"}).sources  # checked only when read
+    assert source.api_key is None
 
 
 def test_simulator_providers_from_toml_and_environment(tmp_path: Path) -> None:
@@ -426,3 +454,175 @@ def test_simulator_providers_from_toml_and_environment(tmp_path: Path) -> None:
     env = {"BATCHSCOPE_SIMULATOR_PROVIDERS": "bedrock, vertex"}
     assert load_settings(path, env).simulator.providers == ("bedrock", "vertex")
     assert len(set(SimulatorConfig().providers)) >= 4  # the default fleet shows several providers
+
+
+# --- bounds: every numeric setting, finite and within a documented range ----------------------
+
+SECTION_CLASSES = {"kafka": KafkaConfig, "clickhouse": ClickHouseConfig, "simulator": SimulatorConfig,
+                   "pipeline": PipelineConfig, "track": TrackConfig}
+
+
+def numeric_fields(cls: type[object]) -> list[tuple[str, str, Bounds]]:
+    """(name, type, bounds) of every int or float field; a field without bounds fails the sweep."""
+    hints = get_type_hints(cls)
+    found = []
+    for spec in fields(cls):  # type: ignore[arg-type]
+        kind = hints[spec.name]
+        if kind in (int, float, float | None):
+            assert "bounds" in spec.metadata, f"{cls.__name__}.{spec.name} has no bounds"
+            found.append((spec.name, "int" if kind is int else "float", spec.metadata["bounds"]))
+    return found
+
+
+SECTION_NUMBERS = [(section, name, kind, bounds) for section, cls in SECTION_CLASSES.items()
+                   for name, kind, bounds in numeric_fields(cls)]
+SOURCE_NUMBERS = numeric_fields(SourceConfig)
+
+
+def test_every_numeric_setting_has_bounds_and_a_default_inside_them() -> None:
+    assert len(SECTION_NUMBERS) >= 30
+    for cls in (*SECTION_CLASSES.values(), SourceConfig):
+        numeric_fields(cls)  # asserts the bounds
+    for section, name, _, bounds in SECTION_NUMBERS:
+        default = getattr(SECTION_CLASSES[section](), name)
+        bounds.check(f"{section}.{name}", default)  # raises if the default were outside
+
+
+@pytest.mark.parametrize(("section", "name", "kind", "bounds"), SECTION_NUMBERS,
+                         ids=[f"{s}.{n}" for s, n, _, _ in SECTION_NUMBERS])
+def test_a_value_past_either_bound_names_the_key(tmp_path: Path, section: str, name: str, kind: str,
+                                                 bounds: Bounds) -> None:
+    too_big = int(bounds.high) + 1 if kind == "int" else bounds.high * 2 + 1
+    message = load_error(write(tmp_path, f"[{section}]\n{name} = {too_big}\n"), {})
+    assert message.startswith(f"{section}.{name}: must be ")
+    if bounds.low > -(2**63):
+        too_small = int(bounds.low) - 3 if kind == "int" else bounds.low - 1
+        env = {f"BATCHSCOPE_{section.upper()}_{name.upper()}": str(too_small)}
+        assert load_error(write(tmp_path, ""), env).startswith(f"{section}.{name}: must be ")
+
+
+FLOATS = [(s, n) for s, n, kind, _ in SECTION_NUMBERS if kind == "float"]
+
+
+@pytest.mark.parametrize(("section", "name"), FLOATS, ids=[f"{s}.{n}" for s, n in FLOATS])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_floats_are_refused_from_toml_and_environment(
+        tmp_path: Path, section: str, name: str, value: str) -> None:
+    message = load_error(write(tmp_path, f"[{section}]\n{name} = {value}\n"), {})
+    assert message.startswith(f"{section}.{name}: must be a finite number")
+    env_name = f"BATCHSCOPE_{section.upper()}_{name.upper()}"
+    message = load_error(write(tmp_path, ""), {env_name: value.replace("inf", "Infinity")})
+    assert message.startswith(f"{env_name}: must be a finite number")
+
+
+@pytest.mark.parametrize(("name", "kind"), [(n, k) for n, k, _ in SOURCE_NUMBERS])
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", "-1"])
+def test_source_numbers_are_finite_and_bounded(tmp_path: Path, name: str, kind: str, value: str) -> None:
+    if kind == "int" and value in ("inf", "nan", "1e300"):
+        value = str(2**62)
+    message = load_error(write(tmp_path, source_toml(f"{name} = {value}")), {})
+    assert message.startswith(f"sources[0].{name}: must be ")
+
+
+def test_the_gaps_of_point_14_are_closed(tmp_path: Path) -> None:
+    cases = {
+        "[pipeline]\nmetrics_port = 99999\n": "pipeline.metrics_port: must be between 0 and 65535",
+        "[pipeline]\nmetrics_port = -5\n": "pipeline.metrics_port: must be between 0 and 65535",
+        source_toml("poll_interval = inf"): "sources[0].poll_interval: must be a finite number",
+        source_toml("max_rps = 1e-9"): "sources[0].max_rps: must be between 0.01 and 10000",
+        "[simulator]\nspeed = inf\n": "simulator.speed: must be a finite number",
+    }
+    for toml, expected in cases.items():
+        assert load_error(write(tmp_path, toml), {}).startswith(expected)
+    (source,) = load_settings(write(tmp_path, source_toml("max_rps = 0.01")), {}).sources
+    assert source.max_rps == 0.01
+
+
+# --- URLs carry no credentials ----------------------------------------------------------------
+
+HIDDEN = "hunter2-SECRET-7f3a"
+
+
+@pytest.mark.parametrize("url", [
+    f"https://user:{HIDDEN}@api.openai.com/v1",
+    f"https://{HIDDEN}@api.openai.com/v1",
+    f"https://api.openai.com/v1?key={HIDDEN}",
+    f"https://api.openai.com/v1#{HIDDEN}",
+    f"https://api.openai.com:99999/v1/{HIDDEN}",
+    f"https://api.openai.com/v1/{HIDDEN} x",
+    f"https:///{HIDDEN}",
+])
+def test_a_base_url_with_credentials_or_a_query_is_refused_unshown(tmp_path: Path, url: str) -> None:
+    message = load_error(write(tmp_path, source_toml(f'base_url = "{url}"')), {})
+    assert message.startswith("sources[0].base_url: ")
+    assert "(the URL is not shown)" in message
+    assert HIDDEN not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("dsn", [
+    f"http://batchscope_sink:{HIDDEN}@clickhouse:8123",
+    "http://batchscope_sink:@clickhouse:8123",
+    f"http://clickhouse:8123/?password={HIDDEN}",
+    f"https://clickhouse:8443/?user=a&Password={HIDDEN}",
+    f"http://clickhouse:8123/?access_token={HIDDEN}",
+    f"chdb://user:{HIDDEN}@memory/db",
+    f"chdb:///var/lib/ch?password={HIDDEN}",
+])
+def test_a_dsn_with_a_password_is_refused_and_points_at_password_env(tmp_path: Path, dsn: str) -> None:
+    message = load_error(write(tmp_path, f'[clickhouse]\ndsn = "{dsn}"\n'), {})
+    assert message.startswith("clickhouse.dsn: must not carry a password")
+    assert "clickhouse.password_env" in message
+    assert HIDDEN not in message
+    assert load_error(write(tmp_path, ""), {"BATCHSCOPE_CLICKHOUSE_DSN": dsn}).startswith("clickhouse.dsn:")
+
+
+@pytest.mark.parametrize("dsn", ["http://batchscope_sink@clickhouse:8123", "https://ch.example:8443/?compress=0",
+                                 "chdb:///tmp/with space/ch", "http://clickhouse:8123"])
+def test_a_dsn_may_name_a_user(tmp_path: Path, dsn: str) -> None:
+    assert load_settings(write(tmp_path, f'[clickhouse]\ndsn = "{dsn}"\n'), {}).clickhouse.dsn == dsn
+
+
+def test_a_dsn_with_a_bad_port_is_one_line(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, '[clickhouse]\ndsn = "http://clickhouse:123456"\n'), {})
+    assert message.startswith("clickhouse.dsn: has an invalid port")
+
+
+def test_password_env_must_be_a_name_not_the_password(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, f'[clickhouse]\npassword_env = "{HIDDEN}!"\n'), {})
+    assert message.startswith("clickhouse.password_env: must be the NAME")
+    assert HIDDEN not in message
+
+
+# --- what a key may be -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"\xff\xfe\x00binary\x80", "is not UTF-8 text"),
+    (b"sk-" + b"x" * (64 * 1024), "is larger than 64 KiB"),
+    (b"sk-one two", "printable ASCII without spaces"),
+    (b"sk-line\nsk-other", "printable ASCII without spaces"),
+])
+def test_a_key_file_that_is_not_one_key_is_one_line(tmp_path: Path, content: bytes, problem: str) -> None:
+    key_file = tmp_path / "key.bin"
+    key_file.write_bytes(content)
+    message = key_error(write(tmp_path, source_toml(f'api_key_file = "{key_file}"')), {})
+    assert message.startswith("sources[0].api_key_file: ")
+    assert problem in message
+    assert "sk-" not in message
+    assert "binary" not in message
+
+
+def test_a_key_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    message = key_error(write(tmp_path, source_toml(f'api_key_file = "{tmp_path}"')), {})
+    assert message.startswith("sources[0].api_key_file: ")
+    assert "not a regular file" in message
+
+
+def test_a_key_with_a_control_character_is_refused_without_showing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, source_toml('api_key_env = "PROD_KEY"'))
+    message = load_error(path, {"PROD_KEY": f"{KEY}\r\nX-Injected: 1"}, Secrets.SOURCE_KEYS)
+    assert message.startswith("sources[0].api_key_env: the key must be printable ASCII")
+    assert KEY not in message
+    (source,) = with_keys(path, {"PROD_KEY": f"  {KEY}\n"}).sources  # surrounding space is trimmed
+    assert source.api_key == Secret(KEY)
