@@ -22,7 +22,7 @@ from agents.app import AGENTS, Counters, create_app
 from agents.redelivery import FAULT_ENV, drop_once
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
-from pipeline.config import Settings, load_settings
+from pipeline.config import Secrets, Settings, load_settings
 from pipeline.errors import BatchscopeError, StoreError
 from pipeline.kafka import ensure_topics
 from pipeline.metrics import MetricsServer, render
@@ -47,7 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, secrets=Secrets.CLICKHOUSE_PASSWORD)
     except BatchscopeError as exc:
         sys.stderr.write(f"worker: {exc}\n")
         return 2
