@@ -157,6 +157,7 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
         async with Publisher(settings.kafka) as publisher:
             buffer = BufferedPublisher(publisher)
             poller = Poller(settings.sources, buffer)
+            publisher.on_refused = poller.refused
             p = settings.pipeline
             metrics = MetricsServer(p.metrics_host, p.metrics_port, lambda: render(
                 poller.metrics(), {"poller_pending_observations": float(buffer.pending)}))

@@ -69,6 +69,7 @@ class PipelineService(Service):
         await self.http.start()
         await start_metrics(self.metrics)
         self.poller = Poller(sources, self.buffer)
+        self.publisher.on_refused = self.poller.refused
         self._poll_task = asyncio.create_task(self.poller.run())
         self.add_future(self._report())
 
