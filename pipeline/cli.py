@@ -49,7 +49,7 @@ def build_parser() -> ArgumentParser:
                                            "replication, retention; compacted changelog) and describe them")
     topics.add_argument("--describe", action="store_true", help="only describe, create nothing")
     health = sub.add_parser("health", help="exit 0 when an HTTP endpoint answers 2xx (container healthcheck)")
-    health.add_argument("--url", help="the URL to GET (default: this process's /metrics on "
+    health.add_argument("--url", help="the URL to GET (default: this process's /health on "
                                       "127.0.0.1:pipeline.metrics_port)")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
     query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
@@ -145,7 +145,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.buffer import BufferedPublisher
     from pipeline.kafka import Publisher, ensure_topics
-    from pipeline.metrics import MetricsServer, render
+    from pipeline.metrics import MetricsServer, render, stale_reason
     from pipeline.poller import Poller
     from pipeline.runner import start_metrics
 
@@ -160,7 +160,8 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
             publisher.on_refused = poller.refused
             p = settings.pipeline
             metrics = MetricsServer(p.metrics_host, p.metrics_port, lambda: render(
-                poller.metrics(), {"poller_pending_observations": float(buffer.pending)}))
+                poller.metrics(), {"poller_pending_observations": float(buffer.pending)}),
+                lambda: stale_reason(poller.metrics(), p.stale_intervals))
             await buffer.start()
             await start_metrics(metrics)
             _on_signals(poller.stop)
