@@ -88,8 +88,8 @@ async def migrate_if_allowed(store: AsyncStore) -> None:
 
 
 class WorkerMetrics(Service):
-    """The worker's counters on ``/metrics`` (``pipeline.metrics_port``): Prometheus and the
-    container healthcheck (``batchscope health``) read it."""
+    """The worker's counters on ``/metrics`` (``pipeline.metrics_port``) for Prometheus, and
+    ``/health`` (200 while it serves) for the container healthcheck (``batchscope health``)."""
 
     def __init__(self, settings: Settings, counters: Counters) -> None:
         super().__init__()

@@ -4,6 +4,11 @@
 envelopes (and every later one, in order) wait in a bounded buffer that a background task retries
 every ``retry_every`` seconds; the poller keeps polling. When the buffer is full, ``publish``
 waits for room: the poller pauses rather than drop an observation it would never re-send.
+
+Only Kafka being unreachable holds the buffer: an envelope Kafka refuses for itself (too large) is
+dead-lettered or dropped by the publisher (:class:`pipeline.kafka.Publisher`), and the envelopes
+behind it go on. An error the publisher did not expect is logged and held like an outage (never
+silently: the retry task survives it and logs it again on the next failure after a success).
 """
 
 from __future__ import annotations
@@ -75,6 +80,12 @@ class BufferedPublisher:
                 try:
                     await asyncio.wait_for(self._downstream.publish(chunk), self._timeout)
                 except (BatchscopeError, TimeoutError) as exc:
+                    self._unhealthy(exc)
+                    return
+                except Exception as exc:
+                    if self.healthy:
+                        log.exception("publishing %d observations failed unexpectedly: holding them",
+                                      len(chunk))
                     self._unhealthy(exc)
                     return
                 for _ in chunk:

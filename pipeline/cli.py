@@ -50,7 +50,7 @@ def build_parser() -> ArgumentParser:
                                            "replication, retention; compacted changelog) and describe them")
     topics.add_argument("--describe", action="store_true", help="only describe, create nothing")
     health = sub.add_parser("health", help="exit 0 when an HTTP endpoint answers 2xx (container healthcheck)")
-    health.add_argument("--url", help="the URL to GET (default: this process's /metrics on "
+    health.add_argument("--url", help="the URL to GET (default: this process's /health on "
                                       "127.0.0.1:pipeline.metrics_port)")
     health.add_argument("--timeout", type=_seconds, default=5.0,
                         help="seconds to wait (default 5, at most 3600)")
@@ -158,7 +158,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.buffer import BufferedPublisher
     from pipeline.kafka import Publisher, ensure_topics
-    from pipeline.metrics import MetricsServer, render
+    from pipeline.metrics import MetricsServer, render, stale_reason
     from pipeline.poller import Poller
     from pipeline.runner import start_metrics
 
@@ -170,9 +170,11 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
         async with Publisher(settings.kafka) as publisher:
             buffer = BufferedPublisher(publisher)
             poller = Poller(settings.sources, buffer)
+            publisher.on_refused = poller.refused
             p = settings.pipeline
             metrics = MetricsServer(p.metrics_host, p.metrics_port, lambda: render(
-                poller.metrics(), {"poller_pending_observations": float(buffer.pending)}))
+                poller.metrics(), {"poller_pending_observations": float(buffer.pending)}),
+                lambda: stale_reason(poller.metrics(), p.stale_intervals))
             await buffer.start()
             await start_metrics(metrics)
             _on_signals(poller.stop)

@@ -1,18 +1,36 @@
-"""Kafka at the edge: topic creation and the idempotent producer the poller publishes with."""
+"""Kafka at the edge: topic creation and the idempotent producer the poller publishes with.
+
+The producer tells two failures apart. Kafka unreachable (a timeout, a connection error, any
+retriable error) fails the whole publish: the buffer holds the envelopes and redelivers them in
+order. An envelope Kafka refuses for itself (too large for the producer's ``max_request_size`` or
+the topic's ``max.message.bytes``, a record the broker calls invalid) is tried once more on its own
+(a record sharing a batch with a refused one is refused with it), then dead-lettered to
+``<prefix>.dlq`` (stage ``poll``, the original and key cut as every dead letter's are) or, if the
+DLQ refuses that too, dropped; both counted and logged. A refused envelope never blocks the ones
+behind it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from pipeline.config import KafkaConfig
+from pipeline.dlq import MAX_KEY, dead_letter
 from pipeline.errors import BatchscopeError
 from pipeline.models import Envelope
 
@@ -24,6 +42,9 @@ STATE_TABLE = "batch_state"
 HOUR_MS = 3_600_000
 # Topic settings `batchscope topics` shows, in this order.
 SHOWN_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas")
+# Errors about a record itself: retrying it cannot help, the records behind it must not wait.
+REFUSED = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordException, InvalidTimestampError)
+LOGGED_KEY = 120  # characters of a refused envelope's key in a log line
 
 
 class KafkaUnavailable(BatchscopeError):
@@ -162,12 +183,20 @@ def _config_values(responses: list[object]) -> dict[str, dict[str, str]]:
 
 
 class Publisher:
-    """An idempotent (``acks=all``) producer of raw envelopes keyed ``source/batch_id``."""
+    """An idempotent (``acks=all``) producer of raw envelopes keyed ``source/batch_id``.
+
+    ``on_refused(envelope, error_class)`` is called for each envelope Kafka refused
+    (``kafka_refused``: dead-lettered, ``kafka_refused_dropped``: the DLQ refused it too).
+    """
 
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
         self._topic = config.topic("raw")
+        self._dlq = config.topic("dlq")
         self._producer: AIOKafkaProducer | None = None
+        self.on_refused: Callable[[Envelope, str], None] | None = None
+        self.dead_lettered = 0
+        self.dropped = 0
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -195,15 +224,92 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        """Send every envelope and wait until the broker acknowledged all of them."""
+    def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             raise BatchscopeError("publisher is not started")
-        futures = [
-            await self._producer.send(self._topic, value=e.to_json(), key=e.key.encode())
-            for e in envelopes
-        ]
+        return self._producer
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Send every envelope and wait until the broker acknowledged each, or refused it (then
+        it is dead-lettered or dropped); :class:`KafkaUnavailable` when Kafka cannot be reached."""
+        records = [_record(e) for e in envelopes]
+        refused: list[tuple[Envelope, bytes, bytes, Exception]] = []
+        sent: list[tuple[Envelope, bytes, bytes, asyncio.Future[object]]] = []
+        for envelope, key, value in records:
+            try:
+                sent.append((envelope, key, value, await self._send(self._topic, key, value)))
+            except REFUSED as exc:
+                refused.append((envelope, key, value, exc))
+        outcomes = await asyncio.gather(*(f for *_, f in sent), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, REFUSED)]
+        if failed:
+            raise _unavailable(self._topic, failed[0])
+        for (envelope, key, value, _), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, REFUSED):
+                refused.extend(await self._alone(envelope, key, value))
+        for envelope, key, value, why in refused:
+            await self._dead_letter(envelope, key, value, why)
+
+    async def _send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[object]:
+        """Queue one record; a record-level refusal is raised as is, anything else is Kafka
+        being unavailable."""
         try:
-            await asyncio.gather(*futures)
+            future: asyncio.Future[object] = await self._started().send(topic, value=value, key=key)
+        except REFUSED:
+            raise
         except KafkaError as exc:
-            raise KafkaUnavailable(f"publishing to {self._topic} failed: {exc!r}") from exc
+            raise _unavailable(topic, exc) from exc
+        return future
+
+    async def _alone(self, envelope: Envelope, key: bytes,
+                     value: bytes) -> list[tuple[Envelope, bytes, bytes, Exception]]:
+        """Send one record refused in a batch again, alone; the refusal, if it stands."""
+        refusal = await self._try_deliver(self._topic, key, value)
+        return [] if refusal is None else [(envelope, key, value, refusal)]
+
+    async def _try_deliver(self, topic: str, key: bytes, value: bytes) -> Exception | None:
+        """Deliver one record; None once acknowledged, the refusal when Kafka refused it."""
+        try:
+            await self._delivered(topic, key, value)
+        except REFUSED as exc:
+            refusal: Exception = exc
+            return refusal
+        return None
+
+    async def _delivered(self, topic: str, key: bytes, value: bytes) -> None:
+        future = await self._send(topic, key, value)
+        try:
+            await future
+        except REFUSED:
+            raise
+        except KafkaError as exc:
+            raise _unavailable(topic, exc) from exc
+
+    async def _dead_letter(self, envelope: Envelope, key: bytes, value: bytes, exc: Exception) -> None:
+        reason = f"Kafka refused an envelope of {len(key) + len(value)} bytes: {type(exc).__name__}"
+        letter = dead_letter(reason=reason, stage="poll", topic=self._topic, partition=-1, offset=-1,
+                             original=value, key=key, source=envelope.source)
+        shown = key[:LOGGED_KEY].decode("utf-8", "replace")
+        again = await self._try_deliver(self._dlq, key[:MAX_KEY], letter)
+        if again is not None:
+            self.dropped += 1
+            self._count(envelope, "kafka_refused_dropped")
+            log.error("source %s: %s (key %r), and its dead letter (%s): dropped",
+                      envelope.source, reason, shown, type(again).__name__)
+            return
+        self.dead_lettered += 1
+        self._count(envelope, "kafka_refused")
+        log.warning("source %s: %s (key %r): dead-lettered to %s",
+                    envelope.source, reason, shown, self._dlq)
+
+    def _count(self, envelope: Envelope, error_class: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(envelope, error_class)
+
+
+def _record(envelope: Envelope) -> tuple[Envelope, bytes, bytes]:
+    return envelope, envelope.key.encode(), envelope.to_json()
+
+
+def _unavailable(topic: str, exc: BaseException) -> KafkaUnavailable:
+    return KafkaUnavailable(f"publishing to {topic} failed: {exc!r}")

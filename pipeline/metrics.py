@@ -1,4 +1,10 @@
-"""Per-source poller metrics, rendered in the Prometheus text exposition format."""
+"""Per-source poller metrics, rendered in the Prometheus text exposition format, and health.
+
+The server answers ``GET /metrics`` with 200 always (Prometheus must scrape exactly when things go
+wrong) and ``GET /health`` with 200, or 503 and one line naming what is wrong: for the poller, a
+source that completed no cycle for ``pipeline.stale_intervals`` poll intervals (counted from the
+start while it never completed one). ``batchscope health``, the containers' healthcheck, GETs it.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +35,33 @@ class SourceMetrics:
     breaker_state: str = "closed"
     breaker_opened: int = 0
     last_success: float | None = None  # monotonic time of the last successful cycle
+    poll_interval: float = 30.0
+    started: float = field(default_factory=time.monotonic)  # when polling started
 
     def lag(self, now: float) -> float | None:
         return None if self.last_success is None else now - self.last_success
+
+    def stale_for(self, now: float, intervals: int) -> float | None:
+        """Seconds without a completed cycle, when that is over ``intervals`` poll intervals."""
+        idle = now - (self.started if self.last_success is None else self.last_success)
+        return idle if idle > intervals * self.poll_interval else None
+
+
+MAX_NAMED = 5  # stale sources named in the health line
+
+
+def stale_reason(all_metrics: list[SourceMetrics], intervals: int,
+                 clock: Callable[[], float] = time.monotonic) -> str | None:
+    """None when every source completed a cycle within ``intervals`` of its poll intervals;
+    otherwise one line naming the stale sources."""
+    now = clock()
+    stale = [(m.source, idle) for m in all_metrics if (idle := m.stale_for(now, intervals)) is not None]
+    if not stale:
+        return None
+    named = ", ".join(f"{name} ({idle:.0f}s)" for name, idle in stale[:MAX_NAMED])
+    more = f" and {len(stale) - MAX_NAMED} more" if len(stale) > MAX_NAMED else ""
+    return (f"{len(stale)} source(s) completed no poll cycle for over {intervals} poll intervals: "
+            f"{named}{more}")
 
 
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
@@ -54,7 +84,7 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
 
     family("poller_requests_total", "counter", "HTTP requests by outcome",
            [(lab(m, outcome=o), n) for m in all_metrics for o, n in sorted(m.requests.items())])
-    family("poller_errors_total", "counter", "failed requests by error class",
+    family("poller_errors_total", "counter", "errors by class (requests, bodies, paging, Kafka, unexpected)",
            [(lab(m, error=c), n) for m in all_metrics for c, n in sorted(m.errors.items())])
     family("poller_retries_total", "counter", "requests retried",
            [(lab(m), m.retries) for m in all_metrics])
@@ -87,23 +117,27 @@ def _escape(value: str) -> str:
 
 
 class MetricsServer:
-    """Serves ``GET /metrics`` on loopback (or the configured host) for Prometheus."""
+    """Serves ``GET /metrics`` (Prometheus) and ``GET /health`` (``health`` returns None when
+    healthy, else the reason; no ``health``: always healthy) on loopback or the configured host."""
 
-    def __init__(self, host: str, port: int, source: Callable[[], str]) -> None:
+    def __init__(self, host: str, port: int, source: Callable[[], str],
+                 health: Callable[[], str | None] | None = None) -> None:
         self._host, self._port, self._source = host, port, source
+        self._health = health
         self._runner: web.AppRunner | None = None
-        self.url = ""
+        self.url = self.health_url = ""
 
     async def start(self) -> None:
         if self._runner is not None:
             return
         app = web.Application()
-        app.add_routes([web.get("/metrics", self._metrics)])
+        app.add_routes([web.get("/metrics", self._metrics), web.get("/health", self._health_check)])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}/metrics"
+        self.health_url = f"http://{host}:{port}/health"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -112,3 +146,10 @@ class MetricsServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self._source(), content_type="text/plain", charset="utf-8")
+
+    async def _health_check(self, request: web.Request) -> web.Response:
+        reason = self._health() if self._health is not None else None
+        if reason is None:
+            return web.Response(text="ok\n", content_type="text/plain", charset="utf-8")
+        return web.Response(status=503, text=reason.replace("\n", " ") + "\n", content_type="text/plain",
+                            charset="utf-8")

@@ -16,6 +16,12 @@ has vanished: it is counted and logged. An object the normaliser rejects is publ
 normalise agent dead-letters it) and not again until its content changes. Every request goes through the
 source's rate limiter and circuit breaker and the retry policy in :mod:`pipeline.retry`; a
 request is never sent before a ``Retry-After`` the provider gave has passed.
+
+Hostile edges (docs/security.md): requests go through :mod:`pipeline.fetch` (no redirect followed,
+bodies capped, echoed secrets masked); a listing that goes round stops
+(:class:`pipeline.providers.paging.PageGuard`); no error ends a source's task (an unexpected one is
+logged with the source's name and counted as ``unexpected``); stop cancels a cycle wherever it
+waits; an envelope Kafka refused is not published again until its object changes.
 """
 
 from __future__ import annotations
@@ -24,23 +30,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
-from yarl import URL
 
-from pipeline import schedule, sigv4
+from pipeline import fetch, schedule, sigv4
 from pipeline.breaker import CircuitBreaker, RateLimiter
 from pipeline.config import SourceConfig
 from pipeline.errors import BatchscopeError, InvalidRecord, SourceError
 from pipeline.metrics import SourceMetrics
 from pipeline.models import TERMINAL, Envelope, Snapshot
 from pipeline.providers import adapter
-from pipeline.providers.paging import Params
+from pipeline.providers.paging import PageGuard, Params
 from pipeline.retry import RetryPolicy, header_delay
 from pipeline.timeutil import iso_ms, iso_to_ms, utcnow
 
@@ -52,6 +58,7 @@ MAX_REJECTED = 10_000  # fingerprints kept of rejected objects without an id
 # A batch object whose JSON is bigger than this is not published: Kafka's default record limit is
 # about 1 MB (the envelope around it adds a few hundred bytes). It is counted and logged instead.
 MAX_OBJECT = 900 * 1024
+MAX_MESSAGE = 500  # characters of an error message logged
 
 
 class Sink(Protocol):
@@ -67,6 +74,7 @@ class Listing:
     size: int = 0  # the most batches one page held
     complete: bool = False  # the last page was reached
     oldest: float | None = None  # created_at of the oldest batch listed (newest-first lists)
+    guard: PageGuard = field(default_factory=PageGuard)  # stops a listing that goes round
 
 
 @dataclass(slots=True)
@@ -95,7 +103,7 @@ class SourcePoller:
         self.policy = policy or RetryPolicy()
         self.limiter = RateLimiter(source.max_rps, burst=max(1, int(source.max_rps)))
         self.breaker = CircuitBreaker(source.breaker_threshold, source.breaker_reset, name=source.name)
-        self.metrics = SourceMetrics(source.name, source.provider)
+        self.metrics = SourceMetrics(source.name, source.provider, poll_interval=source.poll_interval)
         self.adapter = adapter(source.provider)
         self._aws = self._aws_credentials()
         self._region = sigv4.region_of(source.base_url)
@@ -107,6 +115,9 @@ class SourcePoller:
         self.last_cycle = (0, 0)  # list pages and GETs of the last cycle
         self._rejected: set[int] = set()  # fingerprints of rejected objects that have no id
         self._not_before = 0.0  # time.monotonic() before which the provider asked us not to call
+        self._max_body = source.max_body_mib * fetch.MIB
+        self._secrets = self._secret_texts()
+        self._in_flight: dict[str, Known | None] = {}  # batches being published: Kafka's refusals
         timeout = source.request_timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(10.0, timeout))
 
@@ -123,6 +134,16 @@ class SourcePoller:
             return None
         return sigv4.credentials(self.source.api_key, f"source {self.source.name}: api key")
 
+    def _secret_texts(self) -> tuple[str, ...]:
+        """What a provider's text must never repeat in a log line or an error: the key (and,
+        for SigV4, each of its parts) and any userinfo in ``base_url``."""
+        key = self.source.api_key.reveal() if self.source.api_key is not None else ""
+        parts = key.split(":", 2) if self.adapter.signing == "sigv4" else []
+        return tuple(s for s in (key, *parts, *fetch.url_secrets(self.source.base_url)) if s)
+
+    def _masked(self, text: str) -> str:
+        return fetch.mask(text[:MAX_MESSAGE], self._secrets)
+
     def _headers(self) -> dict[str, str]:
         """The session's headers: the adapter's auth headers from the source's secret."""
         headers = {"Accept": "application/json", "User-Agent": "batchscope/0.1"}
@@ -131,9 +152,12 @@ class SourcePoller:
         return headers
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Cycle until ``stop`` is set. A cycle in progress is cancelled then, wherever it waits
+        (a request, a retry backoff, a ``Retry-After``, the breaker, the rate limiter)."""
+        self.metrics.started = time.monotonic()
         async with aiohttp.ClientSession(headers=self._headers(), timeout=self._timeout) as session:
             while not stop.is_set():
-                await self._cycle(session)
+                await _until_stopped(self._cycle(session), stop)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.next_delay())
 
@@ -151,7 +175,10 @@ class SourcePoller:
         try:
             published = await self.poll_once(session)
         except BatchscopeError as exc:
-            log.warning("source %s: cycle failed: %s", self.source.name, exc)
+            log.warning("source %s: cycle failed: %s", self.source.name, self._masked(str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - any bug or foreign error: logged, counted, next cycle
+            self._unexpected(exc)
             return
         m = self.metrics
         m.cycles += 1
@@ -161,6 +188,16 @@ class SourcePoller:
                  sum(m.requests.values()) - requests_before, *self.last_cycle,
                  m.retries - retries_before, published,
                  m.tracked, m.active, m.breaker_state, time.monotonic() - started)
+
+    def _unexpected(self, exc: Exception) -> None:
+        """An error no code path expected: counted (``unexpected``) and logged with where it was
+        raised, its message masked (it may quote a URL or a response)."""
+        self.metrics.errors["unexpected"] += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        last = frames[-1] if frames else None
+        at = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}" if last else "?"
+        log.error("source %s: cycle failed unexpectedly: %s: %s (at %s); the next cycle runs as usual",
+                  self.source.name, type(exc).__name__, self._masked(str(exc)), at)
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
         """One cycle: discovery, then the due refreshes; returns the observations published."""
@@ -200,11 +237,28 @@ class SourcePoller:
             self._note_order(listing, ids)
             listing.size = max(listing.size, len(items))
             listing.pages += 1
-            listing.params = self.adapter.paging.next(listing.params, body, items)
+            listing.params = self._next_params(listing, body, items, ids)
             if listing.params is None:
-                listing.complete = self._listed_all = True
-            elif until is None and not unknown and self._listed_all:
                 return
+            if until is None and not unknown and self._listed_all:
+                return
+
+    def _next_params(self, listing: Listing, body: Any, items: list[dict[str, Any]],
+                     ids: list[str | None]) -> Params | None:
+        """The next page's parameters; None at the end of the list (then the listing is complete)
+        or when the listing goes round (counted and logged; the listing is not complete)."""
+        assert listing.params is not None
+        following = self.adapter.paging.next(listing.params, body, items)
+        if following is None:
+            listing.complete = self._listed_all = True
+            return None
+        loop = listing.guard.check(listing.params, ids, following)
+        if loop is None:
+            return following
+        self.metrics.errors[loop.kind] += 1
+        log.warning("source %s: listing stopped after %d pages: %s", self.source.name, listing.pages,
+                    loop.reason)
+        return None
 
     def _note_order(self, listing: Listing, ids: list[str | None]) -> None:
         """Track the oldest created_at listed; a list found not newest first is never again
@@ -239,7 +293,8 @@ class SourcePoller:
                 if not k.settled and bid not in seen and (k.due <= now or passed(k))]
 
     def _items(self, body: Any) -> list[dict[str, Any]]:
-        """The batch objects of a list response (entries that are not objects are skipped)."""
+        """The batch objects of a list response (entries that are not objects are counted, as
+        ``non_object_entry``, and skipped)."""
         key = self.adapter.items_key
         found = body
         if key is not None:  # an empty Google list response is ``{}``
@@ -248,7 +303,12 @@ class SourcePoller:
             what = "a JSON array" if key is None else f"a JSON object with a {key!r} array"
             self.metrics.errors["malformed_body"] += 1
             raise SourceError(f"source {self.source.name}: list response is not {what}")
-        return [o for o in found if isinstance(o, dict)]
+        objects = [o for o in found if isinstance(o, dict)]
+        if len(objects) < len(found):
+            self.metrics.errors["non_object_entry"] += len(found) - len(objects)
+            log.warning("source %s: %d list entries that are not JSON objects skipped", self.source.name,
+                        len(found) - len(objects))
+        return objects
 
     def _settled(self, batch_id: str | None) -> bool:
         known = self.known.get(batch_id) if batch_id is not None else None
@@ -260,7 +320,7 @@ class SourcePoller:
 
     async def _publish(self, items: list[dict[str, Any]], seen: set[str]) -> None:
         """Publish what is new or not yet terminal; a known terminal batch is not published again,
-        nor an object the normaliser rejected before, unchanged."""
+        nor an object the normaliser or Kafka rejected before, unchanged."""
         observed_at = iso_ms(utcnow())
         fresh: list[tuple[str | None, dict[str, Any], Known]] = []
         for obj in items:
@@ -275,23 +335,42 @@ class SourcePoller:
             fresh.append((batch_id, obj, known))
         if not fresh:
             return
-        await self._sink.publish([Envelope(self.source.name, self.source.provider, observed_at, obj)
-                                  for _, obj, _ in fresh])
+        self._in_flight = {batch_id: None for batch_id, _, _ in fresh if batch_id is not None}
+        try:
+            await self._sink.publish([Envelope(self.source.name, self.source.provider, observed_at, obj)
+                                      for _, obj, _ in fresh])
+        finally:
+            refused, self._in_flight = self._in_flight, {}
         for batch_id, _, known in fresh:
             if batch_id is not None:
                 seen.add(batch_id)
-                self.known[batch_id] = known
+                self.known[batch_id] = refused.get(batch_id) or known
         self.metrics.observations += len(fresh)
         rejected = sum(1 for _, _, k in fresh if k.status == INVALID)
         if rejected:
             self.metrics.errors["invalid_object"] += rejected
 
+    def refused(self, envelope: Envelope, error_class: str) -> None:
+        """Kafka refused one of this source's envelopes (the publisher dead-lettered or dropped
+        it): counted, and its batch settled as rejected, so that it is not published again unchanged."""
+        self.metrics.errors[error_class] += 1
+        batch_id = envelope.batch_id
+        if batch_id is None:
+            return
+        rejected = Known(INVALID, None, hash(orjson.dumps(envelope.payload)))
+        if batch_id in self._in_flight:  # _publish is awaiting the sink: it records it after
+            self._in_flight[batch_id] = rejected
+        elif batch_id in self.known:
+            self.known[batch_id] = rejected
+
     def _oversized(self, batch_id: str | None, obj: dict[str, Any]) -> bool:
         """True for an object too big to publish: counted and logged once, then settled (an id-less
-        one by its fingerprint) so that it is not fetched or counted again unchanged."""
+        one by its fingerprint) so that it is not fetched or counted again unchanged; and for one
+        Kafka refused before, unchanged."""
         data = orjson.dumps(obj)
         if len(data) <= MAX_OBJECT:
-            return False
+            known = self.known.get(batch_id) if batch_id is not None else None
+            return known is not None and known.status == INVALID and known.fingerprint == hash(data)
         known = Known(INVALID, None, hash(data))
         if self._rejected_before(batch_id, known, quiet=True):
             return True
@@ -371,17 +450,17 @@ class SourcePoller:
             else:
                 if status == 200:
                     return self._ok(url, body)
-                said = self.adapter.read_error(status, body)
+                said = self.adapter.read_error(status, bytes(body))
                 where = url.split("?", 1)[0]
-                error = SourceError(f"source {self.source.name}: HTTP {status}: {said.message} (GET {where})",
-                                    status=status, retriable=said.retriable)
+                error = SourceError(f"source {self.source.name}: HTTP {status}: {self._masked(said.message)} "
+                                    f"(GET {where})", status=status, retriable=said.retriable)
                 delay = self._failed(attempt, error, headers)
             await asyncio.sleep(delay)
         attempts = self.policy.max_attempts
         message = f"source {self.source.name}: {url}: gave up after {attempts} attempts"
         raise SourceError(message, retriable=True)
 
-    def _ok(self, url: str, body: bytes) -> Any:
+    def _ok(self, url: str, body: bytes | bytearray) -> Any:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -423,15 +502,20 @@ class SourcePoller:
             self.metrics.breaker_state = self.breaker.state.value
             await asyncio.sleep(wait)
 
-    async def _get(self, session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str], bytes]:
+    async def _get(self, session: aiohttp.ClientSession,
+                   url: str) -> tuple[int, dict[str, str], bytes | bytearray]:
+        """One GET (:mod:`pipeline.fetch`: no redirect followed, the body capped in bytes and
+        in JSON values)."""
         signed = {} if self._aws is None else sigv4.sign(self._aws, "GET", url, region=self._region,
                                                           now=utcnow())
+        where = f"source {self.source.name}"
         try:
-            async with session.get(URL(url, encoded=True), headers=signed) as resp:
-                return resp.status, dict(resp.headers), await resp.read()
+            got = await fetch.get(session, url, signed, max_body=self._max_body, where=where)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SourceError(f"source {self.source.name}: {type(exc).__name__} calling {url}",
-                              retriable=True) from exc
+            raise SourceError(f"{where}: {type(exc).__name__} calling {url}", retriable=True) from exc
+        if got.status == 200:
+            fetch.check_values(got.body, where)
+        return got.status, got.headers, got.body
 
 
 def _since(snap: Snapshot) -> str | None:
@@ -445,6 +529,8 @@ def _unix(iso: str | None) -> float | None:
 
 
 def _error_class(exc: SourceError) -> str:
+    if isinstance(exc, fetch.Refused):
+        return exc.kind
     if exc.status is None:
         return "connection" if "Timeout" not in str(exc) else "timeout"
     if exc.status in (429, 529):
@@ -469,3 +555,21 @@ class Poller:
 
     def metrics(self) -> list[SourceMetrics]:
         return [p.metrics for p in self.pollers]
+
+    def refused(self, envelope: Envelope, error_class: str) -> None:
+        """An envelope Kafka refused (the publisher's callback), for the source that polled it."""
+        for p in self.pollers:
+            if p.source.name == envelope.source:
+                p.refused(envelope, error_class)
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work`` until it returns or ``stop`` is set; then it is cancelled and awaited."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)

@@ -19,7 +19,7 @@ from agents.app import Counters, create_app
 from pipeline.buffer import BufferedPublisher
 from pipeline.config import Settings, SourceConfig
 from pipeline.kafka import Publisher, ensure_topics
-from pipeline.metrics import MetricsServer, render
+from pipeline.metrics import MetricsServer, render, stale_reason
 from pipeline.poller import Poller
 from pipeline.queryserver import QueryServer
 from pipeline.simulator import Simulator
@@ -55,7 +55,7 @@ class PipelineService(Service):
         self.buffer = BufferedPublisher(self.publisher)
         p = settings.pipeline
         self.http = QueryServer(store, p.http_host, p.http_port, p.data_path)
-        self.metrics = MetricsServer(p.metrics_host, p.metrics_port, self._metrics_text)
+        self.metrics = MetricsServer(p.metrics_host, p.metrics_port, self._metrics_text, self._health)
         self.poller: Poller | None = None
         self._poll_task: asyncio.Task[None] | None = None
 
@@ -69,6 +69,7 @@ class PipelineService(Service):
         await self.http.start()
         await start_metrics(self.metrics)
         self.poller = Poller(sources, self.buffer)
+        self.publisher.on_refused = self.poller.refused
         self._poll_task = asyncio.create_task(self.poller.run())
         self.add_future(self._report())
 
@@ -87,6 +88,11 @@ class PipelineService(Service):
     def _metrics_text(self) -> str:
         extra = {"poller_pending_observations": float(self.buffer.pending), **self.counters.metrics()}
         return render(self.poller.metrics() if self.poller else [], extra)
+
+    def _health(self) -> str | None:
+        if self.poller is None:
+            return None
+        return stale_reason(self.poller.metrics(), self.settings.pipeline.stale_intervals)
 
     async def _report(self) -> None:
         while not self.should_stop:

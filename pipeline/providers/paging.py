@@ -2,11 +2,13 @@
 
 A paging strategy is pure: given the parameters of the page just read and its decoded body, it
 returns the parameters of the next page, or ``None`` when the listing is complete.
+:class:`PageGuard` stops a listing that goes round, whatever the strategy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Params = dict[str, str]
@@ -82,4 +84,38 @@ class SinglePage:
         return {}
 
     def next(self, params: Params, body: Any, items: list[dict[str, Any]]) -> Params | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """Why a listing was stopped before its end: ``kind`` is the error class it is counted under."""
+
+    kind: str
+    reason: str
+
+
+@dataclass(slots=True)
+class PageGuard:
+    """One listing's memory: the page parameters requested and the batch ids listed.
+
+    A provider whose cursors cycle (A, B, A), or whose pages never end (a new cursor or page
+    number each time, the same items: Mistral pages without ``total``), would otherwise cost up to
+    the page limit in requests every cycle. The listing stops at a cursor or page token already
+    requested and at a page that adds no batch id not already listed.
+    """
+
+    requested: set[frozenset[tuple[str, str]]] = field(default_factory=set)
+    ids: set[str] = field(default_factory=set)
+
+    def check(self, params: Params, ids: Iterable[str | None], following: Params) -> Loop | None:
+        """After the page read with ``params`` (its batch ids: ``ids``): None when the page
+        ``following`` may be requested, else why the listing stops."""
+        self.requested.add(frozenset(params.items()))
+        new = {i for i in ids if i is not None} - self.ids
+        self.ids |= new
+        if frozenset(following.items()) in self.requested:
+            return Loop("paging_cursor_repeated", "the next page's cursor or token was already requested")
+        if not new:
+            return Loop("paging_no_new_id", "a page added no batch id not already listed")
         return None

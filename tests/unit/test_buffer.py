@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from pipeline.buffer import BufferedPublisher
 from pipeline.errors import BatchscopeError
 from pipeline.models import Envelope
@@ -70,4 +72,38 @@ async def test_full_buffer_pauses_the_caller_instead_of_dropping() -> None:
     await asyncio.wait_for(blocked, timeout=2)
     await buffer.flush()
     assert kafka.sent == ["a", "b", "c"]
+    await buffer.stop()
+
+
+class OnceBroken(FlakyKafka):
+    """Raises an error no code path expects on its first call, then delivers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug in the publisher")
+        await super().publish(envelopes)
+
+
+async def test_an_unexpected_error_is_logged_and_held_and_the_retry_task_survives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kafka = OnceBroken()
+    buffer = BufferedPublisher(kafka, retry_every=0.01)
+    await buffer.start()
+    await buffer.publish(envs("a"))  # not raised into the poller's cycle
+    assert buffer.pending == 1
+    assert not healthy(buffer)
+    for _ in range(500):
+        if buffer.pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert kafka.sent == ["a"]
+    assert healthy(buffer)
+    assert "publishing 1 observations failed unexpectedly: holding them" in caplog.text
+    assert "RuntimeError: a bug in the publisher" in caplog.text
     await buffer.stop()

@@ -85,9 +85,9 @@ def test_cli_parses_topics_and_health() -> None:
     assert parser.parse_args(["health"]).url is None
 
 
-def test_default_health_url_is_the_metrics_endpoint() -> None:
+def test_default_health_url_is_the_health_endpoint() -> None:
     settings = load_settings(None, {"BATCHSCOPE_PIPELINE_METRICS_PORT": "9555"})
-    assert default_url(settings.pipeline) == "http://127.0.0.1:9555/metrics"
+    assert default_url(settings.pipeline) == "http://127.0.0.1:9555/health"
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The worker's /metrics endpoint, which its container healthcheck (``batchscope health``) reads."""
+"""The worker's /metrics and /health endpoints; its container healthcheck (``batchscope health``)
+reads /health."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ async def test_worker_serves_its_counters_for_the_healthcheck() -> None:
     try:
         assert service.server.url.startswith("http://127.0.0.1:")
         assert await asyncio.to_thread(check, service.server.url) == 200
+        assert service.server.health_url == service.server.url.replace("/metrics", "/health")
+        assert await asyncio.to_thread(check, service.server.health_url) == 200
         counters.sunk += 1
         text = service.text()
         assert "batchscope_pipeline_sunk{} 10" in text
