@@ -230,7 +230,8 @@ def test_our_healthchecks_are_batchscope_commands_aimed_at_the_served_port(name:
     if SERVICES[name]["command"][0] == "simulate":
         served = int(SERVICES[name]["command"][SERVICES[name]["command"].index("--port") + 1])
     else:
-        served = settings_of(name).pipeline.metrics_port  # poll and worker serve /metrics there
+        served = settings_of(name).pipeline.metrics_port  # poll and worker serve /health there
+        assert urlsplit(args.url).path == "/health"  # /metrics answers 200 even while a source is stale
     assert port == served
     assert urlsplit(args.url).hostname == "127.0.0.1"
 
