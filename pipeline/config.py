@@ -9,6 +9,7 @@ file a source names and are held as :class:`Secret`, which never prints its valu
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import re
 import tomllib
@@ -181,6 +182,9 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         _require(0 <= self.http_port <= 65535, "pipeline.http_port", "must be a port number")
+        _require(_loopback(self.http_host), "pipeline.http_host",
+                 f"must be a loopback address such as 127.0.0.1 or ::1, not {self.http_host!r}: the query "
+                 "endpoint is for this machine only")
         _require(self.sink_batch_size >= 1, "pipeline.sink_batch_size", "must be at least 1")
         _require(self.sink_flush_seconds > 0, "pipeline.sink_flush_seconds", "must be > 0")
         _require(self.query_timeout > 0, "pipeline.query_timeout", "must be greater than 0")
@@ -293,6 +297,13 @@ T = TypeVar("T")
 def _require(ok: bool, key: str, problem: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {problem}")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
