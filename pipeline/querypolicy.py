@@ -71,8 +71,11 @@ def check_write(sql: str, database: str, *, write: bool) -> bool:
     return False
 
 
-def check_read(parsed: str, denied: Iterable[str]) -> None:
-    """Raise :class:`Refused` unless ``parsed`` (``parseQueryToJSON``'s output) is a plain read."""
+def check_read(parsed: str, denied: Iterable[str], *, params: bool = False) -> None:
+    """Raise :class:`Refused` unless ``parsed`` (``parseQueryToJSON``'s output) is a plain read.
+    ``params``: parameters come with it, which must then be bound server side, to ``{name:Type}``
+    placeholders (with none, clickhouse-connect would format them into the SQL text after this
+    check)."""
     try:
         tree = orjson.loads(parsed)
     except orjson.JSONDecodeError:
@@ -84,6 +87,8 @@ def check_read(parsed: str, denied: Iterable[str]) -> None:
         raise Refused("refused: INTO OUTFILE would write a file on the pipeline's machine")
     if "format_ast" in tree:
         raise Refused("refused: FORMAT is chosen by the client; use --format table|json|csv")
+    if params and b'"type":"QueryParameter"' not in orjson.dumps(tree):
+        raise Refused("refused: --param needs {name:Type} placeholders in the SQL")
     blocked = frozenset(denied)
     for name in function_names(tree):
         if name.lower() in blocked or name.lower().startswith("ai"):

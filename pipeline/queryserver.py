@@ -71,7 +71,7 @@ class EndpointSessions:
         try:
             if check_write(sql, self._database, write=write):
                 return self.writer.session_query(sql)
-            check_read(self._parse(sql), self._denied_functions())
+            check_read(self._parse(sql), self._denied_functions(), params=bool(params))
             return self.reader.session_query(sql, params)
         except StoreError as exc:
             message = limit_message(error_code(str(exc)), self._pipeline)

@@ -108,6 +108,13 @@ def test_what_a_read_may_not_do(parsed: str, reason: str) -> None:
         check_read(parsed, DENIED)
 
 
+def test_parameters_are_bound_server_side_only() -> None:
+    placeholder = {"type": "QueryParameter", "name": "at", "param_type": "String"}
+    check_read(tree(call("tuple", placeholder)), DENIED, params=True)
+    with pytest.raises(Refused, match="placeholders"):
+        check_read(tree(call("modulo", {"type": "Identifier", "name": "x"})), DENIED, params=True)
+
+
 def test_deep_statements_are_refused_or_walked_without_recursion() -> None:
     with pytest.raises(Refused, match="nested too deeply"):
         check_read("[" * 2000 + "]" * 2000, DENIED)
