@@ -43,7 +43,7 @@ from typing import Any
 from bench.broker import delete_topics, run_toml
 from bench.report import save
 from pipeline.errors import BatchscopeError
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 
 CHANGES_SQL = """
 SELECT source, batch_id, to_status, toUnixTimestamp64Milli(observed_at), toUnixTimestamp64Milli(sunk_at)
@@ -117,13 +117,13 @@ def get_truth(port: int) -> tuple[float, dict[str, Any]]:
     return (before + time.time()) / 2, body
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+def wait_ready(data_dir: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"batchscope run exited ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
         try:
-            remote_query(url, "SELECT 1", write=False)
+            query_running(data_dir, "SELECT 1")
             return
         except BatchscopeError:
             time.sleep(0.5)
@@ -139,16 +139,16 @@ def run_load(args: argparse.Namespace, load: Load) -> Outcome:
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
                                     stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-        url = f"http://127.0.0.1:{ports['http']}"
+        data_dir = tmp / "data"  # the endpoint's pipeline.json and token
         try:
-            wait_ready(url, proc, log)
+            wait_ready(data_dir, proc, log)
             start = time.time() + args.warmup
             progress(f"  load {load.batches:,} batches: pipeline up; measuring for {args.seconds:.0f} s")
             time.sleep(args.warmup + args.seconds)
             end = time.time() - args.tail
             wall, truth = get_truth(ports["sim"])
             time.sleep(args.tail + 2.0)  # let the rows of the window's last transitions land
-            rows = remote_query(url, CHANGES_SQL, write=False).rows
+            rows = query_running(data_dir, CHANGES_SQL).rows
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)

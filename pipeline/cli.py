@@ -329,8 +329,11 @@ def open_store(settings: Settings) -> Store:
 
 def render(result: QueryResult, fmt: str) -> str:
     if fmt == "json":
-        rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-        return orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode() + "\n"
+        rows = [dict(zip(result.columns, row, strict=True)) for row in result.plain_rows()]
+        try:
+            return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"
+        except orjson.JSONEncodeError as exc:  # e.g. arrays nested deeper than JSON output allows
+            raise BatchscopeError(f"the result cannot be shown as JSON ({exc}); try --format table") from exc
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)

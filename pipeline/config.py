@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import importlib.util
+import ipaddress
 import os
 import re
 import stat
@@ -197,6 +198,9 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self, "pipeline")
+        require(_loopback(self.http_host), "pipeline.http_host",
+                f"must be a loopback address such as 127.0.0.1 or ::1, not {self.http_host!r}: the query "
+                "endpoint is for this machine only")
         levels = ("debug", "info", "warning", "error")
         require(self.log_level in levels, "pipeline.log_level", f"must be one of {levels}")
 
@@ -305,6 +309,13 @@ FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
 )
 
 T = TypeVar("T")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,

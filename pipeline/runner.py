@@ -46,7 +46,7 @@ def simulator_sources(settings: Settings, sim: Simulator) -> tuple[SourceConfig,
 class PipelineService(Service):
     """Everything around the Faust app: simulator, publisher, poller, query endpoint, reports."""
 
-    def __init__(self, settings: Settings, store: AsyncStore, counters: Counters) -> None:
+    def __init__(self, settings: Settings, counters: Counters) -> None:
         super().__init__()
         self.settings = settings
         self.counters = counters
@@ -54,7 +54,9 @@ class PipelineService(Service):
         self.publisher = Publisher(settings.kafka)
         self.buffer = BufferedPublisher(self.publisher)
         p = settings.pipeline
-        self.http = QueryServer(store, p.http_host, p.http_port, p.data_path)
+        # Its own ClickHouse sessions and thread, never the sink's. With a ClickHouse server there is
+        # nothing to serve: `batchscope query` connects to the server itself.
+        self.http = QueryServer(settings) if not settings.clickhouse.dsn else None
         self.metrics = MetricsServer(p.metrics_host, p.metrics_port, self._metrics_text, self._health)
         self.poller: Poller | None = None
         self._poll_task: asyncio.Task[None] | None = None
@@ -66,7 +68,8 @@ class PipelineService(Service):
             sources = simulator_sources(self.settings, self.simulator)
         await self.publisher.start()
         await self.buffer.start()
-        await self.http.start()
+        if self.http is not None:
+            await self.http.start()
         await start_metrics(self.metrics)
         self.poller = Poller(sources, self.buffer)
         self.publisher.on_refused = self.poller.refused
@@ -81,7 +84,8 @@ class PipelineService(Service):
         await self.buffer.stop()
         await self.publisher.stop()
         await self.metrics.stop()
-        await self.http.stop()
+        if self.http is not None:
+            await self.http.stop()
         if self.simulator is not None:
             await self.simulator.stop()
 
@@ -129,7 +133,7 @@ def run(settings: Settings) -> int:
              settings.clickhouse.database, settings.kafka.bootstrap, settings.kafka.topic_prefix)
     loop.run_until_complete(prepare(settings, store))
     app, counters = create_app(settings, store)
-    return execute(app, loop, settings, store, PipelineService(settings, store, counters))
+    return execute(app, loop, settings, store, PipelineService(settings, counters))
 
 
 def execute(app: faust.App, loop: asyncio.AbstractEventLoop, settings: Settings, store: AsyncStore,

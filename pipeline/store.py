@@ -11,12 +11,14 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -60,6 +62,7 @@ TRANSIENT_CODES = frozenset({
     999,  # KEEPER_EXCEPTION
 })
 Params = dict[str, str]
+SessionSettings = Mapping[str, str | int | float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,26 @@ class QueryResult:
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
 
+    def plain_rows(self) -> list[list[Any]]:
+        """The rows as values JSON can hold (see :func:`plain`)."""
+        return [[plain(v) for v in row] for row in self.rows]
+
+
+def plain(value: Any) -> Any:
+    """A result value as JSON can hold it, whatever the column type: IPv4/IPv6, Decimal, huge
+    integers and anything else unknown become text; Map keys become text; tuples and sets lists."""
+    if value is None or isinstance(value, bool | str | float | datetime | date | time | UUID):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(plain(k)): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    return str(value)
+
 
 def migrations() -> list[Migration]:
     """Every ``sql/NNN_*.sql`` file shipped with the package, in order."""
@@ -99,26 +122,33 @@ class Store:
     """A connected ClickHouse client bound to one database."""
 
     def __init__(self, dsn: str, database: str, password: Secret | None = None, *,
-                 ttl_days: int = DEFAULT_TTL_DAYS, fault_file: Path | None = None) -> None:
+                 ttl_days: int = DEFAULT_TTL_DAYS, fault_file: Path | None = None,
+                 session: SessionSettings | None = None) -> None:
         self.dsn = dsn
         self.database = database
         self.ttl_days = ttl_days
         self._password = password
         self._fault_file = fault_file
+        self._session = dict(session or {})
         self._client: Client | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
+    def from_settings(cls, settings: Settings, session: SessionSettings | None = None) -> Store:
         """The configured store; the password comes from settings loaded with
-        ``Secrets.CLICKHOUSE_PASSWORD`` (refused with one line if they were not)."""
+        ``Secrets.CLICKHOUSE_PASSWORD`` (refused with one line if they were not). ``session``:
+        settings applied, in order, to this store's own session when it opens (each Store has its
+        own client, so its own session: nothing set in one reaches another's)."""
         ch = settings.clickhouse
         return cls(settings.clickhouse_dsn, ch.database, settings.clickhouse_password(),
-                   ttl_days=ch.snapshot_ttl_days, fault_file=Path(ch.fault_file) if ch.fault_file else None)
+                   ttl_days=ch.snapshot_ttl_days, fault_file=Path(ch.fault_file) if ch.fault_file else None,
+                   session=session)
 
     @property
     def client(self) -> Client:
         if self._client is None:
             kwargs: dict[str, Any] = {"dsn": self.dsn}
+            if self._session:
+                kwargs["settings"] = dict(self._session)
             if self._password is not None and not self.dsn.startswith("chdb:"):  # embedded: no users
                 kwargs["password"] = self._password.reveal()
             try:
@@ -197,6 +227,11 @@ class Store:
             raise
         return QueryResult(tuple(result.column_names), [tuple(r) for r in result.result_rows])
 
+    def session_query(self, sql: str, params: Params | None = None) -> QueryResult:
+        """Run SQL under this store's session settings alone (the query endpoint's sessions)."""
+        result = self._call(lambda: self.client.query(sql, parameters=params or None))
+        return QueryResult(tuple(result.column_names), [tuple(r) for r in result.result_rows])
+
     def high_water(self, table: str) -> dict[tuple[str, int], int]:
         """The highest Kafka offset stored in ``table`` per (topic, partition)."""
         rows = self.query("SELECT kafka_topic, kafka_partition, max(kafka_offset) "
@@ -256,6 +291,12 @@ def redact(dsn: str) -> str:
         return dsn
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+def error_code(message: str) -> int | None:
+    """The ClickHouse error code a message names (``Code: 159``), if any."""
+    match = ERROR_CODE.search(message)
+    return int(match.group(1)) if match else None
 
 
 def transient(message: str) -> bool:

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from bench.broker import read_all, run_toml
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 from tests.change_schema import validate
 from tests.integration.conftest import free_port, start_run, stop_run
 
@@ -92,7 +92,7 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
     proc = start_run(config, tmp_path, log)
     try:
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
-               "query": f"http://127.0.0.1:{http_port}", "bootstrap": kafka_bootstrap,
+               "query": tmp_path / "data", "bootstrap": kafka_bootstrap,
                "changes": f"{topic_prefix}.changes", "dlq": f"{topic_prefix}.dlq"}
     finally:
         stop_run(proc)
@@ -127,7 +127,7 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
     proc, log, query = pipeline["proc"], pipeline["log"], pipeline["query"]
 
     def sql(text: str) -> list[tuple[Any, ...]]:
-        return remote_query(query, text, write=False).rows
+        return query_running(query, text).rows
 
     # Terminal, and every final status served to the poller (a source under a Retry-After or an
     # open breaker may take a few cycles to see it): the transitions expected are then complete.

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import BatchscopeError
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 from tests.integration.conftest import free_port
 from tests.reliability.conftest import Broker
 from tests.reliability.harness import (
@@ -66,13 +66,13 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
     sim_port, http_port, metrics_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path, broker.bootstrap, prefix, sim_port=sim_port, fleet=FLEET,
                           http_port=http_port, metrics_port=metrics_port)
-    query = f"http://127.0.0.1:{http_port}"
+    query = tmp_path / "data"  # the endpoint's pipeline.json and token
     truth_url = f"http://127.0.0.1:{sim_port}/_sim/truth"
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changes")]
 
     def sql(text: str) -> list[tuple[Any, ...]]:
-        return remote_query(query, text, write=False).rows
+        return query_running(query, text).rows
 
     def rows() -> int:
         try:

@@ -31,7 +31,7 @@ import pytest
 from bench.broker import delete_topics
 from pipeline.errors import BatchscopeError
 from pipeline.models import TERMINAL
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 from pipeline.simulator import build_fleet
 from tests.integration.conftest import free_port, start_run, stop_run
 from tests.integration.test_end_to_end import expected_pairs, get_json, wait_for
@@ -62,7 +62,7 @@ class Run:
                  config: Path, fault: Path) -> None:
         self.tmp, self.proc, self.log, self.config, self.fault = tmp, proc, log, config, fault
         self.truth_url = f"http://127.0.0.1:{sim_port}/_sim/truth"
-        self.query_url = f"http://127.0.0.1:{http_port}"
+        self.data_dir = tmp / "data"
         self.truth: dict[str, Any] = {}
         self.during_outage: dict[str, subprocess.CompletedProcess[str]] = {}
         self.rss: list[float] = []  # MiB, sampled once a second from the outage to the catch-up
@@ -70,7 +70,7 @@ class Run:
         self.bootstrap = self.prefix = ""
 
     def sql(self, text: str, params: dict[str, str] | None = None) -> list[tuple[Any, ...]]:
-        return remote_query(self.query_url, text, write=False, params=params).rows
+        return query_running(self.data_dir, text, params=params).rows
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(self.config), *args],

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from pipeline.faults import FAULTS
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 from tests.integration.conftest import free_port
 from tests.reliability.harness import (
     Fleet,
@@ -69,10 +69,10 @@ def test_fault_storm_every_batch_reaches_its_true_final_status(tmp_path: Path, k
         metrics_port=metrics_port,
         extra=f"fault_rate = {FAULT_RATE}\nretry_after = 0.5\nhang_seconds = 1.0\n",
         source_extra=f"breaker_threshold = {THRESHOLD}\nbreaker_reset = {RESET}\nrequest_timeout = 2.0\n")
-    query, truth_url = f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{sim_port}/_sim/truth"
+    query, truth_url = tmp_path / "data", f"http://127.0.0.1:{sim_port}/_sim/truth"
 
     def sql(text: str) -> list[tuple[Any, ...]]:
-        return remote_query(query, text, write=False).rows
+        return query_running(query, text).rows
 
     sim = Proc(config, tmp_path / "sim.log", "simulate").start()
     run = Proc(config, tmp_path / "run.log", "run").start()

@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.config import SimulatorConfig
 from pipeline.errors import BatchscopeError
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 from pipeline.simulator import Simulator, simulator_secret
 from tests.integration.conftest import free_port
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
@@ -138,13 +138,13 @@ max_rps = 100.0
            "REL_CH_PASSWORD": PASSWORD,
            "BATCHSCOPE_PIPELINE_LOG_LEVEL": "debug"}
     run = Proc(config, tmp_path / "run.log", "run", env=env).start()
-    query = f"http://127.0.0.1:{http_port}"
+    query = tmp_path / "data"  # the endpoint's pipeline.json and token
     metrics = ""
     try:
         def terminal_in_clickhouse() -> bool:
             try:
-                rows = remote_query(query, "SELECT count() FROM batch_latest FINAL WHERE status IN "
-                                           "('completed','failed','expired','cancelled')", write=False).rows
+                rows = query_running(query, "SELECT count() FROM batch_latest FINAL WHERE status IN "
+                                            "('completed','failed','expired','cancelled')").rows
             except BatchscopeError:
                 return False
             return bool(rows[0][0] == 60)  # the two sources with the right key
@@ -152,7 +152,7 @@ max_rps = 100.0
         wait_for(terminal_in_clickhouse, "the fleet of the keyed sources in ClickHouse", 180, run)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
-        tables = {t: remote_query(query, f"SELECT * FROM {t}", write=False).rows
+        tables = {t: query_running(query, f"SELECT * FROM {t}").rows
                   for t in ("batch_snapshots", "batch_latest", "batch_changes")}
         failing = subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(config), "query",
                                   "SELECT no_such_column FROM batch_snapshots"],

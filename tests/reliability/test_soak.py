@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from pipeline.errors import BatchscopeError
-from pipeline.queryserver import remote_query
+from pipeline.queries import query_running
 from tests.integration.conftest import free_port
 from tests.reliability.harness import Fleet, Proc, committed, topic_ends, wait_for, write_config
 
@@ -85,8 +85,7 @@ def test_soak(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, long_run:
 
         def drained() -> bool:
             try:
-                rows = remote_query(f"http://127.0.0.1:{http_port}", "SELECT count() FROM batch_snapshots",
-                                    write=False).rows
+                rows = query_running(tmp_path / "data", "SELECT count() FROM batch_snapshots").rows
             except BatchscopeError:
                 return False
             return int(rows[0][0]) >= sum(asyncio.run(topic_ends(kafka_bootstrap, topics[1:2])).values())
