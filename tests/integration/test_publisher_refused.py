@@ -23,11 +23,16 @@ from pipeline.poller import Poller
 
 pytestmark = pytest.mark.integration
 
-BIG_ID = "b" * (600 * 1024)  # key plus value over the producer's 1 MiB max_request_size
+BIG = 1_100_000  # bytes of metadata: an envelope over the producer's 1 MiB max_request_size
+MID = 400_000  # under the poller's object limit, over the raw topic's limit in the poller test
 
 
-def envelope(batch_id: str, source: str = "s") -> Envelope:
-    return Envelope(source, "openai", "2026-12-01T00:00:00.000Z", {"id": batch_id, "status": "in_progress"})
+def batch(batch_id: str, blob: int = 0) -> dict[str, Any]:
+    return {"id": batch_id, "status": "in_progress", **({"metadata": {"blob": "x" * blob}} if blob else {})}
+
+
+def envelope(batch_id: str, source: str = "s", blob: int = 0) -> Envelope:
+    return Envelope(source, "openai", "2026-12-01T00:00:00.000Z", batch(batch_id, blob))
 
 
 async def create_topic(bootstrap: str, name: str, configs: dict[str, str]) -> None:
@@ -68,7 +73,7 @@ async def test_an_envelope_over_the_producer_limit_is_dead_lettered_and_the_rest
     publisher.on_refused = lambda e, error: refusals.append((e.source, error))
     buffer = BufferedPublisher(publisher, retry_every=0.1)
     await buffer.start()
-    await publish_in_turn(buffer, [envelope("ok-1")], [envelope("ok-2"), envelope(BIG_ID, "big")],
+    await publish_in_turn(buffer, [envelope("ok-1")], [envelope("ok-2"), envelope("big-1", "big", BIG)],
                           [envelope("ok-3")])
     assert buffer.pending == 0
     assert buffer.healthy
@@ -117,7 +122,7 @@ async def test_an_envelope_whose_dead_letter_is_refused_too_is_dropped_and_count
     publisher.on_refused = lambda e, error: refusals.append((e.source, error))
     buffer = BufferedPublisher(publisher, retry_every=0.1)
     await buffer.start()
-    await publish_in_turn(buffer, [envelope(BIG_ID, "big")], [envelope("ok-1")])
+    await publish_in_turn(buffer, [envelope("big-1", "big", BIG)], [envelope("ok-1")])
     assert ids(await read_all(kafka.bootstrap, kafka.topic("raw"))) == ["ok-1"]
     assert await read_all(kafka.bootstrap, kafka.topic("dlq")) == []
     assert refusals == [("big", "kafka_refused_dropped")]
@@ -130,12 +135,13 @@ async def test_an_envelope_whose_dead_letter_is_refused_too_is_dropped_and_count
 
 @pytest.fixture
 async def provider() -> AsyncIterator[str]:
-    """``/big/v1/batches`` lists one batch with a 600 KiB id (under the poller's object limit);
-    ``/good/v1/batches`` ordinary batches, one more on every call (newest first)."""
+    """``/big/v1/batches`` lists one batch of about 400 KB (under the poller's object limit, over
+    the raw topic's in the test); ``/good/v1/batches`` ordinary batches, one more on every call
+    (newest first)."""
     calls = {"good": 0}
 
     async def big(request: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": BIG_ID, "status": "in_progress"}], "has_more": False})
+        return web.json_response({"data": [batch("big-1", MID)], "has_more": False})
 
     async def good(request: web.Request) -> web.Response:
         calls["good"] += 1
@@ -155,6 +161,7 @@ async def provider() -> AsyncIterator[str]:
 async def test_a_refused_envelope_stops_neither_its_source_nor_the_others(
     kafka: KafkaConfig, publisher: Publisher, provider: str,
 ) -> None:
+    await create_topic(kafka.bootstrap, kafka.topic("raw"), {"max.message.bytes": "300000"})
     await ensure_topics(kafka)
     buffer = BufferedPublisher(publisher, retry_every=0.1)
     await buffer.start()
@@ -178,7 +185,7 @@ async def test_a_refused_envelope_stops_neither_its_source_nor_the_others(
     assert good.cycles >= 3
     delivered = ids(await read_all(kafka.bootstrap, kafka.topic("raw")))
     assert {f"batch_{n}" for n in range(1, good.cycles + 1)} <= set(delivered)
-    assert BIG_ID not in delivered
+    assert "big-1" not in delivered
     letters = [orjson.loads(r.value) for r in await read_all(kafka.bootstrap, kafka.topic("dlq"))]
     assert len(letters) == big.metrics.errors["kafka_refused"] <= 1  # not again each cycle, unchanged
     assert all((d["stage"], d["source"]) == ("poll", "big") for d in letters)
