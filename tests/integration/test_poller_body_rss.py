@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.loopback import serving
+
 pytestmark = pytest.mark.integration
 
 MB = 1000 * 1000
@@ -113,15 +115,9 @@ async def server(bombs: dict[str, bytes]) -> AsyncIterator[str]:
         body = b'{"data": [' + b"{}," * (10 * 1000 * 1000) + b'{}]}'
         return web.Response(body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/many/v1/batches", many)
-    app.router.add_get("/{encoding}/v1/batches", compressed)
-    app.router.add_get("/plain/v1/batches", plain)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    routes = {"/many/v1/batches": many, "/{encoding}/v1/batches": compressed, "/plain/v1/batches": plain}
+    async with serving(routes) as url:
+        yield url
 
 
 async def probe(base_url: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pipeline.config import KafkaConfig, SourceConfig
 from pipeline.kafka import Publisher, ensure_topics
 from pipeline.models import Envelope
 from pipeline.poller import Poller
+from tests.loopback import serving
 
 pytestmark = pytest.mark.integration
 
@@ -148,14 +149,8 @@ async def provider() -> AsyncIterator[str]:
         listed = [{"id": f"batch_{n}", "status": "in_progress"} for n in range(calls["good"], 0, -1)]
         return web.json_response({"data": listed, "has_more": False})
 
-    app = web.Application()
-    app.router.add_get("/big/v1/batches", big)
-    app.router.add_get("/good/v1/batches", good)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving({"/big/v1/batches": big, "/good/v1/batches": good}) as url:
+        yield url
 
 
 async def test_a_refused_envelope_stops_neither_its_source_nor_the_others(

@@ -7,7 +7,7 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -18,6 +18,7 @@ from pipeline.health import check
 from pipeline.metrics import MetricsServer, SourceMetrics, render, stale_reason
 from pipeline.models import Envelope
 from pipeline.poller import Poller
+from tests.loopback import serving, until
 
 WITHIN = 30.0
 
@@ -69,14 +70,8 @@ async def provider() -> AsyncIterator[str]:
     async def broken(request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "down"}}, status=503)
 
-    app = web.Application()
-    app.router.add_get("/good/v1/batches", good)
-    app.router.add_get("/broken/v1/batches", broken)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving({"/good/v1/batches": good, "/broken/v1/batches": broken}) as url:
+        yield url
 
 
 def get(url: str) -> tuple[int, str]:
@@ -85,14 +80,6 @@ def get(url: str) -> tuple[int, str]:
             return int(resp.status), resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(int(WITHIN / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("condition never held")
 
 
 async def polling(provider: str, *names_intervals: tuple[str, float]) -> tuple[Poller, MetricsServer]:
@@ -111,8 +98,8 @@ async def test_health_fails_naming_the_stale_source_and_metrics_still_answer(
     poller, server = await polling(provider, ("good", 30.0), ("broken", 0.05))
     task = asyncio.create_task(poller.run())
     try:
-        await until(lambda: poller.pollers[0].cycles >= 1)
-        await until(lambda: poller.pollers[1].metrics.stale_for(time.monotonic(), 2) is not None)
+        await until(lambda: poller.pollers[0].cycles >= 1, WITHIN)
+        await until(lambda: poller.pollers[1].metrics.stale_for(time.monotonic(), 2) is not None, WITHIN)
         status, text = await asyncio.to_thread(get, server.health_url)
         assert status == 503
         assert text.count("\n") == 1
@@ -134,7 +121,7 @@ async def test_health_passes_while_every_source_completes_cycles(provider: str) 
     poller, server = await polling(provider, ("good", 30.0))
     task = asyncio.create_task(poller.run())
     try:
-        await until(lambda: poller.pollers[0].cycles >= 1)
+        await until(lambda: poller.pollers[0].cycles >= 1, WITHIN)
         assert await asyncio.to_thread(check, server.health_url) == 200
         assert await asyncio.to_thread(get, server.health_url) == (200, "ok\n")
     finally:

@@ -22,6 +22,7 @@ from pipeline.metrics import render
 from pipeline.models import Envelope
 from pipeline.poller import SourcePoller
 from pipeline.retry import RetryPolicy
+from tests import loopback
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
 KEY = "sk-proj-FAKEc0ffee1234567890abcdefWXYZ"
@@ -91,11 +92,7 @@ async def run_until(poller: SourcePoller, stop: asyncio.Event) -> None:
 
 async def until(condition: Callable[[], bool]) -> None:
     """Wait (at most ``STOPPED_WITHIN``) until ``condition`` holds."""
-    for _ in range(int(STOPPED_WITHIN / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail("condition never held")
+    await loopback.until(condition, STOPPED_WITHIN, 0.01)
 
 
 # --- 5: redirects are not followed; no auth header reaches another origin -----------------------

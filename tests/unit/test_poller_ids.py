@@ -19,6 +19,7 @@ from pipeline.config import SourceConfig
 from pipeline.models import Envelope
 from pipeline.poller import SourcePoller
 from pipeline.retry import RetryPolicy
+from tests.loopback import serving
 
 HUGE_ID = "batch_" + "x" * 600 * 1024
 
@@ -44,13 +45,8 @@ async def base_url() -> AsyncIterator[str]:
     async def listing(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/v1/batches", listing)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    await runner.cleanup()
+    async with serving({"/v1/batches": listing}) as url:
+        yield f"{url}/v1"
 
 
 async def test_an_oversized_id_is_published_once_under_a_short_key(base_url: str) -> None:
