@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.models import Envelope
-from pipeline.records import Rejected, pack_raw, pack_snapshots, partition_of, read_raw, read_snapshots
+from pipeline.records import (
+    Rejected,
+    pack_raw,
+    pack_snapshots,
+    partition_of,
+    read_raw,
+    read_snapshots,
+    snapshot_runs,
+)
 
 AT = "2026-01-01T00:00:00.000Z"
 
@@ -78,9 +86,13 @@ def test_unreadable_records_are_one_reject() -> None:
 
 
 def test_snapshot_records() -> None:
-    packed = pack_snapshots([(b"k1", b'{"a":1}'), (b"k2", b'{"b":2}')])
-    assert packed == [(b"k1", b'{"v":2,"snapshots":[{"a":1},{"b":2}]}')]
-    assert read_snapshots(packed[0][1]) == [{"a": 1}, {"b": 2}]
+    items = [(b"k1", b'{"a":1}'), (b"k2", b'{"b":2}')]
+    (run,) = snapshot_runs(items)
+    packed = pack_snapshots(run)
+    assert packed == (b"k1", b'{"v":2,"snapshots":[{"a":1},{"b":2}]}')
+    assert read_snapshots(packed[1]) == [{"a": 1}, {"b": 2}]
+    assert pack_snapshots(items[:1]) == items[0]
+    assert len(snapshot_runs(items, budget=8)) == 2
     assert read_snapshots(b'{"a":1}') == [{"a": 1}]
     got = read_snapshots(b'{"v":2,"snapshots":[{"a":1},3]}', b"k")
     assert got[0] == {"a": 1}
