@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.models import Envelope
+from pipeline.normalise import normalise_raw
 from pipeline.records import (
     Rejected,
     pack_raw,
@@ -101,3 +102,25 @@ def test_snapshot_records() -> None:
     (rej,) = read_snapshots(b'{"v":2}')
     assert isinstance(rej, Rejected)
     assert "'snapshots'" in rej.reason
+
+
+def test_normalise_raw_keeps_the_good_observations_and_names_the_bad_one() -> None:
+    good = [Envelope("s", "openai", AT, {"id": f"b{i}", "object": "batch", "status": "in_progress",
+                                         "created_at": 1_790_000_000, "endpoint": "/v1/chat/completions",
+                                         "completion_window": "24h"}) for i in range(3)]
+    value = orjson.dumps({"v": 2, "source": "s", "provider": "openai", "observed_at": AT,
+                          "payloads": [good[0].payload, {"id": "b9", "created_at": "x"}, 7, good[2].payload]})
+    items, rejected = normalise_raw(value, b"s/b0")
+    assert [(k, i) for k, _, i in items] == [(b"s/b0", 0), (b"s/b2", 3)]
+    assert [orjson.loads(v)["batch_id"] for _, v, _ in items] == ["b0", "b2"]
+    assert [r.index for r in rejected] == [1, 2]
+    assert rejected[0].key == b"s/b9"
+    assert orjson.loads(rejected[0].original)["payload"]["id"] == "b9"
+
+
+def test_normalise_raw_refuses_a_snapshot_over_the_limit() -> None:
+    big = Envelope("s", "openai", AT, {"id": "b1", "object": "batch", "status": "in_progress",
+                                       "created_at": 1_790_000_000, "metadata": {"blob": "x" * 5000}})
+    items, rejected = normalise_raw(big.to_json(), b"s/b1", max_bytes=4000)
+    assert items == []
+    assert "over the 4000-byte record limit" in rejected[0].reason
