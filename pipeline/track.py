@@ -1,0 +1,21 @@
+"""The track agent's work on one snapshot record, from bytes to bytes.
+
+:func:`track_bytes` parses the snapshot and the batch's table value, folds the snapshot into the
+state (:func:`pipeline.transitions.apply`) and serialises the change events and the new state.
+"""
+
+from __future__ import annotations
+
+from pipeline.codec import ORJSON, Codec
+from pipeline.models import Snapshot, loads_object
+from pipeline.transitions import BatchState, Rules, apply
+
+
+def track_bytes(previous: bytes | None, value: bytes, rules: Rules,
+                codec: Codec = ORJSON) -> tuple[bytes | None, list[bytes]]:
+    """(the new table value, or None when the state did not change; the change events' bytes)."""
+    snap = Snapshot.from_json(value, codec.loads)
+    prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
+    new_state, events = apply(prior, snap, rules)
+    values = [change.to_json(codec.dumps) for change in events]
+    return (codec.dumps(new_state.to_dict()) if new_state != prior else None), values
