@@ -175,7 +175,7 @@ def lifecycle(rng: random.Random, batch_id: str) -> list[dict[str, Any]]:
     """One batch along a valid path, observed a few times per status while its counts move; an
     entry time is sometimes missing and the deadline sometimes too near (``expiry_risk``)."""
     now, total, done, failed = T0, rng.randint(1, 500), 0, 0
-    times: dict[str, str | None] = {}
+    times: dict[str, Any] = {}
     expires_at = iso(T0 + rng.choice([4 * 3600, 86_400]))
     observed = []
     for status in rng.choice(PATHS):
