@@ -18,4 +18,5 @@ def track_bytes(previous: bytes | None, value: bytes, rules: Rules,
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     values = [change.to_json(codec.dumps) for change in events]
-    return (codec.dumps(new_state.to_dict()) if new_state != prior else None), values
+    changed = new_state is not prior and new_state != prior  # apply returns an unchanged state as is
+    return (codec.dumps(new_state.to_dict()) if changed else None), values

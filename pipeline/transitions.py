@@ -52,9 +52,14 @@ class Rules:
 DEFAULT_RULES = Rules()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class BatchState:
-    """What the track agent remembers per batch (one Faust table value)."""
+    """What the track agent remembers per batch (one Faust table value).
+
+    Treat it as immutable (use ``dataclasses.replace``). Like :class:`Snapshot` it is a plain
+    dataclass for speed: the track agent builds one or two per snapshot, and a frozen one costs
+    an ``object.__setattr__`` call per field (a tenth of the track path's time).
+    """
 
     status: str
     since: str  # when the batch entered ``status`` (provider time when known)
