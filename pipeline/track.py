@@ -1,20 +1,29 @@
-"""The track agent's work on one snapshot record, from bytes to bytes.
+"""The track agent's work on one snapshot, from bytes to bytes.
 
 :func:`track_bytes` parses the snapshot and the batch's table value, folds the snapshot into the
-state (:func:`pipeline.transitions.apply`) and serialises the change events and the new state.
+state (:func:`pipeline.transitions.apply`) and serialises the change events and the new state:
+what ``agents.app`` does per snapshot, in one call, with the same bytes as before issue 13
+(``tests/unit/test_transitions_equivalence.py``; ``bench.track_logic_bench`` measures it).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pipeline.codec import ORJSON, Codec
 from pipeline.models import Snapshot, loads_object
 from pipeline.transitions import BatchState, Rules, apply
 
 
-def track_bytes(previous: bytes | None, value: bytes, rules: Rules,
+def track_bytes(previous: bytes | None, value: bytes | dict[str, Any], rules: Rules,
                 codec: Codec = ORJSON) -> tuple[bytes | None, list[bytes]]:
-    """(the new table value, or None when the state did not change; the change events' bytes)."""
-    snap = Snapshot.from_json(value, codec.loads)
+    """(the new table value, or None when the state did not change; the change events' bytes).
+
+    ``previous`` is the batch's table value (None for a new batch); ``value`` a snapshot record,
+    or one snapshot object already parsed from a many-snapshot record. Raises
+    :class:`~pipeline.errors.InvalidRecord` for a bad snapshot or table value.
+    """
+    snap = Snapshot.from_dict(value) if isinstance(value, dict) else Snapshot.from_json(value, codec.loads)
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     values = [change.to_json(codec.dumps) for change in events]

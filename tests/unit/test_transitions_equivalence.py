@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from bench.track_logic_bench import deliveries
 from pipeline.codec import ORJSON, STDLIB, Codec
+from pipeline.errors import InvalidRecord
 from pipeline.models import STATUS_TIME_FIELD, STATUSES, Snapshot
 from pipeline.timeutil import to_iso
 from pipeline.track import track_bytes
@@ -217,6 +218,17 @@ def test_long_random_lifecycles_give_the_same_bytes(seed: int) -> None:
             kinds |= {orjson.loads(e)["kind"] for e in result[1]}
     assert new.values == ref.values
     assert kinds == {"discovered", "status_changed", "progress", "stalled", "expiry_risk"}
+
+
+def test_a_parsed_snapshot_object_gives_the_same_bytes_as_its_record() -> None:
+    table: dict[bytes, bytes] = {}
+    for key, value in deliveries(40, seed=3):
+        from_bytes = track_bytes(table.get(key), value, Rules())
+        assert track_bytes(table.get(key), orjson.loads(value), Rules()) == from_bytes
+        if from_bytes[0] is not None:
+            table[key] = from_bytes[0]
+    with pytest.raises(InvalidRecord, match=r"^snapshot: .*unexpected keyword argument 'surprise'"):
+        track_bytes(None, {**orjson.loads(value), "surprise": 1}, Rules())
 
 
 # --- the pieces with their own fast paths -----------------------------------------------------------
