@@ -1,9 +1,10 @@
 """The track agent's work on one snapshot, from bytes to bytes.
 
 :func:`track_bytes` parses the snapshot and the batch's table value, folds the snapshot into the
-state (:func:`pipeline.transitions.apply`) and serialises the change events and the new state:
-what ``agents.app`` does per snapshot, in one call, with the same bytes as before issue 13
-(``tests/unit/test_transitions_equivalence.py``; ``bench.track_logic_bench`` measures it).
+state (:func:`pipeline.transitions.apply`) and serialises the change events and the new state;
+:func:`fold_bytes` does the same for a snapshot already built. The bytes are those of the track
+path before issue 13 (``tests/unit/test_transitions_equivalence.py``); ``bench.track_logic_bench``
+measures it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pipeline.codec import ORJSON, Codec
 from pipeline.models import Snapshot, loads_object
 from pipeline.transitions import BatchState, Rules, apply
 
+Tracked = tuple[bytes | None, list[bytes]]  # (new table value or None when unchanged, change events)
+
 
 def track_bytes(previous: bytes | None, value: bytes | dict[str, Any], rules: Rules,
-                codec: Codec = ORJSON) -> tuple[bytes | None, list[bytes]]:
+                codec: Codec = ORJSON) -> Tracked:
     """(the new table value, or None when the state did not change; the change events' bytes).
 
     ``previous`` is the batch's table value (None for a new batch); ``value`` a snapshot record,
@@ -24,6 +27,11 @@ def track_bytes(previous: bytes | None, value: bytes | dict[str, Any], rules: Ru
     :class:`~pipeline.errors.InvalidRecord` for a bad snapshot or table value.
     """
     snap = Snapshot.from_dict(value) if isinstance(value, dict) else Snapshot.from_json(value, codec.loads)
+    return fold_bytes(previous, snap, rules, codec)
+
+
+def fold_bytes(previous: bytes | None, snap: Snapshot, rules: Rules, codec: Codec = ORJSON) -> Tracked:
+    """:func:`track_bytes` for a snapshot already built (:meth:`Snapshot.from_dict`)."""
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     values = [change.to_json(codec.dumps) for change in events]
