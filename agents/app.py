@@ -32,6 +32,7 @@ from pipeline.normalise import normalise_raw
 from pipeline.records import Rejected, pack_snapshots, partition_of, read_snapshots, snapshot_runs
 from pipeline.sink import ClickHouseSink, Position, Record, cut
 from pipeline.store import AsyncStore
+from pipeline.track import fold_bytes
 from pipeline.transitions import BatchState, Rules, apply
 
 log = logging.getLogger(__name__)
@@ -303,15 +304,12 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
 
     def fold(entry: dict[str, Any], partition: int) -> tuple[bytes, bytes | None, list[bytes]]:
         """(key, new state or None when unchanged, change events) of one snapshot."""
-        snap = snapshot_of(entry)
+        snap = Snapshot.from_dict(entry)
         key = snap.key.encode()
         if partition_of(key, k.partitions) != partition:  # its state lives in another partition
             raise InvalidRecord(f"snapshot of {snap.key!r} in partition {partition}, but its key belongs "
                                 f"to partition {partition_of(key, k.partitions)}")
-        previous = pending.get(key) or state.get(key)
-        prior, new_state, events = track_snapshot(previous, snap, rules, codec)
-        changed = codec.dumps(new_state.to_dict()) if new_state != prior else None
-        values = [change.to_json(codec.dumps) for change in events]
+        changed, values = fold_bytes(pending.get(key) or state.get(key), snap, rules, codec)
         check_sizes(key, values)
         return key, changed, values
 
@@ -476,24 +474,12 @@ def _withhold_acks(batch: Sequence[EventT[bytes]]) -> None:
 
 def track(previous: bytes | None, value: bytes, rules: Rules,
           codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
-    """(state before, state after, change events) for one snapshot record and its table value."""
-    return track_snapshot(previous, Snapshot.from_json(value, codec.loads), rules, codec)
-
-
-def track_snapshot(previous: bytes | None, snap: Snapshot, rules: Rules,
-                   codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
-    """(state before, state after, change events) for one snapshot and its table value."""
+    """(state before, state after, change events) for one snapshot record and its table value
+    (the agent folds with :func:`pipeline.track.fold_bytes`; tests read the states)."""
+    snap = Snapshot.from_json(value, codec.loads)
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     return prior, new_state, events
-
-
-def snapshot_of(entry: dict[str, Any]) -> Snapshot:
-    """The :class:`Snapshot` of one entry of a snapshot record; :class:`InvalidRecord` if it is not one."""
-    try:
-        return Snapshot(**entry)
-    except TypeError as exc:
-        raise InvalidRecord(f"snapshot: {exc}") from exc
 
 
 def _entry_json(entry: dict[str, Any] | Rejected, codec: Codec) -> bytes:
