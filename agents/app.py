@@ -21,7 +21,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT
 
 from agents.deadletters import FLUSH_SECONDS, DeadLetterBurst
-from agents.faustcore import ConsumerView, PartitionPause, check, withhold_acks
+from agents.faustcore import ConsumerView, PartitionPause, check, size_producer_buffer, withhold_acks
 from agents.redelivery import REPAIR_INTERVAL, Redelivery, Verdict
 from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
@@ -41,6 +41,8 @@ AGENTS = ("normalise", "track", "sink")
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
 PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
+PRODUCER_LINGER = 0.005  # seconds a producer batch waits for more records (docs/faust.md)
+PRODUCER_BUFFER = 10_000  # table changelog records queued before the fetch loop waits (Faust: 100)
 # What a record costs the producer's max_request_size beyond its key and value (aiokafka's
 # estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
 RECORD_OVERHEAD = 128
@@ -83,14 +85,19 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         # that partition; at aiokafka's 16 KB a burst of dead letters (agents/deadletters.py)
         # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
         producer_max_batch_size=PRODUCER_BATCH,
+        producer_linger=PRODUCER_LINGER,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        # No on_leader timers here: the always-empty leader topic only made fetches wait.
+        topic_disable_leader=True,
     )
     consumer = ConsumerView(app)
     check(app)  # every private Faust attribute the guards use, before any record is handled
+    consumer.set_fetch_wait(k.fetch_wait_ms)
+    size_producer_buffer(app, PRODUCER_BUFFER)
 
     raw_schema: faust.Schema[bytes, bytes] = faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

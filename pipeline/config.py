@@ -112,6 +112,9 @@ class KafkaConfig:
     retention_hours: int = bounded(168, 1, 876_000, also=-1)
     changes_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # the downstream contract: 30 days
     dlq_retention_hours: int = bounded(720, 1, 876_000, also=-1)
+    # The longest the worker's consumer waits for a fetch to fill (Faust hard-codes 1500 ms; with
+    # one fetch per broker at a time, a fetch of idle partitions held back the busy ones that long).
+    fetch_wait_ms: int = bounded(10, 1, 5_000)
 
     def __post_init__(self) -> None:
         check_bounds(self, "kafka")
