@@ -53,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"worker: {exc}\n")
         return 2
     setup_logging(settings.pipeline.log_level)
-    return serve(settings, args.agents.split(","), args.codec)
+    try:
+        return serve(settings, args.agents.split(","), args.codec)
+    except BatchscopeError as exc:  # e.g. a Faust without an attribute the guards use: one line
+        sys.stderr.write(f"worker: {exc}\n")
+        return 1
 
 
 def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> int:
