@@ -41,7 +41,6 @@ AGENTS = ("normalise", "track", "sink")
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
 PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
-PRODUCER_LINGER = 0.005  # seconds a producer batch waits for more records (docs/faust.md)
 PRODUCER_BUFFER = 10_000  # table changelog records queued before the fetch loop waits (Faust: 100)
 # What a record costs the producer's max_request_size beyond its key and value (aiokafka's
 # estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
@@ -85,7 +84,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         # that partition; at aiokafka's 16 KB a burst of dead letters (agents/deadletters.py)
         # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
         producer_max_batch_size=PRODUCER_BATCH,
-        producer_linger=PRODUCER_LINGER,
+        producer_linger=k.linger_ms / 1000.0,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,

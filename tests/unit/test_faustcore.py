@@ -101,7 +101,7 @@ def test_aiokafka_no_longer_reading_the_fetch_wait_fails_the_check(monkeypatch: 
 
 
 def settings_in(tmp_path: Path) -> Settings:
-    return Settings(kafka=KafkaConfig(app_id="fc", topic_prefix="fc", fetch_wait_ms=25),
+    return Settings(kafka=KafkaConfig(app_id="fc", topic_prefix="fc", fetch_wait_ms=25, linger_ms=5),
                     pipeline=PipelineConfig(data_dir=str(tmp_path)))
 
 
@@ -113,6 +113,7 @@ async def test_the_real_app_passes_the_check_and_is_tuned(tmp_path: Path) -> Non
         app, _ = create_app(settings_in(tmp_path), store)
         assert app.producer.buffer.max_messages == PRODUCER_BUFFER
         assert app.conf.topic_disable_leader is True
+        assert app.conf.producer_linger == 0.005
     finally:
         store.close_now()
 
