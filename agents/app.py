@@ -17,8 +17,9 @@ from typing import Any, cast
 
 import faust
 from faust.streams import Stream
-from faust.types import TP, EventT, StreamT
+from faust.types import EventT, StreamT
 
+from agents.faustcore import ConsumerView, PartitionPause, check, size_producer_buffer, withhold_acks
 from agents.inflight import InFlight
 from agents.outputs import Outputs
 from agents.outputs import refusal as refused_reason
@@ -43,6 +44,7 @@ AGENTS = ("normalise", "track", "sink")
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
 PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
+PRODUCER_BUFFER = 10_000  # table changelog records queued before the fetch loop waits (Faust: 100)
 # What a record costs the producer's max_request_size beyond its key and value (aiokafka's
 # estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
 RECORD_OVERHEAD = 128
@@ -86,12 +88,19 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         # that partition; at aiokafka's 16 KB a burst of dead letters
         # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
         producer_max_batch_size=PRODUCER_BATCH,
+        producer_linger=k.linger_ms / 1000.0,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        # No on_leader timers here: the always-empty leader topic only made fetches wait.
+        topic_disable_leader=True,
     )
+    consumer = ConsumerView(app)
+    check(app)  # every private Faust attribute the guards use, before any record is handled
+    consumer.set_fetch_wait(k.fetch_wait_ms)
+    size_producer_buffer(app, PRODUCER_BUFFER)
 
     raw_schema: faust.Schema[bytes, bytes] = faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -109,7 +118,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                       key_type=bytes, value_type=bytes)
     counters = Counters()
     sink_topic_names = {k.topic("snapshots"), k.topic("changes")}
-    sink = ClickHouseSink(store, PartitionPause(app, sink_topic_names))
+    sink = ClickHouseSink(store, PartitionPause(consumer, sink_topic_names))
 
     normalising = InFlight[EventT[bytes]](lambda exc: _crash(app, exc))
     tracking = InFlight[EventT[bytes]](lambda exc: _crash(app, exc))
@@ -123,7 +132,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         if dropped:
             log.info("partitions revoked: %d records in flight left to their new owner", dropped)
 
-    redelivery = Redelivery(app, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
+    redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
 
     @app.on_partitions_assigned.connect
     async def _guard_acks(sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -350,7 +359,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
             try:
                 await sink_batch(batch)
             except asyncio.CancelledError:
-                _withhold_acks(batch)  # stopped while ClickHouse was down: replay them next time
+                withhold_acks(batch)  # stopped while ClickHouse was down: replay them next time
                 raise
             yield None
 
@@ -406,70 +415,9 @@ class LogLimit:
         return False
 
 
-class PartitionPause:
-    """Backpressure for the sink: pauses fetching from the sink's partitions in the consumer.
-
-    Faust shares one consumer between agents, so pausing ``<prefix>.snapshots`` also holds the
-    track agent back while ClickHouse is down; ``<prefix>.raw`` (normalise) keeps flowing.
-    """
-
-    def __init__(self, app: faust.App, topics: set[str]) -> None:
-        self._app = app
-        self._topics = topics
-
-    def _mine(self) -> set[TP]:
-        return {tp for tp in self._app.consumer.assignment() if tp.topic in self._topics}
-
-    def pause(self) -> None:
-        self._app.consumer.pause_partitions(self._mine())
-
-    async def resume(self) -> None:
-        """Rewind each partition to the last record the consumer delivered, then resume.
-
-        Faust drops the records it had already fetched for a partition paused meanwhile (its
-        ``getmany`` filters on the live set of active partitions) and later takes the jump in
-        offsets for a gap to acknowledge (as after compaction): without the rewind those records
-        would be committed unread. Found by the reliability suite (ClickHouse failing
-        intermittently lost hundreds of snapshots).
-        """
-        consumer = self._app.consumer
-        mine = self._mine()
-        for tp in mine:
-            position = next_to_read(consumer, tp)
-            if position is not None:
-                await consumer.seek(tp, position)
-        consumer.resume_partitions(mine)
-
-
-def next_to_read(consumer: Any, tp: TP) -> int | None:
-    """Where to resume a partition without skipping a record: Faust's read offset, else the
-    committed one.
-
-    The read offset is the last record delivered to the streams, or, right after a seek, the next
-    one to read; resuming at it redelivers at most that one record, which the sink (high-water
-    marks) and the track agent (duplicates never move a batch) absorb. Resuming one past it lost
-    a record whenever nothing had been delivered since the previous seek.
-    """
-    read = getattr(consumer, "_read_offset", {}).get(tp)
-    if read is not None:
-        return int(read)
-    committed = getattr(consumer, "_committed_offset", {}).get(tp)
-    return int(committed) if committed is not None else None
-
-
 def _position(event: EventT[bytes]) -> Position:
     msg = event.message
     return Position(msg.topic, msg.partition, msg.offset)
-
-
-def _withhold_acks(batch: Sequence[EventT[bytes]]) -> None:
-    """Keep offsets of events not written from being committed when take_events acks them.
-
-    take_events acks its buffer in a ``finally`` even when the agent is cancelled; a message
-    already marked acked is skipped by that final ack, so its offset is never marked safe.
-    """
-    for event in batch:
-        event.message.acked = True
 
 
 def track(previous: bytes | None, value: bytes, rules: Rules,
