@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import faust
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StoreT, StreamT
 
 from agents.faustcore import ConsumerView, PartitionPause, check, size_producer_buffer, withhold_acks
 from agents.inflight import InFlight
@@ -116,6 +116,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     # serializers from the types (json otherwise, and recovery then fails on every record).
     state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, schema=raw_schema,
                       key_type=bytes, value_type=bytes)
+    changelog = state.changelog_topic.get_topic_name()
     counters = Counters()
     sink_topic_names = {k.topic("snapshots"), k.topic("changes")}
     sink = ClickHouseSink(store, PartitionPause(consumer, sink_topic_names))
@@ -345,10 +346,20 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         for index, (key, value) in writes.items():
             if index in refused:
                 continue
-            state.data[key] = value
-            state.send_changelog(partition, key, value)
+            state.data[key] = value  # what ``state[key] = value`` does, less Faust's per-write send
+            sent = cast(asyncio.Future[Any], await send(changelog, key, value, partition, None, None))
+            sent.add_done_callback(persisted)
             if pending.get(key) is value:
                 del pending[key]
+
+    def persisted(fut: asyncio.Future[Any]) -> None:
+        """A changelog record delivered: the store notes its offset (RocksDB reads the changelog
+        from there at start-up), as Faust's own table write does. Faust flushes the producer
+        before every commit, so no offset is committed past a state not yet in the changelog."""
+        if not fut.cancelled() and fut.exception() is None:
+            meta = fut.result()
+            store = cast(StoreT[Any, Any], state.data)
+            store.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         """take_events acknowledges a batch only when the loop asks for the next one, i.e. after
