@@ -382,9 +382,13 @@ class ClickHouseSink:
                 refused += await self._alone([block])
             elif block.positions:
                 table, rows = next(block.tables())
-                mark = (await self._marks_of(table)).get(block.partition, NOTHING)
-                plans.setdefault(table, []).append((block, await self._not_stored(table, block.partition,
-                                                                                  rows, mark)))
+                try:
+                    mark = (await self._marks_of(table)).get(block.partition, NOTHING)
+                    fresh = await self._not_stored(table, block.partition, rows, mark)
+                except StoreError as exc:  # not retriable: as a refused insert of this block
+                    refused.append((block, exc))
+                    continue
+                plans.setdefault(table, []).append((block, fresh))
         for table, plan in sorted(plans.items(), key=lambda item: item[0] != SNAPSHOTS):
             pieces = [(block, rows) for block, rows in plan if rows]
             try:

@@ -563,3 +563,19 @@ def test_a_refused_block_of_records_of_one_gives_one_dead_letter_per_record() ->
     letters = refused_letters(block, {r.pos: r for r in recs}, "ClickHouse rejected the block: x")
     assert [(d.pos.offset, d.index, d.original, d.reason) for d in letters] == [
         (r.pos.offset, 0, r.value, "ClickHouse rejected the block: x") for r in recs]
+
+
+async def test_write_all_returns_a_block_whose_marks_cannot_be_read() -> None:
+    """As write() raised for it before: the agent dead-letters the block, the others are written."""
+
+    class NoMarks(RecordingStore):
+        def high_water(self, table: str, indexed: bool = False) -> dict[tuple[str, int], tuple[int, int]]:
+            if table == "batch_changes":
+                raise StoreError("Code: 47. Unknown identifier", retriable=False)
+            return {}
+
+    store = NoMarks()
+    with async_store(store) as wrapped:
+        refused = await ClickHouseSink(wrapped).write_all(cut(batch_records(), 100, "t.changes")[0])
+        assert [(b.marker, str(e)) for b, e in refused] == [("batch_changes", "Code: 47. Unknown identifier")]
+        assert [t for t, _, _ in store.calls] == ["batch_snapshots"]
