@@ -53,6 +53,7 @@ bench: install kafka-up ## run every benchmark and regenerate bench/RESULTS.md f
 	$(BIN)/python -m bench.poller_bench --record
 	$(BIN)/python -m bench.normaliser_bench --record
 	$(BIN)/python -m bench.normalise_bench --record
+	$(BIN)/python -m bench.track_logic_bench --record
 	$(BIN)/python -m bench.track_bench --record
 	$(BIN)/python -m bench.sink_bench --record
 	$(BIN)/python -m bench.e2e_bench --record

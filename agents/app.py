@@ -12,24 +12,28 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-from faust.exceptions import ProducerSendError
 from faust.streams import Stream
-from faust.types import TP, EventT, StreamT
+from faust.types import EventT, StreamT
 
-from agents.deadletters import FLUSH_SECONDS, DeadLetterBurst
+from agents.faustcore import ConsumerView, PartitionPause, check, size_producer_buffer, withhold_acks
+from agents.inflight import InFlight
+from agents.outputs import Outputs
+from agents.outputs import refusal as refused_reason
 from agents.redelivery import REPAIR_INTERVAL, Redelivery, Verdict
 from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, dlq_key, source_of
 from pipeline.errors import InvalidRecord
 from pipeline.models import ChangeEvent, Snapshot, loads_object
-from pipeline.normalise import normalise_record
-from pipeline.sink import ClickHouseSink, Dead, Position, Record, cut, refused_letters
+from pipeline.normalise import normalise_raw
+from pipeline.records import Rejected, pack_snapshots, partition_of, read_snapshots, snapshot_runs
+from pipeline.sink import ClickHouseSink, Position, Record, cut, refused_letters
 from pipeline.store import AsyncStore
+from pipeline.track import fold_bytes
 from pipeline.transitions import BatchState, Rules, apply
 
 log = logging.getLogger(__name__)
@@ -40,10 +44,12 @@ AGENTS = ("normalise", "track", "sink")
 # (broker ``message.max.bytes``, producer ``max_request_size``), and a change event embeds it.
 MAX_RECORD = 512 * 1024
 PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
+PRODUCER_BUFFER = 10_000  # table changelog records queued before the fetch loop waits (Faust: 100)
 # What a record costs the producer's max_request_size beyond its key and value (aiokafka's
 # estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
 RECORD_OVERHEAD = 128
-SIZE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+Run = list[tuple[bytes, bytes, int]]  # (key, snapshot JSON, index in the raw record)
+Then = Callable[[list[Any]], Awaitable[None]]
 DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW = 20, 10.0  # dead letters logged one by one per window
 
 
@@ -79,15 +85,22 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         topic_replication_factor=k.replication_factor,
         producer_acks=-1,
         # A full batch makes the producer wait for the broker before it takes another record for
-        # that partition; at aiokafka's 16 KB a burst of dead letters (agents/deadletters.py)
+        # that partition; at aiokafka's 16 KB a burst of dead letters
         # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
         producer_max_batch_size=PRODUCER_BATCH,
+        producer_linger=k.linger_ms / 1000.0,
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        # No on_leader timers here: the always-empty leader topic only made fetches wait.
+        topic_disable_leader=True,
     )
+    consumer = ConsumerView(app)
+    check(app)  # every private Faust attribute the guards use, before any record is handled
+    consumer.set_fetch_wait(k.fetch_wait_ms)
+    size_producer_buffer(app, PRODUCER_BUFFER)
 
     raw_schema: faust.Schema[bytes, bytes] = faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -97,7 +110,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                          key_serializer="raw", value_serializer="raw", partitions=k.partitions)
 
     raw, snapshots, dlq = topic("raw"), topic("snapshots"), topic("dlq")
-    changes_topic = k.topic("changes")
+    changes_topic, snapshots_topic, dlq_topic = k.topic("changes"), k.topic("snapshots"), k.topic("dlq")
     sink_topics = topic("snapshots", "changes")
     # key_type/value_type too, not only the schema: the store and changelog recovery take their
     # serializers from the types (json otherwise, and recovery then fails on every record).
@@ -105,17 +118,21 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                       key_type=bytes, value_type=bytes)
     counters = Counters()
     sink_topic_names = {k.topic("snapshots"), k.topic("changes")}
-    sink = ClickHouseSink(store, PartitionPause(app, sink_topic_names))
+    sink = ClickHouseSink(store, PartitionPause(consumer, sink_topic_names))
 
-    burst = DeadLetterBurst(k.topic("dlq"), lambda *a: app.producer.send(*a),
-                            lambda exc: _crash(app, exc))
+    normalising = InFlight[EventT[bytes]](lambda exc: _crash(app, exc))
+    tracking = InFlight[EventT[bytes]](lambda exc: _crash(app, exc))
+    pending: dict[bytes, bytes] = {}  # track states whose change events are not delivered yet
 
     @app.on_partitions_revoked.connect
     async def _forget_marks(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
-        await burst.flush()
+        dropped = normalising.drop() + tracking.drop()  # their new owner reads them again
+        pending.clear()
+        if dropped:
+            log.info("partitions revoked: %d records in flight left to their new owner", dropped)
 
-    redelivery = Redelivery(app, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
+    redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
 
     @app.on_partitions_assigned.connect
     async def _guard_acks(sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -127,18 +144,44 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     app.timer(REPAIR_INTERVAL)(_repair_holes)
 
     dead_log = LogLimit(DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW)
+    send = app.producer.send
 
-    def letter(event: EventT[bytes], stage: str, reason: str) -> bytes:
+    def letter(event: EventT[bytes], stage: str, reason: str, rejected: Rejected | None = None,
+               count: int = 1) -> bytes:
+        """The dead letter of a record, or of one observation in it (``rejected``, of ``count``)."""
         msg = event.message
         counters.dead_letters += 1
+        key = rejected.key if rejected is not None and rejected.key is not None else msg.key
+        one = rejected if rejected is not None and count > 1 else None  # a record of one: the record
+        if one is not None:
+            reason = f"observation {one.index + 1} of {count}: {reason}"
         if dead_log.allow():
             log.warning("dead letter from %s %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset,
                         reason[:300])
         return dead_letter(reason=reason, stage=stage, topic=msg.topic, partition=msg.partition,
-                           offset=msg.offset, original=msg.value, key=msg.key, source=source_of(msg.key))
+                           offset=msg.offset, original=msg.value if one is None else one.original, key=key,
+                           source=source_of(key), index=None if one is None else one.index)
 
     async def to_dlq(event: EventT[bytes], stage: str, reason: str) -> None:
         await dlq.send(key=dlq_key(event.message.key), value=letter(event, stage, reason))
+
+    async def letters(event: EventT[bytes], stage: str, rejected: Sequence[Rejected], count: int,
+                      out: Outputs) -> None:
+        """Hand the dead letters of a record's bad observations to the producer, into ``out``."""
+        for rej in rejected:
+            value = letter(event, stage, rej.reason, rej, count)
+            refused = await out.send(dlq_topic, dlq_key(rej.key or event.message.key), value, None, -1)
+            if refused is not None:
+                raise refused  # a dead letter is far under any record limit: Kafka is not well
+
+    async def delivered_letters(event: EventT[bytes], stage: str, rejected: Sequence[Rejected],
+                                count: int) -> None:
+        """Send dead letters and wait for the broker (a refusal found after the record was sent)."""
+        out = Outputs(send)
+        await letters(event, stage, rejected, count, out)
+        for result in await asyncio.gather(*out.futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
     def over_limit(key: bytes, values: Sequence[bytes]) -> int | None:
         """The size of the first value the producer would refuse with ``key``, if one would."""
@@ -146,90 +189,166 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         return next((len(v) for v in values if len(v) > limit), None)
 
     async def normalise_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
-        """Acknowledged by hand: a valid record once its snapshot is sent, a bad one once its
-        dead letter leaves with a burst (:mod:`agents.deadletters`)."""
+        """One raw record of one or many envelopes -> its snapshot records, in the same order,
+        to the partition of their keys (the raw record's, for the poller's records); a bad
+        observation is a dead letter of its own. Acknowledged by hand, once all are delivered."""
         manual = cast(Stream[bytes], stream).noack()
-        burst.bind(manual.ack)
+        normalising.bind(manual.ack)
         async for event in manual.events():
             verdict = await redelivery.admit("normalise", event.message)
             if verdict is Verdict.DONE:  # finished before a seek read it again
                 await manual.ack(event)
-            if verdict is not Verdict.PROCESS:
-                continue
-            try:
-                key, value = normalise_record(_bytes(event.value), codec)
-            except InvalidRecord as exc:
-                await burst.add(event, letter(event, "normalise", str(exc)))
-                continue
-            except Exception as exc:  # noqa: BLE001 - the agent never dies on data
-                await burst.add(event, letter(event, "normalise", f"unexpected {type(exc).__name__}: {exc}"))
-                continue
-            if len(value) > MAX_RECORD:  # the producer would refuse it and the agent would die
-                await burst.add(event, letter(event, "normalise", f"snapshot of {len(value)} bytes is "
-                                                                  f"over the {MAX_RECORD}-byte record limit"))
-                continue
-            try:
-                await snapshots.send(key=key, value=value)
-            except ProducerSendError as exc:
-                reason = refused(exc, "snapshot", len(key) + len(value))
-                await burst.add(event, letter(event, "normalise", reason))
-                continue
-            counters.normalised += 1
-            await manual.ack(event)
+            if verdict is Verdict.PROCESS:
+                await normalising.add(event, *await normalise_one(event))
             yield None
+
+    async def normalise_one(event: EventT[bytes]) -> tuple[list[Awaitable[Any]], Then]:
+        out = Outputs(send)
+        if not isinstance(event.value, bytes):
+            why = f"expected bytes from the raw serializer, got {type(event.value).__name__}"
+            await letters(event, "normalise", [Rejected(why, 0, b"")], 1, out)
+            return out.futures, partial(settle_snapshots, event, out, [], 1)
+        items, rejected = normalise_raw(event.value, event.message.key, codec, MAX_RECORD)
+        count = len(items) + len(rejected)
+        await letters(event, "normalise", rejected, count, out)
+        runs: list[tuple[int, Run]] = []
+        for partition, group in by_partition(items, k.partitions).items():
+            for run in snapshot_runs(group):
+                runs.append((partition, run))
+                key, value = pack_snapshots(run)
+                refused = await out.send(snapshots_topic, key, value, partition, len(runs) - 1)
+                if refused is not None:  # refused at once: each alone, then what stays refused
+                    await delivered_letters(event, "normalise", await alone(partition, run, refused), count)
+        counters.normalised += len(items)
+        return out.futures, partial(settle_snapshots, event, out, runs, count)
+
+    async def settle_snapshots(event: EventT[bytes], out: Outputs, runs: list[tuple[int, Run]], count: int,
+                               results: list[Any]) -> None:
+        """Once a raw record's outputs are settled: the snapshot records the broker refused are sent
+        again snapshot by snapshot, and a snapshot refused alone is a dead letter."""
+        refused = out.refused(results, "snapshot")
+        if not refused:
+            return
+        for owner, reason in refused.items():
+            if owner < 0:
+                log.error("a dead letter was refused by Kafka: %s", reason)
+                continue
+            partition, run = runs[owner]
+            rejected = await alone(partition, run, reason)
+            await delivered_letters(event, "normalise", rejected, count)
+
+    async def alone(partition: int, run: Run, refusal: BaseException | str) -> list[Rejected]:
+        """Send the snapshots of a refused record one by one; those refused again (or a lone one,
+        refused already) as :class:`Rejected`."""
+        if len(run) == 1:
+            key, value, index = run[0]
+            size = len(key) + len(value)
+            reason = refusal if isinstance(refusal, str) else refused_reason(refusal, "snapshot", size)
+            return [Rejected(reason, index, value, key)]
+        rejected = []
+        for key, value, index in run:
+            try:
+                await (await send(snapshots_topic, key, value, partition, None, None))
+            except Exception as exc:  # noqa: BLE001 - a size refusal is a dead letter; anything else raised
+                reason = refused_reason(exc, "snapshot", len(key) + len(value))
+                rejected.append(Rejected(reason, index, value, key))
+        return rejected
 
     rules = settings.track.rules()
 
     async def track_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
-        """Fold snapshots into the table; an event is acknowledged before the state that made it.
-
-        So a crash between the two replays the snapshot from the older state and emits the same
-        event (same id, same content) again, instead of losing it. Acknowledged by hand: a
-        record held behind a dropped one (:meth:`Redelivery.admit`) is not acknowledged.
-        """
+        """Fold the snapshots of each record into the table. A record's change events reach the
+        broker before the states that made them are written (:mod:`agents.inflight`): a crash
+        between the two replays the snapshots from the older states and emits the same events
+        (same ids, same content) again, instead of losing them. Until written, a state is read
+        from ``pending``. Acknowledged by hand: a record held behind a dropped one
+        (:meth:`Redelivery.admit`) is not acknowledged."""
         manual = cast(Stream[bytes], stream).noack()
+        tracking.bind(manual.ack)
         async for event in manual.events():
             verdict = await redelivery.admit("track", event.message)
-            if verdict is not Verdict.HOLD:
-                await fold(event, verdict)
+            if verdict is Verdict.DONE:
                 await manual.ack(event)
+            elif verdict is Verdict.PROCESS:
+                out, writes, count = await fold_record(event)
+                await tracking.add(event, out.futures, partial(settle_changes, event, out, writes, count))
             yield None
 
-    async def fold(event: EventT[bytes], verdict: Verdict) -> None:
-        if verdict is Verdict.DONE:
-            return
-        try:
-            key = _bytes(event.message.key)
-            prior, new_state, events = track(state.get(key), _bytes(event.value), rules, codec)
-        except Exception as exc:  # noqa: BLE001 - the agent never dies on data
-            await to_dlq(event, "track", reason_of(exc))
-            return
-        if await emit(event, key, [change.to_json(codec.dumps) for change in events]):
-            counters.changes += len(events)
-            if new_state != prior:
-                state[key] = codec.dumps(new_state.to_dict())
+    async def fold_record(event: EventT[bytes]) -> tuple[Outputs, dict[int, tuple[bytes, bytes]], int]:
+        """Send the change events and dead letters of one snapshot record; the states to write, by
+        the index of the snapshot that made them, and the record's count of snapshots."""
+        msg = event.message
+        value = event.value if isinstance(event.value, bytes) else b""
+        entries = read_snapshots(value, msg.key, codec.loads)
+        out = Outputs(send)
+        writes: dict[int, tuple[bytes, bytes]] = {}
+        bad: list[Rejected] = []
+        for index, entry in enumerate(entries):
+            if isinstance(entry, Rejected):
+                bad.append(entry)
+                continue
+            try:
+                key, state_value, values = fold(entry, msg.partition)
+            except Exception as exc:  # noqa: BLE001 - the agent never dies on data
+                bad.append(Rejected(reason_of(exc), index, codec.dumps(entry), snapshot_key(entry)))
+                continue
+            refused = await send_changes(out, key, values, index)
+            if refused is not None:
+                bad.append(Rejected(refused, index, codec.dumps(entry), key))
+                continue
+            counters.changes += len(values)
+            if state_value is not None:
+                pending[key] = state_value
+                writes[index] = (key, state_value)
+        await letters(event, "track", bad, len(entries), out)
+        return out, writes, len(entries)
 
-    async def emit(event: EventT[bytes], key: bytes, values: list[bytes]) -> bool:
-        """Send one snapshot's change events and wait for the broker; False when Kafka would refuse
-        (or refused) one for its size: then the snapshot is a dead letter and the state stays."""
+    async def send_changes(out: Outputs, key: bytes, values: list[bytes], index: int) -> str | None:
+        """Hand one snapshot's change events to the producer; the reason if it refused one at once."""
+        for change in values:  # Kafka unreachable raises: the worker stops, nothing is lost
+            refused = await out.send(changes_topic, key, change, None, index)
+            if refused is not None:
+                return refused_reason(refused, "change event", len(key) + len(change))
+        return None
+
+    def fold(entry: dict[str, Any], partition: int) -> tuple[bytes, bytes | None, list[bytes]]:
+        """(key, new state or None when unchanged, change events) of one snapshot."""
+        snap = Snapshot.from_dict(entry)
+        key = snap.key.encode()
+        if partition_of(key, k.partitions) != partition:  # its state lives in another partition
+            raise InvalidRecord(f"snapshot of {snap.key!r} in partition {partition}, but its key belongs "
+                                f"to partition {partition_of(key, k.partitions)}")
+        changed, values = fold_bytes(pending.get(key) or state.get(key), snap, rules, codec)
+        check_sizes(key, values)
+        return key, changed, values
+
+    def check_sizes(key: bytes, values: Sequence[bytes]) -> None:
+        """:class:`InvalidRecord` when the producer would refuse one of ``values`` for its size."""
         size = over_limit(key, values)
         if size is not None:
-            await to_dlq(event, "track", f"change event of {len(key) + size} bytes is over Kafka's "
-                                         f"{app.conf.producer_max_request_size}-byte record limit")
-            return False
-        sent: list[Awaitable[Any]] = []
-        error: BaseException | None = None
-        try:
-            for value in values:  # the producer's own future: a failed FutureMessage would go unread
-                sent.append(await app.producer.send(changes_topic, key, value, None, None, None))
-        except ProducerSendError as exc:
-            error = exc
-        delivered = await asyncio.gather(*sent, return_exceptions=True)  # every outcome retrieved
-        error = error or next((d for d in delivered if isinstance(d, BaseException)), None)
-        if error is None:
-            return True
-        await to_dlq(event, "track", refused(error, "change event", len(key) + max(map(len, values))))
-        return False
+            raise InvalidRecord(f"change event of {len(key) + size} bytes is over Kafka's "
+                                f"{app.conf.producer_max_request_size}-byte record limit")
+
+    async def settle_changes(event: EventT[bytes], out: Outputs, writes: dict[int, tuple[bytes, bytes]],
+                             count: int, results: list[Any]) -> None:
+        """Once a snapshot record's outputs are settled: a snapshot whose change event the broker
+        refused is a dead letter and its state is not written; then the table writes, the store
+        and the changelog (the same partition: the table is co-partitioned with the snapshots)."""
+        refused = out.refused(results, "change event")
+        if refused:
+            value = event.value if isinstance(event.value, bytes) else b""
+            entries = read_snapshots(value, None, codec.loads)
+            bad = [Rejected(reason, owner, _entry_json(entries[owner], codec), writes.get(owner, (None,))[0])
+                   for owner, reason in refused.items() if owner >= 0]
+            await delivered_letters(event, "track", bad, count)
+        partition = event.message.partition
+        for index, (key, value) in writes.items():
+            if index in refused:
+                continue
+            state.data[key] = value
+            state.send_changelog(partition, key, value)
+            if pending.get(key) is value:
+                del pending[key]
 
     async def sink_agent(stream: StreamT[bytes]) -> AsyncIterator[None]:
         """take_events acknowledges a batch only when the loop asks for the next one, i.e. after
@@ -240,7 +359,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
             try:
                 await sink_batch(batch)
             except asyncio.CancelledError:
-                _withhold_acks(batch)  # stopped while ClickHouse was down: replay them next time
+                withhold_acks(batch)  # stopped while ClickHouse was down: replay them next time
                 raise
             yield None
 
@@ -258,24 +377,16 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         for block, exc in rejected:
             dead += refused_letters(block, records, f"ClickHouse rejected the block: {exc}")
         for one in dead:
-            await sink_dead(events[one.pos], one)
+            event = events[one.pos]
+            value = letter(event, "sink", one.reason, one.rejected, one.count)
+            await dlq.send(key=dlq_key(one.rejected.key or event.message.key), value=value)
         counters.sunk += sum(b.rows for b in blocks) - sum(b.rows for b, _ in rejected)
-
-    async def sink_dead(event: EventT[bytes], dead: Dead) -> None:
-        msg = event.message
-        counters.dead_letters += 1
-        if dead_log.allow():
-            log.warning("dead letter from sink %s[%d]@%d #%d: %s", msg.topic, msg.partition, msg.offset,
-                        dead.index, dead.reason[:300])
-        await dlq.send(key=dlq_key(dead.key), value=dead.letter("sink"))
 
     chosen = {"normalise": (raw, normalise_agent), "track": (snapshots, track_agent),
               "sink": (sink_topics, sink_agent)}
     for name, (source, fn) in chosen.items():
         if name in agents:
             app.agent(source, name=name)(fn)
-    if "normalise" in agents:
-        app.timer(FLUSH_SECONDS, name="dead-letter-burst")(burst.flush)
     return app, counters
 
 
@@ -306,88 +417,38 @@ class LogLimit:
         return False
 
 
-class PartitionPause:
-    """Backpressure for the sink: pauses fetching from the sink's partitions in the consumer.
-
-    Faust shares one consumer between agents, so pausing ``<prefix>.snapshots`` also holds the
-    track agent back while ClickHouse is down; ``<prefix>.raw`` (normalise) keeps flowing.
-    """
-
-    def __init__(self, app: faust.App, topics: set[str]) -> None:
-        self._app = app
-        self._topics = topics
-
-    def _mine(self) -> set[TP]:
-        return {tp for tp in self._app.consumer.assignment() if tp.topic in self._topics}
-
-    def pause(self) -> None:
-        self._app.consumer.pause_partitions(self._mine())
-
-    async def resume(self) -> None:
-        """Rewind each partition to the last record the consumer delivered, then resume.
-
-        Faust drops the records it had already fetched for a partition paused meanwhile (its
-        ``getmany`` filters on the live set of active partitions) and later takes the jump in
-        offsets for a gap to acknowledge (as after compaction): without the rewind those records
-        would be committed unread. Found by the reliability suite (ClickHouse failing
-        intermittently lost hundreds of snapshots).
-        """
-        consumer = self._app.consumer
-        mine = self._mine()
-        for tp in mine:
-            position = next_to_read(consumer, tp)
-            if position is not None:
-                await consumer.seek(tp, position)
-        consumer.resume_partitions(mine)
-
-
-def next_to_read(consumer: Any, tp: TP) -> int | None:
-    """Where to resume a partition without skipping a record: Faust's read offset, else the
-    committed one.
-
-    The read offset is the last record delivered to the streams, or, right after a seek, the next
-    one to read; resuming at it redelivers at most that one record, which the sink (high-water
-    marks) and the track agent (duplicates never move a batch) absorb. Resuming one past it lost
-    a record whenever nothing had been delivered since the previous seek.
-    """
-    read = getattr(consumer, "_read_offset", {}).get(tp)
-    if read is not None:
-        return int(read)
-    committed = getattr(consumer, "_committed_offset", {}).get(tp)
-    return int(committed) if committed is not None else None
-
-
 def _position(event: EventT[bytes]) -> Position:
     msg = event.message
     return Position(msg.topic, msg.partition, msg.offset)
 
 
-def _withhold_acks(batch: Sequence[EventT[bytes]]) -> None:
-    """Keep offsets of events not written from being committed when take_events acks them.
-
-    take_events acks its buffer in a ``finally`` even when the agent is cancelled; a message
-    already marked acked is skipped by that final ack, so its offset is never marked safe.
-    """
-    for event in batch:
-        event.message.acked = True
-
-
 def track(previous: bytes | None, value: bytes, rules: Rules,
           codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
-    """(state before, state after, change events) for one snapshot record and its table value."""
+    """(state before, state after, change events) for one snapshot record and its table value
+    (the agent folds with :func:`pipeline.track.fold_bytes`; tests read the states)."""
     snap = Snapshot.from_json(value, codec.loads)
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)
     return prior, new_state, events
 
 
-def refused(exc: BaseException, what: str, size: int) -> str:
-    """The dead-letter reason of a record Kafka refused for its size; anything else is re-raised
-    (Kafka unreachable: the worker stops and its records are read again, never dead-lettered)."""
-    cause = exc if isinstance(exc, SIZE_ERRORS) else exc.__cause__
-    if not isinstance(cause, SIZE_ERRORS):
-        raise exc
-    return f"Kafka refused a {what} of about {size} bytes: {type(cause).__name__}"
+def _entry_json(entry: dict[str, Any] | Rejected, codec: Codec) -> bytes:
+    return entry.original if isinstance(entry, Rejected) else codec.dumps(entry)
+
+
+def snapshot_key(entry: dict[str, Any]) -> bytes | None:
+    source, batch_id = entry.get("source"), entry.get("batch_id")
+    if isinstance(source, str) and isinstance(batch_id, str):
+        return f"{source}/{batch_id}".encode("utf-8", "replace")
+    return None
+
+
+def by_partition(items: Run, partitions: int) -> dict[int, Run]:
+    """``(key, value, index)`` items by the partition of their key, each group in the items' order."""
+    groups: dict[int, Run] = {}
+    for item in items:
+        groups.setdefault(partition_of(item[0], partitions), []).append(item)
+    return groups
 
 
 def reason_of(exc: Exception) -> str:
@@ -402,11 +463,3 @@ def _crash(app: faust.App, exc: BaseException) -> None:
 
 def store_url(settings: Settings) -> str:
     return f"{settings.track.store}://"
-
-
-def _bytes(value: Any) -> bytes:
-    if not isinstance(value, bytes):
-        raise InvalidRecord(f"expected bytes from the raw serializer, got {type(value).__name__}")
-    return value
-
-

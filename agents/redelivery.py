@@ -38,13 +38,13 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol
 
-import faust
-from aiokafka.structs import TopicPartition
 from faust.types import TP, Message
+
+from agents.faustcore import ConsumerView, Deliver
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,9 @@ class Counts(Protocol):
 class Redelivery:
     """The ack guard and the hole repair for the topics the agents acknowledge."""
 
-    def __init__(self, app: faust.App, topics: Collection[str], counters: Counts,
+    def __init__(self, consumer: ConsumerView, topics: Collection[str], counters: Counts,
                  patience: int = PATIENCE) -> None:
-        self._app = app
+        self._consumer = consumer
         self._counters = counters
         self._topics = frozenset(topics)
         self._patience = patience
@@ -126,36 +126,26 @@ class Redelivery:
         self._installed = False
 
     def install(self) -> None:
-        """Wrap the consumer's ``ack``: a record of an older generation is not acknowledged; and
-        its ``_new_offset``: the commit stops at the first record no agent acknowledged."""
+        """Guard the consumer's acknowledgements: a record of an older generation is not
+        acknowledged; and its commits: they stop at the first record no agent acknowledged."""
         if self._installed:
             return
-        consumer: Any = self._app.consumer  # Faust's Consumer; _new_offset is not on its interface
-        original, original_new_offset = consumer.ack, consumer._new_offset
-        app = self._app
-
-        def ack(message: Message) -> bool:
-            if message.generation_id is not None and message.generation_id != app.consumer_generation_id:
-                self._counters.stale_acks += 1
-                return False
-            return bool(original(message))
-
-        def new_offset(tp: TP) -> int | None:
-            if tp.topic not in self._topics:
-                return cast(int | None, original_new_offset(tp))
-            return self._new_offset(consumer, tp, original_new_offset)
-
-        setattr(consumer, "ack", ack)  # noqa: B010 - instance attributes, not the methods
-        setattr(consumer, "_new_offset", new_offset)  # noqa: B010
+        self._consumer.guard_acks(self._current)
+        self._consumer.limit_commits(self._topics, self._commit_limit)
         self._installed = True
 
-    def _new_offset(self, consumer: Any, tp: TP, faust_new_offset: Callable[[TP], int | None]) -> int | None:
-        """Take what the agents acknowledged (Faust's ``_acked_index``: its ``_acked`` list gets
-        the gaps merged in), let Faust tidy its own books, and commit up to the first offset not
-        acknowledged."""
+    def _current(self, message: Message) -> bool:
+        """Whether ``message`` is of the current generation (a stale one is read again)."""
+        if message.generation_id is not None and message.generation_id != self._consumer.generation:
+            self._counters.stale_acks += 1
+            return False
+        return True
+
+    def _commit_limit(self, tp: TP, acked: Collection[int]) -> int | None:
+        """Take what the agents acknowledged (Faust's own list gets the gaps merged in) and
+        commit up to the first offset not acknowledged."""
         processed = self._processed[tp]
-        processed.update(consumer._acked_index.get(tp, ()))
-        faust_new_offset(tp)  # drops the acknowledged run (and gaps) from its books
+        processed.update(acked)
         committed = self._committed(tp)
         if committed is not None:
             processed.difference_update([o for o in processed if o < committed])
@@ -165,7 +155,7 @@ class Redelivery:
         """The next record to process: the committed offset, or where a partition never committed
         starts (its earliest offset, looked up after each assignment; until then nothing commits:
         Faust's own first commit would count every offset it jumped over as done)."""
-        committed: int | None = self._app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        committed = self._consumer.committed(tp)
         return committed if committed is not None else self._start.get(tp)
 
     def done(self, message: Message) -> bool:
@@ -200,8 +190,7 @@ class Redelivery:
 
     def _finished(self, tp: TP, offset: int) -> bool:
         """Acknowledged by every agent of the topic, committed or not yet."""
-        consumer: Any = self._app.consumer
-        return offset in self._processed.get(tp, ()) or offset in consumer._acked_index.get(tp, ())
+        return offset in self._processed.get(tp, ()) or offset in self._consumer.acked(tp)
 
     async def _seek_back(self, tp: TP, offset: int, arrived: int | None = None) -> None:
         """Read ``tp`` again from ``offset``, once per :data:`RESEEK_SECONDS` (records fetched
@@ -211,35 +200,35 @@ class Redelivery:
         if sought is not None and sought[0] == offset and now - sought[1] < RESEEK_SECONDS:
             return
         self._holding[tp] = (offset, now)
-        committed = self._app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        committed = self._consumer.committed(tp)
         await self._rewind(tp, offset, f"never reached the agents (dropped by the consumer; committed "
                                        f"{committed}, arrived {'-' if arrived is None else arrived})")
 
     async def _rewind(self, tp: TP, offset: int, why: str) -> None:
         log.warning("%s[%d]: the record at offset %d %s; reading the partition again from it",
                     tp.topic, tp.partition, offset, why)
-        await self._app.consumer.seek(tp, offset)
+        await self._consumer.seek(tp, offset)
         self._counters.rewinds += 1
 
     def views(self) -> dict[TP, PartitionView]:
-        consumer: Any = self._app.consumer
+        consumer = self._consumer
         in_flight: dict[TP, set[int]] = defaultdict(set)
-        for message in list(consumer._unacked_messages):
-            if message.generation_id in (None, self._app.consumer_generation_id):  # a stale one comes again
+        for message in consumer.in_flight():
+            if message.generation_id in (None, consumer.generation):  # a stale one comes again
                 in_flight[message.tp].add(message.offset)
-        paused = set(consumer._paused_partitions)
+        paused = consumer.paused()
         assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
         return {tp: PartitionView(self._committed(tp),
-                                  self._processed.get(tp, set()) | consumer._acked_index.get(tp, set()),
+                                  self._processed.get(tp, set()) | set(consumer.acked(tp)),
                                   in_flight.get(tp, set()))
                 for tp in assigned if tp not in paused}
 
     async def due(self) -> list[tuple[TP, int]]:
         """Partitions whose hole has been seen ``patience`` times in a row (one call per check)."""
-        if not self._app.flow_control.is_active():  # a rebalance is under way
+        if not self._consumer.flowing():  # a rebalance is under way
             return []
-        if self._app.consumer_generation_id != self._generation:
-            self._generation = self._app.consumer_generation_id
+        if self._consumer.generation != self._generation:
+            self._generation = self._consumer.generation
             self._suspects.clear()
         suspects: dict[TP, tuple[int, int]] = {}
         for tp, view in self.views().items():
@@ -253,13 +242,12 @@ class Redelivery:
     async def repair(self) -> None:
         """The backstop: a hole no order-keeping agent ran into (the sink's topics), or one
         whose records retention deleted."""
-        consumer = self._app.consumer
         await self._find_starts()
         stuck = {tp: offset for tp, (offset, since) in self._holding.items()
                  if time.monotonic() - since > REPAIR_INTERVAL}
         for tp, offset in [*await self.due(), *stuck.items()]:
             self._suspects.pop(tp, None)
-            earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
+            earliest = (await self._consumer.earliest(tp)).get(tp, 0)
             if offset < earliest:  # not a drop: retention deleted them before they were read
                 log.warning("%s[%d]: records %d-%d were deleted by the topic's retention before they "
                             "were processed; going on from %d", tp.topic, tp.partition, offset,
@@ -278,14 +266,14 @@ class Redelivery:
         self.install()
         self._next.clear()  # each agent starts again at the committed offsets
         self._holding.clear()
-        assigned = set(self._app.consumer.assignment())
+        assigned = self._consumer.assignment()
         for books in (self._processed, self._start):
             for tp in set(books) - assigned:  # another worker's now
                 del books[tp]
         self._lookup = asyncio.ensure_future(self._find_starts_when_resumed())
 
     async def _find_starts_when_resumed(self) -> None:
-        await self._app.flow_control.acquire()  # the streams resume after the seek to committed
+        await self._consumer.wait_flowing()  # the streams resume after the seek to committed
         await self._find_starts()
 
     async def _find_starts(self) -> None:
@@ -293,31 +281,20 @@ class Redelivery:
         worker's Faust knows none until its own first commit (seen in scenario 2), so the group's
         committed offset is asked of the broker, and a partition never committed starts at its
         earliest offset. Only while the streams flow, after the recovery's seek."""
-        consumer: Any = self._app.consumer
-        if not self._installed or not self._app.flow_control.is_active():
+        consumer = self._consumer
+        if not self._installed or not consumer.flowing():
             return
         unknown = [tp for tp in consumer.assignment() if tp.topic in self._topics
-                   and consumer._committed_offset.get(tp) is None and tp not in self._start]
+                   and consumer.committed(tp) is None and tp not in self._start]
         if not unknown:
             return
-        committed = await group_committed(consumer, unknown)
+        committed = await consumer.group_committed(unknown)
         never = [tp for tp in unknown if committed.get(tp) is None]
-        earliest = await consumer.earliest_offsets(*never) if never else {}
+        earliest = await consumer.earliest(*never) if never else {}
         self._start.update({tp: committed.get(tp) or earliest[tp] for tp in unknown})
 
 
-async def group_committed(consumer: Any, tps: list[TP]) -> dict[TP, int | None]:
-    """The group's committed offsets of ``tps``, from the broker, through Faust's consumer thread."""
-    thread = consumer._thread
-    client = thread._ensure_consumer()
-
-    async def fetch() -> dict[TP, int | None]:
-        return {tp: await client.committed(TopicPartition(tp.topic, tp.partition)) for tp in tps}
-
-    return cast(dict[TP, int | None], await thread.call_thread(fetch))
-
-
-def drop_once(app: faust.App, spec: str) -> None:
+def drop_once(consumer: ConsumerView, spec: str) -> None:
     """Fault injection (``BATCHSCOPE_FAULT_DROP=TOPIC:PARTITION:FIRST[-LAST][:jump]``): the
     consumer loses the first delivery of those records, as Faust does at a rebalance; its read
     offset moves on. With ``:jump`` the records are also counted done, as Faust's fetch loop
@@ -330,18 +307,19 @@ def drop_once(app: faust.App, spec: str) -> None:
         raise ValueError(f"{FAULT_ENV}={spec!r}: expected TOPIC:PARTITION:FIRST[-LAST][:jump]")
     topic, partition, first = match[1], int(match[2]), int(match[3])
     last, jump = int(match[4] or first), bool(match[5])
-    consumer: Any = app.consumer
-    deliver = consumer.callback
     pending = set(range(first, last + 1))
 
-    async def callback(message: Message) -> None:
-        if (message.topic, message.partition) == (topic, partition) and message.offset in pending:
-            pending.discard(message.offset)
-            log.warning("fault injected: the record at %s[%d]@%d is not handed to the agents",
-                        topic, partition, message.offset)
-            if jump and message.offset == first:
-                await consumer._add_gap(message.tp, first, last)
-            return
-        await deliver(message)
+    def wrap(deliver: Deliver) -> Deliver:
+        async def callback(message: Message) -> None:
+            if (message.topic, message.partition) == (topic, partition) and message.offset in pending:
+                pending.discard(message.offset)
+                log.warning("fault injected: the record at %s[%d]@%d is not handed to the agents",
+                            topic, partition, message.offset)
+                if jump and message.offset == first:
+                    await consumer.add_gap(message.tp, first, last)
+                return
+            await deliver(message)
 
-    consumer.callback = callback
+        return callback
+
+    consumer.intercept(wrap)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from mode import Service
 
 from agents.app import AGENTS, Counters, create_app
+from agents.faustcore import ConsumerView
 from agents.redelivery import FAULT_ENV, drop_once
 from pipeline.cli import open_store, setup_logging
 from pipeline.codec import CODECS
@@ -52,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"worker: {exc}\n")
         return 2
     setup_logging(settings.pipeline.log_level)
-    return serve(settings, args.agents.split(","), args.codec)
+    try:
+        return serve(settings, args.agents.split(","), args.codec)
+    except BatchscopeError as exc:  # e.g. a Faust without an attribute the guards use: one line
+        sys.stderr.write(f"worker: {exc}\n")
+        return 1
 
 
 def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> int:
@@ -67,7 +72,7 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     app, counters = create_app(settings, store, agents=agents, codec=CODECS[codec])
     log.info("worker: agents %s, codec %s", ",".join(agents), codec)
     if os.environ.get(FAULT_ENV):
-        drop_once(app, os.environ[FAULT_ENV])
+        drop_once(ConsumerView(app), os.environ[FAULT_ENV])
     return execute(app, loop, settings, store, WorkerMetrics(settings, counters))
 
 

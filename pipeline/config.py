@@ -112,6 +112,12 @@ class KafkaConfig:
     retention_hours: int = bounded(168, 1, 876_000, also=-1)
     changes_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # the downstream contract: 30 days
     dlq_retention_hours: int = bounded(720, 1, 876_000, also=-1)
+    # The longest the worker's consumer waits for a fetch to fill (Faust hard-codes 1500 ms; with
+    # one fetch per broker at a time, a fetch of idle partitions held back the busy ones that long).
+    fetch_wait_ms: int = bounded(10, 1, 5_000)
+    # How long the worker's producer holds a batch open for more records. 0 while an agent awaits
+    # each record's delivery (it would wait the linger every time); 5 once none does (docs/faust.md).
+    linger_ms: float = bounded(0.0, 0, 1_000)
 
     def __post_init__(self) -> None:
         check_bounds(self, "kafka")

@@ -22,9 +22,8 @@ def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: 
                 index: int | None = None) -> bytes:
     """The JSON body of a ``<prefix>.dlq`` record; ``original`` is kept byte-exact (base64).
 
-    ``index``: the observation's place in a record of many (``docs/records.md``); ``original`` is
-    then that observation's own JSON. Left out of the letter when None.
-    """
+    ``index`` is the observation's position in a record of many (``docs/records.md``); then
+    ``original`` is that observation alone."""
     record: dict[str, Any] = {
         "reason": reason[:MAX_REASON],
         "stage": stage,
@@ -32,7 +31,7 @@ def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: 
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        **({} if index is None else {"index": index}),
+        **({"index": index} if index is not None else {}),
         "key": key[:MAX_KEY].decode("utf-8", "replace") if key is not None else None,
         "original_b64": base64.b64encode(original[:MAX_ORIGINAL]).decode() if original is not None else None,
         "dead_at": iso_ms(utcnow()),

@@ -33,6 +33,7 @@ from pipeline.config import KafkaConfig
 from pipeline.dlq import MAX_KEY, dead_letter
 from pipeline.errors import BatchscopeError
 from pipeline.models import Envelope
+from pipeline.records import Packed, pack_raw
 
 log = logging.getLogger(__name__)
 
@@ -230,31 +231,49 @@ class Publisher:
         return self._producer
 
     async def publish(self, envelopes: list[Envelope]) -> None:
-        """Send every envelope and wait until the broker acknowledged each, or refused it (then
-        it is dead-lettered or dropped); :class:`KafkaUnavailable` when Kafka cannot be reached."""
-        records = [_record(e) for e in envelopes]
+        """Send the envelopes, packed by partition (:func:`pipeline.records.pack_raw`: the
+        envelopes of one call are one list page), and wait until the broker acknowledged each
+        record, or refused it: then its envelopes are sent again one by one, and one still refused
+        is dead-lettered or dropped. :class:`KafkaUnavailable` when Kafka cannot be reached."""
+        packed = pack_raw(envelopes, self._config.partitions)
         refused: list[tuple[Envelope, bytes, bytes, Exception]] = []
-        sent: list[tuple[Envelope, bytes, bytes, asyncio.Future[object]]] = []
-        for envelope, key, value in records:
+        sent: list[tuple[Packed, asyncio.Future[object]]] = []
+        for record in packed:
             try:
-                sent.append((envelope, key, value, await self._send(self._topic, key, value)))
-            except REFUSED as exc:
-                refused.append((envelope, key, value, exc))
-        outcomes = await asyncio.gather(*(f for *_, f in sent), return_exceptions=True)
+                future = await self._send(self._topic, record.key, record.value, record.partition)
+            except REFUSED as exc:  # refused before it was batched: alone already, if it is one
+                refused.extend(await self._unpacked(envelopes, record, exc, alone=record.count == 1))
+                continue
+            sent.append((record, future))
+        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, REFUSED)]
         if failed:
             raise _unavailable(self._topic, failed[0])
-        for (envelope, key, value, _), outcome in zip(sent, outcomes, strict=True):
+        for (record, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, REFUSED):
-                refused.extend(await self._alone(envelope, key, value))
+                refused.extend(await self._unpacked(envelopes, record, outcome, alone=False))
         for envelope, key, value, why in refused:
             await self._dead_letter(envelope, key, value, why)
 
-    async def _send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[object]:
+    async def _unpacked(self, envelopes: list[Envelope], record: Packed, refusal: Exception, *,
+                        alone: bool) -> list[tuple[Envelope, bytes, bytes, Exception]]:
+        """A refused record's envelopes, each sent alone (one bad object must not take its page
+        with it, nor a record the batch it shared); the refusals that stand."""
+        if alone:
+            return [(envelopes[record.members[0]], record.key, record.value, refusal)]
+        out = []
+        for i in record.members:
+            envelope, key, value = _record(envelopes[i])
+            out.extend(await self._alone(envelope, key, value))
+        return out
+
+    async def _send(self, topic: str, key: bytes, value: bytes,
+                    partition: int | None = None) -> asyncio.Future[object]:
         """Queue one record; a record-level refusal is raised as is, anything else is Kafka
         being unavailable."""
         try:
-            future: asyncio.Future[object] = await self._started().send(topic, value=value, key=key)
+            future: asyncio.Future[object] = await self._started().send(topic, value=value, key=key,
+                                                                        partition=partition)
         except REFUSED:
             raise
         except KafkaError as exc:

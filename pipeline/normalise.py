@@ -7,8 +7,10 @@ normalise agent and the CLI call. Anything that cannot be normalised is an :clas
 from __future__ import annotations
 
 from pipeline.codec import ORJSON, Codec
+from pipeline.errors import InvalidRecord
 from pipeline.models import Envelope, Snapshot
 from pipeline.providers import ADAPTERS, adapter
+from pipeline.records import MAX_ENTRY, Rejected, read_raw
 
 
 def normalise(envelope: Envelope) -> Snapshot:
@@ -25,3 +27,39 @@ def normalise_record(data: bytes, codec: Codec = ORJSON) -> tuple[bytes, bytes]:
     :class:`InvalidRecord` for an envelope or payload that cannot be normalised."""
     snap = normalise(Envelope.from_json(data, codec.loads))
     return snap.key.encode(), snap.to_json(codec.dumps)
+
+
+def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON,
+                  max_bytes: int = MAX_ENTRY) -> tuple[list[tuple[bytes, bytes, int]], list[Rejected]]:
+    """The ``(key, snapshot JSON, index)`` items of one raw record of one or many envelopes
+    (``docs/records.md``), in order, and its observations that cannot be normalised (each a
+    :class:`Rejected` naming its index; a snapshot over ``max_bytes`` is one too)."""
+    items: list[tuple[bytes, bytes, int]] = []
+    rejected: list[Rejected] = []
+    for index, entry in enumerate(read_raw(value, key, codec.loads)):
+        if isinstance(entry, Rejected):
+            rejected.append(entry)
+            continue
+        try:
+            snap, out = _snapshot(entry, codec, max_bytes)
+        except Exception as exc:  # noqa: BLE001 - one observation never stops the others
+            why = str(exc) if isinstance(exc, InvalidRecord) else f"unexpected {type(exc).__name__}: {exc}"
+            rejected.append(Rejected(why, index, entry.to_json(codec.dumps), _key_of(entry)))
+            continue
+        items.append((snap.key.encode(), out, index))
+    return items, rejected
+
+
+def _snapshot(envelope: Envelope, codec: Codec, max_bytes: int) -> tuple[Snapshot, bytes]:
+    snap = normalise(envelope)
+    out = snap.to_json(codec.dumps)
+    if len(out) > max_bytes:  # the producer would refuse it
+        raise InvalidRecord(f"snapshot of {len(out)} bytes is over the {max_bytes}-byte record limit")
+    return snap, out
+
+
+def _key_of(envelope: Envelope) -> bytes | None:
+    try:
+        return envelope.key.encode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - a hostile payload may break the adapter's id lookup
+        return f"{envelope.source}/".encode("utf-8", "replace")

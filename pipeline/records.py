@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -37,6 +37,7 @@ VERSION = 2
 PACK_BYTES = 256 * 1024
 MAX_ENTRY = 512 * 1024
 Loads = Callable[[bytes], Any]
+T = TypeVar("T", tuple[bytes, bytes], tuple[bytes, bytes, int])
 _RAW_HEAD = (b'{"v":2,"source":', b',"provider":', b',"observed_at":', b',"payloads":[')
 _SNAP_HEAD = b'{"v":2,"snapshots":['
 
@@ -58,7 +59,11 @@ class Packed:
     key: bytes
     value: bytes
     partition: int
-    count: int
+    members: tuple[int, ...]  # the positions of its observations in the list packed
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
 
 
 @lru_cache(maxsize=65536)
@@ -72,9 +77,9 @@ def partition_of(key: bytes, partitions: int) -> int:
     return _hash(key) % partitions
 
 
-def _chunks(items: list[tuple[bytes, bytes]], budget: int) -> Iterator[list[tuple[bytes, bytes]]]:
-    """``(key, json)`` items cut into runs of at most ``budget`` bytes of JSON (one item at least)."""
-    run: list[tuple[bytes, bytes]] = []
+def _chunks(items: list[T], budget: int) -> Iterator[list[T]]:
+    """``(key, json, ...)`` items cut into runs of at most ``budget`` bytes of JSON (one at least)."""
+    run: list[T] = []
     size = 0
     for item in items:
         if run and size + len(item[1]) > budget:
@@ -86,13 +91,10 @@ def _chunks(items: list[tuple[bytes, bytes]], budget: int) -> Iterator[list[tupl
         yield run
 
 
-Item = tuple[bytes, bytes]  # (key, JSON)
-
-
-def _by_partition(items: Iterable[Item], partitions: int) -> dict[int, list[Item]]:
-    groups: dict[int, list[Item]] = {}
-    for key, value in items:
-        groups.setdefault(partition_of(key, partitions), []).append((key, value))
+def _by_partition(items: Iterable[T], partitions: int) -> dict[int, list[T]]:
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(partition_of(item[0], partitions), []).append(item)
     return groups
 
 
@@ -105,34 +107,37 @@ def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTE
         many = b"".join((_RAW_HEAD[0], head[0], _RAW_HEAD[1], head[1], _RAW_HEAD[2], head[2], _RAW_HEAD[3]))
         one = b"".join((b'{"source":', head[0], b',"provider":', head[1], b',"observed_at":', head[2],
                         b',"payload":'))
-        items = [(e.key.encode(), orjson_dumps(e.payload)) for e in group]
+        items = [(envelopes[i].key.encode(), orjson_dumps(envelopes[i].payload), i) for i in group]
         for partition, members in _by_partition(items, partitions).items():
             for run in _chunks(members, budget):
+                indices = tuple(i for *_, i in run)
                 if len(run) == 1:  # version 1: exactly what a lone envelope always was
-                    out.append(Packed(run[0][0], b"".join((one, run[0][1], b"}")), partition, 1))
+                    out.append(Packed(run[0][0], b"".join((one, run[0][1], b"}")), partition, indices))
                 else:
-                    value = b"".join((many, b",".join(v for _, v in run), b"]}"))
-                    out.append(Packed(run[0][0], value, partition, len(run)))
+                    value = b"".join((many, b",".join(v for _, v, _ in run), b"]}"))
+                    out.append(Packed(run[0][0], value, partition, indices))
     return out
 
 
-def _same_head(envelopes: list[Envelope]) -> dict[tuple[str, str, str], list[Envelope]]:
-    groups: dict[tuple[str, str, str], list[Envelope]] = {}
-    for e in envelopes:
-        groups.setdefault((e.source, e.provider, e.observed_at), []).append(e)
+def _same_head(envelopes: list[Envelope]) -> dict[tuple[str, str, str], list[int]]:
+    """The positions of the envelopes, by (source, provider, observed_at)."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, e in enumerate(envelopes):
+        groups.setdefault((e.source, e.provider, e.observed_at), []).append(i)
     return groups
 
 
-def pack_snapshots(items: list[tuple[bytes, bytes]], budget: int = PACK_BYTES) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` snapshot records for ``(key, snapshot JSON)`` items of one partition:
-    version 2 lists of at most ``budget`` bytes, a lone snapshot as itself."""
-    out = []
-    for run in _chunks(items, budget):
-        if len(run) == 1:
-            out.append(run[0])
-        else:
-            out.append((run[0][0], b"".join((_SNAP_HEAD, b",".join(v for _, v in run), b"]}"))))
-    return out
+def snapshot_runs(items: list[T], budget: int = PACK_BYTES) -> list[list[T]]:
+    """``(key, snapshot JSON, ...)`` items of one partition cut into the runs of one snapshot
+    record each (at most ``budget`` bytes of JSON, one item at least)."""
+    return list(_chunks(items, budget))
+
+
+def pack_snapshots(run: list[T]) -> tuple[bytes, bytes]:
+    """``(key, value)`` of the snapshot record of one run: version 2, or a lone snapshot as itself."""
+    if len(run) == 1:
+        return run[0][0], run[0][1]
+    return run[0][0], b"".join((_SNAP_HEAD, b",".join(item[1] for item in run), b"]}"))
 
 
 def read_raw(value: bytes, key: bytes | None = None,

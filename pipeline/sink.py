@@ -23,13 +23,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from pipeline.codec import orjson_dumps
-from pipeline.dlq import dead_letter, source_of
 from pipeline.errors import InvalidRecord, StoreError
 from pipeline.models import ChangeEvent, Snapshot
 from pipeline.records import VERSION, Rejected, read_snapshots
@@ -180,20 +179,32 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Dead:
-    """A dead letter of the sink: one observation of a record of many (its index, its own JSON),
-    or a whole record (index 0, the record's bytes)."""
+    """A dead letter of the sink: one observation of a record of ``count`` (``count`` > 1: the
+    letter names its index, its original is the observation's own JSON), or a whole record."""
 
     pos: Position
-    reason: str
-    original: bytes
-    index: int = 0
-    key: bytes | None = None
+    rejected: Rejected
+    count: int = 1
 
-    def letter(self, stage: str) -> bytes:
-        """The ``<prefix>.dlq`` record's value."""
-        return dead_letter(reason=self.reason, stage=stage, topic=self.pos.topic,
-                           partition=self.pos.partition, offset=self.pos.offset, original=self.original,
-                           key=self.key, source=source_of(self.key), index=self.index)
+    @property
+    def reason(self) -> str:
+        return self.rejected.reason
+
+    @property
+    def index(self) -> int:
+        return self.rejected.index
+
+    @property
+    def original(self) -> bytes:
+        return self.rejected.original
+
+    @property
+    def key(self) -> bytes | None:
+        return self.rejected.key
+
+
+def _whole(rec: Record, reason: str) -> Dead:
+    return Dead(rec.pos, Rejected(reason, 0, rec.value, rec.key))
 
 
 def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list[Block], list[Dead]]:
@@ -210,7 +221,7 @@ def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list
             try:
                 change = ChangeEvent.from_json(rec.value)
             except InvalidRecord as exc:
-                dead.append(Dead(rec.pos, str(exc), rec.value, 0, rec.key))
+                dead.append(_whole(rec, str(exc)))
                 continue
             _block(blocks, rec.pos, align, change.observed_at).add_change(change, rec.pos)
             continue
@@ -249,23 +260,21 @@ def entries(rec: Record) -> tuple[list[dict[str, Any] | Rejected], int | None]:
 
 def snapshots_of(rec: Record) -> Iterator[tuple[int, bytes, dict[str, Any]] | Dead]:
     """``(index, JSON, object)`` of each valid snapshot of a snapshot record, in order, and a
-    :class:`Dead` for each bad one: named by its index in a record of many (reason ``observation
-    I of N: ...``, original its own JSON), else the record as a whole."""
+    :class:`Dead` for each bad one: by its index in a record of many (original its own JSON),
+    else the record as a whole."""
     found, count = entries(rec)
     for index, entry in enumerate(found):
         if count is None:  # a record of one: the record is the observation
             if isinstance(entry, Rejected):
-                yield Dead(rec.pos, entry.reason, rec.value, 0, rec.key)
+                yield _whole(rec, entry.reason)
             elif reason := _invalid(entry):
-                yield Dead(rec.pos, reason, rec.value, 0, rec.key)
+                yield _whole(rec, reason)
             else:
                 yield 0, rec.value, entry
         elif isinstance(entry, Rejected):
-            yield Dead(rec.pos, f"observation {index} of {count}: {entry.reason}", entry.original, index,
-                       entry.key or rec.key)
+            yield Dead(rec.pos, replace(entry, key=entry.key or rec.key), count)
         elif reason := _invalid(entry):
-            yield Dead(rec.pos, f"observation {index} of {count}: {reason}", orjson_dumps(entry), index,
-                       _key(entry) or rec.key)
+            yield Dead(rec.pos, Rejected(reason, index, orjson_dumps(entry), _key(entry) or rec.key), count)
         else:
             yield index, orjson.dumps(entry), entry
 
@@ -312,11 +321,11 @@ def refused_letters(block: Block, records: Mapping[Position, Record], reason: st
             read[offset] = entries(rec) if block.snapshots else ([], None)
         found, count = read[offset]
         entry = found[index] if count is not None else None
-        if isinstance(entry, dict):
-            dead.append(Dead(rec.pos, f"observation {index} of {count}: {reason}", orjson_dumps(entry), index,
-                             _key(entry) or rec.key))
+        if isinstance(entry, dict) and count is not None:
+            own = Rejected(reason, index, orjson_dumps(entry), _key(entry) or rec.key)
+            dead.append(Dead(rec.pos, own, count))
         else:
-            dead.append(Dead(rec.pos, reason, rec.value, 0, rec.key))
+            dead.append(_whole(rec, reason))
     return dead
 
 

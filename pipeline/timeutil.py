@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from pipeline.errors import InvalidRecord
 
@@ -62,6 +63,13 @@ def _seconds(value: float | str) -> float:
         raise InvalidRecord(f"unix timestamp out of range: {str(value)[:32]}") from exc
 
 
+@lru_cache(maxsize=1 << 15)
 def iso_to_ms(text: str) -> int:
-    """Milliseconds since the epoch of an ISO timestamp produced by :func:`iso_ms`."""
+    """Milliseconds since the epoch of an ISO timestamp produced by :func:`iso_ms`.
+
+    Memoised: the track agent reads the same few timestamps of a batch (its ``observed_at``, the
+    state's ``since``, ``progress_at`` and ``reported_at``) several times per snapshot, and again
+    at the batch's next observation. 32k entries (about 6 MB) cover the live batches of a fleet
+    of 10,000 across two polls.
+    """
     return int(parse_iso(text).timestamp() * 1000)

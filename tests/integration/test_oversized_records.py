@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.broker import PARTITIONS, delete_topics, read_all
 from pipeline.models import Envelope
+from pipeline.records import partition_of
 from tests.reliability.harness import Fleet, Proc, committed, topic_ends, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,16 @@ def envelope(source: str, batch_id: str, status: str = "in_progress") -> Envelop
                "created_at": 1_790_000_000, "completion_window": "24h",
                "request_counts": {"total": 10, "completed": 1, "failed": 0}, "metadata": {}}
     return Envelope(source, "openai", "2026-12-02T10:00:00.000Z", payload)
+
+
+def in_partition_0(stem: str) -> str:
+    """A batch id like ``stem`` whose key ``track-test/<id>`` belongs to partition 0: the track agent
+    keeps a batch's state in its key's partition, and dead-letters a snapshot found elsewhere."""
+    return next(f"{stem}_{n}" for n in range(1000)
+                if partition_of(f"track-test/{stem}_{n}".encode(), PARTITIONS) == 0)
+
+
+HUGE, MID = in_partition_0("batch_huge"), in_partition_0("batch_mid")
 
 
 def snapshot(batch_id: str, size: int) -> bytes:
@@ -92,8 +103,8 @@ def test_records_kafka_refuses_are_dead_letters_and_the_partition_goes_on(
     big_source = envelope("s" * 500 * 1024, "batch_big")
     asyncio.run(produce(kafka_bootstrap, [
         (raw, b"sim/batch_before", envelope("sim", "batch_before").to_json()),
-        (snapshots, b"track-test/batch_huge", snapshot("batch_huge", 1_000_000)),
-        (snapshots, b"track-test/batch_mid", snapshot("batch_mid", 400_000)),
+        (snapshots, f"track-test/{HUGE}".encode(), snapshot(HUGE, 1_000_000)),
+        (snapshots, f"track-test/{MID}".encode(), snapshot(MID, 400_000)),
         (raw, b"sim/batch_big", big_source.to_json()),
         (raw, b"sim/batch_after", envelope("sim", "batch_after").to_json()),
     ]))

@@ -20,6 +20,7 @@ from pipeline.config import KafkaConfig, SourceConfig
 from pipeline.kafka import Publisher, ensure_topics
 from pipeline.models import Envelope
 from pipeline.poller import Poller
+from pipeline.records import read_raw
 from tests.loopback import serving
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,8 @@ async def create_topic(bootstrap: str, name: str, configs: dict[str, str]) -> No
 
 
 def ids(records: list[Any]) -> list[str]:
-    return [orjson.loads(r.value)["payload"]["id"] for r in records]
+    """The batch ids on the raw topic, in order, from records of one or many (docs/records.md)."""
+    return [e.payload["id"] for r in records for e in read_raw(r.value) if isinstance(e, Envelope)]
 
 
 @pytest.fixture

@@ -79,6 +79,7 @@ def test_a_bad_snapshot_of_many_is_a_dead_letter_alone(tmp_path: Path, kafka_boo
     dead = sorted((orjson.loads(r.value) for r in letters), key=lambda d: d["index"])
     assert [(d["stage"], d["topic"], d["offset"], d["index"]) for d in dead] == [
         ("sink", snapshots, 0, 1), ("sink", snapshots, 0, 2)]
-    assert dead[0]["reason"].startswith("observation 1 of 4: ")
-    assert dead[1]["reason"] == "observation 2 of 4: snapshot: missing field 'batch_id'"
+    assert dead[0]["reason"].startswith("observation 2 of 4: ")  # counted from 1; index from 0
+    assert dead[1]["reason"] == "observation 3 of 4: snapshot: missing field 'batch_id'"
+    assert [d["key"] for d in dead] == ["sink-test/a", "sink-test/a"]  # no batch_id of their own
     assert [orjson.loads(base64.b64decode(d["original_b64"])) for d in dead] == [17, no_id]

@@ -8,7 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.models import Envelope
-from pipeline.records import Rejected, pack_raw, pack_snapshots, partition_of, read_raw, read_snapshots
+from pipeline.normalise import normalise_raw
+from pipeline.records import (
+    Rejected,
+    pack_raw,
+    pack_snapshots,
+    partition_of,
+    read_raw,
+    read_snapshots,
+    snapshot_runs,
+)
 
 AT = "2026-01-01T00:00:00.000Z"
 
@@ -78,9 +87,13 @@ def test_unreadable_records_are_one_reject() -> None:
 
 
 def test_snapshot_records() -> None:
-    packed = pack_snapshots([(b"k1", b'{"a":1}'), (b"k2", b'{"b":2}')])
-    assert packed == [(b"k1", b'{"v":2,"snapshots":[{"a":1},{"b":2}]}')]
-    assert read_snapshots(packed[0][1]) == [{"a": 1}, {"b": 2}]
+    items = [(b"k1", b'{"a":1}'), (b"k2", b'{"b":2}')]
+    (run,) = snapshot_runs(items)
+    packed = pack_snapshots(run)
+    assert packed == (b"k1", b'{"v":2,"snapshots":[{"a":1},{"b":2}]}')
+    assert read_snapshots(packed[1]) == [{"a": 1}, {"b": 2}]
+    assert pack_snapshots(items[:1]) == items[0]
+    assert len(snapshot_runs(items, budget=8)) == 2
     assert read_snapshots(b'{"a":1}') == [{"a": 1}]
     got = read_snapshots(b'{"v":2,"snapshots":[{"a":1},3]}', b"k")
     assert got[0] == {"a": 1}
@@ -89,3 +102,25 @@ def test_snapshot_records() -> None:
     (rej,) = read_snapshots(b'{"v":2}')
     assert isinstance(rej, Rejected)
     assert "'snapshots'" in rej.reason
+
+
+def test_normalise_raw_keeps_the_good_observations_and_names_the_bad_one() -> None:
+    good = [Envelope("s", "openai", AT, {"id": f"b{i}", "object": "batch", "status": "in_progress",
+                                         "created_at": 1_790_000_000, "endpoint": "/v1/chat/completions",
+                                         "completion_window": "24h"}) for i in range(3)]
+    value = orjson.dumps({"v": 2, "source": "s", "provider": "openai", "observed_at": AT,
+                          "payloads": [good[0].payload, {"id": "b9", "created_at": "x"}, 7, good[2].payload]})
+    items, rejected = normalise_raw(value, b"s/b0")
+    assert [(k, i) for k, _, i in items] == [(b"s/b0", 0), (b"s/b2", 3)]
+    assert [orjson.loads(v)["batch_id"] for _, v, _ in items] == ["b0", "b2"]
+    assert [r.index for r in rejected] == [1, 2]
+    assert rejected[0].key == b"s/b9"
+    assert orjson.loads(rejected[0].original)["payload"]["id"] == "b9"
+
+
+def test_normalise_raw_refuses_a_snapshot_over_the_limit() -> None:
+    big = Envelope("s", "openai", AT, {"id": "b1", "object": "batch", "status": "in_progress",
+                                       "created_at": 1_790_000_000, "metadata": {"blob": "x" * 5000}})
+    items, rejected = normalise_raw(big.to_json(), b"s/b1", max_bytes=4000)
+    assert items == []
+    assert "over the 4000-byte record limit" in rejected[0].reason

@@ -1,8 +1,17 @@
-"""The pure parts of the redelivery guards: the hole test (on consumer views) and the commit limit."""
+"""The redelivery guards: the hole test and the commit limit (pure), then admit, repair and the
+ack and commit guards against a fake of Faust's consumer."""
 
 from __future__ import annotations
 
-from agents.redelivery import PartitionView, commit_limit, hole
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.structs import TopicPartition
+from faust.types import TP
+
+from agents.faustcore import ConsumerView
+from agents.redelivery import PartitionView, Redelivery, Verdict, commit_limit, drop_once, hole
+from tests.fakeconsumer import FakeApp, FakeConsumer, message
 
 
 def view(committed: int | None, acked: tuple[int, ...] = (),
@@ -44,3 +53,170 @@ def test_nothing_commits_while_the_committed_record_is_unfinished() -> None:
 
 def test_nothing_commits_before_the_start_is_known() -> None:
     assert commit_limit(None, {0, 1, 2}) is None
+
+
+# Redelivery against a fake consumer view (tests/fakeconsumer.py): Faust's books as a rebalance
+# or a start-up leaves them, the guards' answers, and the seeks they make.
+
+RAW = TP("p.raw", 0)
+OTHER = TP("p.raw", 1)
+
+
+@dataclass
+class Tally:
+    stale_acks: int = 0
+    rewinds: int = 0
+
+
+def guarded(committed: int | None = 10, earliest: int = 0,
+            assigned: tuple[TP, ...] = (RAW,)) -> tuple[FakeConsumer, FakeApp, Redelivery, Tally]:
+    consumer = FakeConsumer(assigned, earliest={tp: earliest for tp in assigned})
+    for tp in assigned:
+        consumer._committed_offset[tp] = committed
+    app = FakeApp(consumer)
+    tally = Tally()
+    redelivery = Redelivery(ConsumerView(app), {RAW.topic}, tally)
+    redelivery.install()
+    return consumer, app, redelivery, tally
+
+
+async def test_records_in_offset_order_are_processed() -> None:
+    consumer, _, redelivery, _ = guarded(committed=10)
+    assert await redelivery.admit("normalise", message(RAW, 10)) is Verdict.PROCESS
+    assert await redelivery.admit("normalise", message(RAW, 11)) is Verdict.PROCESS
+    assert consumer.seeks == []
+
+
+async def test_a_record_after_a_hole_is_held_and_the_partition_read_again_from_the_hole() -> None:
+    consumer, _, redelivery, tally = guarded(committed=10)
+    assert await redelivery.admit("normalise", message(RAW, 12)) is Verdict.HOLD  # 10 and 11 dropped
+    assert consumer.seeks == [(RAW, 10)]
+    assert tally.rewinds == 1
+    assert await redelivery.admit("normalise", message(RAW, 13)) is Verdict.HOLD  # fetched before the seek
+    assert consumer.seeks == [(RAW, 10)]  # one seek per RESEEK_SECONDS, not one per held record
+    for offset in (10, 11, 12, 13):  # read again, in order
+        assert await redelivery.admit("normalise", message(RAW, offset)) is Verdict.PROCESS
+
+
+async def test_each_agent_keeps_its_own_order() -> None:
+    _, _, redelivery, _ = guarded(committed=10)
+    assert await redelivery.admit("normalise", message(RAW, 10)) is Verdict.PROCESS
+    assert await redelivery.admit("track", message(RAW, 11)) is Verdict.HOLD  # track has not seen 10
+
+
+async def test_a_record_every_agent_finished_is_done_when_read_again() -> None:
+    consumer, _, redelivery, _ = guarded(committed=10)
+    assert await redelivery.admit("normalise", message(RAW, 9)) is Verdict.DONE  # below the commit
+    first = message(RAW, 10)
+    assert await redelivery.admit("normalise", first) is Verdict.PROCESS
+    assert consumer.ack(first)
+    assert await redelivery.admit("normalise", message(RAW, 10)) is Verdict.DONE  # acked, not committed
+
+
+async def test_a_finished_record_does_not_count_as_a_hole() -> None:
+    """Another agent of the topic finished 10: the next agent's expected record moves past it."""
+    consumer, _, redelivery, _ = guarded(committed=10)
+    consumer.ack(message(RAW, 10))
+    assert await redelivery.admit("track", message(RAW, 11)) is Verdict.PROCESS
+    assert consumer.seeks == []
+
+
+async def test_with_the_start_unknown_records_are_processed_as_they_come() -> None:
+    _, _, redelivery, _ = guarded(committed=None)
+    assert await redelivery.admit("normalise", message(RAW, 7)) is Verdict.PROCESS
+
+
+async def test_a_partition_never_committed_starts_at_its_earliest_offset() -> None:
+    """A restarted worker's Faust knows no committed offset: the group's (from the broker through
+    the consumer thread) or, never committed, the earliest offset is the start."""
+    consumer, _, redelivery, _ = guarded(committed=None, earliest=3)
+    await redelivery.repair()  # looks the starts up
+    assert await redelivery.admit("normalise", message(RAW, 4)) is Verdict.HOLD
+    assert consumer.seeks == [(RAW, 3)]
+
+
+async def test_the_groups_committed_offset_is_the_start_of_a_restarted_worker() -> None:
+    consumer, _, redelivery, _ = guarded(committed=None, earliest=0)
+    consumer._thread.client.group[TopicPartition(RAW.topic, RAW.partition)] = 7
+    await redelivery.repair()
+    assert await redelivery.admit("normalise", message(RAW, 5)) is Verdict.DONE
+    assert await redelivery.admit("normalise", message(RAW, 7)) is Verdict.PROCESS
+
+
+async def test_an_older_generations_acknowledgement_is_refused() -> None:
+    consumer, app, _, tally = guarded(committed=10)
+    app.consumer_generation_id = 2
+    assert consumer.ack(message(RAW, 10, generation=1)) is False
+    assert tally.stale_acks == 1
+    assert 10 not in consumer._acked_index[RAW]
+    assert consumer.ack(message(RAW, 10, generation=2)) is True
+
+
+async def test_the_commit_stops_below_a_hole_faust_would_commit_past() -> None:
+    consumer, _, _, _ = guarded(committed=10)
+    for offset in (11, 12):
+        consumer.ack(message(RAW, offset))
+    assert consumer.commit(RAW) is None  # Faust alone: 13, and the record at 10 is lost
+    assert consumer._committed_offset[RAW] == 10
+    consumer.ack(message(RAW, 10))
+    assert consumer.commit(RAW) == 13
+
+
+async def test_topics_not_guarded_commit_as_faust_does() -> None:
+    other = TP("p.elsewhere", 0)
+    consumer, _, _, _ = guarded(committed=10, assigned=(RAW, other))
+    consumer.ack(message(other, 11))
+    assert consumer.commit(other) == 12
+
+
+async def test_repair_reads_a_persistent_hole_again_after_patience_checks() -> None:
+    consumer, _, redelivery, tally = guarded(committed=5)
+    consumer.ack(message(RAW, 6))  # a later record was processed: 5 is lost to the consumer
+    await redelivery.repair()
+    assert consumer.seeks == []  # seen once: it may still be on its way
+    await redelivery.repair()
+    assert consumer.seeks == [(RAW, 5)]
+    assert tally.rewinds == 1
+
+
+async def test_repair_leaves_records_being_processed_and_paused_partitions_alone() -> None:
+    consumer, _, redelivery, _ = guarded(committed=5, assigned=(RAW, OTHER))
+    consumer.hand(message(RAW, 5))  # in a stream, not acknowledged yet
+    consumer.ack(message(RAW, 6))
+    consumer._committed_offset[OTHER] = 5
+    consumer.ack(message(OTHER, 6))
+    consumer.pause_partitions([OTHER])  # the sink's backpressure
+    for _ in range(3):
+        await redelivery.repair()
+    assert consumer.seeks == []
+
+
+async def test_repair_waits_while_a_rebalance_holds_the_streams() -> None:
+    consumer, app, redelivery, _ = guarded(committed=5)
+    consumer.ack(message(RAW, 6))
+    app.flow_control.active = False
+    for _ in range(3):
+        await redelivery.repair()
+    assert consumer.seeks == []
+
+
+async def test_records_retention_deleted_are_passed_over_not_read_again() -> None:
+    consumer, _, redelivery, _ = guarded(committed=5, earliest=8)
+    consumer.ack(message(RAW, 8))
+    for _ in range(2):
+        await redelivery.repair()
+    assert consumer.seeks == []
+    assert consumer.commit(RAW) == 9  # 5-7 are gone; the commit moves on
+
+
+def test_a_fault_drops_the_first_delivery_and_can_count_the_records_done() -> None:
+    consumer = FakeConsumer([RAW])
+    drop_once(ConsumerView(FakeApp(consumer)), f"{RAW.topic}:0:3-4:jump")
+
+    async def deliver() -> None:
+        for offset in (2, 3, 4, 3):
+            await consumer.callback(message(RAW, offset))
+
+    asyncio.run(deliver())
+    assert [m.offset for m in consumer.delivered] == [2, 3]  # 3 and 4 dropped once
+    assert consumer._gaps == [(RAW, 3, 4)]

@@ -29,6 +29,14 @@ def test_topic_settings_defaults_and_environment(tmp_path: Path, monkeypatch: py
     assert (k.replication_factor, k.min_insync_replicas, k.changes_retention_hours) == (3, 2, -1)
 
 
+def test_fetch_wait_and_linger_defaults_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    k = load_settings(None, {}).kafka
+    assert (k.fetch_wait_ms, k.linger_ms) == (10, 0.0)
+    assert load_settings(None, {"BATCHSCOPE_KAFKA_FETCH_WAIT_MS": "250"}).kafka.fetch_wait_ms == 250
+    assert load_settings(None, {"BATCHSCOPE_KAFKA_LINGER_MS": "5"}).kafka.linger_ms == 5.0
+
+
 @pytest.mark.parametrize(("kwargs", "key"), [
     ({"replication_factor": 0}, "kafka.replication_factor"),
     ({"min_insync_replicas": 2}, "kafka.min_insync_replicas"),
@@ -36,6 +44,10 @@ def test_topic_settings_defaults_and_environment(tmp_path: Path, monkeypatch: py
     ({"retention_hours": 0}, "kafka.retention_hours"),
     ({"changes_retention_hours": -2}, "kafka.changes_retention_hours"),
     ({"dlq_retention_hours": 0}, "kafka.dlq_retention_hours"),
+    ({"fetch_wait_ms": 0}, "kafka.fetch_wait_ms"),
+    ({"fetch_wait_ms": 5_001}, "kafka.fetch_wait_ms"),
+    ({"linger_ms": -1}, "kafka.linger_ms"),
+    ({"linger_ms": 1_001}, "kafka.linger_ms"),
 ])
 def test_bad_topic_settings_name_the_key(kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: "):

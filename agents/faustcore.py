@@ -1,0 +1,303 @@
+"""Every private Faust and aiokafka attribute batchscope uses, behind one boundary.
+
+The redelivery guards (:mod:`agents.redelivery`), the sink's backpressure
+(:class:`PartitionPause`), the fetch-wait fix and the track table's event context need Faust's
+own books: what the consumer acknowledged, committed and read, and where the table sends a
+changelog record. None of it is on Faust's interface, so it lives here and nowhere else, and
+:func:`check` verifies at start-up, on the real classes and instances, that each attribute is
+there: an upgraded Faust that renamed one fails with one line naming it, instead of a guard
+that silently stops guarding. ``docs/faust.md`` says why each one is needed.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any, Protocol, cast
+
+import aiokafka
+import faust.streams
+from aiokafka.structs import TopicPartition
+from faust.types import TP, EventT, Message
+
+from pipeline.errors import BatchscopeError
+
+# The versions the guards were validated on (pyproject.toml pins them; docs/faust.md says why).
+VALIDATED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+
+# What each object must have. Faust's Consumer: its books and two internal steps; its consumer
+# thread: the aiokafka client and its factory; Faust's producer buffer: its limit.
+CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked_messages",
+                  "_paused_partitions", "_new_offset", "_add_gap", "_thread", "ack", "callback")
+THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread")
+AIOKAFKA_START_READS = "_fetch_max_wait_ms"  # AIOKafkaConsumer.start hands it to its Fetcher
+BUFFER_ATTRS = ("max_messages",)
+
+Deliver = Callable[[Message], Awaitable[None]]
+
+
+class FaustCompatError(BatchscopeError):
+    """The installed Faust or aiokafka lacks an attribute batchscope relies on."""
+
+
+class FaustApp(Protocol):
+    """What the boundary needs of a Faust app (``faust.App``; a fake in the unit tests)."""
+
+    @property
+    def consumer(self) -> Any: ...
+
+    @property
+    def consumer_generation_id(self) -> int: ...
+
+    @property
+    def flow_control(self) -> Any: ...
+
+
+def versions() -> str:
+    """The installed versions of the pinned packages, for the error line."""
+    found = []
+    for name in VALIDATED:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
+def missing(owner: str, attr: str) -> FaustCompatError:
+    """The one-line error for an attribute ``owner`` lacks."""
+    pins = ", ".join(f"{n}=={v}" for n, v in VALIDATED.items())
+    return FaustCompatError(f"{owner} has no attribute {attr!r}: batchscope's Faust guards are "
+                            f"validated on {pins} (installed: {versions()})")
+
+
+def require(obj: object, owner: str, attrs: Sequence[str]) -> None:
+    """Raise :class:`FaustCompatError` for the first of ``attrs`` that ``obj`` lacks."""
+    for attr in attrs:
+        if not hasattr(obj, attr):
+            raise missing(owner, attr)
+
+
+def check(app: FaustApp) -> None:
+    """Verify every private attribute this module uses, before any record is handled."""
+    consumer = app.consumer
+    require(consumer, f"Faust consumer {type(consumer).__name__}", CONSUMER_ATTRS)
+    thread = consumer._thread
+    require(thread, f"Faust consumer thread {type(thread).__name__}", THREAD_ATTRS)
+    # An instance attribute of a client built only on the consumer thread's loop: the check is
+    # that ``start`` reads it (what builds the Fetcher), from the method's code.
+    start = getattr(aiokafka.AIOKafkaConsumer.start, "__code__", None)
+    if start is None or AIOKAFKA_START_READS not in start.co_names:
+        raise missing("aiokafka AIOKafkaConsumer (as read by start)", AIOKAFKA_START_READS)
+    require(faust.streams, "module faust.streams", ["_current_event"])
+    require(Message, "faust Message", ["acked"])
+
+
+def check_producer(app: faust.App) -> None:
+    buffer = app.producer.buffer
+    require(buffer, f"Faust producer buffer {type(buffer).__name__}", BUFFER_ATTRS)
+
+
+class ConsumerView:
+    """Typed access to Faust's consumer: its books, and the two steps the guards take over."""
+
+    def __init__(self, app: FaustApp) -> None:
+        self._app = app
+
+    @property
+    def _consumer(self) -> Any:
+        return self._app.consumer  # created lazily by Faust: looked up on each use
+
+    @property
+    def generation(self) -> int:
+        return self._app.consumer_generation_id
+
+    def flowing(self) -> bool:
+        """False while a rebalance holds the streams."""
+        return bool(self._app.flow_control.is_active())
+
+    async def wait_flowing(self) -> None:
+        await self._app.flow_control.acquire()
+
+    def assignment(self) -> set[TP]:
+        return set(self._consumer.assignment())
+
+    def committed(self, tp: TP) -> int | None:
+        """The committed offset Faust knows (None until it committed or learnt it)."""
+        return cast(int | None, self._consumer._committed_offset.get(tp))
+
+    def read_offset(self, tp: TP) -> int | None:
+        """The last offset delivered to the streams, or right after a seek the next one to read."""
+        return cast(int | None, self._consumer._read_offset.get(tp))
+
+    def acked(self, tp: TP) -> Collection[int]:
+        """Offsets acknowledged and not yet committed (``.get``: Faust's books are defaultdicts)."""
+        return cast(Collection[int], self._consumer._acked_index.get(tp, ()))
+
+    def in_flight(self) -> list[Message]:
+        """Records handed to the streams and not acknowledged."""
+        return list(self._consumer._unacked_messages)
+
+    def paused(self) -> set[TP]:
+        return set(self._consumer._paused_partitions)
+
+    def next_to_read(self, tp: TP) -> int | None:
+        """Where to resume a partition without skipping a record: Faust's read offset, else the
+        committed one.
+
+        The read offset is the last record delivered to the streams, or, right after a seek, the
+        next one to read; resuming at it redelivers at most that one record, which the sink
+        (high-water marks) and the track agent (duplicates never move a batch) absorb. Resuming
+        one past it lost a record whenever nothing had been delivered since the previous seek.
+        """
+        read = self.read_offset(tp)
+        return read if read is not None else self.committed(tp)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        await self._consumer.seek(tp, offset)
+
+    async def earliest(self, *tps: TP) -> dict[TP, int]:
+        return cast(dict[TP, int], await self._consumer.earliest_offsets(*tps))
+
+    def pause(self, tps: Collection[TP]) -> None:
+        self._consumer.pause_partitions(tps)
+
+    def resume(self, tps: Collection[TP]) -> None:
+        self._consumer.resume_partitions(tps)
+
+    async def group_committed(self, tps: Collection[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets of ``tps`` from the broker, through Faust's consumer
+        thread (the aiokafka client lives on that thread's loop)."""
+        thread = self._consumer._thread
+        client = thread._ensure_consumer()
+
+        async def fetch() -> dict[TP, int | None]:
+            return {tp: await client.committed(TopicPartition(tp.topic, tp.partition)) for tp in tps}
+
+        return cast(dict[TP, int | None], await thread.call_thread(fetch))
+
+    def guard_acks(self, accept: Callable[[Message], bool]) -> None:
+        """Faust's ``ack`` goes on only for records ``accept`` lets through (instance attribute:
+        the streams call ``consumer.ack``)."""
+        consumer = self._consumer
+        original = consumer.ack
+
+        def ack(message: Message) -> bool:
+            return accept(message) and bool(original(message))
+
+        consumer.ack = ack
+
+    def limit_commits(self, topics: Collection[str],
+                      limit: Callable[[TP, frozenset[int]], int | None]) -> None:
+        """For a partition of ``topics``, commit what ``limit(tp, acknowledged)`` says instead of
+        Faust's ``_new_offset``, which counts gaps and a one-record hole at the head as done.
+        Faust's step still runs, after the acknowledged offsets are taken: it tidies its books."""
+        consumer = self._consumer
+        original: Callable[[TP], int | None] = consumer._new_offset
+        chosen = frozenset(topics)
+
+        def new_offset(tp: TP) -> int | None:
+            if tp.topic not in chosen:
+                return original(tp)
+            acked = frozenset(self.acked(tp))
+            original(tp)
+            return limit(tp, acked)
+
+        consumer._new_offset = new_offset
+
+    def intercept(self, wrap: Callable[[Deliver], Deliver]) -> None:
+        """Replace the consumer's delivery callback with ``wrap(callback)``; before the worker
+        starts, so the fetch loop picks it up (fault injection)."""
+        consumer = self._consumer
+        consumer.callback = wrap(consumer.callback)
+
+    async def add_gap(self, tp: TP, first: int, last: int) -> None:
+        """Count ``first..last`` done, as Faust's fetch loop does for offsets it jumped over."""
+        await self._consumer._add_gap(tp, first, last)
+
+    def set_fetch_wait(self, ms: int) -> None:
+        """The aiokafka consumer's ``fetch_max_wait_ms`` (Faust hard-codes 1500).
+
+        aiokafka keeps one fetch in flight per broker; a fetch that holds only partitions with
+        nothing new waits that long, and every other partition waits behind it. The consumer is
+        built on the consumer thread when the worker starts, and its Fetcher (built by ``start``)
+        takes the value from ``_fetch_max_wait_ms``.
+        """
+        thread = self._consumer._thread
+        create = thread._create_worker_consumer
+
+        def create_with_wait(transport: Any) -> Any:
+            client = create(transport)
+            client._fetch_max_wait_ms = ms
+            return client
+
+        thread._create_worker_consumer = create_with_wait
+
+
+class PartitionPause:
+    """Backpressure for the sink: pauses fetching from the sink's partitions in the consumer.
+
+    Faust shares one consumer between agents, so pausing ``<prefix>.snapshots`` also holds the
+    track agent back while ClickHouse is down; ``<prefix>.raw`` (normalise) keeps flowing.
+    """
+
+    def __init__(self, consumer: ConsumerView, topics: Collection[str]) -> None:
+        self._consumer = consumer
+        self._topics = frozenset(topics)
+
+    def _mine(self) -> set[TP]:
+        return {tp for tp in self._consumer.assignment() if tp.topic in self._topics}
+
+    def pause(self) -> None:
+        self._consumer.pause(self._mine())
+
+    async def resume(self) -> None:
+        """Rewind each partition to the last record the consumer delivered, then resume.
+
+        Faust drops the records it had already fetched for a partition paused meanwhile (its
+        ``getmany`` filters on the live set of active partitions) and later takes the jump in
+        offsets for a gap to acknowledge (as after compaction): without the rewind those records
+        would be committed unread. Found by the reliability suite (ClickHouse failing
+        intermittently lost hundreds of snapshots).
+        """
+        mine = self._mine()
+        for tp in mine:
+            position = self._consumer.next_to_read(tp)
+            if position is not None:
+                await self._consumer.seek(tp, position)
+        self._consumer.resume(mine)
+
+
+def size_producer_buffer(app: faust.App, max_messages: int) -> None:
+    """Faust's producer buffer (table changelog records on their way to the producer) blocks
+    the fetch loop once it holds more than ``max_messages`` (100 by default)."""
+    check_producer(app)
+    app.producer.buffer.max_messages = max_messages
+
+
+@contextmanager
+def in_event(event: EventT[Any]) -> Iterator[None]:
+    """Table writes inside go to ``event``'s partition: Faust's table (and its store) take the
+    changelog partition from the current event, a context variable the stream sets per event."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def current_event() -> EventT[Any] | None:
+    """The event Faust's table writes go with now (None outside a stream)."""
+    return faust.streams.current_event()
+
+
+def withhold_acks(events: Sequence[EventT[Any]]) -> None:
+    """Keep the offsets of events not written from being committed when ``take_events`` acks them.
+
+    ``take_events`` acks its buffer in a ``finally`` even when the agent is cancelled; a message
+    already marked acked is skipped by that final ack, so its offset is never marked safe.
+    """
+    for event in events:
+        event.message.acked = True

@@ -1,0 +1,129 @@
+"""Records whose outputs are on their way to the broker, acknowledged in offset order once they land.
+
+The normalise and track agents never wait for a delivery on their hot path: a record's outputs
+(snapshot records, change events, dead letters) are handed to the producer, and the record joins
+this queue with their delivery futures. When the record at the head of the queue has every
+output acknowledged by the broker (``acks=all``), its follow-up runs (the track agent's table
+writes: a state reaches the changelog only after the change events it made) and the record is
+acknowledged; then the next. So the committed offset never passes a record whose outputs could
+still be lost, and a crash replays it from the older state, with the same event ids.
+
+A delivery that fails stops the worker (like a failed Faust send): its records are read again.
+When partitions are revoked, what is queued is dropped, neither written nor acknowledged: the
+partitions' new owner reads those records again from the committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+LIMIT = 256  # records queued at most per agent; the agent waits for the oldest beyond it
+
+E = TypeVar("E")  # the stream's event (Faust's EventT)
+
+
+@dataclass(slots=True)
+class Pending(Generic[E]):
+    event: E
+    delivered: asyncio.Future[Any]
+    then: Callable[[list[Any]], Awaitable[None]] | None
+
+
+class InFlight(Generic[E]):
+    """One agent's queue of records awaiting delivery, acknowledged through ``ack`` (the
+    stream's) in the order they were added."""
+
+    def __init__(self, on_error: Callable[[BaseException], None], limit: int = LIMIT) -> None:
+        self._on_error = on_error
+        self._limit = limit
+        self._queue: deque[Pending[E]] = deque()
+        self._ack: Callable[[E], Awaitable[Any]] | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def bind(self, ack: Callable[[E], Awaitable[Any]]) -> None:
+        """The acknowledgement of the (manually acked) stream; starts the releasing task."""
+        self._ack = ack
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def add(self, event: E, outputs: Sequence[Awaitable[Any]],
+                  then: Callable[[list[Any]], Awaitable[None]] | None = None) -> None:
+        """Queue ``event`` behind its ``outputs`` (the producer's delivery futures). Once they are
+        all settled, ``then`` gets their results (an exception for a failed one) just before the
+        acknowledgement; without ``then`` a failed delivery stops the worker. Waits while the
+        queue is full."""
+        delivered: asyncio.Future[Any] = (asyncio.gather(*outputs, return_exceptions=True) if outputs
+                                          else _done())
+        self._queue.append(Pending(event, delivered, then))
+        delivered.add_done_callback(self._poke)
+        while len(self._queue) > self._limit:
+            self._room.clear()
+            await self._room.wait()
+
+    def _poke(self, _: asyncio.Future[Any]) -> None:
+        self._wake.set()
+
+    async def release(self) -> None:
+        """Acknowledge, in order, the records at the head whose outputs were all delivered
+        (the releasing task's work; raises the first failed delivery)."""
+        queue = self._queue
+        while queue and queue[0].delivered.done():
+            entry = queue.popleft()
+            if entry.delivered.cancelled():
+                raise asyncio.CancelledError
+            results: list[Any] = entry.delivered.result() or []
+            if entry.then is not None:
+                await entry.then(results)
+            else:
+                failed = next((r for r in results if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise failed
+            assert self._ack is not None, "bind() the stream before records are added"
+            await self._ack(entry.event)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.release()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported: the worker stops, records are read again
+                log.error("a record's outputs could not be delivered: %r; stopping", exc)  # noqa: TRY400
+                self.drop()
+                self._on_error(exc)
+                return
+            finally:
+                self._room.set()
+
+    def drop(self) -> int:
+        """Forget what is queued (partitions revoked): neither written nor acknowledged."""
+        dropped = len(self._queue)
+        self._queue.clear()
+        self._room.set()
+        return dropped
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+def _done() -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_result([])
+    return fut

@@ -1,0 +1,148 @@
+"""A stand-in for Faust's consumer with the private books :mod:`agents.faustcore` reads.
+
+Its books have Faust 0.15's shapes (``Consumer.__init__``: defaultdicts, a set of paused
+partitions, the records handed to the streams) and its ``ack`` and ``_new_offset`` keep them the
+way Faust's do, including the flaw the redelivery guard exists for: ``_new_offset`` commits past
+a one-record hole at the head. Records are delivered, acknowledged and committed by hand, so a
+test sets up exactly the state a rebalance or a start-up leaves behind.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+from faust.types import TP, Message
+
+
+def message(tp: TP, offset: int, generation: int | None = 1) -> Message:
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp,
+                   generation_id=generation)
+
+
+class FakeFlow:
+    """The app's flow control: inactive while a rebalance holds the streams."""
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+    async def acquire(self) -> None:
+        return None
+
+
+class FakeClient:
+    """The aiokafka consumer on Faust's consumer thread: the group's committed offsets."""
+
+    def __init__(self) -> None:
+        self.group: dict[TopicPartition, int] = {}
+        self._fetch_max_wait_ms = 1500  # what Faust passes
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.group.get(tp)
+
+
+class FakeThread:
+    """Faust's consumer thread: the aiokafka client, its factory, and calls on its loop."""
+
+    def __init__(self) -> None:
+        self.client = FakeClient()
+
+    def _ensure_consumer(self) -> FakeClient:
+        return self.client
+
+    def _create_worker_consumer(self, transport: Any) -> FakeClient:
+        return self.client
+
+    async def call_thread(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await fn()
+
+
+class FakeConsumer:
+    def __init__(self, assigned: Iterable[TP], earliest: dict[TP, int] | None = None) -> None:
+        self.assigned = set(assigned)
+        self.earliest = dict(earliest or {})
+        self._acked: defaultdict[TP, list[int]] = defaultdict(list)
+        self._acked_index: defaultdict[TP, set[int]] = defaultdict(set)
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self._committed_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self._unacked_messages: set[Message] = set()
+        self._paused_partitions: set[TP] = set()
+        self._gaps: list[tuple[TP, int, int]] = []
+        self._thread = FakeThread()
+        self.seeks: list[tuple[TP, int]] = []
+        self.delivered: list[Message] = []
+        self.callback: Callable[[Message], Awaitable[None]] = self._deliver
+
+    async def _deliver(self, msg: Message) -> None:
+        self.delivered.append(msg)
+
+    def assignment(self) -> set[TP]:
+        return set(self.assigned)
+
+    def hand(self, msg: Message) -> None:
+        """The record is handed to a stream (Faust's ``track_message``)."""
+        self._unacked_messages.add(msg)
+        self._read_offset[msg.tp] = msg.offset
+
+    def ack(self, msg: Message) -> bool:
+        committed = self._committed_offset[msg.tp]
+        if msg.acked or (committed is not None and msg.offset < committed):
+            return False
+        msg.acked = True
+        self._unacked_messages.discard(msg)
+        self._acked_index[msg.tp].add(msg.offset)
+        self._acked[msg.tp].append(msg.offset)
+        return True
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's: the run of consecutive acknowledged offsets from the lowest one, dropped from
+        the books; None when the lowest is more than one past the committed offset."""
+        acked = sorted(self._acked[tp])
+        if not acked:
+            return None
+        committed = self._committed_offset[tp]
+        if committed and acked[0] - committed > 1:
+            return None
+        end = acked[0]
+        while end + 1 in acked:
+            end += 1
+        self._acked[tp] = [o for o in acked if o > end]
+        self._acked_index[tp].difference_update(range(acked[0], end + 1))
+        return end + 1
+
+    def commit(self, tp: TP) -> int | None:
+        """What Faust's commit does with ``_new_offset``'s answer."""
+        offset = self._new_offset(tp)
+        if offset is not None:
+            self._committed_offset[tp] = offset
+        return offset
+
+    async def _add_gap(self, tp: TP, first: int, last: int) -> None:
+        self._gaps.append((tp, first, last))
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self._read_offset[tp] = offset
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: self.earliest.get(tp, 0) for tp in tps}
+
+    def pause_partitions(self, tps: Iterable[TP]) -> None:
+        self._paused_partitions.update(tps)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        self._paused_partitions.difference_update(tps)
+
+
+class FakeApp:
+    """What :class:`agents.faustcore.ConsumerView` reads of a ``faust.App``."""
+
+    def __init__(self, consumer: FakeConsumer, generation: int = 1) -> None:
+        self.consumer = consumer
+        self.consumer_generation_id = generation
+        self.flow_control = FakeFlow()

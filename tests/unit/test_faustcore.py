@@ -1,0 +1,219 @@
+"""agents.faustcore: the start-up check of Faust's private attributes, the sink's partition pause,
+the fetch wait, and the table's event context, against a fake consumer and a real app."""
+
+from __future__ import annotations
+
+import re
+import weakref
+from pathlib import Path
+from typing import Any, cast
+
+import aiokafka
+import faust
+import faust.streams
+import faust.transport.consumer
+import pytest
+from faust.events import Event
+from faust.types import TP
+
+from agents import faustcore
+from agents.faustcore import (
+    CONSUMER_ATTRS,
+    THREAD_ATTRS,
+    ConsumerView,
+    FaustCompatError,
+    PartitionPause,
+    check,
+    current_event,
+    in_event,
+    withhold_acks,
+)
+from pipeline import cli
+from pipeline.config import KafkaConfig, PipelineConfig, Settings
+from pipeline.errors import BatchscopeError
+from pipeline.store import AsyncStore, Store
+from tests.fakeconsumer import FakeApp, FakeConsumer, message
+
+SNAPS, CHANGES, RAW = TP("p.snapshots", 0), TP("p.changes", 0), TP("p.raw", 0)
+
+
+def test_the_fake_has_everything_the_check_asks_for() -> None:
+    check(FakeApp(FakeConsumer([])))
+
+
+def without(attr: str) -> FakeConsumer:
+    """A fake consumer of a Faust that renamed ``attr`` (an attribute or a method)."""
+
+    def hide(self: FakeConsumer, name: str) -> object:
+        if name == attr:
+            raise AttributeError(name)
+        return object.__getattribute__(self, name)
+
+    return type("Consumer", (FakeConsumer,), {"__getattribute__": hide})([])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("attr", CONSUMER_ATTRS)
+def test_a_missing_consumer_attribute_is_one_line_naming_it(attr: str) -> None:
+    with pytest.raises(FaustCompatError) as caught:
+        check(FakeApp(without(attr)))
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(f"Faust consumer Consumer has no attribute {attr!r}: ")
+    assert "faust-streaming==0.15.3, mode-streaming==0.7.1, aiokafka==0.14.0" in text
+
+
+def test_every_private_attribute_the_boundary_uses_is_checked() -> None:
+    """Read from the module's own code, so a new use cannot skip the start-up check."""
+    text = Path(faustcore.__file__).read_text()
+    used = {
+        "consumer": set(re.findall(r"(?:\bconsumer|self\._consumer)\.(_[a-z]\w*)", text)),
+        "thread": set(re.findall(r"\bthread\.(_[a-z]\w*)", text)),
+        "client": set(re.findall(r"\bclient\.(_[a-z]\w*)", text)),
+        "streams": set(re.findall(r"faust\.streams\.(_[a-z]\w*)", text)),
+    }
+    assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback"}  # those two are public
+    assert used["thread"] == set(THREAD_ATTRS) - {"call_thread"}
+    assert used["client"] == {faustcore.AIOKAFKA_START_READS}
+    assert used["streams"] == {"_current_event"}
+
+
+@pytest.mark.parametrize("attr", THREAD_ATTRS)
+def test_a_missing_consumer_thread_attribute_is_named(attr: str) -> None:
+    consumer = FakeConsumer([])
+    consumer._thread = type("OldThread", (), {a: (lambda self: None) for a in THREAD_ATTRS if a != attr})()
+    with pytest.raises(FaustCompatError, match=f"OldThread has no attribute '{attr}'"):
+        check(FakeApp(consumer))
+
+
+def test_faust_without_its_event_context_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(faust.streams, "_current_event")
+    with pytest.raises(FaustCompatError, match=r"faust\.streams has no attribute '_current_event'"):
+        check(FakeApp(FakeConsumer([])))
+
+
+def test_aiokafka_no_longer_reading_the_fetch_wait_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def start(self: object) -> None:
+        return None
+
+    monkeypatch.setattr(aiokafka.AIOKafkaConsumer, "start", start)
+    with pytest.raises(FaustCompatError, match="'_fetch_max_wait_ms'"):
+        check(FakeApp(FakeConsumer([])))
+
+
+def settings_in(tmp_path: Path) -> Settings:
+    return Settings(kafka=KafkaConfig(app_id="fc", topic_prefix="fc", fetch_wait_ms=25, linger_ms=5),
+                    pipeline=PipelineConfig(data_dir=str(tmp_path)))
+
+
+async def test_the_real_app_passes_the_check_and_is_tuned(tmp_path: Path) -> None:
+    from agents.app import PRODUCER_BUFFER, create_app
+
+    store = AsyncStore(Store("chdb:///unused", "batchscope"))  # never connected
+    try:
+        app, _ = create_app(settings_in(tmp_path), store)
+        assert app.producer.buffer.max_messages == PRODUCER_BUFFER
+        assert app.conf.topic_disable_leader is True
+        assert app.conf.producer_linger == 0.005
+    finally:
+        store.close_now()
+
+
+async def test_the_worker_consumer_is_built_with_the_configured_fetch_wait(tmp_path: Path) -> None:
+    """Faust passes fetch_max_wait_ms=1500; the client the consumer thread builds gets ours (its
+    ``start`` hands it to the Fetcher: the check above)."""
+    from agents.app import create_app
+
+    store = AsyncStore(Store("chdb:///unused", "batchscope"))
+    try:
+        app, _ = create_app(settings_in(tmp_path), store)
+        client = cast(Any, app.consumer)._thread._create_worker_consumer(app.transport)
+        try:
+            assert client._fetch_max_wait_ms == 25
+        finally:
+            await client.stop()
+    finally:
+        store.close_now()
+
+
+def test_an_incompatible_faust_stops_the_cli_with_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    old = FakeApp(without("_read_offset"))
+    monkeypatch.setitem(cli.COMMANDS, "worker", lambda settings, args: check(old))
+    assert cli.main(["worker"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("batchscope: error: Faust consumer Consumer has no attribute '_read_offset': ")
+    assert issubclass(FaustCompatError, BatchscopeError)
+
+
+async def test_a_real_faust_app_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = faust.App("fc-check", broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
+    try:
+        check(app)
+        monkeypatch.delattr(faust.transport.consumer.Consumer, "_add_gap")
+        with pytest.raises(FaustCompatError, match=r"^Faust consumer Consumer has no attribute '_add_gap': "):
+            check(app)
+    finally:
+        cast(Any, app.consumer)._thread.thread_loop.close()  # built with the consumer, never started
+
+
+def test_pause_holds_only_the_sinks_partitions() -> None:
+    consumer = FakeConsumer([SNAPS, CHANGES, RAW])
+    PartitionPause(ConsumerView(FakeApp(consumer)), {SNAPS.topic, CHANGES.topic}).pause()
+    assert consumer._paused_partitions == {SNAPS, CHANGES}
+
+
+async def test_resume_rewinds_to_the_last_record_delivered_then_resumes() -> None:
+    """Faust drops what it fetched for a partition paused meanwhile and later counts the jump as
+    done: resuming without the seek would commit those records unread."""
+    consumer = FakeConsumer([SNAPS, CHANGES, RAW])
+    pause = PartitionPause(ConsumerView(FakeApp(consumer)), {SNAPS.topic, CHANGES.topic})
+    consumer.hand(message(SNAPS, 41))  # read offset 41
+    consumer._committed_offset[CHANGES] = 7  # nothing read since: the committed offset
+    pause.pause()
+    await pause.resume()
+    assert sorted(consumer.seeks) == sorted([(SNAPS, 41), (CHANGES, 7)])
+    assert consumer._paused_partitions == set()
+
+
+async def test_resume_without_a_known_position_does_not_seek() -> None:
+    consumer = FakeConsumer([SNAPS])
+    pause = PartitionPause(ConsumerView(FakeApp(consumer)), {SNAPS.topic})
+    pause.pause()
+    await pause.resume()
+    assert consumer.seeks == []
+    assert consumer._paused_partitions == set()
+
+
+def test_set_fetch_wait_reaches_the_client_the_thread_builds() -> None:
+    consumer = FakeConsumer([])
+    ConsumerView(FakeApp(consumer)).set_fetch_wait(10)
+    assert consumer._thread._create_worker_consumer(None)._fetch_max_wait_ms == 10
+
+
+def event_on(tp: TP, offset: int) -> Event:
+    return Event(app=None, key=b"k", value=b"v", headers={}, message=message(tp, offset))  # type: ignore[arg-type]
+
+
+def test_in_event_sets_the_tables_event_and_restores_the_streams() -> None:
+    streams, mine = event_on(SNAPS, 1), event_on(TP("p.snapshots", 3), 2)
+    token = faust.streams._current_event.set(weakref.ref(streams))
+    try:
+        with in_event(mine):
+            assert current_event() is mine
+            assert faust.streams.current_event() is mine  # what Table.partition_for_key reads
+        assert current_event() is streams
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def test_withheld_events_are_skipped_by_the_final_ack() -> None:
+    events = [event_on(SNAPS, 1), event_on(SNAPS, 2)]
+    withhold_acks(events)
+    consumer = FakeConsumer([SNAPS])
+    assert not any(consumer.ack(e.message) for e in events)
+    assert consumer._acked_index[SNAPS] == set()
+
+
+def test_versions_names_every_pinned_package() -> None:
+    assert [part.split()[0] for part in faustcore.versions().split(", ")] == list(faustcore.VALIDATED)

@@ -1,0 +1,117 @@
+"""InFlight: records acknowledged in the order they were added, only after all their outputs landed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agents.inflight import InFlight
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+
+    async def __call__(self, event: str) -> None:
+        self.acked.append(event)
+
+
+def future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_acks_wait_for_every_output_and_keep_the_order() -> None:
+    errors: list[BaseException] = []
+    acks, queue = Acks(), InFlight[str](errors.append)
+    queue.bind(acks)
+    first, second = [future(), future()], [future()]
+    ran: list[tuple[str, list[Any]]] = []
+
+    def then(name: str) -> Any:
+        async def settle(results: list[Any]) -> None:
+            ran.append((name, results))
+        return settle
+
+    await queue.add("e1", first, then("e1"))
+    await queue.add("e2", second, then("e2"))
+    await queue.add("e3", [])
+    second[0].set_result("c")  # a later record landing first is not acknowledged before e1
+    await settle()
+    assert acks.acked == []
+    first[0].set_result("a")
+    await settle()
+    assert acks.acked == []
+    first[1].set_result("b")
+    await settle()
+    assert acks.acked == ["e1", "e2", "e3"]
+    assert ran == [("e1", ["a", "b"]), ("e2", ["c"])]
+    assert errors == []
+    await queue.stop()
+
+
+async def test_a_failed_delivery_stops_without_acknowledging() -> None:
+    errors: list[BaseException] = []
+    acks, queue = Acks(), InFlight[str](errors.append)
+    queue.bind(acks)
+    bad, later = future(), future()
+    await queue.add("e1", [bad])  # no ``then``: a failed delivery stops the worker
+    await queue.add("e2", [later])
+    later.set_result(None)
+    bad.set_exception(RuntimeError("broker gone"))
+    await settle()
+    assert acks.acked == []
+    assert [str(e) for e in errors] == ["broker gone"]
+    assert len(queue) == 0
+    await queue.stop()
+
+
+async def test_then_sees_a_failure_and_decides() -> None:
+    errors: list[BaseException] = []
+    acks, queue = Acks(), InFlight[str](errors.append)
+    queue.bind(acks)
+    bad = future()
+    seen: list[Any] = []
+
+    async def then(results: list[Any]) -> None:
+        seen.extend(results)
+
+    await queue.add("e1", [bad], then)
+    bad.set_exception(RuntimeError("refused"))
+    await settle()
+    assert [str(r) for r in seen] == ["refused"]
+    assert acks.acked == ["e1"]
+    assert errors == []
+    await queue.stop()
+
+
+async def test_a_full_queue_makes_the_agent_wait() -> None:
+    acks, queue = Acks(), InFlight[str](lambda exc: None, limit=2)
+    queue.bind(acks)
+    outputs = [future() for _ in range(3)]
+    await queue.add("e1", [outputs[0]])
+    await queue.add("e2", [outputs[1]])
+    third = asyncio.ensure_future(queue.add("e3", [outputs[2]]))
+    await settle()
+    assert not third.done()
+    outputs[0].set_result(None)
+    await settle()
+    assert third.done()
+    assert acks.acked == ["e1"]
+    await queue.stop()
+
+
+async def test_drop_forgets_what_is_queued() -> None:
+    acks, queue = Acks(), InFlight[str](lambda exc: None)
+    queue.bind(acks)
+    pending = future()
+    await queue.add("e1", [pending])
+    assert queue.drop() == 1
+    pending.set_exception(RuntimeError("late"))  # retrieved: no "never retrieved" warning
+    await settle()
+    assert acks.acked == []
+    await queue.stop()
