@@ -27,11 +27,11 @@ from agents.redelivery import REPAIR_INTERVAL, Redelivery, Verdict
 from pipeline.codec import ORJSON, Codec
 from pipeline.config import Settings
 from pipeline.dlq import dead_letter, dlq_key, source_of
-from pipeline.errors import InvalidRecord, StoreError
+from pipeline.errors import InvalidRecord
 from pipeline.models import ChangeEvent, Snapshot, loads_object
 from pipeline.normalise import normalise_raw
 from pipeline.records import Rejected, pack_snapshots, partition_of, read_snapshots, snapshot_runs
-from pipeline.sink import ClickHouseSink, Position, Record, cut
+from pipeline.sink import ClickHouseSink, Position, Record, cut, refused_letters
 from pipeline.store import AsyncStore
 from pipeline.track import fold_bytes
 from pipeline.transitions import BatchState, Rules, apply
@@ -375,21 +375,23 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
             yield None
 
     async def sink_batch(batch: Sequence[EventT[bytes]]) -> None:
+        """One INSERT per table for the whole batch (:meth:`ClickHouseSink.write_all`); a bad
+        snapshot of a record of many is a dead letter alone, the record's others are written."""
         events = {_position(e): e for e in batch}
-        records = [Record(pos, e.value) for pos, e in events.items() if isinstance(e.value, bytes)]
+        records = {pos: Record(pos, e.value, e.message.key) for pos, e in events.items()
+                   if isinstance(e.value, bytes)}
         for e in batch:
             if not isinstance(e.value, bytes):
                 await to_dlq(e, "sink", f"expected bytes, got {type(e.value).__name__}")
-        blocks, bad = cut(records, settings.pipeline.sink_batch_size, k.topic("changes"))
-        for rec, reason in bad:
-            await to_dlq(events[rec.pos], "sink", reason)
-        for block in blocks:
-            try:
-                await sink.write(block)
-            except StoreError as exc:
-                for pos in block.positions:
-                    await to_dlq(events[pos], "sink", f"ClickHouse rejected the block: {exc}")
-            counters.sunk += len(block.positions)
+        blocks, dead = cut(list(records.values()), settings.pipeline.sink_batch_size, k.topic("changes"))
+        rejected = await sink.write_all(blocks)
+        for block, exc in rejected:
+            dead += refused_letters(block, records, f"ClickHouse rejected the block: {exc}")
+        for one in dead:
+            event = events[one.pos]
+            value = letter(event, "sink", one.reason, one.rejected, one.count)
+            await dlq.send(key=dlq_key(one.rejected.key or event.message.key), value=value)
+        counters.sunk += sum(b.rows for b in blocks) - sum(b.rows for b, _ in rejected)
 
     chosen = {"normalise": (raw, normalise_agent), "track": (snapshots, track_agent),
               "sink": (sink_topics, sink_agent)}

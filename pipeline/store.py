@@ -232,20 +232,25 @@ class Store:
         result = self._call(lambda: self.client.query(sql, parameters=params or None))
         return QueryResult(tuple(result.column_names), [tuple(r) for r in result.result_rows])
 
-    def high_water(self, table: str) -> dict[tuple[str, int], int]:
-        """The highest Kafka offset stored in ``table`` per (topic, partition)."""
-        rows = self.query("SELECT kafka_topic, kafka_partition, max(kafka_offset) "
+    def high_water(self, table: str, indexed: bool = False) -> dict[tuple[str, int], tuple[int, int]]:
+        """The highest Kafka position ``(offset, index)`` stored in ``table`` per (topic, partition);
+        ``indexed``: the table has ``kafka_index`` (rows of records of many), else the index is 0."""
+        position = "max((kafka_offset, kafka_index))" if indexed else "max((kafka_offset, 0))"
+        rows = self.query(f"SELECT kafka_topic, kafka_partition, {position} "
                           f"FROM {self.database}.{table} GROUP BY kafka_topic, kafka_partition").rows
-        return {(str(t), int(p)): int(o) for t, p, o in rows}
+        return {(str(t), int(p)): (int(o[0]), int(o[1])) for t, p, o in rows}
 
-    def stored_offsets(self, table: str, topic: str, partition: int, first: int, last: int) -> set[int]:
-        """The Kafka offsets of one partition between ``first`` and ``last`` stored in ``table``."""
-        rows = self.query(f"SELECT DISTINCT kafka_offset FROM {self.database}.{table} "
+    def stored_positions(self, table: str, topic: str, partition: int, first: int, last: int,
+                         indexed: bool = False) -> set[tuple[int, int]]:
+        """The Kafka positions ``(offset, index)`` of one partition with an offset between ``first``
+        and ``last`` stored in ``table`` (``indexed`` as for :meth:`high_water`)."""
+        index = "kafka_index" if indexed else "0"
+        rows = self.query(f"SELECT DISTINCT kafka_offset, {index} FROM {self.database}.{table} "
                           "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} "
                           "AND kafka_offset BETWEEN {first:UInt64} AND {last:UInt64}",
                           params={"topic": topic, "partition": str(partition), "first": str(first),
                                   "last": str(last)}).rows
-        return {int(r[0]) for r in rows}
+        return {(int(o), int(i)) for o, i in rows}
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:

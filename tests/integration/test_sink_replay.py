@@ -4,6 +4,9 @@ Real Kafka records (snapshots and change events over 3 partitions) are read back
 offsets and fed through the sink path (``cut`` + :class:`ClickHouseSink`) into chDB: once, then
 again as a restart with the offsets rewound to the start, to the middle, with other batch
 boundaries, and with the high-water marks lost so that only the deduplication tokens protect.
+Then the same with snapshot records of many snapshots (``docs/records.md``) written a batch at a
+time (``write_all``, as the sink agent does), replayed after a partial write: one month's part
+of an INSERT stored, the other not, so that some records are stored in part.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -19,7 +23,8 @@ from bench.sink_bench import fleet_snapshots
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Snapshot
-from pipeline.sink import ClickHouseSink, Position, Record, cut, version
+from pipeline.records import partition_of
+from pipeline.sink import ClickHouseSink, Position, Record, cut, entries, version
 from pipeline.store import AsyncStore, Store
 from pipeline.transitions import BatchState, apply
 
@@ -32,7 +37,8 @@ COUNTS = {
     "latest_final": "SELECT count() FROM batch_latest FINAL",
     "changes": "SELECT count() FROM batch_changes",
     "changes_final": "SELECT count() FROM batch_changes FINAL",
-    "distinct_positions": "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset) FROM batch_snapshots",
+    "distinct_positions": "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, kafka_index) "
+                          "FROM batch_snapshots",
 }
 
 
@@ -45,13 +51,16 @@ def changes_of(snaps: list[Snapshot]) -> list[bytes]:
     return out
 
 
-async def produce_and_read(config: KafkaConfig, snaps: list[Snapshot]) -> list[Record]:
+async def produce_and_read(config: KafkaConfig, snaps: list[Snapshot], per_record: int = 1) -> list[Record]:
+    """The snapshots (in records of ``per_record`` of one partition) and their change events,
+    produced and read back with their Kafka positions."""
     await ensure_topics(config, ("snapshots", "changes"))
     producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+    values = packed(snaps, config.partitions, per_record)
     try:
-        for snap in snaps:
-            await producer.send(config.topic("snapshots"), snap.to_json(), key=snap.key.encode())
+        for partition, key, value in values:
+            await producer.send(config.topic("snapshots"), value, key=key, partition=partition)
         for change in changes_of(snaps):
             await producer.send(config.topic("changes"), change, key=b"k" + change[:40])
         await producer.flush()
@@ -62,7 +71,7 @@ async def produce_and_read(config: KafkaConfig, snaps: list[Snapshot]) -> list[R
                                 enable_auto_commit=False)
     await consumer.start()
     records: list[Record] = []
-    want = len(snaps) + len(changes_of(snaps))
+    want = len(values) + len(changes_of(snaps))
     try:
         while len(records) < want:
             for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
@@ -70,6 +79,28 @@ async def produce_and_read(config: KafkaConfig, snaps: list[Snapshot]) -> list[R
     finally:
         await consumer.stop()
     return records
+
+
+def packed(snaps: list[Snapshot], partitions: int, per_record: int) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) snapshot records: alone, or version 2 records of up to
+    ``per_record`` consecutive snapshots of one partition, in the partition's order."""
+    runs: dict[int, list[Snapshot]] = {}
+    out = []
+    for snap in snaps:
+        partition = partition_of(snap.key.encode(), partitions)
+        run = runs.setdefault(partition, [])
+        run.append(snap)
+        if len(run) == per_record or snap is snaps[-1]:
+            out.append(pack(partition, run))
+            runs[partition] = []
+    return out + [pack(partition, run) for partition, run in runs.items() if run]
+
+
+def pack(partition: int, run: list[Snapshot]) -> tuple[int, bytes, bytes]:
+    if len(run) == 1:
+        return partition, run[0].key.encode(), run[0].to_json()
+    value = b'{"v":2,"snapshots":[' + b",".join(s.to_json() for s in run) + b"]}"
+    return partition, run[0].key.encode(), value
 
 
 @pytest.fixture
@@ -130,8 +161,63 @@ async def test_replayed_offsets_change_no_row_count(
 
     # The high-water marks lost (as if the rows had not been read back): the same blocks come
     # again with the same deduplication tokens, and ClickHouse drops them.
-    monkeypatch.setattr(store.store, "high_water", lambda table: {})
+    monkeypatch.setattr(store.store, "high_water", lambda table, indexed=False: {})
     await feed(store, records, 5, changes_topic)
     assert await counts(store) == first
     again = await store.run(store.store.query, "SELECT min(sunk_at), max(sunk_at) FROM batch_changes")
     assert again.rows == sunk.rows  # the replayed blocks were dropped: first insert times stay
+
+
+async def feed_batches(store: AsyncStore, records: list[Record], batch: int, changes_topic: str) -> None:
+    """What the sink agent does with each batch: one INSERT per table (``write_all``)."""
+    sink = ClickHouseSink(store)
+    for start in range(0, len(records), batch):
+        blocks, bad = cut(records[start:start + batch], ALIGN, changes_topic)
+        assert bad == []
+        assert await sink.write_all(blocks) == []
+
+
+async def test_records_of_many_replayed_after_a_partial_write_are_stored_once(
+        store: AsyncStore, kafka_bootstrap: str, topic_prefix: str) -> None:
+    config = KafkaConfig(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, partitions=3,
+                         app_id=topic_prefix)
+    snaps = fleet_snapshots(60, source="many")
+    records = await produce_and_read(config, snaps, per_record=7)
+    changes_topic = config.topic("changes")
+    snapshot_records = [r for r in records if r.pos.topic != changes_topic]
+    assert len(snapshot_records) < len(snaps) / 3  # mostly records of many
+    # Snapshots first, partitions interleaved, as a consumer may deliver them.
+    records.sort(key=lambda r: (r.pos.topic == changes_topic, r.pos.offset, r.pos.partition))
+
+    # The crash: of the first INSERT (the first 40 records), only the part of one month was stored.
+    blocks, _ = cut(records[:40], ALIGN, changes_topic)
+    october = [b for b in blocks
+               if b.snapshots and orjson.loads(b.snapshots[0][2])["observed_at"].startswith("2026-10")]
+    later = [b for b in blocks if b not in october]
+    split = {p for b in october for p in b.positions} & {p for b in later for p in b.positions}
+    assert split, "no record with snapshots of both months in the first batch: the test would prove less"
+    partial = ClickHouseSink(store)
+    for block in october:
+        await partial.write(block)
+    stored_before = (await counts(store))["snapshots"]
+    assert 0 < stored_before < sum(b.rows for b in blocks if b.snapshots)
+
+    await feed_batches(store, records, 40, changes_topic)  # the restart: from the first offset again
+    first = await counts(store)
+    assert first["snapshots"] == first["distinct_positions"] == len(snaps)  # each snapshot once
+    assert first["latest"] == first["latest_final"] == 60
+    newest: dict[str, int] = {}
+    for snap in snaps:
+        newest[snap.key] = max(newest.get(snap.key, 0), version(snap))
+    stored = await store.run(store.store.query, "SELECT source, batch_id, version FROM batch_latest FINAL")
+    assert {f"{s}/{b}": v for s, b, v in stored.rows} == newest
+    # Each row names its record and its place in it.
+    positions = await store.run(store.store.query,
+                                "SELECT kafka_partition, kafka_offset, count(), max(kafka_index) "
+                                "FROM batch_snapshots GROUP BY kafka_partition, kafka_offset")
+    sizes = {(r.pos.partition, r.pos.offset): len(entries(r)[0]) for r in snapshot_records}
+    assert {(p, o): (n, i) for p, o, n, i in positions.rows} == {at: (n, n - 1) for at, n in sizes.items()}
+
+    for batch in (7, 40, 1000):  # more restarts, other batch boundaries
+        await feed_batches(store, records, batch, changes_topic)
+        assert await counts(store) == first

@@ -8,6 +8,9 @@ Pure functions over plain rows, so the checker itself is unit-tested with plante
   status, or a Kafka offset of a partition that ClickHouse does not hold (a gap).
 - ``duplicated``: an item stored twice where the design promises once: the same Kafka position
   stored twice, a key twice after ``FINAL``, or one ``event_id`` with two different contents.
+  A snapshot's Kafka position is (partition, offset, index): a snapshot record may carry many
+  snapshots (``docs/records.md``), ``index`` is the place of one in its record (0 for a record of
+  one); a change event's is (partition, offset).
 - ``raw_duplicates``: the same observation (or the same change event, byte for byte) at two
   Kafka offsets. At-least-once delivery allows these; scenarios bound their number.
 - ``out_of_order``: a batch's observations moving backwards along the lifecycle or in
@@ -29,6 +32,7 @@ from pipeline.models import TERMINAL
 from pipeline.transitions import RANK
 
 Key = tuple[str, str]  # (source, batch_id)
+Position = tuple[int, int, int]  # (partition, offset, index in the record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +45,15 @@ class Observation:
     observed_at: str
     partition: int
     offset: int
+    index: int = 0  # its place in a snapshot record of many
 
     @property
     def key(self) -> Key:
         return (self.source, self.batch_id)
+
+    @property
+    def position(self) -> Position:
+        return (self.partition, self.offset, self.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,10 @@ class Change:
     @property
     def key(self) -> Key:
         return (self.source, self.batch_id)
+
+    @property
+    def position(self) -> Position:
+        return (self.partition, self.offset, 0)
 
 
 @dataclass(slots=True)
@@ -119,18 +132,23 @@ def check_observations(truth: Mapping[str, Any], rows: Sequence[Observation],
         final = b["status"] if b["served"] else None
         if final in TERMINAL and b["served"][-1] == final and latest.get(key) != final:
             report.lost.append(f"final status {key[0]}/{key[1]}: {latest.get(key)} instead of {final}")
-    report.duplicated += [f"row stored twice at partition {p} offset {o}" for p, o in twice(rows)]
+    report.duplicated += [f"row stored twice at {where(p)}" for p in twice(rows)]
     raw, ordered = split_duplicates(rows)
     report.raw_duplicates += raw
     report.out_of_order += backwards(ordered)
     return report
 
 
-def twice(items: Iterable[Observation | Change]) -> list[tuple[int, int]]:
-    count: dict[tuple[int, int], int] = defaultdict(int)
+def twice(items: Iterable[Observation | Change]) -> list[Position]:
+    count: dict[Position, int] = defaultdict(int)
     for item in items:
-        count[(item.partition, item.offset)] += 1
+        count[item.position] += 1
     return sorted(pos for pos, n in count.items() if n > 1)
+
+
+def where(position: Position) -> str:
+    partition, offset, index = position
+    return f"partition {partition} offset {offset}" + (f" index {index}" if index else "")
 
 
 def split_duplicates(rows: Sequence[Observation]) -> tuple[list[str], list[Observation]]:
@@ -138,7 +156,7 @@ def split_duplicates(rows: Sequence[Observation]) -> tuple[list[str], list[Obser
     first: dict[tuple[str, str, str, str], Observation] = {}
     raw: list[str] = []
     kept: list[Observation] = []
-    for row in sorted(set(rows), key=lambda r: (r.partition, r.offset)):
+    for row in sorted(set(rows), key=lambda r: r.position):
         ident = (row.source, row.batch_id, row.status, row.observed_at)
         if ident in first:
             raw.append(f"observation {row.source}/{row.batch_id} {row.status}@{row.observed_at} at "
@@ -174,7 +192,7 @@ def check_changes(truth: Mapping[str, Any], changes: Sequence[Change],
     """
     report = Report()
     contents: dict[str, Change] = {}
-    report.duplicated += [f"change stored twice at partition {p} offset {o}" for p, o in twice(changes)]
+    report.duplicated += [f"change stored twice at {where(p)}" for p in twice(changes)]
     unique: list[Change] = []
     for change in sorted(set(changes), key=lambda c: (c.partition, c.offset)):
         prior = contents.get(change.event_id)
@@ -231,24 +249,46 @@ def check_offsets(stored: Mapping[int, Sequence[int]], ends: Mapping[int, int], 
     the table replaced by design with a later copy of the same record (see
     :func:`replaced_changes`): they count as stored.
     """
+    expected = {p: [(o, 0) for o in range(end) if o not in (replaced or {}).get(p, ())]
+                for p, end in ends.items()}
+    return check_positions({p: [(o, 0) for o in offsets] for p, offsets in stored.items()}, expected, what,
+                           {p: [(o, 0) for o in offsets] for p, offsets in (replaced or {}).items()})
+
+
+def check_positions(stored: Mapping[int, Sequence[tuple[int, int]]],
+                    expected: Mapping[int, Collection[tuple[int, int]]], what: str,
+                    replaced: Mapping[int, Collection[tuple[int, int]]] | None = None) -> Report:
+    """Every expected ``(offset, index)`` of each partition stored once and in order, nothing else.
+
+    ``expected``: the positions the topic holds (a snapshot record of many has one per snapshot);
+    ``replaced``: positions stored elsewhere by design (they may be absent, never extra).
+    """
     report = Report()
-    for partition, end in sorted(ends.items()):
-        offsets = list(stored.get(partition, []))
-        missing = sorted(set(range(end)) - set(offsets) - set((replaced or {}).get(partition, ())))
+    for partition, want in sorted(expected.items()):
+        positions = list(stored.get(partition, []))
+        allowed = set(want) | set((replaced or {}).get(partition, ()))
+        missing = sorted(set(want) - set(positions))
         if missing:
             report.lost.append(f"{what} partition {partition}: {len(missing)} offsets missing "
-                               f"(first {missing[:5]})")
-        beyond = sorted(o for o in set(offsets) if o >= end)
+                               f"(first {_show(missing[:5])})")
+        beyond = sorted(p for p in set(positions) if p not in allowed)
         if beyond:
-            report.duplicated.append(f"{what} partition {partition}: offsets past the end {beyond[:5]}")
-        doubled = sorted(o for o, n in Counter(offsets).items() if n > 1)
+            report.duplicated.append(f"{what} partition {partition}: offsets past the end "
+                                     f"{_show(beyond[:5])}")
+        doubled = sorted(p for p, n in Counter(positions).items() if n > 1)
         if doubled:
-            report.duplicated.append(f"{what} partition {partition}: offsets stored twice {doubled[:5]}")
-        turns = [(a, b) for a, b in pairwise(offsets) if b < a]
+            report.duplicated.append(f"{what} partition {partition}: offsets stored twice "
+                                     f"{_show(doubled[:5])}")
+        turns = [(a, b) for a, b in pairwise(positions) if b < a]
         if turns:
-            report.out_of_order.append(f"{what} partition {partition}: offset {turns[0][1]} after "
-                                       f"{turns[0][0]} ({len(turns)} times)")
+            report.out_of_order.append(f"{what} partition {partition}: offset {_show([turns[0][1]])[1:-1]} "
+                                       f"after {_show([turns[0][0]])[1:-1]} ({len(turns)} times)")
     return report
+
+
+def _show(positions: Sequence[tuple[int, int]]) -> str:
+    """``[3, 4.2]``: an offset, with ``.index`` past a record's first snapshot."""
+    return "[" + ", ".join(f"{o}.{i}" if i else str(o) for o, i in positions) + "]"
 
 
 def replaced_changes(topic: Sequence[Change], table: Sequence[Change]) -> dict[int, set[int]]:

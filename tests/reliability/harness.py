@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.broker import FAST_GROUP, PARTITIONS, read_all, run_toml
 from pipeline.config import SimulatorConfig
+from pipeline.records import read_snapshots
 from pipeline.simulator import Simulator
 from tests.reliability.checker import (
     Change,
@@ -36,6 +37,7 @@ from tests.reliability.checker import (
     check_changes,
     check_observations,
     check_offsets,
+    check_positions,
     replaced_changes,
 )
 
@@ -216,8 +218,8 @@ async def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, i
 # --- what was stored -------------------------------------------------------------------------
 
 QUERIES = {
-    "snapshots": "SELECT source, batch_id, status, toString(observed_at), kafka_partition, kafka_offset "
-                 "FROM batch_snapshots",
+    "snapshots": "SELECT source, batch_id, status, toString(observed_at), kafka_partition, kafka_offset, "
+                 "kafka_index FROM batch_snapshots",
     "latest": "SELECT source, batch_id, status FROM batch_latest FINAL",
     "changes": "SELECT event_id, kind, source, batch_id, from_status, to_status, kafka_partition, "
                "kafka_offset, toString(cityHash64(snapshot, kind, ifNull(from_status, ''))) "
@@ -263,15 +265,18 @@ def collect(tables: dict[str, list[list[Any]]], bootstrap: str, prefix: str) -> 
 
 def table_observations(stored: Stored) -> list[Observation]:
     # toString(DateTime64) gives 'YYYY-MM-DD hh:mm:ss.sss': comparable within one format.
-    return [Observation(s, b, st, at, int(p), int(o)) for s, b, st, at, p, o in stored.tables["snapshots"]]
+    return [Observation(s, b, st, at, int(p), int(o), int(i))
+            for s, b, st, at, p, o, i in stored.tables["snapshots"]]
 
 
 def topic_observations(records: Sequence[Any]) -> list[Observation]:
+    """One per snapshot of each record (a record may carry many: ``docs/records.md``)."""
     rows = []
     for r in records:
-        snap = orjson.loads(r.value)
-        rows.append(Observation(snap["source"], snap["batch_id"], snap["status"], snap["observed_at"],
-                                r.partition, r.offset))
+        for index, snap in enumerate(read_snapshots(r.value)):
+            assert isinstance(snap, dict), snap  # the normalise agent writes no unreadable snapshot
+            rows.append(Observation(snap["source"], snap["batch_id"], snap["status"], snap["observed_at"],
+                                    r.partition, r.offset, index))
     return rows
 
 
@@ -289,6 +294,13 @@ def topic_changes(records: Sequence[Any]) -> list[Change]:
     return rows
 
 
+def positions_by_partition(rows: Sequence[Observation]) -> dict[int, list[tuple[int, int]]]:
+    found: dict[int, list[tuple[int, int]]] = {}
+    for row in rows:
+        found.setdefault(row.partition, []).append((row.offset, row.index))
+    return {p: sorted(o) for p, o in found.items()}
+
+
 def offsets_by_partition(rows: Sequence[Observation] | Sequence[Change]) -> dict[int, list[int]]:
     found: dict[int, list[int]] = {}
     for row in rows:
@@ -300,6 +312,7 @@ def check_all(truth: Mapping[str, Any], stored: Stored) -> dict[str, Report]:
     """The checker over ClickHouse (tables) and the topics, by where it looked."""
     latest = {(s, b): st for s, b, st in stored.tables["latest"]}
     observations = table_observations(stored)
+    on_topic = topic_observations(stored.snapshot_records)
     changes = table_changes(stored)
     final_ids = [row[0] for row in stored.tables["changes_final"]]
     keys = [(r[0], r[1]) for r in stored.tables["latest"]]
@@ -308,12 +321,14 @@ def check_all(truth: Mapping[str, Any], stored: Stored) -> dict[str, Report]:
     return {
         "clickhouse snapshots": check_observations(truth, observations, latest).merge(latest_report),
         "clickhouse changes": check_changes(truth, changes, final_ids),
-        "clickhouse snapshot offsets": check_offsets(offsets_by_partition(observations),
-                                                     stored.snapshot_ends, "batch_snapshots"),
+        "clickhouse snapshot offsets": check_positions(
+            positions_by_partition(observations),
+            {p: positions_by_partition(on_topic).get(p, []) for p in stored.snapshot_ends},
+            "batch_snapshots"),
         "clickhouse change offsets": check_offsets(
             offsets_by_partition(changes), stored.change_ends, "batch_changes",
             replaced_changes(topic_changes(stored.change_records), changes)),
-        "snapshots topic": check_observations(truth, topic_observations(stored.snapshot_records), latest),
+        "snapshots topic": check_observations(truth, on_topic, latest),
         "changes topic": check_changes(truth, topic_changes(stored.change_records)),
     }
 

@@ -14,6 +14,7 @@ from tests.reliability.checker import (
     check_changes,
     check_observations,
     check_offsets,
+    check_positions,
     replaced_changes,
 )
 
@@ -144,3 +145,22 @@ def test_planted_reordering_is_found(swap: tuple[int, int]) -> None:
 def test_batches_not_yet_served_are_not_expected() -> None:
     rows = [r for r in observations() if r.batch_id != "c"]
     assert check_observations(TRUTH, rows, LATEST).clean
+
+
+def test_snapshots_of_one_record_are_told_apart_by_their_index() -> None:
+    """A snapshot record of many: one offset, one row per snapshot at (offset, index)."""
+    rows = [replace(r, offset=0, index=i) for i, r in enumerate(observations())]
+    report = check_observations(TRUTH, rows, LATEST)
+    assert report.clean, report.summary()
+
+    report = check_observations(TRUTH, [*rows, rows[3]], LATEST)
+    assert report.duplicated == ["row stored twice at partition 0 offset 0 index 3"]
+
+    topic = {0: [(0, i) for i in range(6)] + [(1, 0)]}
+    assert check_positions({0: sorted(topic[0])}, topic, "batch_snapshots").clean
+    report = check_positions({0: [(0, 0), (0, 1), (0, 3), (0, 4), (0, 5), (1, 0)]}, topic, "batch_snapshots")
+    assert report.lost == ["batch_snapshots partition 0: 1 offsets missing (first [0.2])"]
+    report = check_positions({0: [*topic[0], (0, 6)]}, topic, "batch_snapshots")
+    assert report.duplicated == ["batch_snapshots partition 0: offsets past the end [0.6]"]
+    report = check_positions({0: [*topic[0], (0, 5)]}, topic, "batch_snapshots")
+    assert len(report.duplicated) == 1

@@ -21,6 +21,7 @@ from pipeline.sink import (
     Record,
     change_row,
     cut,
+    refused_letters,
     snapshot_row,
     token,
     version,
@@ -98,12 +99,12 @@ def test_block_rows_and_positions() -> None:
     s = snap()
     block.add_snapshot(s, Position("t.snapshots", 0, 10))
     block.add_change(event(), Position("t.changes", 2, 4))
-    ((offset, snapshot_line),) = block.snapshots
-    ((change_offset, change_line),) = block.changes
-    assert (offset, change_offset) == (10, 4)
+    ((offset, index, snapshot_line),) = block.snapshots
+    ((change_offset, change_index, change_line),) = block.changes
+    assert (offset, index, change_offset, change_index) == (10, 0, 4, 0)
     stored = orjson.loads(snapshot_line)
-    kafka = (stored["kafka_topic"], stored["kafka_partition"], stored["kafka_offset"])
-    assert kafka == ("t.snapshots", 0, 10)
+    kafka = (stored["kafka_topic"], stored["kafka_partition"], stored["kafka_offset"], stored["kafka_index"])
+    assert kafka == ("t.snapshots", 0, 10, 0)
     assert "version" not in stored
     change = orjson.loads(change_line)
     assert change["event_id"] == event().event_id
@@ -138,8 +139,9 @@ def test_cut_at_month_changes_and_sets_bad_records_aside() -> None:
     recs.append(Record(Position("t.changes", 0, 5), b"not json"))
     blocks, bad = cut(recs, 100, "t.changes")
     assert spans(blocks) == [(0, 1, 2), (0, 3, 3)]
-    assert [r.pos.offset for r, _ in bad] == [5]
-    assert "not valid JSON" in bad[0][1]
+    assert [d.pos.offset for d in bad] == [5]
+    assert "not valid JSON" in bad[0].reason
+    assert (bad[0].original, bad[0].index) == (b"not json", 0)
 
 
 def test_marker_table() -> None:
@@ -152,7 +154,7 @@ def test_marker_table() -> None:
 
 
 def test_token_names_table_partition_and_range() -> None:
-    rows = [(3, b"a"), (4, b"b"), (9, b"c")]
+    rows = [(3, 0, b"a"), (4, 0, b"b"), (9, 0, b"c")]
     assert token("batch_latest", Position("t.snapshots", 2, 3), rows) == "batch_latest:t.snapshots/2:3-9"
 
 
@@ -178,20 +180,26 @@ class RecordingStore(Store):
         self.failures = failures or []
         self.marks = marks or {}
         self.holes: set[int] = set()  # offsets below the mark that ClickHouse does not hold
+        self.width = 1  # rows per record up to the mark
+        self.reads: list[str] = []  # the tables whose high-water marks were read
 
     def insert_json(self, table: str, rows: Sequence[bytes], token: str) -> None:
         self.calls.append((table, list(rows), token))
         if self.failures:
             raise self.failures.pop(0)
 
-    def high_water(self, table: str) -> dict[tuple[str, int], int]:
-        return dict(self.marks)
+    def high_water(self, table: str, indexed: bool = False) -> dict[tuple[str, int], tuple[int, int]]:
+        self.reads.append(table)
+        return {part: (offset, self.width - 1) for part, offset in self.marks.items()}
 
-    def stored_offsets(self, table: str, topic: str, partition: int, first: int, last: int) -> set[int]:
+    def stored_positions(self, table: str, topic: str, partition: int, first: int, last: int,
+                         indexed: bool = False) -> set[tuple[int, int]]:
+        """Records up to the mark stored whole (but for the holes), and whatever was inserted."""
         mark = self.marks.get((topic, partition), -1)
-        inserted = {orjson.loads(row)["kafka_offset"]
-                    for t, rows, _ in self.calls if t == table for row in rows}
-        return {o for o in range(first, last + 1) if (o <= mark and o not in self.holes) or o in inserted}
+        inserted = {(row["kafka_offset"], row.get("kafka_index", 0) if indexed else 0)
+                    for t, rows, _ in self.calls if t == table for row in map(orjson.loads, rows)}
+        return {(o, i) for o in range(first, last + 1) for i in range(self.width)
+                if (o <= mark and o not in self.holes)} | {p for p in inserted if first <= p[0] <= last}
 
 
 class Flow:
@@ -233,7 +241,7 @@ async def test_write_inserts_snapshots_with_their_token() -> None:
         assert [(t, tok) for t, _, tok in store.calls] == [
             ("batch_snapshots", "batch_snapshots:t.snapshots/0:1-2"),
         ]
-        assert store.calls[0][1] == [line for _, line in block.snapshots]
+        assert store.calls[0][1] == [line for *_, line in block.snapshots]
         assert sink.rows_written == 2
 
 
@@ -315,13 +323,14 @@ def test_cut_stores_the_records_own_bytes_with_the_kafka_fields() -> None:
     s = snap(errors=[{"code": "x", "message": "m"}], usage={"input_tokens": 5})
     (block,), bad = cut([Record(Position("t.snapshots", 1, 7), s.to_json())], 100, "t.changes")
     assert bad == []
-    ((offset, line),) = block.snapshots
-    assert offset == 7
-    assert line == s.to_json()[:-1] + b',"kafka_topic":"t.snapshots","kafka_partition":1,"kafka_offset":7}'
+    ((offset, index, line),) = block.snapshots
+    assert (offset, index) == (7, 0)
+    assert line == s.to_json()[:-1] + \
+        b',"kafka_topic":"t.snapshots","kafka_partition":1,"kafka_offset":7,"kafka_index":0}'
     old = Block()
     old.add_snapshot(s, Position("t.snapshots", 1, 7))
     # Same row once ClickHouse reads the nested fields as their JSON text.
-    stored, expected = orjson.loads(line), orjson.loads(old.snapshots[0][1])
+    stored, expected = orjson.loads(line), orjson.loads(old.snapshots[0][2])
     assert orjson.dumps(stored["errors"]).decode() == expected["errors"]
     assert orjson.dumps(stored["usage"]).decode() == expected["usage"]
     assert {k: v for k, v in stored.items() if k not in ("errors", "usage")}.items() >= \
@@ -335,7 +344,7 @@ def test_cut_falls_back_to_the_full_row_for_unusual_nested_fields(change: dict[s
     obj = {**orjson.loads(snap().to_json()), **change}
     (block,), bad = cut([Record(Position("t.snapshots", 0, 1), orjson.dumps(obj))], 100, "t.changes")
     assert bad == []
-    stored = orjson.loads(block.snapshots[0][1])
+    stored = orjson.loads(block.snapshots[0][2])
     expected = snapshot_row(Snapshot(**obj))
     assert (stored["errors"], stored["usage"]) == (expected["errors"], expected["usage"])
 
@@ -353,5 +362,216 @@ def test_cut_sets_invalid_snapshots_aside(value: bytes, reason: str) -> None:
     recs = [*records([1]), Record(Position("t.snapshots", 0, 2), value), *records([3])]
     blocks, bad = cut(recs, 100, "t.changes")
     assert spans(blocks) == [(0, 1, 3)]
-    assert [r.pos.offset for r, _ in bad] == [2]
-    assert reason in bad[0][1]
+    assert [d.pos.offset for d in bad] == [2]
+    assert reason in bad[0].reason
+    assert (bad[0].original, bad[0].index) == (value, 0)
+
+
+# --- records of many snapshots (docs/records.md): one row per snapshot, at (offset, index) ------
+
+
+def many(*snaps: Snapshot | Any) -> bytes:
+    """A version 2 snapshot record; entries that are not snapshots go in as they are."""
+    return orjson.dumps({"v": 2, "snapshots": [orjson.loads(s.to_json()) if isinstance(s, Snapshot) else s
+                                               for s in snaps]})
+
+
+def test_cut_turns_a_record_of_many_into_one_row_per_snapshot() -> None:
+    snaps = [snap(batch_id=f"b{i}") for i in range(3)]
+    pos = Position("t.snapshots", 1, 5)
+    (block,), bad = cut([Record(pos, many(*snaps))], 100, "t.changes")
+    assert bad == []
+    assert [(o, i) for o, i, _ in block.snapshots] == [(5, 0), (5, 1), (5, 2)]
+    assert block.positions == [pos]  # the record once: its Kafka offset is acknowledged once
+    assert (block.rows, block.last) == (3, (5, 2))
+    for i, (_, _, line) in enumerate(block.snapshots):
+        row = orjson.loads(line)
+        assert (row["batch_id"], row["kafka_offset"], row["kafka_index"]) == (f"b{i}", 5, i)
+        own = {k: v for k, v in row.items() if not k.startswith("kafka_")}
+        assert own == orjson.loads(snaps[i].to_json())
+    assert token("batch_snapshots", pos, block.snapshots) == "batch_snapshots:t.snapshots/1:5-5.2"
+
+
+def test_a_bad_snapshot_of_many_is_a_dead_letter_alone_and_the_others_are_written() -> None:
+    no_id = {k: v for k, v in orjson.loads(snap().to_json()).items() if k != "batch_id"}
+    bad_time = {**orjson.loads(snap(batch_id="late").to_json()), "observed_at": "yesterday"}
+    value = many(snap(batch_id="a"), 17, no_id, bad_time, snap(batch_id="e"))
+    pos = Position("t.snapshots", 0, 9)
+    (block,), bad = cut([Record(pos, value, b"prod/a")], 100, "t.changes")
+    assert [(o, i) for o, i, _ in block.snapshots] == [(9, 0), (9, 4)]
+    assert [(d.pos, d.index) for d in bad] == [(pos, 1), (pos, 2), (pos, 3)]
+    assert [d.count for d in bad] == [5, 5, 5]  # the agent's letter: "observation I+1 of 5: ..."
+    assert bad[0].reason == "snapshot record: entry 1 is not an object (int)"
+    assert bad[1].reason == "snapshot: missing field 'batch_id'"
+    assert "ISO 8601" in bad[2].reason
+    assert [orjson.loads(d.original) for d in bad] == [17, no_id, bad_time]  # each its own JSON
+    assert [d.key for d in bad] == [b"prod/a", b"prod/a", b"prod/late"]  # its own key when it has one
+
+
+@pytest.mark.parametrize("value", [b'{"v": 3, "snapshots": []}', b'{"v": 2, "snapshots": {}}', b"[]", b"{"])
+def test_a_record_that_cannot_be_read_is_one_dead_letter(value: bytes) -> None:
+    pos = Position("t.snapshots", 0, 4)
+    blocks, bad = cut([Record(pos, value, b"k")], 100, "t.changes")
+    assert blocks == []
+    assert [(d.pos, d.index, d.original, d.key, d.count) for d in bad] == [(pos, 0, value, b"k", 1)]
+    assert not bad[0].reason.startswith("observation")
+
+
+def test_rows_of_one_record_in_two_months_go_to_two_blocks() -> None:
+    oct_, nov = "2026-10-31T23:59:59.000Z", "2026-11-01T00:00:01.000Z"
+    value = many(snap(batch_id="a", observed_at=oct_), snap(batch_id="b", observed_at=nov),
+                 snap(batch_id="c", observed_at=oct_))
+    before = records([3], observed=oct_)
+    blocks, _ = cut([*before, Record(Position("t.snapshots", 0, 4), value)], 100, "t.changes")
+    assert [[(o, i) for o, i, _ in b.snapshots] for b in blocks] == [[(3, 0), (4, 0), (4, 2)], [(4, 1)]]
+    assert [b.positions for b in blocks] == [[before[0].pos, Position("t.snapshots", 0, 4)],
+                                             [Position("t.snapshots", 0, 4)]]
+
+
+class PositionStore(RecordingStore):
+    """ClickHouse as a set of stored (offset, index) positions of partition 0 of t.snapshots, plus
+    what is inserted; an insert holding a row with ``poison`` in it is refused (not retriable)."""
+
+    def __init__(self, stored: set[tuple[int, int]] | None = None) -> None:
+        super().__init__()
+        self.stored = set(stored or ())
+
+    def insert_json(self, table: str, rows: Sequence[bytes], token: str) -> None:
+        self.calls.append((table, list(rows), token))
+        if any(b"poison" in row for row in rows):
+            raise StoreError("Code: 27. Cannot parse input", retriable=False)
+        if self.failures:
+            raise self.failures.pop(0)
+        if table == "batch_snapshots":
+            self.stored |= {(r["kafka_offset"], r["kafka_index"]) for r in map(orjson.loads, rows)
+                            if r["kafka_partition"] == 0}
+
+    def high_water(self, table: str, indexed: bool = False) -> dict[tuple[str, int], tuple[int, int]]:
+        self.reads.append(table)
+        return {("t.snapshots", 0): max(self.stored)} if self.stored and table == "batch_snapshots" else {}
+
+    def stored_positions(self, table: str, topic: str, partition: int, first: int, last: int,
+                         indexed: bool = False) -> set[tuple[int, int]]:
+        return {p for p in self.stored if first <= p[0] <= last}
+
+
+def inserted(store: RecordingStore) -> list[tuple[int, int]]:
+    rows = [orjson.loads(row) for _, lines, _ in store.calls for row in lines]
+    return [(r["kafka_offset"], r["kafka_index"]) for r in rows if "kafka_index" in r]
+
+
+async def test_a_replay_skips_what_is_stored_by_offset_and_index() -> None:
+    """Record 5's first two snapshots were stored before a crash (the part of another month, or a
+    batch of their own): its replay writes the other two, and record 6."""
+    recs = [Record(Position("t.snapshots", 0, 5), many(*(snap(batch_id=f"b{i}") for i in range(4)))),
+            Record(Position("t.snapshots", 0, 6), many(snap(batch_id="x"), snap(batch_id="y")))]
+    store = PositionStore({(4, 0), (5, 0), (5, 1)})
+    with async_store(store) as wrapped:
+        sink = ClickHouseSink(wrapped)
+        blocks, _ = cut(recs, 100, "t.changes")
+        assert await sink.write_all(blocks) == []
+        assert inserted(store) == [(5, 2), (5, 3), (6, 0), (6, 1)]
+        assert store.calls[0][2] == "batch_snapshots:t.snapshots/0:5.2-6.1"
+        assert (sink.rows_written, sink.rows_skipped) == (4, 2)
+        assert await sink.write_all(cut(recs, 100, "t.changes")[0]) == []  # again: the mark moved
+        assert len(store.calls) == 1
+        assert sink.rows_skipped == 2 + 6
+
+
+async def test_a_hole_inside_a_record_of_many_is_filled() -> None:
+    """Below the mark (6, 1) the snapshot (5, 1) is missing: it alone is written."""
+    rec = Record(Position("t.snapshots", 0, 5), many(*(snap(batch_id=f"b{i}") for i in range(3))))
+    store = PositionStore({(5, 0), (5, 2), (6, 1)})
+    with async_store(store) as wrapped:
+        sink = ClickHouseSink(wrapped)
+        await sink.write(cut([rec], 100, "t.changes")[0][0])
+        assert inserted(store) == [(5, 1)]
+        assert store.calls[0][2] == "batch_snapshots:t.snapshots/0:5.1-5.1"
+
+
+def batch_records() -> list[Record]:
+    """Two snapshot partitions (a record of many, records of one) and a change record."""
+    pair = many(snap(batch_id="m0"), snap(batch_id="m1"))
+    return [*records([1, 2]), Record(Position("t.snapshots", 0, 3), pair), *records([7], partition=1),
+            Record(Position("t.changes", 0, 4), event().to_json())]
+
+
+async def test_write_all_makes_one_insert_per_table_with_a_deterministic_token() -> None:
+    tokens = []
+    for _ in range(2):  # the same batch in a fresh process gives the same inserts and tokens
+        store = RecordingStore()
+        with async_store(store) as wrapped:
+            sink = ClickHouseSink(wrapped)
+            blocks, bad = cut(batch_records(), 100, "t.changes")
+            assert (len(blocks), bad) == (3, [])
+            assert await sink.write_all(blocks) == []
+            tokens.append([tok for _, _, tok in store.calls])
+            assert [t for t, _, _ in store.calls] == ["batch_snapshots", "batch_changes"]
+            assert len(store.calls[0][1]) == 5
+            assert sink.rows_written == 6
+    assert tokens[0] == tokens[1] == ["batch_snapshots:t.snapshots/0:1-3.1,t.snapshots/1:7-7",
+                                      "batch_changes:t.changes/0:4-4"]
+
+
+@pytest.mark.usefixtures("no_backoff")
+async def test_write_all_retries_a_failed_insert_with_the_same_token() -> None:
+    store = RecordingStore([StoreError("busy", retriable=True)])
+    with async_store(store) as wrapped:
+        sink = ClickHouseSink(wrapped, Flow())
+        assert await sink.write_all(cut(batch_records(), 100, "t.changes")[0]) == []
+        both = "batch_snapshots:t.snapshots/0:1-3.1,t.snapshots/1:7-7"
+        assert [tok for _, _, tok in store.calls] == [both, both, "batch_changes:t.changes/0:4-4"]
+        assert store.calls[0][1] == store.calls[1][1]
+
+
+async def test_a_refused_batch_insert_falls_back_to_block_by_block() -> None:
+    """A row ClickHouse cannot take refuses the whole INSERT: then each block is written alone,
+    after the marks are read again, and only the bad block comes back, for the DLQ."""
+    poisoned = snap(batch_id="poison")
+    recs = [*records([1, 2]), Record(Position("t.snapshots", 1, 3), many(snap(batch_id="ok"), poisoned)),
+            Record(Position("t.changes", 0, 4), event().to_json())]
+    store = PositionStore()
+    with async_store(store) as wrapped:
+        sink = ClickHouseSink(wrapped)
+        blocks, _ = cut(recs, 100, "t.changes")
+        refused = await sink.write_all(blocks)
+        assert [b.positions for b, _ in refused] == [[Position("t.snapshots", 1, 3)]]
+        assert "Cannot parse input" in str(refused[0][1])
+        assert [tok for _, _, tok in store.calls] == [
+            "batch_snapshots:t.snapshots/0:1-2,t.snapshots/1:3-3.1",  # refused
+            "batch_snapshots:t.snapshots/0:1-2",  # alone: written
+            "batch_snapshots:t.snapshots/1:3-3.1",  # alone: refused
+            "batch_changes:t.changes/0:4-4"]
+        assert store.reads.count("batch_snapshots") == 2  # read again before writing alone
+        assert store.stored == {(1, 0), (2, 0)}
+        assert sink.rows_written == 3
+
+        letters = refused_letters(refused[0][0], {r.pos: r for r in recs}, "ClickHouse rejected the block: x")
+        assert [(d.pos.offset, d.index, d.key) for d in letters] == [(3, 0, b"prod/ok"),
+                                                                      (3, 1, b"prod/poison")]
+        assert [(d.reason, d.count) for d in letters] == [("ClickHouse rejected the block: x", 2)] * 2
+        assert orjson.loads(letters[1].original) == orjson.loads(poisoned.to_json())
+
+
+def test_a_refused_block_of_records_of_one_gives_one_dead_letter_per_record() -> None:
+    recs = records([1, 2])
+    (block,), _ = cut(recs, 100, "t.changes")
+    letters = refused_letters(block, {r.pos: r for r in recs}, "ClickHouse rejected the block: x")
+    assert [(d.pos.offset, d.index, d.original, d.reason, d.count) for d in letters] == [
+        (r.pos.offset, 0, r.value, "ClickHouse rejected the block: x", 1) for r in recs]
+
+
+async def test_write_all_returns_a_block_whose_marks_cannot_be_read() -> None:
+    """As write() raised for it before: the agent dead-letters the block, the others are written."""
+
+    class NoMarks(RecordingStore):
+        def high_water(self, table: str, indexed: bool = False) -> dict[tuple[str, int], tuple[int, int]]:
+            if table == "batch_changes":
+                raise StoreError("Code: 47. Unknown identifier", retriable=False)
+            return {}
+
+    store = NoMarks()
+    with async_store(store) as wrapped:
+        refused = await ClickHouseSink(wrapped).write_all(cut(batch_records(), 100, "t.changes")[0])
+        assert [(b.marker, str(e)) for b, e in refused] == [("batch_changes", "Code: 47. Unknown identifier")]
+        assert [t for t, _, _ in store.calls] == ["batch_snapshots"]
