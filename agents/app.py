@@ -293,7 +293,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
             except Exception as exc:  # noqa: BLE001 - the agent never dies on data
                 bad.append(Rejected(reason_of(exc), index, codec.dumps(entry), snapshot_key(entry)))
                 continue
-            refused = await send_changes(out, key, values, index)
+            refused = await send_changes(out, key, values, index, msg.partition)
             if refused is not None:
                 bad.append(Rejected(refused, index, codec.dumps(entry), key))
                 continue
@@ -304,10 +304,12 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         await letters(event, "track", bad, len(entries), out)
         return out, writes, len(entries)
 
-    async def send_changes(out: Outputs, key: bytes, values: list[bytes], index: int) -> str | None:
+    async def send_changes(out: Outputs, key: bytes, values: list[bytes], index: int,
+                           partition: int) -> str | None:
         """Hand one snapshot's change events to the producer; the reason if it refused one at once."""
         for change in values:  # Kafka unreachable raises: the worker stops, nothing is lost
-            refused = await out.send(changes_topic, key, change, None, index)
+            # The key's own partition (fold checked it), given: the producer's murmur2 is pure Python.
+            refused = await out.send(changes_topic, key, change, partition, index)
             if refused is not None:
                 return refused_reason(refused, "change event", len(key) + len(change))
         return None
