@@ -56,16 +56,19 @@ expiry_risk = {str(rules.expiry_risk).lower()}
 class Worker:
     """``python -m agents.worker`` (normalise + track) as a subprocess, logging to a file."""
 
-    def __init__(self, config: Path, log: Path, codec: str = "orjson",
-                 env: Mapping[str, str] | None = None) -> None:
-        self.config, self.log, self.codec, self.env = config, log, codec, dict(env or {})
+    def __init__(self, config: Path, log: Path, codec: str | None = "orjson",
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        """``codec`` None: the worker's default; ``env`` and ``cwd``: a code tree's
+        (:meth:`bench.baseline.Tree.env`), to run the worker of another checkout."""
+        self.config, self.log, self.codec, self.env, self.cwd = config, log, codec, dict(env or {}), cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        codec = ["--codec", self.codec] if self.codec else []
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agents.worker", "--config", str(self.config), "--codec", self.codec],
-                stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "agents.worker", "--config", str(self.config), *codec],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd,
                 env={**os.environ, **FAST_GROUP, "PYTHONUNBUFFERED": "1", **self.env})
 
     def running(self) -> bool:
