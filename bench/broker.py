@@ -129,6 +129,49 @@ async def count(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
+async def first_timestamp(bootstrap: str, topic: str) -> float:
+    """The earliest broker timestamp (seconds) among the first records of the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        left, first = {tp for tp in parts if ends[tp] > 0}, []
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=1)
+            for tp, rows in batch.items():
+                if rows:
+                    first.append(rows[0].timestamp)
+                    left.discard(tp)
+        return float(min(first)) / 1000.0
+    finally:
+        await consumer.stop()
+
+
+async def last_timestamp(bootstrap: str, topic: str) -> float:
+    """The latest broker timestamp (seconds) among the last records of the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        left, last = {tp for tp in parts if ends[tp] > 0}, []
+        for tp in left:
+            consumer.seek(tp, ends[tp] - 1)
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, records in batch.items():
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    last.append(records[-1].timestamp)
+                    left.discard(tp)
+        return float(max(last)) / 1000.0
+    finally:
+        await consumer.stop()
+
+
 async def delete_topics(bootstrap: str, prefix: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -44,7 +44,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import baseline
 from bench.bareloop import BareResult, bare_loop
 from bench.baseline import Tree
-from bench.broker import FAST_GROUP, PARTITIONS, count, delete_topics, run_toml
+from bench.broker import FAST_GROUP, PARTITIONS, count, delete_topics, first_timestamp, run_toml
 from bench.report import save
 from pipeline.config import KafkaConfig, SimulatorConfig
 from pipeline.kafka import ensure_topics
@@ -196,27 +196,6 @@ async def group_done(bootstrap: str, group: str, topics: Iterable[str]) -> float
     finally:
         await consumer.stop()
         await admin.close()
-
-
-async def first_timestamp(bootstrap: str, topic: str) -> float:
-    """The earliest broker timestamp (seconds) among the first records of the topic's partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        left, first = {tp for tp in parts if ends[tp] > 0}, []
-        while left:
-            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=1)
-            for tp, rows in batch.items():
-                if rows:
-                    first.append(rows[0].timestamp)
-                    left.discard(tp)
-        return float(min(first)) / 1000.0
-    finally:
-        await consumer.stop()
 
 
 def snapshot_rows(current: Tree, config: Path) -> int:
