@@ -127,7 +127,7 @@ TARGET = 10_000.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=2000)
+    parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--sources", type=int, default=1, help="simulated sources the batches spread over")
     parser.add_argument("--interval", type=float, default=INTERVAL,
                         help="simulated seconds between two observations of an active batch")

@@ -249,6 +249,7 @@ def summary_row(tree: Tree, runs: list[Drain], per_observation: float) -> dict[s
     share = statistics.median(r.share for r in runs)
     return {"code": f"{tree.label} ({tree.short})", "runs": len(runs),
             "snapshot rows": statistics.median(r.rows for r in runs),
+            "observations on raw": statistics.median(r.bare.observations for r in runs),
             "raw records": statistics.median(r.raw_records for r in runs),
             "drain (s)": statistics.median(r.seconds for r in runs), "worker obs/s": rate,
             "bare loop rec/s": statistics.median(r.bare.records_per_s for r in runs),
@@ -284,11 +285,17 @@ def main() -> None:
             for tree in trees:
                 d = drain(args, tree, current)
                 runs[tree].append(d)
-                print(f"run {i + 1} {tree.label}: {d.rows:,} rows from {d.raw_records:,} raw records in "
+                print(f"run {i + 1} {tree.label}: {d.rows:,} rows of {d.bare.observations:,} observations "
+                      f"in {d.raw_records:,} raw records in "
                       f"{d.seconds:.2f} s: {d.rate:,.0f} obs/s; bare loop {d.bare.records_per_s:,.0f} rec/s, "
                       f"{d.bare.observations_per_s:,.0f} obs/s; share {d.share:.3f}", flush=True)
     per_observation = statistics.median(r.bare.records_per_s for r in runs[base])
     rows = [summary_row(t, rs, per_observation) for t, rs in runs.items()]
+    for tree, drains in runs.items():
+        for d in drains:
+            if d.rows != d.bare.observations:
+                print(f"WARNING {tree.label}: {d.rows:,} rows in batch_snapshots for {d.bare.observations:,} "
+                      "observations on raw: the worker did not write each observation once", flush=True)
     for row in rows:
         print(f"{row['code']:>40}: {row['worker obs/s']:10,.0f} obs/s, share {row['share (same topic)']} "
               f"(target 0.25: {row['>= 0.25']}), of the per-observation loop "
@@ -302,18 +309,18 @@ def main() -> None:
 TITLE = "Worker: batchscope worker draining the poller's records, beside a bare aiokafka loop"
 NOTES = """
 Per run and code tree (trees alternate; `bench/baseline.py`): the simulator (today's, {sources}
-sources x {batches:,} batches, speed x{speed:g}) serves while the tree's real poller
-(`batchscope poll`, poll interval {poll:g} s, every active batch due each interval, 100 requests/s
-per source) fills fresh topics' `<prefix>.raw` for {fill:g} s after its first record, with no
-worker running. Then the tree's `batchscope worker` (normalise, track, sink; embedded chDB) drains
-it, timed from its first snapshot record (broker timestamp) to the moment its consumer group has
-committed everything on raw, snapshots and changes (offsets polled every 0.1 s; Faust commits
-every second, so up to a second of this is commit interval). `worker obs/s` = rows in
-`batch_snapshots` / that time. The bare loop (`bench/bareloop.py`: aiokafka consume -> orjson
-parse -> produce, one fetched batch in flight) then reads the same raw topic. `share (same
-topic)` = worker obs/s / bare-loop obs/s on that topic (target, issue 13: 0.25; stretch 0.5).
-`share of the per-observation loop` = worker obs/s / the bare loop's records/s on the baseline's
-topic, whose records hold one observation each: the issue's 23,000 records/s loop.
+sources x {batches:,} batches, speed x{speed:g}) serves while the tree's real poller (`batchscope
+poll`, poll interval {poll:g} s, every active batch due each interval, 100 requests/s per source)
+fills fresh topics' `<prefix>.raw` for {fill:g} s after its first record, with no worker running.
+Then the tree's `batchscope worker` (normalise, track, sink; embedded chDB) drains it, timed from
+its first snapshot record (broker timestamp) to the moment its consumer group has committed
+everything on raw, snapshots and changes (offsets polled every 0.1 s; Faust commits every second, so
+up to a second of this is commit interval). `worker obs/s` = rows in `batch_snapshots` / that time
+(`observations on raw` beside it: they must be equal). The bare loop (`bench/bareloop.py`: aiokafka
+consume -> orjson parse -> produce, one fetched batch in flight) then reads the same raw topic.
+`share (same topic)` = worker obs/s / bare-loop obs/s on that topic (target, issue 13: 0.25; stretch
+0.5). `share of the per-observation loop` = worker obs/s / the bare loop's records/s on the
+baseline's topic, whose records hold one observation each: the issue's 23,000 records/s loop.
 """
 
 

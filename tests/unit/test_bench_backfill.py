@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.backfill_bench import listing_bound, parse, write_config
+from bench.backfill_bench import listing_bound, parse, verdict, write_config
 from pipeline.config import load_settings
 from pipeline.simulator import Simulator
 
@@ -25,3 +25,9 @@ def test_every_simulated_batch_is_terminal_history(tmp_path: Path) -> None:
     assert settings.sources == ()  # batchscope run polls its in-process simulator
     fleet = Simulator(sim).sources["sim-1"].fleet
     assert all(b.timeline[-1][1] < 0 for b in fleet)  # every batch ended before the simulated start
+
+
+def test_an_incomplete_run_is_never_met() -> None:
+    assert verdict(30.0, True) == "met"
+    assert verdict(61.0, True) == "NOT met"
+    assert verdict(5.0, False) == "incomplete: rows missing"
