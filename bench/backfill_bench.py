@@ -121,17 +121,17 @@ def wait_rows(proc: subprocess.Popen[bytes], data_dir: Path, want: int, log: Pat
     when the count stopped growing for :data:`STALL` seconds, the time of its last growth and the
     count then (an incomplete run, reported as such)."""
     deadline = time.monotonic() + TIMEOUT
-    last, grew = 0, time.time()
+    last, grew = -1, time.time()  # rows seen (-1: the endpoint has not answered yet), when they last grew
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"batchscope run exited ({proc.returncode}):\n"
                              f"{log.read_text(errors='replace')[-3000:]}")
-        rows = count_rows(data_dir) or 0
-        if rows >= want:
+        rows = count_rows(data_dir)
+        if rows is not None and rows >= want:
             return time.time(), rows
-        if rows > last:
+        if rows is not None and rows > last:
             last, grew = rows, time.time()
-        elif last and time.time() - grew > STALL:
+        elif last >= 0 and time.time() - grew > STALL:
             print(f"  incomplete: {last:,} of {want:,} rows, none for {STALL:.0f} s", flush=True)
             return grew, last
         time.sleep(POLL_SECONDS)
