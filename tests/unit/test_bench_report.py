@@ -70,3 +70,5 @@ def test_a_row_holds_the_issue_13_targets_against_its_percentiles() -> None:
     assert (slow["e2e p99 <= 3 s"], slow["pipeline p50 <= 1 s"]) == ("NOT met", "NOT met")
     empty = Outcome(Load(500, 10), "current", 0, 0, [], []).row()
     assert (empty["e2e p99 <= 3 s"], empty["pipeline p50 <= 1 s"]) == ("-", "-")
+    unseen = Outcome(Load(8000, 10), "baseline", 1753, 0, [], []).row()  # a queue longer than the window
+    assert unseen["e2e p99 <= 3 s"] == "NOT met: none observed"
