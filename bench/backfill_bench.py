@@ -105,7 +105,7 @@ def one_run(args: argparse.Namespace, tree: Tree) -> Backfill:
             done, rows = wait_rows(proc, tmp / "data", want, log)
             first = asyncio.run(first_timestamp(args.bootstrap, f"{prefix}.raw"))
             last = asyncio.run(last_timestamp(args.bootstrap, f"{prefix}.raw"))
-            return Backfill(tree.label, rows, done - first, last - first, rows >= want)
+            return Backfill(tree.label, rows, max(0.0, done - first), last - first, rows >= want)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -146,7 +146,7 @@ def summary_row(tree: Tree, runs: list[Backfill], args: argparse.Namespace) -> d
             "listing (s)": statistics.median(r.listing for r in runs),
             f"listing bound at {SIM_RPS:g} req/s (s)": listing_bound(args.batches),
             f"bound at the default {DEFAULT_RPS:g} req/s (s)": listing_bound(args.batches, DEFAULT_RPS),
-            "rows/s": args.batches * args.sources / seconds,
+            "rows/s": min(r.rows for r in runs) / seconds if seconds > 0 else None,
             "<= 60 s": verdict(seconds, all(r.complete for r in runs))}
 
 
@@ -185,8 +185,8 @@ def main() -> None:
                       f"(listing {r.listing:.1f} s)", flush=True)
     rows = [summary_row(t, rs, args) for t, rs in runs.items()]
     for row in rows:
-        print(f"{row['code']:>40}: {row['first poll -> all rows (s)']:.1f} s, {row['rows/s']:,.0f} rows/s "
-              f"(target 60 s: {row['<= 60 s']})", flush=True)
+        print(f"{row['code']:>40}: {row['first poll -> all rows (s)']:.1f} s, {row['rows']:,} rows, "
+              f"{row['rows/s'] or 0:,.0f} rows/s (target 60 s: {row['<= 60 s']})", flush=True)
     if args.record:
         save("backfill", "Backfill: terminal history, first poll to every row in ClickHouse", rows,
              NOTES.format(batches=args.batches * args.sources, sources=args.sources, rps=SIM_RPS,
