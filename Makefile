@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test unit integration reliability soak lint kafka-up kafka-down kafka-status bench clean
+.PHONY: help install run test unit integration reliability soak lint kafka-up kafka-down kafka-status bench bench-long clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,14 +49,23 @@ kafka-down: ## stop the local Kafka broker
 kafka-status: ## is the local Kafka broker running?
 	scripts/kafka status
 
-bench: install kafka-up ## run every benchmark and regenerate bench/RESULTS.md from their figures
+bench: install kafka-up ## run the standard benchmarks (about 25 min) and regenerate bench/RESULTS.md from their figures
 	$(BIN)/python -m bench.poller_bench --record
 	$(BIN)/python -m bench.normaliser_bench --record
 	$(BIN)/python -m bench.normalise_bench --record
 	$(BIN)/python -m bench.track_logic_bench --record
 	$(BIN)/python -m bench.track_bench --record
+	$(BIN)/python -m bench.worker_bench --record
 	$(BIN)/python -m bench.sink_bench --record
+	$(BIN)/python -m bench.backfill_bench --record
 	$(BIN)/python -m bench.e2e_bench --record
+	$(BIN)/python -m bench.report
+
+bench-long: install kafka-up ## the broker benchmarks with more runs and data (about an hour), then bench/RESULTS.md
+	$(BIN)/python -m bench.track_bench --record --batches 5000 --runs 5
+	$(BIN)/python -m bench.worker_bench --record --fill 30 --runs 5
+	$(BIN)/python -m bench.backfill_bench --record --runs 3
+	$(BIN)/python -m bench.e2e_bench --record --seconds 120 --baseline-loads 2000,8000
 	$(BIN)/python -m bench.report
 
 clean: ## remove the virtualenv, caches and local data (not the Kafka cache)

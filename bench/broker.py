@@ -56,16 +56,19 @@ expiry_risk = {str(rules.expiry_risk).lower()}
 class Worker:
     """``python -m agents.worker`` (normalise + track) as a subprocess, logging to a file."""
 
-    def __init__(self, config: Path, log: Path, codec: str = "orjson",
-                 env: Mapping[str, str] | None = None) -> None:
-        self.config, self.log, self.codec, self.env = config, log, codec, dict(env or {})
+    def __init__(self, config: Path, log: Path, codec: str | None = "orjson",
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        """``codec`` None: the worker's default; ``env`` and ``cwd``: a code tree's
+        (:meth:`bench.baseline.Tree.env`), to run the worker of another checkout."""
+        self.config, self.log, self.codec, self.env, self.cwd = config, log, codec, dict(env or {}), cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        codec = ["--codec", self.codec] if self.codec else []
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agents.worker", "--config", str(self.config), "--codec", self.codec],
-                stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "agents.worker", "--config", str(self.config), *codec],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd,
                 env={**os.environ, **FAST_GROUP, "PYTHONUNBUFFERED": "1", **self.env})
 
     def running(self) -> bool:
@@ -122,6 +125,49 @@ async def count(bootstrap: str, topic: str) -> int:
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
         return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def first_timestamp(bootstrap: str, topic: str) -> float:
+    """The earliest broker timestamp (seconds) among the first records of the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        left, first = {tp for tp in parts if ends[tp] > 0}, []
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=1)
+            for tp, rows in batch.items():
+                if rows:
+                    first.append(rows[0].timestamp)
+                    left.discard(tp)
+        return float(min(first)) / 1000.0
+    finally:
+        await consumer.stop()
+
+
+async def last_timestamp(bootstrap: str, topic: str) -> float:
+    """The latest broker timestamp (seconds) among the last records of the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        left, last = {tp for tp in parts if ends[tp] > 0}, []
+        for tp in left:
+            consumer.seek(tp, ends[tp] - 1)
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, records in batch.items():
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    last.append(records[-1].timestamp)
+                    left.discard(tp)
+        return float(max(last)) / 1000.0
     finally:
         await consumer.stop()
 

@@ -18,15 +18,19 @@ seconds). Transitions shorter than a poll interval are never observed (the statu
 served): they are counted as unobserved, not as latency. Those in the last ``--tail`` seconds of
 the window are left out: their rows may still be on their way.
 
-    python -m bench.e2e_bench [--loads 500,2000,8000] [--seconds 60] [--record]
+Each load runs today's code; the loads in ``--baseline-loads`` then run the code of
+``--baseline-ref`` too (:mod:`bench.baseline`), right after, in the same run. Targets (issue 13,
+at 8,000 batches): e2e p99 at most 3 s, pipeline p50 at most 1 s.
+
+    python -m bench.e2e_bench [--loads 500,2000,8000] [--seconds 60] [--baseline-loads 8000] [--record]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import signal
 import socket
 import statistics
@@ -40,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import baseline
+from bench.baseline import Tree
 from bench.broker import delete_topics, run_toml
 from bench.report import save
 from pipeline.errors import BatchscopeError
@@ -61,20 +67,35 @@ class Load:
         return max(1, self.batches // self.sources)
 
 
+E2E_P99, PIPELINE_P50 = 3.0, 1.0  # issue 13's targets at 8,000 batches (seconds)
+
+
 @dataclass(slots=True)
 class Outcome:
     load: Load
+    code: str
     transitions: int  # true transitions inside the window
     matched: int
     detection: list[float]
     total: list[float]
 
     def row(self) -> dict[str, Any]:
-        return {"batches": self.load.per_source * self.load.sources, "sources": self.load.sources,
-                "transitions": self.transitions, "observed": self.matched,
+        pipeline = [t - d for t, d in zip(self.total, self.detection, strict=True)]
+        e2e_p99, pipeline_p50 = pct(self.total, 99), pct(pipeline, 50)
+        return {"code": self.code, "batches": self.load.per_source * self.load.sources,
+                "sources": self.load.sources, "transitions": self.transitions, "observed": self.matched,
                 "detection_p50": pct(self.detection, 50), "detection_p99": pct(self.detection, 99),
-                "e2e_p50": pct(self.total, 50), "e2e_p99": pct(self.total, 99),
-                "pipeline_p50": pct([t - d for t, d in zip(self.total, self.detection, strict=True)], 50)}
+                "e2e_p50": pct(self.total, 50), "e2e_p99": e2e_p99,
+                "pipeline_p50": pipeline_p50, "pipeline_p99": pct(pipeline, 99),
+                f"e2e p99 <= {E2E_P99:g} s": met(e2e_p99, E2E_P99, self.transitions),
+                f"pipeline p50 <= {PIPELINE_P50:g} s": met(pipeline_p50, PIPELINE_P50, self.transitions)}
+
+
+def met(value: float | None, limit: float, transitions: int) -> str:
+    """A target's verdict; a load whose transitions all went unseen in the window has not met it."""
+    if value is None:
+        return "NOT met: none observed" if transitions else "-"
+    return "met" if value <= limit else "NOT met"
 
 
 def pct(values: list[float], q: int) -> float | None:
@@ -130,7 +151,7 @@ def wait_ready(data_dir: Path, proc: subprocess.Popen[bytes], log: Path, timeout
     sys.exit(f"the pipeline did not serve queries within {timeout:.0f} s; log: {log}")
 
 
-def run_load(args: argparse.Namespace, load: Load) -> Outcome:
+def run_load(args: argparse.Namespace, load: Load, tree: Tree) -> Outcome:
     prefix = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     ports = {"http": free_port(), "metrics": free_port(), "sim": free_port()}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmpdir:
@@ -138,12 +159,13 @@ def run_load(args: argparse.Namespace, load: Load) -> Outcome:
         config, log = write_config(tmp, args, load, prefix, ports), tmp / "run.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
-                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=tree.path, env=tree.env())
         data_dir = tmp / "data"  # the endpoint's pipeline.json and token
         try:
             wait_ready(data_dir, proc, log)
             start = time.time() + args.warmup
-            progress(f"  load {load.batches:,} batches: pipeline up; measuring for {args.seconds:.0f} s")
+            progress(f"  load {load.batches:,} batches, {tree.label}: pipeline up; measuring for "
+                     f"{args.seconds:.0f} s")
             time.sleep(args.warmup + args.seconds)
             end = time.time() - args.tail
             wall, truth = get_truth(ports["sim"])
@@ -153,15 +175,15 @@ def run_load(args: argparse.Namespace, load: Load) -> Outcome:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             asyncio.run(delete_topics(args.bootstrap, prefix))
-    return match(load, truth, wall, rows, (start, end), args.speed)
+    return match(load, truth, wall, rows, (start, end), args.speed, f"{tree.label} ({tree.short})")
 
 
 def match(load: Load, truth: dict[str, Any], wall: float, rows: list[tuple[Any, ...]],
-          window: tuple[float, float], speed: float) -> Outcome:
+          window: tuple[float, float], speed: float, code: str = "current") -> Outcome:
     """Pair each true transition inside the window with its change row, if the pipeline saw it."""
     seen = {(r[0], r[1], r[2]): (r[3] / 1000.0, r[4] / 1000.0) for r in rows}
     now = float(truth["now"])
-    outcome = Outcome(load, 0, 0, [], [])
+    outcome = Outcome(load, code, 0, 0, [], [])
     for batch in truth["batches"]:
         for step in batch["transitions"][1:]:  # the first status is the batch's discovery
             at = wall - (now - float(step["at"])) / speed
@@ -194,22 +216,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--record", action="store_true", help="save the figures for bench/RESULTS.md")
+    parser.add_argument("--baseline-loads", default="8000", dest="baseline_loads",
+                        help="loads the baseline ref also runs, after today's code (empty: none)")
+    baseline.add_arguments(parser)
     args = parser.parse_args()
     try:
         loads = [Load(int(n), args.sources) for n in args.loads.split(",")]
+        again = {int(n) for n in args.baseline_loads.split(",") if n.strip()}
     except ValueError:
-        parser.error(f"--loads: expected comma-separated integers, got {args.loads!r}")
+        parser.error(f"--loads, --baseline-loads: expected comma-separated integers, got {args.loads!r}, "
+                     f"{args.baseline_loads!r}")
     print(f"poll interval {args.poll_interval:g} s, speed x{args.speed:g}, "
-          f"window {args.seconds:g} s per load")
+          f"window {args.seconds:g} s per load; targets: e2e p99 <= {E2E_P99:g} s, "
+          f"pipeline p50 <= {PIPELINE_P50:g} s")
     print(f"{'batches':>8} {'transitions':>11} {'observed':>8} {'detect p50':>10} {'detect p99':>10} "
-          f"{'e2e p50':>8} {'e2e p99':>8}")
+          f"{'e2e p50':>8} {'e2e p99':>8} {'pipe p50':>8}  code")
     results = []
-    for load in loads:
-        row = run_load(args, load).row()
-        results.append(row)
-        print(f"{row['batches']:>8,} {row['transitions']:>11,} {row['observed']:>8,} "
-              f"{fmt(row['detection_p50'])} {fmt(row['detection_p99'])} {fmt(row['e2e_p50'], 8)} "
-              f"{fmt(row['e2e_p99'], 8)}", flush=True)
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(baseline.materialise(args.baseline_ref)) if again else None
+        for load in loads:
+            for tree in [baseline.current()] + ([base] if base and load.batches in again else []):
+                row = run_load(args, load, tree).row()
+                results.append(row)
+                print(f"{row['batches']:>8,} {row['transitions']:>11,} {row['observed']:>8,} "
+                      f"{fmt(row['detection_p50'])} {fmt(row['detection_p99'])} {fmt(row['e2e_p50'], 8)} "
+                      f"{fmt(row['e2e_p99'], 8)} {fmt(row['pipeline_p50'], 8)}  {row['code']} "
+                      f"(e2e p99: {row[f'e2e p99 <= {E2E_P99:g} s']}, pipeline p50: "
+                      f"{row[f'pipeline p50 <= {PIPELINE_P50:g} s']})", flush=True)
     if args.record:
         save("e2e", "End to end: simulated status change -> change row queryable in ClickHouse", results,
              NOTES.format(poll=args.poll_interval, speed=args.speed, seconds=args.seconds))
@@ -222,7 +255,9 @@ The full pipeline (`batchscope run`: simulator, poller, real Kafka, Faust agents
 row (the others lasted less than a poll interval, so no poller could see them). Seconds:
 `detection` = the poller's `observed_at` minus the true instant (the baseline: what the raw topic
 gives, bounded by the poll interval); `e2e` = the row's `sunk_at` (server insert time) minus the
-true instant; `pipeline_p50` = the median of their difference (Kafka, agents, sink batching).
+true instant; `pipeline_p50`, `pipeline_p99` = percentiles of their difference (Kafka, agents,
+sink batching). Targets (issue 13, at 8,000 batches): e2e p99 <= 3 s, pipeline p50 <= 1 s. Rows
+marked baseline ran the code of that git ref (`bench/baseline.py`) right after today's, same load.
 `batchscope run` is one process: when a load's observation rate (every active batch re-observed
 each poll interval here) exceeds its agents' throughput (see the broker path section), a queue
 builds during the window and the e2e figures measure that queue.

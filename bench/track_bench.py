@@ -1,13 +1,18 @@
-"""Events per second through normalise + track on the real Kafka broker, one worker.
+"""Observations per second through normalise + track on the real Kafka broker, one worker,
+today's code against a baseline git ref in the same run.
 
-Each run publishes the raw envelopes of a simulated fleet (``bench.workload``) to fresh topics,
-starts one worker (``python -m agents.worker``, normalise + track agents) and waits until every
-expected change event is on ``<prefix>.changes``. The rate is the envelopes divided by the time
-from the first snapshot the normalise agent produced to the last change event the track agent
-produced (broker timestamps), so worker start-up and group join are not counted. The baseline
-is the same agents with the stdlib ``json`` codec per event; runs alternate between the two.
+The workload is the poller's pages of a simulated fleet (:func:`bench.workload.pages`: every
+active batch observed each 300 simulated seconds, up to 100 objects a page sharing their
+``observed_at``). Each run publishes them to fresh topics, one ``Publisher.publish(page)`` call a
+page, with the code tree's own ``pipeline.kafka.Publisher`` (``bench/pagepub.py`` in a process of
+that tree: today's packs a page into records per partition, the baseline's sends one record per
+envelope), then starts that tree's worker (``python -m agents.worker``: normalise and track,
+memory store, every count change an event) and waits until every expected change event is on
+``<prefix>.changes``. Rate = observations / (first snapshot record -> last change event, broker
+timestamps): publishing, start-up and group join are not counted. The trees alternate, run by
+run (:mod:`bench.baseline`).
 
-    python -m bench.track_bench [--batches N] [--runs R]
+    python -m bench.track_bench [--batches N] [--runs R] [--baseline-ref REF] [--record]
 """
 
 from __future__ import annotations
@@ -17,100 +22,161 @@ import asyncio
 import platform
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bench.broker import Worker, count, delete_topics, publish, read_all, write_config
+import orjson
+
+from bench import baseline
+from bench.baseline import Tree
+from bench.broker import PARTITIONS, Worker, count, delete_topics, read_all, write_config
 from bench.report import save
-from bench.workload import envelopes, expected_changes
+from bench.workload import INTERVAL, expected_changes, pages
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
+from pipeline.models import Envelope
 from pipeline.transitions import Rules
 
 RULES = Rules(progress_min_interval=0.0)  # every count change is a progress event: the most work
 TIMEOUT = 300.0
+PAGEPUB = Path(__file__).resolve().parent / "pagepub.py"
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    codec: str
-    envelopes: int
+    tree: str
+    observations: int
+    raw_records: int
+    snapshot_records: int
     changes: int
     seconds: float
 
     @property
     def rate(self) -> float:
-        return self.envelopes / self.seconds
+        return self.observations / self.seconds
 
 
-async def window(bootstrap: str, prefix: str) -> float:
-    """Seconds from the first snapshot to the last change event, by broker timestamps."""
+def page_lines(observed: list[list[Envelope]]) -> bytes:
+    """The pages as ``bench/pagepub.py`` reads them: one JSON line a page."""
+    return b"".join(orjson.dumps({"source": p[0].source, "provider": p[0].provider,
+                                  "observed_at": p[0].observed_at,
+                                  "payloads": [e.payload for e in p]}) + b"\n" for p in observed)
+
+
+def publish_pages(tree: Tree, bootstrap: str, prefix: str, path: Path) -> str:
+    """Publish the pages in ``path`` with ``tree``'s Publisher; its one-line summary."""
+    done = subprocess.run([sys.executable, str(PAGEPUB), "--bootstrap", bootstrap, "--prefix", prefix,
+                           "--partitions", str(PARTITIONS), str(path)], cwd=tree.path, env=tree.env(),
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree.label}: publishing the pages failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip()
+
+
+async def window(bootstrap: str, prefix: str) -> tuple[float, int]:
+    """Seconds from the first snapshot record to the last change event (broker timestamps), and
+    the snapshot records."""
     snaps = await read_all(bootstrap, f"{prefix}.snapshots")
     changes = await read_all(bootstrap, f"{prefix}.changes")
-    return float(max(r.timestamp for r in changes) - min(r.timestamp for r in snaps)) / 1000.0
+    return float(max(r.timestamp for r in changes) - min(r.timestamp for r in snaps)) / 1000.0, len(snaps)
 
 
-def one_run(bootstrap: str, codec: str, raw: list[tuple[bytes, bytes]], want: int) -> Run:
+def one_run(bootstrap: str, tree: Tree, pages_file: Path, observations: int, want: int) -> Run:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=prefix)
+    kafka = KafkaConfig(bootstrap=bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
     with tempfile.TemporaryDirectory(prefix="batchscope-bench-") as tmp:
-        worker = Worker(write_config(Path(tmp), bootstrap, prefix, RULES), Path(tmp) / "worker.log", codec)
+        worker = Worker(write_config(Path(tmp), bootstrap, prefix, RULES), Path(tmp) / "worker.log",
+                        codec=None, env=tree.env(), cwd=tree.path)
         try:
             asyncio.run(ensure_topics(kafka))
-            asyncio.run(publish(bootstrap, kafka.topic("raw"), raw))
+            summary = publish_pages(tree, bootstrap, prefix, pages_file)
+            if f", {observations} observations" not in summary:
+                raise SystemExit(f"{tree.label}: expected {observations} observations published: {summary}")
+            raw = asyncio.run(count(bootstrap, kafka.topic("raw")))
             worker.start()
             deadline = time.monotonic() + TIMEOUT
-            while asyncio.run(count(bootstrap, kafka.topic("changes"))) < want:
+            while (seen := asyncio.run(count(bootstrap, kafka.topic("changes")))) < want:
                 if not worker.running() or time.monotonic() > deadline:
-                    raise SystemExit(f"worker stopped or timed out:\n{worker.tail()}")
+                    raise SystemExit(f"{tree.label}: worker stopped or timed out ({seen} of {want} change "
+                                     f"events):\n{worker.tail()}")
                 time.sleep(0.2)
-            return Run(codec, len(raw), want, asyncio.run(window(bootstrap, prefix)))
+            seconds, snapshots = asyncio.run(window(bootstrap, prefix))
+            return Run(tree.label, observations, raw, snapshots, seen, seconds)
         finally:
             worker.kill(signal.SIGTERM)
             asyncio.run(delete_topics(bootstrap, prefix))
+
+
+def summary_row(tree: Tree, runs: list[Run], base: float) -> dict[str, Any]:
+    rate = statistics.median(r.rate for r in runs)
+    return {"code": f"{tree.label} ({tree.short})", "observations": runs[0].observations,
+            "raw records": runs[0].raw_records, "snapshot records": runs[-1].snapshot_records,
+            "change events": runs[0].changes, "runs": len(runs), "obs/s (median)": rate,
+            "x baseline": round(rate / base, 2), ">= 10,000 obs/s": "met" if rate >= TARGET else "NOT met"}
+
+
+TARGET = 10_000.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=1000)
+    parser.add_argument("--sources", type=int, default=1, help="simulated sources the batches spread over")
+    parser.add_argument("--interval", type=float, default=INTERVAL,
+                        help="simulated seconds between two observations of an active batch")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--record", action="store_true", help="save the figures for bench/RESULTS.md")
+    baseline.add_arguments(parser)
     args = parser.parse_args()
-    observed = envelopes(args.batches)
-    raw = [(e.key.encode(), e.to_json()) for e in observed]
-    want = sum(1 for _ in expected_changes(observed, RULES))
-    runs: dict[str, list[Run]] = {"json": [], "orjson": []}
-    for i in range(args.runs):
-        for codec in runs:
-            run = one_run(args.bootstrap, codec, raw, want)
-            runs[codec].append(run)
-            print(f"run {i + 1} {codec:6}: {run.rate:8,.0f} envelopes/s ({run.seconds:.2f} s)", flush=True)
-    base = statistics.median(r.rate for r in runs["json"])
-    fast = statistics.median(r.rate for r in runs["orjson"])
-    print(f"machine: {platform.machine()} python {platform.python_version()}, one worker, "
-          f"{len(raw)} envelopes -> {want} change events, median of {args.runs} runs")
-    print(f"orjson codec:   {fast:10,.0f} envelopes/s ({fast * want / len(raw):,.0f} change events/s)")
-    print(f"stdlib json:    {base:10,.0f} envelopes/s (baseline)")
-    print(f"speed-up:      {fast / base:10.2f}x")
+    observed = pages(args.batches, args.sources, args.interval)
+    flat = [e for page in observed for e in page]
+    want = sum(1 for _ in expected_changes(flat, RULES))
+    print(f"{len(flat):,} observations in {len(observed):,} pages -> {want:,} change events", flush=True)
+    with tempfile.TemporaryDirectory(prefix="batchscope-pages-") as tmp, \
+            baseline.materialise(args.baseline_ref) as base:
+        pages_file = Path(tmp) / "pages.jsonl"
+        pages_file.write_bytes(page_lines(observed))
+        trees = [baseline.current(), base]
+        runs: dict[Tree, list[Run]] = {t: [] for t in trees}
+        for i in range(args.runs):
+            for tree in trees:
+                run = one_run(args.bootstrap, tree, pages_file, len(flat), want)
+                runs[tree].append(run)
+                print(f"run {i + 1} {tree.label}: {run.rate:8,.0f} obs/s ({run.seconds:.2f} s; "
+                      f"{run.raw_records:,} raw, {run.snapshot_records:,} snapshot records)", flush=True)
+    base_rate = statistics.median(r.rate for r in runs[base])
+    rows = [summary_row(t, rs, base_rate) for t, rs in runs.items()]
+    print(f"machine: {platform.machine()} python {platform.python_version()}, one worker, median of "
+          f"{args.runs} runs")
+    for row in rows:
+        print(f"{row['code']:>40}: {row['obs/s (median)']:10,.0f} obs/s ({row['x baseline']}x baseline; "
+              f"target 10,000: {row['>= 10,000 obs/s']})")
     if args.record:
-        save("track", "Broker path: normalise + track on the real Kafka broker, one worker", [{
-            "envelopes": len(raw), "change events": want, "runs": args.runs,
-            "orjson codec (env/s)": fast, "stdlib json baseline (env/s)": base,
-            "speed-up": round(fast / base, 2)}], NOTES)
+        save("track", "Broker path: normalise + track on the real Kafka broker, one worker", rows,
+             NOTES.format(batches=args.batches, sources=args.sources, interval=args.interval))
 
 
 NOTES = """
-Each run publishes the raw envelopes of the simulated batches (each observed on entering each
-status and halfway to the next) to fresh topics, starts one worker (`python -m agents.worker`:
-the normalise and track agents, memory store, every count change an event) and waits for every
-expected change event. Rate = envelopes / (first snapshot -> last change event, broker
-timestamps): start-up and group join are not counted. Baseline: the same agents with the stdlib
-`json` codec; runs alternate between the two.
+Workload (`bench.workload.pages`): {batches:,} simulated OpenAI batches over {sources} source(s),
+as the poller sees them: every {interval:g} simulated seconds each source is listed newest first,
+100 batches a page, and a page publishes its batches not yet known terminal (all with the page's
+`observed_at`), for the fleet's 6 busy hours. Each run publishes the pages to fresh topics, one
+`Publisher.publish(page)` a page, with the tree's own Publisher (`bench/pagepub.py` run with
+`PYTHONPATH=<tree>`: today's packs a page into one record per partition; the baseline's sends one
+record per envelope), then starts that tree's worker (`python -m agents.worker`: normalise and
+track, memory store, every count change an event) and waits for every expected change event.
+Rate = observations / (first snapshot record -> last change event, broker timestamps):
+publishing, start-up and group join are not counted. The baseline is the code of the git ref in
+its row, materialised as a worktree (`bench/baseline.py`); runs alternate between the trees.
+Target (issue 13): 10,000 observations/s; stretch 30,000.
 """
 
 

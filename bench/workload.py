@@ -1,8 +1,15 @@
 """Raw envelopes of a simulated fleet observed along its lifecycles, and the changes they imply.
 
-Shared by the broker benchmark and the track-recovery test: each batch is observed when it
+:func:`envelopes` (the track-recovery and redelivery tests): each batch is observed when it
 enters each status and halfway to the next one (request counts move), in time order per batch,
-interleaved across batches as a poller would publish them.
+interleaved across batches.
+
+:func:`pages` (the broker benchmark): the same fleets as a poller sees them, one list page at a
+time: every ``interval`` simulated seconds each source is listed newest first, ``PAGE`` batches a
+page, and a page publishes the batches it holds that are not yet known to be terminal (a batch
+is published once more when it turns terminal, then never again), all with the page's one
+``observed_at``. That is what :class:`pipeline.poller.SourcePoller` publishes with every active
+batch due each interval, one ``Publisher.publish`` call per page.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import pairwise, zip_longest
 
-from pipeline.models import ChangeEvent, Envelope
+from pipeline.models import TERMINAL, ChangeEvent, Envelope
 from pipeline.normalise import normalise
 from pipeline.simulator import SimBatch, build_fleet, openai_object
 from pipeline.timeutil import from_unix, iso_ms
@@ -18,6 +25,12 @@ from pipeline.transitions import BatchState, Rules, apply
 
 EPOCH = 1_790_000_000.0  # 2026-09-21: a fixed clock, so the workload is a pure function of its seed
 POLL_LAG = 7.0
+PAGE = 100  # batches per list page: the poller's default page_limit, the most every provider allows
+INTERVAL = 300.0  # simulated seconds between two observations of an active batch: the default active_interval
+# The fleet's busy hours: batches are created over the first 4 (CREATION_SPAN), and all but the
+# expiring ones (24 h) have ended 2 h later. The hours after that observe a few expiring batches
+# a page, a tail that would make the benchmark about them.
+HOURS = 6.0
 
 
 def observation_times(batch: SimBatch) -> list[float]:
@@ -46,3 +59,39 @@ def expected_changes(observed: list[Envelope], rules: Rules) -> Iterator[ChangeE
         snap = normalise(envelope)
         states[snap.key], events = apply(states.get(snap.key), snap, rules)
         yield from events
+
+
+def pages(batches: int, sources: int = 1, interval: float = INTERVAL, seed: int = 11,
+          page: int = PAGE, hours: float = HOURS) -> list[list[Envelope]]:
+    """The poller's pages of ``sources`` sources of ``batches // sources`` batches each (at least
+    one), cycle after cycle from the first batch's creation for ``hours`` simulated hours or until
+    every batch is terminal and published as such; within a cycle, source after source, pages in
+    list order. No page is empty; a batch is on at most one page of a cycle."""
+    fleets = {f"{source_name(i)}": build_fleet(seed, max(1, batches // sources), source_name(i))
+              for i in range(sources)}
+    start = min(b.created for fleet in fleets.values() for b in fleet)
+    newest_first = {s: sorted(f, key=lambda b: (b.created, b.id), reverse=True) for s, f in fleets.items()}
+    settled: set[str] = set()
+    out: list[list[Envelope]] = []
+    total = sum(len(f) for f in fleets.values())
+    cycle = 0
+    while len(settled) < total and cycle * interval <= hours * 3600:
+        t = start + cycle * interval
+        observed_at = iso_ms(from_unix(EPOCH + t + POLL_LAG))
+        for source, listed in newest_first.items():
+            visible = [b for b in listed if b.created <= t]
+            for first in range(0, len(visible), page):
+                if due := [b for b in visible[first:first + page] if b.id not in settled]:
+                    out.append([_observe(b, t, source, observed_at, settled) for b in due])
+        cycle += 1
+    return out
+
+
+def source_name(index: int) -> str:
+    return f"load-{index + 1}"
+
+
+def _observe(batch: SimBatch, t: float, source: str, observed_at: str, settled: set[str]) -> Envelope:
+    if batch.status_at(t) in TERMINAL:
+        settled.add(batch.id)
+    return Envelope(source, "openai", observed_at, openai_object(batch, t, EPOCH))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.e2e_bench import Load, match, pct
+from bench.e2e_bench import Load, Outcome, match, pct
 from bench.report import cell, load_records, render, save, table
 
 
@@ -59,3 +59,16 @@ def test_match_pairs_true_transitions_in_the_window_with_rows() -> None:
     assert (out.transitions, out.matched) == (2, 1)
     assert out.detection == [pytest.approx(1.0)]
     assert out.total == [pytest.approx(2.5)]
+
+
+def test_a_row_holds_the_issue_13_targets_against_its_percentiles() -> None:
+    fast = Outcome(Load(8000, 10), "current", 3, 3, [0.5, 0.5, 0.5], [1.0, 1.2, 2.9])
+    row = fast.row()
+    assert row["pipeline_p50"] == pytest.approx(0.7)
+    assert (row["e2e p99 <= 3 s"], row["pipeline p50 <= 1 s"]) == ("met", "met")
+    slow = Outcome(Load(8000, 10), "baseline", 2, 2, [0.5, 0.5], [28.0, 31.0]).row()
+    assert (slow["e2e p99 <= 3 s"], slow["pipeline p50 <= 1 s"]) == ("NOT met", "NOT met")
+    empty = Outcome(Load(500, 10), "current", 0, 0, [], []).row()
+    assert (empty["e2e p99 <= 3 s"], empty["pipeline p50 <= 1 s"]) == ("-", "-")
+    unseen = Outcome(Load(8000, 10), "baseline", 1753, 0, [], []).row()  # a queue longer than the window
+    assert unseen["e2e p99 <= 3 s"] == "NOT met: none observed"
