@@ -152,8 +152,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         """The dead letter of a record, or of one observation in it (``rejected``, of ``count``)."""
         msg = event.message
         counters.dead_letters += 1
-        key = rejected.key if rejected is not None and rejected.key is not None else msg.key
         one = rejected if rejected is not None and count > 1 else None  # a record of one: the record
+        key = one.key if one is not None and one.key is not None else msg.key
         if one is not None:
             reason = f"observation {one.index + 1} of {count}: {reason}"
         if dead_log.allow():
@@ -171,7 +171,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         """Hand the dead letters of a record's bad observations to the producer, into ``out``."""
         for rej in rejected:
             value = letter(event, stage, rej.reason, rej, count)
-            refused = await out.send(dlq_topic, dlq_key(rej.key or event.message.key), value, None, -1)
+            key = rej.key if count > 1 and rej.key is not None else event.message.key  # as in the letter
+            refused = await out.send(dlq_topic, dlq_key(key), value, None, -1)
             if refused is not None:
                 raise refused  # a dead letter is far under any record limit: Kafka is not well
 
