@@ -33,9 +33,10 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.app import track
 from bench.broker import read_all
 from pipeline.config import load_settings
+from pipeline.records import read_snapshots
+from pipeline.track import track_bytes
 from pipeline.transitions import RANK
 from tests.integration.conftest import free_port
 from tests.reliability.harness import (
@@ -63,8 +64,12 @@ def replay(records: list[Any], config: Path) -> dict[bytes, dict[str, Any]]:
     rules = load_settings(config).track.rules()
     table: dict[bytes, bytes] = {}
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        _, state, _ = track(table.get(r.key), r.value, rules)
-        table[r.key] = orjson.dumps(state.to_dict())
+        for entry in read_snapshots(r.value):  # a record of many (docs/records.md), in order
+            assert isinstance(entry, dict), entry
+            key = f"{entry['source']}/{entry['batch_id']}".encode()
+            state, _ = track_bytes(table.get(key), entry, rules)
+            if state is not None:
+                table[key] = state
     return {k: orjson.loads(v) for k, v in table.items()}
 
 
