@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import pytest
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
@@ -78,6 +79,29 @@ def guarded(committed: int | None = 10, earliest: int = 0,
     redelivery = Redelivery(ConsumerView(app), {RAW.topic}, tally)
     redelivery.install()
     return consumer, app, redelivery, tally
+
+
+async def test_a_rewind_pauses_the_partition_while_it_seeks_then_resumes_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records fetched before the seek must not be handed over after it (each would move Faust's
+    read offset past the hole, and the hole read again would be dropped): paused, then sought."""
+    consumer, _, redelivery, _ = guarded(committed=10)
+    paused_at_seek: list[bool] = []
+    seek = consumer.seek
+
+    async def seek_noting(tp: TP, offset: int) -> None:
+        paused_at_seek.append(tp in consumer._paused_partitions)
+        await seek(tp, offset)
+
+    monkeypatch.setattr(consumer, "seek", seek_noting)
+    assert await redelivery.admit("normalise", message(RAW, 12)) is Verdict.HOLD
+    assert paused_at_seek == [True]
+    assert RAW not in consumer._paused_partitions  # resumed after the seek
+    consumer._paused_partitions.add(RAW)  # the sink's backpressure: ClickHouse is down
+    await redelivery.repair()  # nothing to do yet; then a stuck hold seeks without resuming
+    redelivery._holding[RAW] = (10, 0.0)
+    await redelivery.repair()
+    assert RAW in consumer._paused_partitions, "the sink's pause was undone"
 
 
 async def test_records_in_offset_order_are_processed() -> None:
