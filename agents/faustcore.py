@@ -162,10 +162,12 @@ class ConsumerView:
         return cast(dict[TP, int], await self._consumer.earliest_offsets(*tps))
 
     def pause(self, tps: Collection[TP]) -> None:
-        self._consumer.pause_partitions(tps)
+        """Leave ``tps`` out of the next fetches. Faust asserts its own ``TP`` type in the paused
+        set (a record's ``tp`` may be aiokafka's ``TopicPartition``: the fetcher then crashed)."""
+        self._consumer.pause_partitions({TP(tp.topic, tp.partition) for tp in tps})
 
     def resume(self, tps: Collection[TP]) -> None:
-        self._consumer.resume_partitions(tps)
+        self._consumer.resume_partitions({TP(tp.topic, tp.partition) for tp in tps})
 
     async def group_committed(self, tps: Collection[TP]) -> dict[TP, int | None]:
         """The group's committed offsets of ``tps`` from the broker, through Faust's consumer

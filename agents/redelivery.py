@@ -220,7 +220,7 @@ class Redelivery:
         log.warning("%s[%d]: the record at offset %d %s; reading the partition again from it",
                     tp.topic, tp.partition, offset, why)
         self._counters.rewinds += 1
-        consumer = self._consumer
+        consumer, tp = self._consumer, TP(tp.topic, tp.partition)  # Faust's own type, not aiokafka's
         if tp in consumer.paused():
             await consumer.seek(tp, offset)
             return
