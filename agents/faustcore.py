@@ -11,9 +11,7 @@ that silently stops guarding. ``docs/faust.md`` says why each one is needed.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from importlib import metadata
 from typing import Any, Protocol, cast
 
@@ -91,7 +89,6 @@ def check(app: FaustApp) -> None:
     start = getattr(aiokafka.AIOKafkaConsumer.start, "__code__", None)
     if start is None or AIOKAFKA_START_READS not in start.co_names:
         raise missing("aiokafka AIOKafkaConsumer (as read by start)", AIOKAFKA_START_READS)
-    require(faust.streams, "module faust.streams", ["_current_event"])
     require(Message, "faust Message", ["acked"])
 
 
@@ -277,22 +274,6 @@ def size_producer_buffer(app: faust.App, max_messages: int) -> None:
     the fetch loop once it holds more than ``max_messages`` (100 by default)."""
     check_producer(app)
     app.producer.buffer.max_messages = max_messages
-
-
-@contextmanager
-def in_event(event: EventT[Any]) -> Iterator[None]:
-    """Table writes inside go to ``event``'s partition: Faust's table (and its store) take the
-    changelog partition from the current event, a context variable the stream sets per event."""
-    token = faust.streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)
-
-
-def current_event() -> EventT[Any] | None:
-    """The event Faust's table writes go with now (None outside a stream)."""
-    return faust.streams.current_event()
 
 
 def withhold_acks(events: Sequence[EventT[Any]]) -> None:

@@ -4,7 +4,6 @@ the fetch wait, and the table's event context, against a fake consumer and a rea
 from __future__ import annotations
 
 import re
-import weakref
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,8 +23,6 @@ from agents.faustcore import (
     FaustCompatError,
     PartitionPause,
     check,
-    current_event,
-    in_event,
     withhold_acks,
 )
 from pipeline import cli
@@ -69,12 +66,11 @@ def test_every_private_attribute_the_boundary_uses_is_checked() -> None:
         "consumer": set(re.findall(r"(?:\bconsumer|self\._consumer)\.(_[a-z]\w*)", text)),
         "thread": set(re.findall(r"\bthread\.(_[a-z]\w*)", text)),
         "client": set(re.findall(r"\bclient\.(_[a-z]\w*)", text)),
-        "streams": set(re.findall(r"faust\.streams\.(_[a-z]\w*)", text)),
     }
     assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback"}  # those two are public
     assert used["thread"] == set(THREAD_ATTRS) - {"call_thread"}
     assert used["client"] == {faustcore.AIOKAFKA_START_READS}
-    assert used["streams"] == {"_current_event"}
+    assert not re.findall(r"faust\.streams\.(_[a-z]\w*)", text)  # tables are written without it
 
 
 @pytest.mark.parametrize("attr", THREAD_ATTRS)
@@ -83,12 +79,6 @@ def test_a_missing_consumer_thread_attribute_is_named(attr: str) -> None:
     consumer._thread = type("OldThread", (), {a: (lambda self: None) for a in THREAD_ATTRS if a != attr})()
     with pytest.raises(FaustCompatError, match=f"OldThread has no attribute '{attr}'"):
         check(FakeApp(consumer))
-
-
-def test_faust_without_its_event_context_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(faust.streams, "_current_event")
-    with pytest.raises(FaustCompatError, match=r"faust\.streams has no attribute '_current_event'"):
-        check(FakeApp(FakeConsumer([])))
 
 
 def test_aiokafka_no_longer_reading_the_fetch_wait_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,18 +183,6 @@ def test_set_fetch_wait_reaches_the_client_the_thread_builds() -> None:
 
 def event_on(tp: TP, offset: int) -> Event:
     return Event(app=None, key=b"k", value=b"v", headers={}, message=message(tp, offset))  # type: ignore[arg-type]
-
-
-def test_in_event_sets_the_tables_event_and_restores_the_streams() -> None:
-    streams, mine = event_on(SNAPS, 1), event_on(TP("p.snapshots", 3), 2)
-    token = faust.streams._current_event.set(weakref.ref(streams))
-    try:
-        with in_event(mine):
-            assert current_event() is mine
-            assert faust.streams.current_event() is mine  # what Table.partition_for_key reads
-        assert current_event() is streams
-    finally:
-        faust.streams._current_event.reset(token)
 
 
 def test_withheld_events_are_skipped_by_the_final_ack() -> None:
