@@ -35,6 +35,14 @@ def source(sim: Simulator, name: str, key: str, label: str) -> SourceConfig:
                         request_timeout=0.1, max_rps=500.0)
 
 
+def polled_every_way(poller: Poller) -> bool:
+    """Every good source observed something and every bad one was refused at least once."""
+    metrics = poller.metrics()
+    good, bad = metrics[:len(PROVIDERS)], metrics[len(PROVIDERS):]
+    return all(m.observations > 0 for m in good) and all(m.errors["http_401"] + m.errors["http_403"] > 0
+                                                         for m in bad)
+
+
 async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
     """Bearer, x-api-key, x-goog-api-key, api-key and SigV4 sources, each with the right and a wrong key."""
     caplog.set_level(logging.DEBUG)
@@ -46,7 +54,11 @@ async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
             source(sim, n, WRONG, "bad") for n in sim.sources)
         poller = Poller(sources, sink)
         task = asyncio.create_task(poller.run())
-        await asyncio.sleep(2.0)
+        # Until every source was polled both ways: a fixed 2 s was too short on a busy machine.
+        for _ in range(300):
+            if polled_every_way(poller):
+                break
+            await asyncio.sleep(0.1)
         poller.stop()
         await asyncio.wait_for(task, timeout=10)
     metrics = poller.metrics()
