@@ -30,7 +30,14 @@ from pipeline.dlq import dead_letter, dlq_key, source_of
 from pipeline.errors import InvalidRecord
 from pipeline.models import ChangeEvent, Snapshot, loads_object
 from pipeline.normalise import normalise_raw
-from pipeline.records import Rejected, pack_snapshots, partition_of, read_snapshots, snapshot_runs
+from pipeline.records import (
+    Rejected,
+    by_partition,
+    pack_snapshots,
+    partition_of,
+    read_snapshots,
+    snapshot_runs,
+)
 from pipeline.sink import ClickHouseSink, Position, Record, cut, refused_letters
 from pipeline.store import AsyncStore
 from pipeline.track import fold_bytes
@@ -49,6 +56,7 @@ PRODUCER_BUFFER = 10_000  # table changelog records queued before the fetch loop
 # estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
 RECORD_OVERHEAD = 128
 Run = list[tuple[bytes, bytes, int]]  # (key, snapshot JSON, index in the raw record)
+Entries = list[dict[str, Any] | Rejected]  # a snapshot record's entries (records.read_snapshots)
 Then = Callable[[list[Any]], Awaitable[None]]
 DEAD_LETTER_LOGS, DEAD_LETTER_WINDOW = 20, 10.0  # dead letters logged one by one per window
 
@@ -272,13 +280,13 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
             if verdict is Verdict.DONE:
                 await manual.ack(event)
             elif verdict is Verdict.PROCESS:
-                out, writes, count = await fold_record(event)
-                await tracking.add(event, out.futures, partial(settle_changes, event, out, writes, count))
+                out, writes, entries = await fold_record(event)
+                await tracking.add(event, out.futures, partial(settle_changes, event, out, writes, entries))
             yield None
 
-    async def fold_record(event: EventT[bytes]) -> tuple[Outputs, dict[int, tuple[bytes, bytes]], int]:
+    async def fold_record(event: EventT[bytes]) -> tuple[Outputs, dict[int, tuple[bytes, bytes]], Entries]:
         """Send the change events and dead letters of one snapshot record; the states to write, by
-        the index of the snapshot that made them, and the record's count of snapshots."""
+        the index of the snapshot that made them, and the record's entries (read once)."""
         msg = event.message
         value = event.value if isinstance(event.value, bytes) else b""
         entries = read_snapshots(value, msg.key, codec.loads)
@@ -303,7 +311,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                 pending[key] = state_value
                 writes[index] = (key, state_value)
         await letters(event, "track", bad, len(entries), out)
-        return out, writes, len(entries)
+        return out, writes, entries
 
     async def send_changes(out: Outputs, key: bytes, values: list[bytes], index: int,
                            partition: int) -> str | None:
@@ -334,17 +342,15 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                                 f"{app.conf.producer_max_request_size}-byte record limit")
 
     async def settle_changes(event: EventT[bytes], out: Outputs, writes: dict[int, tuple[bytes, bytes]],
-                             count: int, results: list[Any]) -> None:
+                             entries: Entries, results: list[Any]) -> None:
         """Once a snapshot record's outputs are settled: a snapshot whose change event the broker
         refused is a dead letter and its state is not written; then the table writes, the store
         and the changelog (the same partition: the table is co-partitioned with the snapshots)."""
         refused = out.refused(results, "change event")
-        if refused:
-            value = event.value if isinstance(event.value, bytes) else b""
-            entries = read_snapshots(value, None, codec.loads)
-            bad = [Rejected(reason, owner, _entry_json(entries[owner], codec), writes.get(owner, (None,))[0])
+        if refused:  # an owner >= 0 is a snapshot that was folded: an object, not a Rejected
+            bad = [Rejected(reason, owner, codec.dumps(entries[owner]), snapshot_key(entries[owner]))
                    for owner, reason in refused.items() if owner >= 0]
-            await delivered_letters(event, "track", bad, count)
+            await delivered_letters(event, "track", bad, len(entries))
         partition = event.message.partition
         for index, (key, value) in writes.items():
             if index in refused:
@@ -446,23 +452,14 @@ def track(previous: bytes | None, value: bytes, rules: Rules,
     return prior, new_state, events
 
 
-def _entry_json(entry: dict[str, Any] | Rejected, codec: Codec) -> bytes:
-    return entry.original if isinstance(entry, Rejected) else codec.dumps(entry)
-
-
-def snapshot_key(entry: dict[str, Any]) -> bytes | None:
+def snapshot_key(entry: dict[str, Any] | Rejected) -> bytes | None:
+    """``source/batch_id`` of a snapshot object, when it has both (a :class:`Rejected` has its own)."""
+    if isinstance(entry, Rejected):
+        return entry.key
     source, batch_id = entry.get("source"), entry.get("batch_id")
     if isinstance(source, str) and isinstance(batch_id, str):
         return f"{source}/{batch_id}".encode("utf-8", "replace")
     return None
-
-
-def by_partition(items: Run, partitions: int) -> dict[int, Run]:
-    """``(key, value, index)`` items by the partition of their key, each group in the items' order."""
-    groups: dict[int, Run] = {}
-    for item in items:
-        groups.setdefault(partition_of(item[0], partitions), []).append(item)
-    return groups
 
 
 def reason_of(exc: Exception) -> str:

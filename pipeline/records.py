@@ -91,7 +91,8 @@ def _chunks(items: list[T], budget: int) -> Iterator[list[T]]:
         yield run
 
 
-def _by_partition(items: Iterable[T], partitions: int) -> dict[int, list[T]]:
+def by_partition(items: Iterable[T], partitions: int) -> dict[int, list[T]]:
+    """``(key, ...)`` items by the partition of their key, each group in the items' order."""
     groups: dict[int, list[T]] = {}
     for item in items:
         groups.setdefault(partition_of(item[0], partitions), []).append(item)
@@ -108,7 +109,7 @@ def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTE
         one = b"".join((b'{"source":', head[0], b',"provider":', head[1], b',"observed_at":', head[2],
                         b',"payload":'))
         items = [(envelopes[i].key.encode(), orjson_dumps(envelopes[i].payload), i) for i in group]
-        for partition, members in _by_partition(items, partitions).items():
+        for partition, members in by_partition(items, partitions).items():
             for run in _chunks(members, budget):
                 indices = tuple(i for *_, i in run)
                 if len(run) == 1:  # version 1: exactly what a lone envelope always was
