@@ -236,7 +236,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                                results: list[Any]) -> None:
         """Once a raw record's outputs are settled: the snapshot records the broker refused are sent
         again snapshot by snapshot, and a snapshot refused alone is a dead letter."""
-        refused = out.refused(results, "snapshot")
+        refused = await out.refused(results, "snapshot")
         if not refused:
             return
         for owner, reason in refused.items():
@@ -346,7 +346,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         """Once a snapshot record's outputs are settled: a snapshot whose change event the broker
         refused is a dead letter and its state is not written; then the table writes, the store
         and the changelog (the same partition: the table is co-partitioned with the snapshots)."""
-        refused = out.refused(results, "change event")
+        refused = await out.refused(results, "change event")
         if refused:  # an owner >= 0 is a snapshot that was folded: an object, not a Rejected
             bad = [Rejected(reason, owner, codec.dumps(entries[owner]), snapshot_key(entries[owner]))
                    for owner, reason in refused.items() if owner >= 0]

@@ -32,13 +32,14 @@ class Outputs:
     """The delivery futures of one input record's outputs, each with the observation it belongs to
     (its index in the record; -1 for a dead letter) and its size."""
 
-    __slots__ = ("_send", "futures", "owners", "sizes")
+    __slots__ = ("_send", "futures", "owners", "records", "sizes")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.futures: list[Awaitable[Any]] = []
         self.owners: list[int] = []
         self.sizes: list[int] = []
+        self.records: list[tuple[str, bytes | None, bytes, int | None]] = []
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
                    owner: int) -> ProducerSendError | None:
@@ -48,15 +49,23 @@ class Outputs:
         except ProducerSendError as exc:
             return exc
         self.futures.append(future)
+        self.records.append((topic, key, value, partition))
         self.owners.append(owner)
         self.sizes.append(len(value) + (len(key) if key else 0))
         return None
 
-    def refused(self, results: list[Any], what: str) -> dict[int, str]:
+    async def refused(self, results: list[Any], what: str) -> dict[int, str]:
         """The observations whose outputs the broker refused for their size, with the reason;
-        raises the first other failure."""
+        raises the first other failure. A refused output is sent once more alone first: the
+        broker refuses a whole batch for one record too large, so the records that shared its
+        batch were refused with it (the Publisher does the same)."""
         out: dict[int, str] = {}
-        for owner, size, result in zip(self.owners, self.sizes, results, strict=True):
-            if isinstance(result, BaseException):
-                out.setdefault(owner, refusal(result, what, size))
+        for owner, size, record, result in zip(self.owners, self.sizes, self.records, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            refusal(result, what, size)  # raises anything but a size refusal
+            try:
+                await (await self._send(*record, None, None))
+            except Exception as exc:  # noqa: BLE001 - refused alone too: a dead letter; else raised
+                out.setdefault(owner, refusal(exc, what, size))
         return out
