@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +34,17 @@ from typing import Any
 
 from bench import baseline
 from bench.baseline import Tree
-from bench.broker import FAST_GROUP, delete_topics, first_timestamp, last_timestamp, run_toml
+from bench.broker import FAST_GROUP, PARTITIONS, delete_topics, first_timestamp, last_timestamp, run_toml
 from bench.report import save
-from bench.worker_bench import free_port
-from pipeline.config import SourceConfig
+from bench.worker_bench import DRAINED, Command, free_port, group_done, snapshot_rows, wait_port
+from bench.worker_bench import write_config as services_config
+from pipeline.config import KafkaConfig, SourceConfig
 from pipeline.errors import BatchscopeError
+from pipeline.kafka import ensure_topics
 from pipeline.queries import query_running
 
 POLL_SECONDS = 0.25
+TOPOLOGIES = {"services": "simulate | poll | worker", "run": "batchscope run"}
 TIMEOUT = 900.0
 STALL = 60.0  # seconds without a new row after which a run is reported incomplete
 TARGET = 60.0
@@ -116,6 +120,70 @@ def one_run(args: argparse.Namespace, tree: Tree) -> Backfill:
             asyncio.run(delete_topics(args.bootstrap, prefix))
 
 
+def services_run(args: argparse.Namespace, tree: Tree, current: Tree) -> Backfill:
+    """The deployed shape (compose): ``batchscope simulate`` (today's; the providers, on their own
+    core), and the tree's ``batchscope worker`` and ``batchscope poll`` as separate processes.
+    Done when the poller has published every batch and the worker's group has committed every
+    record on raw, snapshots and changes (the sink commits after its insert); the rows are
+    counted afterwards."""
+    prefix = f"bench-backfill-{uuid.uuid4().hex[:8]}"
+    kafka = KafkaConfig(bootstrap=args.bootstrap, topic_prefix=prefix, app_id=prefix, partitions=PARTITIONS)
+    want = args.batches * args.sources
+    sim_port, metrics_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmpdir:
+        tmp = Path(tmpdir)
+        config = services_config(tmp, args, prefix, sim_port, history=args.batches)
+        poll_config = services_config(tmp, args, prefix, sim_port, history=args.batches,
+                                      metrics_port=metrics_port, name="poll.toml")
+        sim = Command(current, config, tmp / "simulate.log", "simulate").start()
+        worker = Command(tree, config, tmp / "worker.log", "worker")
+        poll = Command(tree, poll_config, tmp / "poll.log", "poll")
+        try:
+            asyncio.run(ensure_topics(kafka))
+            wait_port(sim_port, sim)
+            worker.start()
+            poll.start()
+            done = wait_services(args, poll, worker, metrics_port, want, prefix, kafka)
+            first = asyncio.run(first_timestamp(args.bootstrap, kafka.topic("raw")))
+            last = asyncio.run(last_timestamp(args.bootstrap, kafka.topic("raw")))
+        finally:
+            for proc in (poll, worker, sim):
+                proc.stop()
+        try:
+            rows = snapshot_rows(current, config)
+            return Backfill(tree.label, rows, max(0.0, done - first), last - first, rows >= want)
+        finally:
+            asyncio.run(delete_topics(args.bootstrap, prefix))
+
+
+def published(metrics_port: int) -> int | None:
+    """Observations the poller has published (its ``/metrics``), or None before it serves."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("batchscope_poller_observations_total{"))
+
+
+def wait_services(args: argparse.Namespace, poll: Command, worker: Command, metrics_port: int, want: int,
+                  group: str, kafka: KafkaConfig) -> float:
+    """The wall time the group was seen drained after the poller published ``want`` observations."""
+    deadline = time.monotonic() + TIMEOUT
+    topics = [kafka.topic(t) for t in DRAINED]
+    while time.monotonic() < deadline:
+        for proc in (poll, worker):
+            if not proc.alive():
+                raise proc.fail("exited during the backfill")
+        if (published(metrics_port) or 0) >= want:
+            done = asyncio.run(group_done(args.bootstrap, group, topics))
+            if done is not None:
+                return done
+        time.sleep(POLL_SECONDS)
+    raise worker.fail(f"not drained within {TIMEOUT:.0f} s")
+
+
 def wait_rows(proc: subprocess.Popen[bytes], data_dir: Path, want: int, log: Path) -> tuple[float, int]:
     """The wall time the query endpoint first counted ``want`` snapshot rows, and the count; or,
     when the count stopped growing for :data:`STALL` seconds, the time of its last growth and the
@@ -138,9 +206,9 @@ def wait_rows(proc: subprocess.Popen[bytes], data_dir: Path, want: int, log: Pat
     raise SystemExit(f"not every row in ClickHouse within {TIMEOUT:.0f} s; log: {log}")
 
 
-def summary_row(tree: Tree, runs: list[Backfill], args: argparse.Namespace) -> dict[str, Any]:
+def summary_row(tree: Tree, topology: str, runs: list[Backfill], args: argparse.Namespace) -> dict[str, Any]:
     seconds = statistics.median(r.seconds for r in runs)
-    return {"code": f"{tree.label} ({tree.short})", "runs": len(runs),
+    return {"code": f"{tree.label} ({tree.short})", "processes": TOPOLOGIES[topology], "runs": len(runs),
             "batches": args.batches * args.sources, "sources": args.sources,
             "rows": min(r.rows for r in runs), "first poll -> all rows (s)": seconds,
             "listing (s)": statistics.median(r.listing for r in runs),
@@ -161,6 +229,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=10_000, help="terminal history batches per source")
     parser.add_argument("--sources", type=int, default=10)
+    parser.add_argument("--topology", choices=[*TOPOLOGIES, "both"], default="both",
+                        help="services: simulate, poll and worker apart (compose); run: batchscope run")
+    parser.add_argument("--speed", type=float, default=600.0, help="simulated seconds per wall second")
     parser.add_argument("--poll-interval", type=float, default=1.0, dest="poll_interval")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=1)
@@ -174,18 +245,21 @@ def main() -> None:
     args = parse()
     print(f"{args.batches * args.sources:,} terminal history batches over {args.sources} sources; listing "
           f"bound by the rate limit: {listing_bound(args.batches):.2f} s a source", flush=True)
+    topologies = list(TOPOLOGIES) if args.topology == "both" else [args.topology]
     with baseline.materialise(args.baseline_ref) as base:
-        trees = [baseline.current(), base]
-        runs: dict[Tree, list[Backfill]] = {t: [] for t in trees}
+        current = baseline.current()
+        trees = [current, base]
+        runs: dict[tuple[str, Tree], list[Backfill]] = {(p, t): [] for p in topologies for t in trees}
         for i in range(args.runs):
-            for tree in trees:
-                r = one_run(args, tree)
-                runs[tree].append(r)
-                print(f"run {i + 1} {tree.label}: {r.rows:,} rows in {r.seconds:.1f} s "
+            for topology, tree in runs:
+                r = services_run(args, tree, current) if topology == "services" else one_run(args, tree)
+                runs[topology, tree].append(r)
+                print(f"run {i + 1} {topology} {tree.label}: {r.rows:,} rows in {r.seconds:.1f} s "
                       f"(listing {r.listing:.1f} s)", flush=True)
-    rows = [summary_row(t, rs, args) for t, rs in runs.items()]
+    rows = [summary_row(t, p, rs, args) for (p, t), rs in runs.items()]
     for row in rows:
-        print(f"{row['code']:>40}: {row['first poll -> all rows (s)']:.1f} s, {row['rows']:,} rows, "
+        print(f"{row['code']:>40} {row['processes']}: {row['first poll -> all rows (s)']:.1f} s, "
+              f"{row['rows']:,} rows, "
               f"{row['rows/s'] or 0:,.0f} rows/s (target 60 s: {row['<= 60 s']})", flush=True)
     if args.record:
         save("backfill", "Backfill: terminal history, first poll to every row in ClickHouse", rows,

@@ -78,9 +78,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp: Path, args: argparse.Namespace, prefix: str, sim_port: int) -> Path:
+def write_config(tmp: Path, args: argparse.Namespace, prefix: str, sim_port: int, *, history: int = 0,
+                 metrics_port: int = 0, name: str = "batchscope.toml") -> Path:
     """A config both trees accept: fresh topics, group and data directory; the simulator's
-    sources as ``[[sources]]``, each active batch due every poll interval."""
+    sources as ``[[sources]]``, each active batch due every poll interval; ``history`` of each
+    source's batches ended before start (terminal history)."""
     sim = SimulatorConfig(batches=args.batches, sources=args.sources, seed=args.seed, speed=args.speed,
                           port=sim_port, poll_interval=args.poll_interval)
     names = Simulator(sim)  # only for each source's provider and API root
@@ -93,12 +95,13 @@ poll_interval = {args.poll_interval}
 active_interval = {args.poll_interval}
 max_rps = 100.0
 """ for name in names.sources)
-    path = tmp / "batchscope.toml"
-    path.write_text(run_toml(tmp, args.bootstrap, prefix) + f"""metrics_port = 0
+    path = tmp / name
+    path.write_text(run_toml(tmp, args.bootstrap, prefix) + f"""metrics_port = {metrics_port}
 log_level = "warning"
 
 [simulator]
 batches = {sim.batches}
+history = {history}
 sources = {sim.sources}
 seed = {sim.seed}
 speed = {sim.speed}
