@@ -74,6 +74,7 @@ class Listing:
     size: int = 0  # the most batches one page held
     complete: bool = False  # the last page was reached
     oldest: float | None = None  # created_at of the oldest batch listed (newest-first lists)
+    listed: set[str] = field(default_factory=set)  # ids on the pages listed so far
     guard: PageGuard = field(default_factory=PageGuard)  # stops a listing that goes round
 
 
@@ -262,9 +263,14 @@ class SourcePoller:
 
     def _note_order(self, listing: Listing, ids: list[str | None]) -> None:
         """Track the oldest created_at listed; a list found not newest first is never again
-        taken as ordered (then only a complete listing proves a batch missing from it)."""
+        taken as ordered (then only a complete listing proves a batch missing from it). A batch
+        listed again in the same listing is not evidence: a page-numbered list that grows at the
+        top while it is walked pushes the end of one page onto the next."""
         for bid in ids:
-            known = self.known.get(bid) if bid is not None else None
+            if bid is None or bid in listing.listed:
+                continue
+            listing.listed.add(bid)
+            known = self.known.get(bid)
             created = known.created if known is not None else None
             if created is None:
                 continue
