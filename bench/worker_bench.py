@@ -88,13 +88,13 @@ def write_config(tmp: Path, args: argparse.Namespace, prefix: str, sim_port: int
     names = Simulator(sim)  # only for each source's provider and API root
     sources = "".join(f"""
 [[sources]]
-name = "{name}"
-provider = "{names.provider(name)}"
-base_url = "{names.source_url(name)}"
+name = "{source}"
+provider = "{names.provider(source)}"
+base_url = "{names.source_url(source)}"
 poll_interval = {args.poll_interval}
 active_interval = {args.poll_interval}
 max_rps = 100.0
-""" for name in names.sources)
+""" for source in names.sources)
     path = tmp / name
     path.write_text(run_toml(tmp, args.bootstrap, prefix) + f"""metrics_port = {metrics_port}
 log_level = "warning"
