@@ -149,6 +149,7 @@ class SimSource:
         self.malformed = malformed  # batch indexes served as objects the normaliser rejects
         self.vanish = vanish or {}  # batch index -> simulated time it starts answering 404
         self.served: dict[str, list[str]] = {}
+        self.ended: dict[str, dict[str, Any]] = {}  # batch id -> its object once terminal (final)
 
     def visible(self, t: float) -> list[SimBatch]:
         return [b for b in self.newest_first if b.created <= t and self.vanish.get(b.index, t + 1) > t]
@@ -167,7 +168,14 @@ class SimSource:
         return obj
 
     def render(self, batch: SimBatch, t: float, epoch: float) -> dict[str, Any]:
-        return simwire.render(self.provider, batch, t, epoch, self.wire_ids[batch.id])
+        """The batch's object at ``t``; a terminal batch's is rendered once (the callers only
+        serialise it)."""
+        if (done := self.ended.get(batch.id)) is not None:
+            return done
+        obj = simwire.render(self.provider, batch, t, epoch, self.wire_ids[batch.id])
+        if batch.status_at(t) in TERMINAL:
+            self.ended[batch.id] = obj
+        return obj
 
 
 def openai_object(batch: SimBatch, t: float, epoch: float) -> dict[str, Any]:

@@ -9,11 +9,20 @@ import aiohttp
 import orjson
 import pytest
 
-from pipeline.config import SimulatorConfig
+from pipeline import simwire
+from pipeline.config import SIM_PROVIDERS, SimulatorConfig
 from pipeline.errors import ConfigError
 from pipeline.models import STATUSES, TERMINAL, Envelope
 from pipeline.normalise import normalise
-from pipeline.simulator import CREATION_SPAN, WINDOW, SimBatch, Simulator, build_fleet, openai_object
+from pipeline.simulator import (
+    CREATION_SPAN,
+    WINDOW,
+    SimBatch,
+    SimSource,
+    Simulator,
+    build_fleet,
+    openai_object,
+)
 from pipeline.transitions import RANK
 from tests.simclock import SimClock
 
@@ -378,3 +387,18 @@ async def test_hostile_payloads_are_served_in_pages_and_as_whole_bodies(
     assert truth["bodies"] == bodies > 0
     assert truth["objects"] > 0
     assert pages == 400 - bodies
+
+
+@pytest.mark.parametrize("provider", SIM_PROVIDERS)
+def test_a_terminal_batch_renders_the_same_object_at_any_later_time(provider: str) -> None:
+    """What lets a simulated source render a terminal batch once and serve that object after."""
+    fleet = build_fleet(5, 40, "sim-1")
+    source = SimSource("sim-1", fleet, provider)
+    for batch in fleet:
+        end = batch.timeline[-1][1]
+        if batch.status_at(end) not in TERMINAL:
+            continue
+        first = source.render(batch, end, 1_700_000_000.0)
+        later = simwire.render(provider, batch, end + 86_400.0, 1_700_000_000.0, source.wire_ids[batch.id])
+        assert later == first
+        assert source.render(batch, end + 86_400.0, 1_700_000_000.0) is first
