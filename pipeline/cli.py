@@ -160,7 +160,7 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.kafka import Publisher, ensure_topics
     from pipeline.metrics import MetricsServer, render, stale_reason
     from pipeline.poller import Poller
-    from pipeline.runner import start_metrics
+    from pipeline.runner import REPORT_EVERY, report_every, start_metrics
 
     if not settings.sources:
         raise ConfigError("sources: none configured; 'poll' needs at least one [[sources]] table")
@@ -178,9 +178,11 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
             await buffer.start()
             await start_metrics(metrics)
             _on_signals(poller.stop)
+            report = asyncio.create_task(report_every(REPORT_EVERY, poller.summary))
             try:
                 await poller.run()
             finally:
+                report.cancel()
                 await buffer.stop()
                 await metrics.stop()
 
