@@ -11,7 +11,7 @@ import io
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ import orjson
 from pipeline import __version__
 from pipeline.config import PROVIDERS, Secrets, Settings, load_settings
 from pipeline.errors import BatchscopeError, ConfigError
+from pipeline.queries import SavedQuery
 from pipeline.store import QueryResult, Store
 
 log = logging.getLogger("batchscope")
@@ -255,10 +256,19 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     elif args.sql:
         result = run_sql(settings, args.sql, params=params, write=args.write)
     else:
-        names = "\n".join(f"  {q.name:<20} {q.description}" for q in saved_queries().values())
-        raise ConfigError(f"query: give SQL or --saved NAME; saved queries:\n{names}")
+        sys.stdout.write(saved_list(saved_queries().values()))
+        return 0
     sys.stdout.write(render(result, args.format))
     return 0
+
+
+def saved_list(queries: Iterable[SavedQuery]) -> str:
+    """What ``batchscope query`` with no SQL prints: each saved query, what it answers, its defaults."""
+    lines = ["saved queries (run one with: batchscope query --saved NAME [--param NAME=VALUE]):"]
+    for q in queries:
+        defaults = " ".join(f"{k}={v}" for k, v in q.defaults.items())
+        lines.append(f"  {q.name:<20} {q.description}" + (f" (default: {defaults})" if defaults else ""))
+    return "\n".join(lines) + "\n"
 
 
 def cmd_normalise(settings: Settings, args: argparse.Namespace) -> int:

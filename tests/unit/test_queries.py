@@ -78,9 +78,12 @@ def test_query_without_sql_lists_the_saved_queries(capsys: pytest.CaptureFixture
     from pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["query"]) == 2
-    err = capsys.readouterr().err
-    assert "give SQL or --saved NAME" in err
-    assert all(name in err for name in EXPECTED)
+    assert main(["query"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    listed = [line.split()[0] for line in out.splitlines()[1:]]
+    assert listed == sorted(EXPECTED)
+    assert "batchscope query --saved NAME" in out.splitlines()[0]
+    assert "(default: stall_minutes=30)" in out
     assert main(["query", "SELECT 1", "--saved", "stalled"]) == 2
     assert main(["query", "--saved", "stalled", "--write"]) == 2
