@@ -11,7 +11,7 @@ import io
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ import orjson
 from pipeline import __version__
 from pipeline.config import PROVIDERS, Secrets, Settings, load_settings
 from pipeline.errors import BatchscopeError, ConfigError
+from pipeline.queries import SavedQuery
 from pipeline.store import QueryResult, Store
 
 log = logging.getLogger("batchscope")
@@ -33,43 +34,136 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"batchscope: {message} (see '{self.prog} --help')\n")
 
 
+DESCRIPTION = """\
+Watch LLM batch jobs across provider accounts (OpenAI, Anthropic, Gemini, Bedrock and more):
+poll their batch APIs, stream every change through Kafka, keep the history in ClickHouse, and
+answer questions about the fleet from the terminal."""
+
+EPILOG = """\
+examples:
+  batchscope run                        everything in one process; with no [[sources]]
+                                        configured it polls a built-in simulated fleet
+  batchscope status                     the fleet at a glance, with progress and ETA
+  batchscope query                      list the saved queries
+  batchscope query --saved stalled      run one of them
+  batchscope run --config prod.toml     --config goes before or after the command
+
+settings: the --config file, else $BATCHSCOPE_CONFIG, else ./batchscope.toml if it exists;
+BATCHSCOPE_* environment variables override the file. If --config is given both before and
+after the command, the one after the command is used.
+
+Run 'batchscope COMMAND --help' for what a command does and its options."""
+
+CONFIG_HELP = "settings file (default: $BATCHSCOPE_CONFIG, else ./batchscope.toml if it exists)"
+
+
+class _Commands:
+    """Adds the subcommands, each with the same --config option as the top level."""
+
+    def __init__(self, parser: ArgumentParser) -> None:
+        self._sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                          parser_class=ArgumentParser, title="commands")
+
+    def add(self, name: str, summary: str, details: str = "", examples: str = "") -> ArgumentParser:
+        """``summary``: one line for the command list; ``details`` and ``examples``: preformatted
+        text for the command's own --help."""
+        command = self._sub.add_parser(
+            name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.\n\n{details}".rstrip(),
+            epilog=f"examples:\n{examples}" if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        # SUPPRESS: when absent after the command, the value given before it (or None) stands.
+        command.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
+        return command
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="batchscope", description=__doc__)
+    parser = ArgumentParser(prog="batchscope", description=DESCRIPTION, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"batchscope {__version__}")
-    parser.add_argument("--config", "-c", metavar="PATH",
-                        help="settings file (default: ./batchscope.toml or $BATCHSCOPE_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
-    sub.add_parser("run", help="poller, agents and sink in one process (simulator if no source)")
-    sub.add_parser("poll", help="run the poller alone, publishing to <prefix>.raw")
-    worker = sub.add_parser("worker", help="run the Faust agents alone (normalise, track, sink); "
-                                           "start several to share the partitions")
+    parser.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
+    commands = _Commands(parser)
+    _add_pipeline_commands(commands)
+    _add_admin_commands(commands)
+    _add_query_commands(commands)
+    _add_simulate(commands)
+    return parser
+
+
+def _add_pipeline_commands(commands: _Commands) -> None:
+    commands.add("run", "run the whole pipeline in one process: poll, normalise, track changes, store",
+                 "Applies the ClickHouse migrations and creates the Kafka topics first, then polls\n"
+                 "every configured source. With no [[sources]] in the settings, it starts a simulated\n"
+                 "fleet and polls that, so you can try batchscope without an API key. Logs a progress\n"
+                 "line every 10 s; Ctrl-C stops it. While it runs, 'batchscope query' and\n"
+                 "'batchscope status' read its database.",
+                 "  batchscope run\n  batchscope run --config batchscope.toml")
+    commands.add("poll", "poll the configured sources and publish what they report to Kafka",
+                 "The poller alone, as the 'poller' service of a multi-process deployment: it needs\n"
+                 "at least one [[sources]] table and publishes to the <prefix>.raw topic; run\n"
+                 "'batchscope worker' to process it. Serves /metrics and /health on\n"
+                 "pipeline.metrics_port. Logs a progress line every 10 s; Ctrl-C stops it.")
+    worker = commands.add(
+        "worker", "process what the poller published: normalise, track changes, store in ClickHouse",
+        "The processing stages alone, as the 'worker' service of a multi-process deployment.\n"
+        "Start several workers to share the work (up to kafka.partitions of them do work).",
+        "  batchscope worker\n  batchscope worker --agents sink")
     worker.add_argument("--agents", default="normalise,track,sink", type=_agent_list,
                         help="comma-separated subset of normalise,track,sink (default: all three)")
-    sub.add_parser("migrate", help="apply the ClickHouse migrations not applied yet")
-    topics = sub.add_parser("topics", help="create the Kafka topics that do not exist (partitions, "
-                                           "replication, retention; compacted changelog) and describe them")
-    topics.add_argument("--describe", action="store_true", help="only describe, create nothing")
-    health = sub.add_parser("health", help="exit 0 when an HTTP endpoint answers 2xx (container healthcheck)")
-    health.add_argument("--url", help="the URL to GET (default: this process's /health on "
-                                      "127.0.0.1:pipeline.metrics_port)")
+
+
+def _add_admin_commands(commands: _Commands) -> None:
+    commands.add("migrate", "create or upgrade the ClickHouse tables (safe to run again)")
+    topics = commands.add("topics", "create the Kafka topics that are missing and show how they are set up",
+                          "Prints each topic's partitions, replicas and retention settings.")
+    topics.add_argument("--describe", action="store_true", help="only show the topics, create nothing")
+    health = commands.add(
+        "health", "exit 0 if a batchscope process answers healthy (for container healthchecks)",
+        "Exits 1 with one line saying why otherwise.",
+        "  batchscope health\n  batchscope health --url http://127.0.0.1:9108/health --timeout 2")
+    health.add_argument("--url", help="the URL to GET (default: /health on 127.0.0.1:pipeline.metrics_port)")
     health.add_argument("--timeout", type=_seconds, default=5.0,
                         help="seconds to wait (default 5, at most 3600)")
-    query = sub.add_parser("query", help="run SQL against the batchscope database (read-only)")
-    query.add_argument("sql", nargs="?",
-                       help="the SQL to run; unqualified tables resolve in the configured database")
-    query.add_argument("--saved", "-s", metavar="NAME", help="run a saved query from sql/queries/ instead")
+
+
+def _add_query_commands(commands: _Commands) -> None:
+    query = commands.add(
+        "query", "run SQL or a saved query against the batch database (read-only by default)",
+        "With no SQL and no --saved, lists the saved queries. Unqualified table names resolve in\n"
+        "the configured database (batch_current: the latest state of every batch;\n"
+        "batch_snapshots: every observation; batch_changes: every change).",
+        "  batchscope query\n"
+        "  batchscope query \"SELECT status, count() FROM batch_current GROUP BY status\"\n"
+        "  batchscope query --saved stalled --param stall_minutes=60 --format csv")
+    query.add_argument("sql", nargs="?", help="the SQL to run")
+    query.add_argument("--saved", "-s", metavar="NAME", help="run the saved query NAME instead")
     query.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
-                       help="a query parameter for {NAME:Type} placeholders (repeatable)")
-    query.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format")
+                       help="a value for a {NAME:Type} placeholder (repeatable)")
+    query.add_argument("--format", "-f", choices=FORMATS, default="table",
+                       help="output format (default: table)")
     query.add_argument("--write", action="store_true", help="allow statements that change data")
-    norm = sub.add_parser("normalise", help="provider JSON on stdin -> canonical snapshots (JSON lines)")
+    norm = commands.add(
+        "normalise", "convert a provider's batch JSON into batchscope's canonical records",
+        "Reads one batch object, a list response or a JSON array on stdin; prints one canonical\n"
+        "snapshot per batch as a JSON line. Invalid input exits 2 with one line.",
+        "  curl -s https://api.openai.com/v1/batches -H \"Authorization: Bearer $OPENAI_API_KEY\" \\\n"
+        "    | batchscope normalise --provider openai --source team-a")
     norm.add_argument("--provider", required=True, choices=PROVIDERS, help="the provider the JSON came from")
     norm.add_argument("--source", required=True, help="the source name to put in each snapshot")
-    sub.add_parser("status", help="a terminal dashboard of the fleet")
-    sim = sub.add_parser("simulate", help="serve the synthetic fleet (every provider's API) until Ctrl-C",
-                         description="Serve a seeded synthetic fleet: each source speaks one provider's "
-                                     "batch API under http://HOST:PORT/<source>/..., ground truth at "
-                                     "/_sim/truth. Unset options come from [simulator] in the config.")
+    commands.add("status", "show the fleet: batches by status, progress and ETA, at-risk and stalled batches",
+                 "The ETA assumes the batch keeps the pace it has had so far: processed requests over\n"
+                 "the time since it went in progress (or since it was created, for providers that\n"
+                 "give no start time, where queueing counts too). It shows ? until a request is\n"
+                 "processed. Long batch ids are shortened in the middle with '…'.")
+
+
+def _add_simulate(commands: _Commands) -> None:
+    sim = commands.add(
+        "simulate", "serve a simulated fleet of batch jobs, every provider's API, until Ctrl-C",
+        "Each simulated source speaks one provider's batch API under\n"
+        "http://127.0.0.1:PORT/<source>/...; the ground truth is at /_sim/truth. Options not\n"
+        "given come from [simulator] in the settings.",
+        "  batchscope simulate --port 8787\n"
+        "  batchscope simulate --sources 2 --providers bedrock,gemini --fault-rate 0.05")
     sim.add_argument("--batches", type=int, help="batches per simulated source")
     sim.add_argument("--sources", type=int, help="number of simulated sources")
     sim.add_argument("--seed", type=int, help="fleet seed")
@@ -103,7 +197,6 @@ def build_parser() -> ArgumentParser:
     sim.add_argument("--history", type=int,
                      help="batches per source created 2-30 simulated days earlier: terminal history "
                           "at the back of the list (default 0)")
-    return parser
 
 
 def _provider_list(text: str) -> tuple[str, ...]:
@@ -160,7 +253,7 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.kafka import Publisher, ensure_topics
     from pipeline.metrics import MetricsServer, render, stale_reason
     from pipeline.poller import Poller
-    from pipeline.runner import start_metrics
+    from pipeline.runner import REPORT_EVERY, report_every, start_metrics
 
     if not settings.sources:
         raise ConfigError("sources: none configured; 'poll' needs at least one [[sources]] table")
@@ -178,9 +271,11 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
             await buffer.start()
             await start_metrics(metrics)
             _on_signals(poller.stop)
+            report = asyncio.create_task(report_every(REPORT_EVERY, poller.summary))
             try:
                 await poller.run()
             finally:
+                report.cancel()
                 await buffer.stop()
                 await metrics.stop()
 
@@ -253,10 +348,19 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     elif args.sql:
         result = run_sql(settings, args.sql, params=params, write=args.write)
     else:
-        names = "\n".join(f"  {q.name:<20} {q.description}" for q in saved_queries().values())
-        raise ConfigError(f"query: give SQL or --saved NAME; saved queries:\n{names}")
+        sys.stdout.write(saved_list(saved_queries().values()))
+        return 0
     sys.stdout.write(render(result, args.format))
     return 0
+
+
+def saved_list(queries: Iterable[SavedQuery]) -> str:
+    """What ``batchscope query`` with no SQL prints: each saved query, what it answers, its defaults."""
+    lines = ["saved queries (run one with: batchscope query --saved NAME [--param NAME=VALUE]):"]
+    for q in queries:
+        defaults = " ".join(f"{k}={v}" for k, v in q.defaults.items())
+        lines.append(f"  {q.name:<20} {q.description}" + (f" (default: {defaults})" if defaults else ""))
+    return "\n".join(lines) + "\n"
 
 
 def cmd_normalise(settings: Settings, args: argparse.Namespace) -> int:

@@ -184,7 +184,7 @@ class SourcePoller:
         m = self.metrics
         m.cycles += 1
         m.last_success = time.monotonic()
-        log.info("source %s: cycle %d: %d requests (%d list pages, %d gets, %d retried), "
+        log.debug("source %s: cycle %d: %d requests (%d list pages, %d gets, %d retried), "
                  "%d observations, %d tracked, %d active, breaker %s, %.2fs", self.source.name, m.cycles,
                  sum(m.requests.values()) - requests_before, *self.last_cycle,
                  m.retries - retries_before, published,
@@ -561,6 +561,18 @@ class Poller:
 
     def metrics(self) -> list[SourceMetrics]:
         return [p.metrics for p in self.pollers]
+
+    @property
+    def observed(self) -> int:
+        return sum(p.observed for p in self.pollers)
+
+    def summary(self) -> str:
+        """One line for the periodic progress log (each cycle's own line is at DEBUG)."""
+        every = self.metrics()
+        failed = sum(m.requests["failed"] for m in every)
+        return (f"poller: {len(every)} sources, {sum(m.cycles for m in every)} cycles, "
+                f"observed {self.observed}, tracked {sum(m.tracked for m in every)}, "
+                f"active {sum(m.active for m in every)}, failed requests {failed}")
 
     def refused(self, envelope: Envelope, error_class: str) -> None:
         """An envelope Kafka refused (the publisher's callback), for the source that polled it."""

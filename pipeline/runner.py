@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import faust
 from mode import Service
@@ -101,10 +102,17 @@ class PipelineService(Service):
     async def _report(self) -> None:
         while not self.should_stop:
             await self.sleep(REPORT_EVERY)
-            observed = sum(p.observed for p in self.poller.pollers) if self.poller else 0
+            observed = self.poller.observed if self.poller else 0
             c = self.counters
             log.info("pipeline: observed %d, normalised %d, changes %d, sunk %d, dead letters %d",
                      observed, c.normalised, c.changes, c.sunk, c.dead_letters)
+
+
+async def report_every(seconds: float, line: Callable[[], str]) -> None:
+    """Log ``line()`` at INFO every ``seconds``, until cancelled (``batchscope poll``'s progress)."""
+    while True:
+        await asyncio.sleep(seconds)
+        log.info("%s", line())
 
 
 async def start_metrics(server: MetricsServer) -> None:

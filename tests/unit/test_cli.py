@@ -6,12 +6,13 @@ import csv
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import orjson
 import pytest
 
 from pipeline import __version__
-from pipeline.cli import COMMANDS, FORMATS, build_parser, render, table
+from pipeline.cli import COMMANDS, FORMATS, build_parser, main, render, table
 from pipeline.store import QueryResult
 
 RESULT = QueryResult(("status", "n", "note"), [("completed", 12, None), ("in_progress", 3, "slow")])
@@ -147,3 +148,67 @@ def test_simulate_knobs(capsys: pytest.CaptureFixture[str]) -> None:
                  "--hang-seconds", "--providers", "--latency", "--vanish-share", "--vanish-after",
                  "--malformed", "--creation-span", "--history"):
         assert flag in text
+
+
+# --- --config before or after the command ------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_config_before_or_after_every_command(command: str) -> None:
+    extra = ["--provider", "openai", "--source", "s"] if command == "normalise" else []
+    parser = build_parser()
+    assert parser.parse_args(["--config", "x.toml", command, *extra]).config == "x.toml"
+    assert parser.parse_args([command, "--config", "x.toml", *extra]).config == "x.toml"
+    assert parser.parse_args([command, *extra, "-c", "x.toml"]).config == "x.toml"
+    assert parser.parse_args([command, *extra]).config is None
+
+
+def test_config_after_the_command_wins() -> None:
+    args = build_parser().parse_args(["-c", "before.toml", "query", "SELECT 1", "--config", "after.toml"])
+    assert (args.config, args.sql) == ("after.toml", "SELECT 1")
+
+
+def test_config_after_the_command_is_the_file_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["migrate", "--config", "nope.toml"]) == 2
+    assert capsys.readouterr().err == ("batchscope: config error: config file nope.toml: not found "
+                                       "(check --config or BATCHSCOPE_CONFIG)\n")
+
+
+# --- help written for the operator ----------------------------------------------------------------
+
+
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*argv, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_says_what_batchscope_does(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text([], capsys)
+    assert "Watch LLM batch jobs" in text
+    assert "examples:\n  batchscope run" in text
+    assert "the one after the command is used" in text
+    for developer_words in ("Loads settings once", "maps errors", "SECRETS", ":data:"):
+        assert developer_words not in text
+    for command in COMMANDS:
+        assert f"\n    {command} " in text
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_says_what_it_does(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text([command], capsys)
+    usage, description = text.split("\n\n")[:2]
+    assert usage.startswith(f"usage: batchscope {command} ")
+    assert description[0].isupper()
+    assert description.endswith(".")
+    assert "--config PATH" in text
+
+
+@pytest.mark.parametrize("command", ["run", "query", "normalise", "simulate", "worker", "health"])
+def test_commands_with_choices_show_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text([command], capsys)
+    assert "\nexamples:\n  " in text
+    assert f"batchscope {command}" in text.split("examples:")[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -17,8 +18,10 @@ from pipeline.normalise import normalise
 from pipeline.poller import Poller, SourcePoller
 from pipeline.providers.base import read_error
 from pipeline.retry import RetryPolicy
+from pipeline.runner import report_every
 from pipeline.simulator import CREATION_SPAN, Simulator, simulator_secret
 from pipeline.timeutil import parse_iso
+from tests import loopback
 
 SPEED = 3600.0
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
@@ -431,3 +434,38 @@ async def test_simulated_latency_beyond_the_request_timeout_is_a_retriable_timeo
                 await poller.poll_once(session)
     assert info.value.retriable is True
     assert poller.metrics.errors["timeout"] == 1
+
+
+# --- what a cycle logs ------------------------------------------------------------------------
+
+
+async def test_a_cycle_logs_its_line_at_debug_only(
+    sim: Simulator, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
+) -> None:
+    poller = SourcePoller(source_for(sim.source_url("sim-1"), page_limit=100), CollectingSink())
+    with caplog.at_level(logging.DEBUG, logger="pipeline.poller"):
+        await poller._cycle(http)
+    [line] = [r for r in caplog.records if "cycle 1:" in r.getMessage()]
+    assert line.levelno == logging.DEBUG
+    assert line.getMessage().startswith("source sim-1: cycle 1: ")
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+async def test_the_periodic_summary_is_at_info(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    stop = asyncio.Event()
+    sink = CollectingSink(on_publish=stop.set)
+    poller = Poller((source_for(sim.source_url("sim-1"), page_limit=100),), sink)
+    task = asyncio.create_task(poller.run())
+    await asyncio.wait_for(stop.wait(), timeout=30)
+    poller.stop()
+    await asyncio.wait_for(task, timeout=30)
+    with caplog.at_level(logging.INFO, logger="pipeline.runner"):
+        report = asyncio.create_task(report_every(0.01, poller.summary))
+        await loopback.until(lambda: bool(caplog.records), 30, 0.01)
+        report.cancel()
+    [line, *_] = caplog.records
+    assert line.levelno == logging.INFO
+    assert line.getMessage() == (f"poller: 1 sources, 1 cycles, observed {poller.observed}, "
+                                 f"tracked {poller.pollers[0].metrics.tracked}, "
+                                 f"active {poller.pollers[0].metrics.active}, failed requests 0")
+    assert poller.observed == len(sink.envelopes) > 0

@@ -58,8 +58,9 @@ def test_render_dashboard() -> None:
     fleet = status.Fleet(
         counts=QueryResult(("source", "provider", "status", "batches"),
                            [("sim-1", "openai", "completed", 3), ("sim-1", "openai", "in_progress", 1)]),
-        active=QueryResult(("source", "batch_id", "status", "processed", "requests_total", "eta_seconds"),
-                           [("sim-1", "b1", "in_progress", 10, 40, 600)]),
+        active=QueryResult(("source", "batch_id", "status", "processed", "requests_total", "in_progress_unix",
+                            "created_unix", "now_unix"),
+                           [("sim-1", "b1", "in_progress", 10, 40, 1000.0, 900.0, 1200.0)]),
         at_risk=empty,
         stalled=QueryResult(columns, [("sim-1", "b1", "in_progress", None, 10, 45.0)]),
     )
@@ -69,7 +70,7 @@ def test_render_dashboard() -> None:
     assert " 4\n" in text
     assert "[#####...............]  25%  ETA 10m" in text
     assert "AT RISK OF EXPIRING (0)\n  (none)" in text
-    assert "STALLED (1)\n  sim-1  b1  10  45.0" in text
+    assert f"STALLED (1)\n  {'sim-1':<12} {'b1':<28} 10 45.0\n" in text
 
 
 def test_query_without_sql_lists_the_saved_queries(capsys: pytest.CaptureFixture[str],
@@ -77,9 +78,12 @@ def test_query_without_sql_lists_the_saved_queries(capsys: pytest.CaptureFixture
     from pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["query"]) == 2
-    err = capsys.readouterr().err
-    assert "give SQL or --saved NAME" in err
-    assert all(name in err for name in EXPECTED)
+    assert main(["query"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    listed = [line.split()[0] for line in out.splitlines()[1:]]
+    assert listed == sorted(EXPECTED)
+    assert "batchscope query --saved NAME" in out.splitlines()[0]
+    assert "(default: stall_minutes=30)" in out
     assert main(["query", "SELECT 1", "--saved", "stalled"]) == 2
     assert main(["query", "--saved", "stalled", "--write"]) == 2
