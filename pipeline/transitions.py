@@ -1,6 +1,6 @@
 """Pure state machine: (previous state, new snapshot) -> (new state, change events).
 
-Kinds (``docs/changes.md``): ``discovered`` (first snapshot of a batch), ``status_changed``,
+Kinds (``docs/change-events.md``): ``discovered`` (first snapshot of a batch), ``status_changed``,
 ``progress`` (throttled count deltas), ``stalled`` (no progress for ``stall_seconds`` while
 active), ``expiry_risk`` (the projected finish is later than ``expires_at``) and ``purged`` (see
 :func:`purge`). A status never moves backwards along the lifecycle and terminal states are
