@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test unit integration reliability soak lint kafka-up kafka-down kafka-status bench bench-long clean
+.PHONY: help install run test unit integration reliability soak lint docs config-doc kafka-up kafka-down kafka-status bench bench-long clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -12,15 +12,15 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install batchscope with its test tools
+install: $(STAMP) ## create .venv and install batchscope with its test and docs tools
 
 run: install kafka-up ## local Kafka + batchscope run (embedded ClickHouse; simulator when no source)
 	$(BIN)/batchscope run
 
-test: install kafka-up lint ## lint, type-check and run every test against the local Kafka broker
+test: install kafka-up lint docs ## lint, type-check, build the docs and run every test against the local Kafka broker
 	$(BIN)/pytest
 
 unit: install ## unit tests only (no Kafka)
@@ -39,6 +39,12 @@ soak: install kafka-up ## the soak: 30 min at twice the default rate, figures in
 lint: install ## ruff and mypy (strict) on the whole tree
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+docs: install ## build the docs site with mkdocs --strict into site/ (a broken link or anchor fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+config-doc: install ## regenerate docs/configuration.md from pipeline/config.py (tests/unit/test_configdoc.py checks it)
+	$(BIN)/python -m pipeline.configdoc --write
 
 kafka-up: ## start the local single-node Kafka broker (fetched with Maven on first use)
 	scripts/kafka up
@@ -69,4 +75,4 @@ bench-long: install kafka-up ## the broker benchmarks with more runs and data (a
 	$(BIN)/python -m bench.report
 
 clean: ## remove the virtualenv, caches and local data (not the Kafka cache)
-	rm -rf $(VENV) .batchscope .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .batchscope .mypy_cache .ruff_cache .pytest_cache site

@@ -258,8 +258,7 @@ class PartitionPause:
         Faust drops the records it had already fetched for a partition paused meanwhile (its
         ``getmany`` filters on the live set of active partitions) and later takes the jump in
         offsets for a gap to acknowledge (as after compaction): without the rewind those records
-        would be committed unread. Found by the reliability suite (ClickHouse failing
-        intermittently lost hundreds of snapshots).
+        would be committed unread (docs/reliability.md, "Findings").
         """
         mine = self._mine()
         for tp in mine:

@@ -1,21 +1,19 @@
 """Records Faust drops are read again, in order, and never committed unread.
 
-Found by reliability scenario 2 (the worker SIGKILLed ten times, a second worker started and
-stopped): Faust 0.15 can lose track of records fetched around a rebalance or at start-up.
+Faust 0.15 can lose track of records fetched around a rebalance or at start-up, while its read
+offset moves past them:
 
-* At start-up (a worker's dev log, ``DEVLOG=1``, after a restart): the fetch loop runs while
-  the table recovery still holds the streams' flow, and a stream skips what it is handed then,
-  unacknowledged, while the read offset moves past it. Right after the recovery's seek back to
-  the committed offsets the log shows a flood of ``DROPPED MESSAGE`` (records fetched again,
-  dropped as already read), and the hole repair then found a never-processed record at the
-  committed offset of three ``snapshots`` partitions.
-* A record fetched before a rebalance and handed to a stream after it is skipped (its generation
+* at start-up the fetch loop runs while the table recovery still holds the streams' flow, and a
+  stream skips what it is handed then, unacknowledged;
+* a record fetched before a rebalance and handed to a stream after it is skipped (its generation
   is stale), and on Faust's pure-Python path acknowledged; a record whose hand-over was cut short
-  by the flow suspension never reaches an agent while the read offset moves past it.
-* Faust then commits past such a record: it counts as done every offset its read position
-  jumped over (``Consumer._add_gap``, meant for compacted topics; ours have no gaps), and a
-  one-record hole at the head (its test is ``> 1``). Otherwise the commit stops below the
-  record for good and the partition's lag never drains.
+  by the flow suspension never reaches an agent.
+
+Faust then commits past such a record: it counts as done every offset its read position jumped
+over (``Consumer._add_gap``, meant for compacted topics; ours have no gaps), and a one-record
+hole at the head (its test is ``> 1``). Otherwise the commit stops below the record for good and
+the partition's lag never drains. (How reliability scenario 2 found this, and what it cost:
+docs/reliability.md, "Findings".)
 
 The guards. :meth:`Redelivery.install` refuses the acknowledgement of a record from an older
 generation, and makes the commit exact: up to the first offset no agent acknowledged
@@ -79,8 +77,8 @@ def hole(view: PartitionView) -> int | None:
 
     Only a later record *processed* proves it: a record fetched but still queued for a blocked
     agent (the broker down, ClickHouse down) looks like a lost one by the read offset and the
-    fetch position alone, and reading it again would deliver it twice, out of order (found by
-    scenario 1: a 20 s broker outage). So a drop of a partition's last record is repaired only
+    fetch position alone, and reading it again would deliver it twice, out of order
+    (docs/reliability.md, "Findings"). So a drop of a partition's last record is repaired only
     once a later record has been processed; a live partition gets one within a poll interval.
     """
     c = view.committed
@@ -209,13 +207,13 @@ class Redelivery:
         """Read ``tp`` again from ``offset``: paused first, for :data:`SETTLE_SECONDS`, then sought
         and resumed.
 
-        A seek alone lost the race with the fetch loop (found by scenario 1 once fetches stopped
-        waiting 1.5 s): records of the partition already fetched before the seek are still
-        handed over after it, each moving Faust's read offset past ``offset``, so the records
-        read again from ``offset`` were dropped as already read, every time, while the poller
-        kept the partition growing. Paused, the partition is left out of the next fetches; the
-        batch being handed over passes (its records are held); then the seek sets the read offset
-        last. A partition the sink paused (ClickHouse down) is only sought: the sink resumes it.
+        A seek alone loses the race with the fetch loop (docs/reliability.md, "Findings"):
+        records of the partition already fetched before the seek are still handed over after it,
+        each moving Faust's read offset past ``offset``, so the records read again from
+        ``offset`` would be dropped as already read. Paused, the partition is left out of the
+        next fetches; the batch being handed over passes (its records are held); then the seek
+        sets the read offset last. A partition the sink paused (ClickHouse down) is only sought:
+        the sink resumes it.
         """
         log.warning("%s[%d]: the record at offset %d %s; reading the partition again from it",
                     tp.topic, tp.partition, offset, why)
@@ -300,7 +298,7 @@ class Redelivery:
 
     async def _find_starts(self) -> None:
         """Where the partitions start whose committed offset Faust does not know: a restarted
-        worker's Faust knows none until its own first commit (seen in scenario 2), so the group's
+        worker's Faust knows none until its own first commit, so the group's
         committed offset is asked of the broker, and a partition never committed starts at its
         earliest offset. Only while the streams flow, after the recovery's seek."""
         consumer = self._consumer

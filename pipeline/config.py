@@ -100,18 +100,24 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
-    bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = "batchscope"
-    partitions: int = bounded(4, 1, 10_000)
-    app_id: str = "batchscope"
-    # Topic settings applied when ``batchscope topics`` (or run/poll/worker) creates a topic; an
-    # existing topic is never altered. Retention in hours (at most 100 years); -1 keeps forever.
-    replication_factor: int = bounded(1, 1, 32_767)  # Kafka's limit (an int16)
+    """The broker, the topics and the worker's Kafka clients.
+
+    Topic settings apply when ``batchscope topics`` (or ``run``, ``poll``, ``worker``) creates a
+    topic; an existing topic is never altered. Retention is in hours (at most 100 years); ``-1``
+    keeps records forever."""
+
+    bootstrap: str = "127.0.0.1:9092"  # the brokers, ``host:port[,host:port...]``
+    topic_prefix: str = "batchscope"  # topics are ``<prefix>.raw``, ``.snapshots``, ``.changes``, ``.dlq``
+    partitions: int = bounded(4, 1, 10_000)  # of every topic; at most this many workers do work
+    app_id: str = "batchscope"  # Faust consumer group and changelog prefix
+    # replicas of each topic batchscope creates (3 on a cluster; Kafka's limit is an int16)
+    replication_factor: int = bounded(1, 1, 32_767)
+    # topic ``min.insync.replicas`` (2 with ``replication_factor = 3``); producers use ``acks=all``
     min_insync_replicas: int = bounded(1, 1, 32_767)
     # raw and snapshots: 7 days, enough to replay into ClickHouse
     retention_hours: int = bounded(168, 1, 876_000, also=-1)
     changes_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # the downstream contract: 30 days
-    dlq_retention_hours: int = bounded(720, 1, 876_000, also=-1)
+    dlq_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # dead letters: 30 days
     # The longest the worker's consumer waits for a fetch to fill (Faust hard-codes 1500 ms; with
     # one fetch per broker at a time, a fetch of idle partitions held back the busy ones that long).
     fetch_wait_ms: int = bounded(10, 1, 5_000)
@@ -131,10 +137,16 @@ class KafkaConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClickHouseConfig:
-    dsn: str = field(default="", repr=False)  # empty: embedded chDB under pipeline.data_dir
-    database: str = "batchscope"
+    """Where the tables live: embedded chDB (the default) or a ClickHouse server."""
+
+    # empty: embedded chDB at ``<data_dir>/clickhouse``; or ``chdb:///path``, or
+    # ``http://user@host:8123`` (no password in it: see ``password_env``)
+    dsn: str = field(default="", repr=False)
+    database: str = "batchscope"  # unqualified table names in queries resolve here
+    # the NAME of the environment variable holding the server password (never in ``dsn``)
     password_env: str = ""
-    # batch_snapshots rows older than this are dropped (whole parts); at most 100 years
+    # ``batch_snapshots`` rows older than this are dropped (whole parts), set when the table is
+    # created (later: ``ALTER TABLE batch_snapshots MODIFY TTL``); at most 100 years
     snapshot_ttl_days: int = bounded(400, 1, 36_500)
     # Test hook: while this file exists, every insert fails as if ClickHouse were unreachable.
     fault_file: str = ""
@@ -153,13 +165,16 @@ class ClickHouseConfig:
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
+    """The synthetic fleet of ``batchscope simulate``, and of ``batchscope run`` when no
+    ``[[sources]]`` is configured (``batchscope simulate --help`` takes the same knobs)."""
+
     batches: int = bounded(100, 1, 100_000)  # per simulated source
     seed: int = bounded(42, -INT64 - 1, INT64)  # any 64-bit integer
     speed: float = bounded(60.0, 0, 1_000_000, above=True)  # simulated seconds per real second
-    host: str = "127.0.0.1"
-    port: int = bounded(8787, 0, 65_535)
-    sources: int = bounded(4, 1, 100)
-    poll_interval: float = bounded(2.0, 0.01, DAY)
+    host: str = "127.0.0.1"  # where the simulator listens
+    port: int = bounded(8787, 0, 65_535)  # its HTTP port (0: any free port)
+    sources: int = bounded(4, 1, 100)  # simulated sources ``sim-1`` ... ``sim-N``
+    poll_interval: float = bounded(2.0, 0.01, DAY)  # the poll interval of the simulated sources
     fault_rate: float = bounded(0.0, 0, 1)  # share of API requests answered with an injected fault
     retry_after: float = bounded(1.0, 0, DAY)  # seconds a 429 asks the client to wait
     hang_seconds: float = bounded(3.0, 0, 3_600)  # how long a hung request stalls before its connection drops
@@ -187,19 +202,28 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    data_dir: str = ".batchscope"
+    """The processes themselves: data directory, endpoints, sink batching, logging."""
+
+    data_dir: str = ".batchscope"  # embedded chDB, the query endpoint's token and pid file
+    # the query endpoint of a running pipeline (``batchscope query`` while ``run`` holds chDB):
+    # a loopback address only
     http_host: str = "127.0.0.1"
-    http_port: int = bounded(8790, 0, 65_535)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = bounded(9108, 0, 65_535)  # Prometheus /metrics of the poller; 0 picks a free port
+    http_port: int = bounded(8790, 0, 65_535)  # its port (0: any free port)
+    metrics_host: str = "127.0.0.1"  # where ``/metrics`` and ``/health`` are served
+    # Prometheus ``/metrics`` and ``/health`` of the poller and of each worker; 0 picks a free
+    # port; if the port is taken, ``run`` goes on without metrics (logged)
+    metrics_port: int = bounded(9108, 0, 65_535)
+    # most records the sink takes per batch; its insert blocks are cut at offsets aligned to it
     sink_batch_size: int = bounded(1000, 1, 1_000_000)
+    # longest the sink waits for a batch to fill before it writes what it has
     sink_flush_seconds: float = bounded(1.0, 0, 3_600, above=True)
-    log_level: str = "info"
-    # The query endpoint (pipeline/queryserver.py): limits of every query it runs.
-    query_timeout: float = bounded(30.0, 0, 3_600, above=True)  # seconds of execution
-    query_max_rows: int = bounded(100_000, 1, 100_000_000)  # rows in a result
-    query_max_memory_mib: int = bounded(1024, 1, 1_048_576)  # memory one query may use (up to 1 TiB)
-    # /health fails once a source has completed no poll cycle for this many of its poll intervals.
+    log_level: str = "info"  # debug, info, warning or error
+    # The query endpoint's limits (pipeline/queryserver.py), on every query it runs:
+    query_timeout: float = bounded(30.0, 0, 3_600, above=True)  # seconds a query may run
+    query_max_rows: int = bounded(100_000, 1, 100_000_000)  # rows a query may return
+    query_max_memory_mib: int = bounded(1024, 1, 1_048_576)  # MiB one query may use (up to 1 TiB)
+    # the poller's ``/health`` fails once a source has completed no poll cycle for this many of
+    # its poll intervals
     stale_intervals: int = bounded(10, 1, 10_000)
 
     def __post_init__(self) -> None:
@@ -219,11 +243,13 @@ class PipelineConfig:
 class TrackConfig:
     """The track agent: its table store and the thresholds of the derived change kinds."""
 
-    store: str = "memory"  # memory | rocksdb (needs the batchscope[rocksdb] extra)
+    store: str = "memory"  # ``memory`` or ``rocksdb`` (needs the ``batchscope[rocksdb]`` extra)
     stall_seconds: float = bounded(3600.0, 0, 365 * DAY)  # 0 disables ``stalled``
+    # seconds of observation time between ``progress`` events of a batch
     progress_min_interval: float = bounded(60.0, 0, DAY)
-    progress_min_step: int = bounded(0, 0, INT64)  # 0: only the interval throttles ``progress``
-    expiry_risk: bool = True
+    # requests done that also trigger a ``progress`` event; 0: only the interval throttles it
+    progress_min_step: int = bounded(0, 0, INT64)
+    expiry_risk: bool = True  # emit ``expiry_risk`` events
 
     def __post_init__(self) -> None:
         require(self.store in STORES, "track.store", f"must be one of {', '.join(STORES)}")
@@ -242,22 +268,27 @@ class SourceConfig:
     itself (``api_key``) is read only when the settings are loaded with ``Secrets.SOURCE_KEYS``.
     Bounds are checked by the loader (``sources[N].key``), not here, so tests can go faster."""
 
-    name: str
-    provider: str
-    base_url: str
+    name: str  # unique, without ``/``; part of every Kafka key (``source/batch_id``)
+    provider: str  # one of the provider names (docs/providers.md)
+    base_url: str  # the API root; defaults per provider (below), required where there is none
     api_key: Secret | None = None
+    # discovery of new batches, and refresh of active batches near their expected end
     poll_interval: float = bounded(30.0, 0.01, DAY)
-    page_limit: int = bounded(100, 1, 100)
-    tags: Mapping[str, str] = field(default_factory=dict)
-    # token-bucket rate: at least one request per 100 s (below that one listing takes hours)
+    page_limit: int = bounded(100, 1, 100)  # batches asked for per list page
+    tags: Mapping[str, str] = field(default_factory=dict)  # free-form labels, e.g. ``{ team = "ml" }``
+    # token-bucket rate limit in requests per second: at least one per 100 s (below that one
+    # listing takes hours)
     max_rps: float = bounded(5.0, 0.01, 10_000)
-    breaker_threshold: int = bounded(5, 1, 1_000)
+    breaker_threshold: int = bounded(5, 1, 1_000)  # consecutive failures that open the circuit breaker
+    # seconds before an open breaker lets one trial request through
     breaker_reset: float = bounded(30.0, 0, 3_600, above=True)
-    request_timeout: float = bounded(30.0, 0, 600, above=True)
-    active_interval: float | None = bounded(None, 0.01, DAY)  # None: ACTIVE_FACTOR x poll_interval
+    request_timeout: float = bounded(30.0, 0, 600, above=True)  # seconds per request (connect and read)
+    # longest wait between refreshes of an active batch, at least ``poll_interval``; unset:
+    # ``ACTIVE_FACTOR`` (10) x ``poll_interval``
+    active_interval: float | None = bounded(None, 0.01, DAY)
     max_body_mib: int = bounded(32, 1, 1024)  # a response body over this (decompressed) is refused
-    api_key_env: str = ""  # the NAME of the variable holding the key
-    api_key_file: str = ""  # the path of the file holding the key
+    api_key_env: str = ""  # the NAME of the environment variable holding the key
+    api_key_file: str = ""  # or the path of the file holding it (e.g. a secret under ``/run/secrets/``)
 
     @property
     def refresh_interval(self) -> float:

@@ -1,4 +1,7 @@
-"""The data contracts: raw envelope, canonical snapshot and change event (see docs/contracts)."""
+"""The data contracts: raw envelope, canonical snapshot and change event.
+
+Described in docs/records.md (records and the canonical snapshot) and docs/change-events.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One retry policy for every provider (see providers.md, "Retries").
+"""One retry policy for every provider (docs/providers.md, "Retries").
 
 The delay comes from ``retry-after-ms``, else ``retry-after`` (seconds, possibly fractional, or an
 HTTP date), else the reset time of an exhausted Anthropic ``anthropic-ratelimit-*`` bucket;

@@ -1,6 +1,6 @@
 """Pure state machine: (previous state, new snapshot) -> (new state, change events).
 
-Kinds (``docs/changes.md``): ``discovered`` (first snapshot of a batch), ``status_changed``,
+Kinds (``docs/change-events.md``): ``discovered`` (first snapshot of a batch), ``status_changed``,
 ``progress`` (throttled count deltas), ``stalled`` (no progress for ``stall_seconds`` while
 active), ``expiry_risk`` (the projected finish is later than ``expires_at``) and ``purged`` (see
 :func:`purge`). A status never moves backwards along the lifecycle and terminal states are
@@ -28,7 +28,7 @@ RANK = {
     UNKNOWN: 0, "validating": 1, "in_progress": 2, "finalizing": 3, "cancelling": 4,
     "completed": 5, "failed": 5, "expired": 5, "cancelled": 5,
 }
-# The OpenAI lifecycle graph (providers.md): direct edges only.
+# The OpenAI lifecycle graph (docs/change-events.md): direct edges only.
 GRAPH: dict[str, frozenset[str]] = {
     "validating": frozenset({"in_progress", "failed", "cancelling"}),
     "in_progress": frozenset({"finalizing", "expired", "cancelling", "failed"}),

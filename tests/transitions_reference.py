@@ -27,7 +27,7 @@ RANK = {
     UNKNOWN: 0, "validating": 1, "in_progress": 2, "finalizing": 3, "cancelling": 4,
     "completed": 5, "failed": 5, "expired": 5, "cancelled": 5,
 }
-# The OpenAI lifecycle graph (providers.md): direct edges only.
+# The OpenAI lifecycle graph (docs/change-events.md): direct edges only.
 GRAPH: dict[str, frozenset[str]] = {
     "validating": frozenset({"in_progress", "failed", "cancelling"}),
     "in_progress": frozenset({"finalizing", "expired", "cancelling", "failed"}),

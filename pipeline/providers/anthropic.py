@@ -1,7 +1,7 @@
 """Anthropic Message Batches (``/v1/messages/batches``).
 
 ``processing_status`` is ``in_progress``, ``canceling`` or ``ended``; an ended batch's canonical
-status follows the rules in providers.md, checked in this order: a cancel was initiated ->
+status follows the rules in docs/providers.md, checked in this order: a cancel was initiated ->
 ``cancelled``; nothing succeeded and some expired -> ``expired``; every request errored ->
 ``failed`` (policy); otherwise ``completed``. ``ended_at`` becomes that status's ``*_at`` time,
 ``cancel_initiated_at`` becomes ``cancelling_at``. Counts: total is the sum of the five;

@@ -3,7 +3,7 @@
 Listed with ``maxResults`` (<= 1000) / ``nextToken`` under ``invocationJobSummaries``; requests
 are signed with SigV4 (``signing="sigv4"``: the poller signs with :mod:`pipeline.sigv4`; no
 static header authenticates). The batch id is ``jobArn`` (:meth:`Adapter.batch_id` reads it).
-Statuses map per providers.md (``PartiallyCompleted`` -> expired: the window ran out with
+Statuses map per docs/providers.md (``PartiallyCompleted`` -> expired: the window ran out with
 partial results). ``submitTime`` is ``created_at``, ``endTime`` the end time of the terminal
 status reached, ``jobExpirationTime`` is ``expires_at``. Newer summaries carry record counts.
 ``message`` is an error when the job did not complete, otherwise kept in ``provider_extra``.

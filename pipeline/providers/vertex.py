@@ -5,7 +5,7 @@ token sent as a bearer (the source's key env/file holds it, e.g. from
 ``gcloud auth print-access-token``). The
 batch id is the job number, the last segment of ``name`` (the full name is kept in ``provider_extra``).
 ``state`` is ``JOB_STATE_*``; ``startTime`` is ``in_progress_at``; ``endTime`` the end time of
-the terminal status reached. ``completionStats`` (int64 as strings; unverified by providers.md):
+the terminal status reached. ``completionStats`` (int64 as strings; unverified: docs/providers.md):
 successful -> completed, failed -> failed, incomplete kept; total is their sum. Labels are the
 metadata; ``error`` and ``partialFailures`` become errors.
 """

@@ -1,6 +1,6 @@
 -- Failure and expiry rates by provider and model, over terminal batches: how many ended
 -- failed, expired, cancelled, and completed with every request failed ("completed" is not
--- success: see providers.md).
+-- success: see docs/providers.md).
 SELECT
     provider,
     model,

@@ -171,7 +171,7 @@ def test_poll_without_its_key_fails_naming_the_source(
 
 
 def test_commands_that_do_not_poll_start_without_the_provider_keys(tmp_path: Path) -> None:
-    """The README's real-source config, run where only the poller has the key (compose)."""
+    """The real-source config of docs/deployment.md, run where only the poller has the key (compose)."""
     absent = tmp_path / "absent-key"
     (tmp_path / "batchscope.toml").write_text(
         f'[pipeline]\ndata_dir = "{tmp_path / "data"}"\n\n' + OPENAI

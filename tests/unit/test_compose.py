@@ -63,7 +63,8 @@ KNOWN_EXECUTABLES = {
     "clickhouse/clickhouse-server:25.8": {"clickhouse-client", "/usr/bin/clickhouse-client"},
     "grafana/grafana:11.6.0": {"wget", "/usr/bin/wget"},
 }
-# The .env a deployment must have (README): the four passwords, each distinct, plus a provider key.
+# The .env a deployment must have (docs/deployment.md): the four passwords, each distinct, plus a
+# provider key.
 TEST_ENV = {"CLICKHOUSE_ADMIN_PASSWORD": "admin-pw-TEST-1", "CLICKHOUSE_SINK_PASSWORD": "sink-pw-TEST-2",
             "CLICKHOUSE_READER_PASSWORD": "reader-pw-TEST-3", "GRAFANA_ADMIN_PASSWORD": "grafana-pw-TEST-4",
             "OPENAI_API_KEY": "sk-TEST-openai-5"}
