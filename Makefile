@@ -70,7 +70,7 @@ bench: install kafka-up ## run the standard benchmarks (about 25 min) and regene
 bench-long: install kafka-up ## the broker benchmarks with more runs and data (about an hour), then bench/RESULTS.md
 	$(BIN)/python -m bench.track_bench --record --batches 5000 --runs 5
 	$(BIN)/python -m bench.worker_bench --record --fill 30 --runs 5
-	$(BIN)/python -m bench.backfill_bench --record --runs 3
+	$(BIN)/python -m bench.backfill_bench --record --topology run
 	$(BIN)/python -m bench.e2e_bench --record --seconds 120 --baseline-loads 2000,8000
 	$(BIN)/python -m bench.report
 

@@ -1,18 +1,27 @@
 """Backfill: a first start against accounts with long histories, from the first poll to every row
 in ClickHouse, today's code against a baseline git ref in the same run.
 
-Per run and code tree (:mod:`bench.baseline`; the trees alternate): ``batchscope run`` of that
-tree (its in-process simulator, poller, the real local Kafka broker, the Faust agents, embedded
-chDB) against ``--sources`` simulated sources of ``--batches`` batches each, all of them terminal
-history (``simulator.history`` = ``simulator.batches``: created 2 to 30 simulated days before
-start, so every one is ended by the first poll). The poller's first cycle lists every page of
-every source and publishes each batch once; nothing is active afterwards. Timed from the first
-raw record (broker timestamp: the first list page published) to the first moment
-``batch_snapshots`` holds every batch (polled through the query endpoint every
-``POLL_SECONDS``). The listing alone is bounded by each source's rate limit: the in-process
-simulator's sources get 100 requests/s (burst 100) and the sources are listed concurrently.
+Per run and code tree (:mod:`bench.baseline`; the trees alternate), ``--sources`` simulated
+sources of ``--batches`` batches each, all of them terminal history (``simulator.history`` =
+``simulator.batches``: created 2 to 30 simulated days before start, so every one is ended by the
+first poll). The poller's first cycle lists every page of every source and publishes each batch
+once; nothing is active afterwards. In one of two shapes (``--topology``):
 
-    python -m bench.backfill_bench [--batches 10000] [--sources 10] [--runs 1] [--record]
+- ``services`` (the target, as compose deploys it): ``batchscope simulate`` (today's; the
+  providers, on their own process as remote APIs are), and the tree's ``batchscope worker``
+  (embedded chDB) and ``batchscope poll``. Timed from the first raw record (broker timestamp) to
+  the moment the poller's ``/metrics`` counts every batch published and the worker's group has
+  committed every record on raw, snapshots and changes (the sink commits after its insert); the
+  rows are counted afterwards.
+- ``run``: ``batchscope run`` of that tree (its in-process simulator, poller, agents and sink in
+  one process: one interpreter lock for all of it). Timed to the first moment the query endpoint
+  counts every batch in ``batch_snapshots`` (every ``POLL_SECONDS``).
+
+The listing alone is bounded by each source's rate limit: the simulator's sources get 100
+requests/s (burst 100) and the sources are listed concurrently.
+
+    python -m bench.backfill_bench [--topology services|run] [--batches 10000] [--sources 10]
+                                   [--runs 3] [--record]
 """
 
 from __future__ import annotations
@@ -160,10 +169,14 @@ def published(metrics_port: int) -> int | None:
     """Observations the poller has published (its ``/metrics``), or None before it serves."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
+            return observations_total(answer.read().decode())
     except OSError:
         return None
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+
+
+def observations_total(metrics: str) -> int:
+    """The sum of ``batchscope_poller_observations_total`` over the sources, from Prometheus text."""
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
                if line.startswith("batchscope_poller_observations_total{"))
 
 
@@ -229,12 +242,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=10_000, help="terminal history batches per source")
     parser.add_argument("--sources", type=int, default=10)
-    parser.add_argument("--topology", choices=[*TOPOLOGIES, "both"], default="both",
+    parser.add_argument("--topology", choices=list(TOPOLOGIES), default="services",
                         help="services: simulate, poll and worker apart (compose); run: batchscope run")
     parser.add_argument("--speed", type=float, default=600.0, help="simulated seconds per wall second")
     parser.add_argument("--poll-interval", type=float, default=1.0, dest="poll_interval")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--record", action="store_true", help="save the figures for bench/RESULTS.md")
     baseline.add_arguments(parser)
@@ -245,43 +258,61 @@ def main() -> None:
     args = parse()
     print(f"{args.batches * args.sources:,} terminal history batches over {args.sources} sources; listing "
           f"bound by the rate limit: {listing_bound(args.batches):.2f} s a source", flush=True)
-    topologies = list(TOPOLOGIES) if args.topology == "both" else [args.topology]
+    topology = args.topology
     with baseline.materialise(args.baseline_ref) as base:
         current = baseline.current()
-        trees = [current, base]
-        runs: dict[tuple[str, Tree], list[Backfill]] = {(p, t): [] for p in topologies for t in trees}
+        runs: dict[Tree, list[Backfill]] = {current: [], base: []}
         for i in range(args.runs):
-            for topology, tree in runs:
+            for tree, done in runs.items():
                 r = services_run(args, tree, current) if topology == "services" else one_run(args, tree)
-                runs[topology, tree].append(r)
+                done.append(r)
                 print(f"run {i + 1} {topology} {tree.label}: {r.rows:,} rows in {r.seconds:.1f} s "
                       f"(listing {r.listing:.1f} s)", flush=True)
-    rows = [summary_row(t, p, rs, args) for (p, t), rs in runs.items()]
+    rows = [summary_row(t, topology, rs, args) for t, rs in runs.items()]
     for row in rows:
         print(f"{row['code']:>40} {row['processes']}: {row['first poll -> all rows (s)']:.1f} s, "
               f"{row['rows']:,} rows, "
               f"{row['rows/s'] or 0:,.0f} rows/s (target 60 s: {row['<= 60 s']})", flush=True)
     if args.record:
-        save("backfill", "Backfill: terminal history, first poll to every row in ClickHouse", rows,
-             NOTES.format(batches=args.batches * args.sources, sources=args.sources, rps=SIM_RPS,
-                          poll=args.poll_interval))
+        name, title, notes = SHAPES[topology]
+        save(name, f"Backfill ({title}): terminal history, first poll to every row in ClickHouse", rows,
+             notes.format(batches=args.batches * args.sources, sources=args.sources, rps=SIM_RPS,
+                          poll=args.poll_interval) + COMMON_NOTES.format(rps=SIM_RPS))
 
 
-NOTES = """
-Per run and code tree (trees alternate; `bench/baseline.py`): the tree's `batchscope run`
-(in-process simulator, poller, real Kafka, Faust agents, embedded chDB) against {sources} simulated
+SERVICES_NOTES = """
+Per run and code tree (trees alternate; `bench/baseline.py`), as compose deploys it: `batchscope
+simulate` (today's, in its own process, as remote provider APIs are), and the tree's `batchscope
+poll` and `batchscope worker` (normalise, track, sink; embedded chDB), against {sources} simulated
 sources holding {batches:,} batches in all, every one terminal history (`simulator.history` =
 `simulator.batches`: created 2 to 30 simulated days before start). The first poll cycle lists every
 page of every source (newest first, 100 a page where the provider pages) and publishes each batch
 once; nothing is active afterwards. Time = first raw record (broker timestamp: the first page
-published) -> the first moment `batch_snapshots` holds every batch (counted through the query
-endpoint every 0.25 s; a run whose count stops growing for a minute short of every batch is reported
-incomplete, timed to its last row). `listing` = first -> last raw record: the poller's share. The
-rate limit bounds the listing at (pages - burst) / rate per source, sources in parallel: the
-in-process simulator's sources get {rps:g} requests/s with a burst of {rps:g}; beside it, the bound
-for a configured source at its default `max_rps`. Target (issue 13): 100,000 batches in at most 60
-s.
+published) -> the moment the poller's `/metrics` counts every batch published and the worker's
+consumer group has committed every record on raw, snapshots and changes (the sink commits after
+its insert); `rows` = `batch_snapshots` counted afterwards.
 """
+
+RUN_NOTES = """
+Per run and code tree (trees alternate; `bench/baseline.py`): the tree's `batchscope run`
+(in-process simulator, poller, real Kafka, Faust agents, embedded chDB: one process, one
+interpreter lock) against {sources} simulated sources holding {batches:,} batches in all, every one
+terminal history (`simulator.history` = `simulator.batches`: created 2 to 30 simulated days before
+start). The first poll cycle lists every page of every source (newest first, 100 a page where the
+provider pages) and publishes each batch once; nothing is active afterwards. Time = first raw
+record (broker timestamp: the first page published) -> the first moment `batch_snapshots` holds
+every batch (counted through the query endpoint every 0.25 s; a run whose count stops growing for
+a minute short of every batch is reported incomplete, timed to its last row).
+"""
+
+COMMON_NOTES = """`listing` = first -> last raw record: the poller's share. The rate limit bounds the
+listing at (pages - burst) / rate per source, sources in parallel: the simulator's sources get {rps:g}
+requests/s with a burst of {rps:g}; beside it, the bound for a configured source at its default
+`max_rps`. Target (issue 13): 100,000 batches in at most 60 s, in the deployed shape.
+"""
+
+SHAPES = {"services": ("backfill", "simulate | poll | worker", SERVICES_NOTES),
+          "run": ("backfill_run", "batchscope run", RUN_NOTES)}
 
 
 if __name__ == "__main__":

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.backfill_bench import listing_bound, parse, verdict, write_config
+from bench.backfill_bench import (
+    listing_bound,
+    observations_total,
+    parse,
+    verdict,
+    write_config,
+)
+from bench.worker_bench import write_config as services_config
 from pipeline.config import load_settings
+from pipeline.metrics import SourceMetrics, render
 from pipeline.simulator import Simulator
 
 
@@ -31,3 +39,20 @@ def test_an_incomplete_run_is_never_met() -> None:
     assert verdict(30.0, True) == "met"
     assert verdict(61.0, True) == "NOT met"
     assert verdict(5.0, False) == "incomplete: rows missing"
+
+
+def test_the_deployed_shape_polls_the_simulator_as_configured_sources(tmp_path: Path) -> None:
+    args = parse(["--batches", "30", "--sources", "2"])
+    assert args.topology == "services"
+    poll = load_settings(str(services_config(tmp_path, args, "bench-b", 7, history=30, metrics_port=9,
+                                             name="poll.toml")))
+    assert (poll.simulator.batches, poll.simulator.history, poll.simulator.port) == (30, 30, 7)
+    assert [s.name for s in poll.sources] == ["sim-1", "sim-2"]  # poll and worker need no simulator
+    assert poll.pipeline.metrics_port == 9
+
+
+def test_the_published_count_sums_every_source() -> None:
+    a, b = SourceMetrics("sim-1", "openai"), SourceMetrics("sim-2", "mistral")
+    a.observations, b.observations = 1_200, 34
+    assert observations_total(render([a, b])) == 1_234
+    assert observations_total("") == 0
