@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pipeline.errors import ConfigError
+from pipeline.secret import Secret
+from pipeline.sigv4 import credentials
 from pipeline.transitions import Rules
 from pipeline.validate import CONTROL, bounded, check_base_url, check_bounds, check_dsn, finite, require
 
@@ -73,29 +75,6 @@ class Secrets(enum.Flag):
     NONE = 0
     SOURCE_KEYS = enum.auto()  # each source's api_key_env / api_key_file: the commands that poll
     CLICKHOUSE_PASSWORD = enum.auto()  # clickhouse.password_env: the commands that open ClickHouse
-
-
-class Secret:
-    """A credential. ``str()`` and ``repr()`` never show it; :meth:`reveal` does."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,8 +513,6 @@ def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> S
     require(KEY_TEXT.fullmatch(api_key.reveal()) is not None, key,
              "the key must be printable ASCII without spaces (it is not shown)")
     if source.provider == "bedrock":
-        from pipeline.sigv4 import credentials  # imports this module
-
         credentials(api_key, key)
     return replace(source, api_key=api_key)
 

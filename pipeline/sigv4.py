@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.config import Secret
 from pipeline.errors import ConfigError
+from pipeline.secret import Secret
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 DEFAULT_REGION = "us-east-1"

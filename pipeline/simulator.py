@@ -26,11 +26,12 @@ import orjson
 from aiohttp import web
 
 from pipeline import hostile, sigv4, simwire
-from pipeline.config import Secret, SimulatorConfig
+from pipeline.config import SimulatorConfig
 from pipeline.faults import FaultInjector
 from pipeline.models import TERMINAL
 from pipeline.providers import adapter as adapter_of
 from pipeline.providers.base import Adapter
+from pipeline.secret import Secret
 from pipeline.simpaging import BadParam, list_page
 
 log = logging.getLogger(__name__)

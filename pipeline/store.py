@@ -24,8 +24,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
-from pipeline.config import Secret, Settings
+from pipeline.config import Settings
 from pipeline.errors import StoreError
+from pipeline.secret import Secret
 
 log = logging.getLogger(__name__)
 

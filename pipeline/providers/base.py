@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 import orjson
 
-from pipeline.config import Secret
 from pipeline.errors import InvalidRecord
 from pipeline.models import Snapshot, oversized_id
 from pipeline.providers.paging import Paging, Params
 from pipeline.retry import is_retriable
+from pipeline.secret import Secret
 
 Normaliser = Callable[[dict[str, Any], str, str], Snapshot]
 Auth = Callable[[Secret], dict[str, str]]

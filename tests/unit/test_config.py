@@ -13,7 +13,6 @@ from pipeline.config import (
     ClickHouseConfig,
     KafkaConfig,
     PipelineConfig,
-    Secret,
     Secrets,
     Settings,
     SimulatorConfig,
@@ -22,6 +21,7 @@ from pipeline.config import (
     load_settings,
 )
 from pipeline.errors import ConfigError
+from pipeline.secret import Secret
 from pipeline.validate import Bounds
 
 KEY = "sk-test-DO-NOT-PRINT-8c1f2e"

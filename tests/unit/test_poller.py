@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pipeline.config import PROVIDERS, Secret, SimulatorConfig, SourceConfig
+from pipeline.config import PROVIDERS, SimulatorConfig, SourceConfig
 from pipeline.errors import SourceError
 from pipeline.models import TERMINAL, Envelope
 from pipeline.normalise import normalise
@@ -19,6 +19,7 @@ from pipeline.poller import Poller, SourcePoller
 from pipeline.providers.base import read_error
 from pipeline.retry import RetryPolicy
 from pipeline.runner import report_every
+from pipeline.secret import Secret
 from pipeline.simulator import CREATION_SPAN, Simulator, simulator_secret
 from pipeline.timeutil import parse_iso
 from tests import loopback

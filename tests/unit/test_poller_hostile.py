@@ -16,12 +16,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pipeline.config import Secret, SourceConfig
+from pipeline.config import SourceConfig
 from pipeline.errors import SourceError
 from pipeline.metrics import render
 from pipeline.models import Envelope
 from pipeline.poller import SourcePoller
 from pipeline.retry import RetryPolicy
+from pipeline.secret import Secret
 from tests import loopback
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)

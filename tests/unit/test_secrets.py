@@ -7,10 +7,11 @@ import logging
 
 import pytest
 
-from pipeline.config import Secret, SimulatorConfig, SourceConfig
+from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.metrics import render
 from pipeline.models import Envelope
 from pipeline.poller import Poller
+from pipeline.secret import Secret
 from pipeline.simulator import Simulator, simulator_secret
 
 KEY = "sk-proj-FAKE-9d8c7b6a5f4e3d2c1b0a"

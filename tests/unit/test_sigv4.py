@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline import sigv4
-from pipeline.config import Secret
 from pipeline.errors import ConfigError
+from pipeline.secret import Secret
 
 # The credentials and instant of AWS's SigV4 test suite (and of its signing-key example).
 EXAMPLE = Secret("AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")

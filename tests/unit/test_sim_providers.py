@@ -11,11 +11,12 @@ import pytest
 from yarl import URL
 
 from pipeline import sigv4
-from pipeline.config import PROVIDERS, Secret, SimulatorConfig
+from pipeline.config import PROVIDERS, SimulatorConfig
 from pipeline.errors import InvalidRecord
 from pipeline.models import TERMINAL
 from pipeline.providers import adapter
 from pipeline.providers.paging import Params
+from pipeline.secret import Secret
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimSource, Simulator, build_fleet, simulator_secret
 from pipeline.simwire import project, projected_timeline
 from tests.simclock import SimClock

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import PROVIDERS, Secret
+from pipeline.config import PROVIDERS
 from pipeline.errors import InvalidRecord
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
 from pipeline.providers import ADAPTERS, adapter
 from pipeline.providers.base import ProviderError, read_error
+from pipeline.secret import Secret
 
 
 def test_one_adapter_per_provider_name() -> None:
