@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 
 from pipeline import __version__
-from pipeline.config import PROVIDERS, Secrets, Settings, load_settings
+from pipeline.config import Secrets, Settings, load_settings
 from pipeline.errors import BatchscopeError, ConfigError
+from pipeline.providers import PROVIDERS
 from pipeline.queries import SavedQuery
 from pipeline.store import QueryResult, Store
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pipeline.errors import ConfigError
+from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT, PROVIDERS
 from pipeline.secret import Secret
 from pipeline.sigv4 import credentials
 from pipeline.transitions import Rules
@@ -35,31 +36,9 @@ from pipeline.validate import CONTROL, bounded, check_base_url, check_bounds, ch
 ENV_PREFIX = "BATCHSCOPE_"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_CONFIG = "batchscope.toml"
-PROVIDERS = (
-    "openai", "azure_openai", "orq", "anthropic", "mistral",
-    "groq", "together", "gemini", "vertex", "bedrock",
-)
-# Providers the poller can poll: every provider has an adapter.
-POLLABLE = PROVIDERS
 # The simulator's default provider mix, assigned round-robin to its sources.
 SIM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "mistral", "together", "vertex",
                  "azure_openai", "orq", "groq")
-# Public API roots; azure_openai, vertex and bedrock have none (per resource, project or region)
-# and need ``base_url``. Kept equal to each adapter's ``default_base_url`` (pipeline.providers).
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "orq": "https://api.orq.ai/v3/router",
-    "anthropic": "https://api.anthropic.com/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "together": "https://api.together.xyz/v1",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-}
-NO_DEFAULT_HINT = {
-    "azure_openai": "https://<resource>.openai.azure.com/openai",
-    "vertex": "https://<location>-aiplatform.googleapis.com/v1/projects/<project>/locations/<location>",
-    "bedrock": "https://bedrock.<region>.amazonaws.com",
-}
 STORES = ("memory", "rocksdb")
 # A key is sent in an HTTP header: printable ASCII, no whitespace. A key file over this is refused.
 KEY_TEXT = re.compile(r"[\x21-\x7e]+")
@@ -456,8 +435,6 @@ def _source(index: int, table: object) -> SourceConfig:
     provider = _get(table, where, "provider", str, "")
     require(bool(name) and "/" not in name, f"{where}.name", "required, without '/'")
     require(provider in PROVIDERS, f"{where}.provider", f"must be one of {', '.join(PROVIDERS)}")
-    require(provider in POLLABLE, f"{where}.provider",
-             f"{provider!r} cannot be polled yet (pollable: {', '.join(POLLABLE)})")
     default_url = DEFAULT_BASE_URLS.get(provider)
     require(default_url is not None or "base_url" in table, f"{where}.base_url",
              f"required for provider {provider!r} (it has no public default: "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from pipeline import config
+from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT, PROVIDERS
 from pipeline.validate import Bounds
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -194,9 +195,9 @@ def table(cls: type[Any]) -> list[str]:
 
 def base_url_table() -> list[str]:
     out = ["| provider | `base_url` default |", "|---|---|"]
-    for provider in config.PROVIDERS:
-        url = config.DEFAULT_BASE_URLS.get(provider)
-        shown = f"`{url}`" if url else f"required, e.g. `{config.NO_DEFAULT_HINT[provider]}`"
+    for provider in PROVIDERS:
+        url = DEFAULT_BASE_URLS.get(provider)
+        shown = f"`{url}`" if url else f"required, e.g. `{NO_DEFAULT_HINT[provider]}`"
         out.append(f"| `{provider}` | {shown} |")
     return out
 
@@ -211,7 +212,7 @@ def defaults_toml() -> list[str]:
     for name, _, spec in section_keys(config.SourceConfig):
         value = default_of(spec)
         if name == PER_PROVIDER:
-            out.append(f"# {name} = ...  (per provider; required for {', '.join(config.NO_DEFAULT_HINT)})")
+            out.append(f"# {name} = ...  (per provider; required for {', '.join(NO_DEFAULT_HINT)})")
         elif value is MISSING:
             out.append(f"# {name} = ...  (required)")
         elif value is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import PROVIDERS
 from pipeline.errors import InvalidRecord
 from pipeline.models import Snapshot
 from pipeline.providers import (
@@ -25,9 +24,15 @@ ADAPTERS: dict[str, Adapter] = {
     m.ADAPTER.name: m.ADAPTER
     for m in (openai, azure_openai, orq, anthropic, mistral, groq, together, gemini, vertex, bedrock)
 }
-assert tuple(ADAPTERS) == PROVIDERS, "every provider name in config has exactly one adapter"
+# The catalogue, derived from the adapters (their order is the order shown everywhere).
+PROVIDERS = tuple(ADAPTERS)
+# Public API roots; azure_openai, vertex and bedrock have none (per resource, project or region)
+# and need ``base_url``, of the shape in NO_DEFAULT_HINT.
+DEFAULT_BASE_URLS = {name: a.default_base_url for name, a in ADAPTERS.items() if a.default_base_url}
+NO_DEFAULT_HINT = {name: a.base_url_hint for name, a in ADAPTERS.items() if not a.default_base_url}
 
-__all__ = ["ADAPTERS", "Adapter", "ProviderError", "adapter", "normalise"]
+__all__ = ["ADAPTERS", "DEFAULT_BASE_URLS", "NO_DEFAULT_HINT", "PROVIDERS", "Adapter", "ProviderError",
+           "adapter", "normalise"]
 
 
 def adapter(provider: str) -> Adapter:

@@ -27,8 +27,9 @@ def normalise(obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:
 
 ADAPTER = shaped_adapter(
     "azure_openai",
-    None,  # https://<resource>.openai.azure.com/openai
+    None,
     normalise=normalise,
+    base_url_hint="https://<resource>.openai.azure.com/openai",
     auth=header("api-key"),
     fixed_params=(("api-version", API_VERSION),),
 )

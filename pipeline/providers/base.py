@@ -47,6 +47,7 @@ class Adapter:
     auth: Auth
     normalise: Normaliser
     default_base_url: str | None = None  # None: per account (Azure resource, region, project)
+    base_url_hint: str = ""  # the shape of a base URL, shown when one is required and missing
     fixed_params: tuple[tuple[str, str], ...] = ()
     signing: str | None = None  # "sigv4": headers alone cannot authenticate (AWS)
     id_safe: str = ""  # characters of a batch id left unquoted in its URL ("/": resource names)

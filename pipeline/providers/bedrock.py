@@ -74,7 +74,8 @@ ADAPTER = Adapter(
     items_key="invocationJobSummaries",
     auth=no_headers,
     normalise=normalise,
-    default_base_url=None,  # https://bedrock.<region>.amazonaws.com
+    default_base_url=None,
+    base_url_hint="https://bedrock.<region>.amazonaws.com",
     signing="sigv4",
     raw_id=lambda obj: obj.get("jobArn"),
 )

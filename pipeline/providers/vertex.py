@@ -84,6 +84,7 @@ ADAPTER = Adapter(
     items_key="batchPredictionJobs",
     auth=bearer,  # an OAuth access token, not an API key
     normalise=normalise,
-    default_base_url=None,  # https://<location>-aiplatform.googleapis.com/v1/projects/<p>/locations/<l>
+    default_base_url=None,
+    base_url_hint="https://<location>-aiplatform.googleapis.com/v1/projects/<project>/locations/<location>",
     raw_id=lambda obj: google.short_id(n) if type(n := obj.get("name")) is str else None,
 )

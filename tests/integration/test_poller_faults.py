@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from pipeline.config import PROVIDERS, SimulatorConfig, SourceConfig
+from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.errors import InvalidRecord
 from pipeline.faults import FAULTS
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
 from pipeline.poller import Poller
+from pipeline.providers import PROVIDERS
 from pipeline.simulator import CREATION_SPAN, Simulator
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from typing import get_type_hints
 import pytest
 
 from pipeline.config import (
-    PROVIDERS,
     ClickHouseConfig,
     KafkaConfig,
     PipelineConfig,
@@ -21,6 +20,7 @@ from pipeline.config import (
     load_settings,
 )
 from pipeline.errors import ConfigError
+from pipeline.providers import PROVIDERS
 from pipeline.secret import Secret
 from pipeline.validate import Bounds
 

@@ -8,7 +8,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from pipeline import config, configdoc
-from pipeline.config import DEFAULT_BASE_URLS, Settings, SourceConfig, load_settings
+from pipeline.config import Settings, SourceConfig, load_settings
+from pipeline.providers import DEFAULT_BASE_URLS
 
 
 def test_the_page_is_the_rendered_reference() -> None:

@@ -11,11 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pipeline.config import PROVIDERS, SimulatorConfig, SourceConfig
+from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.errors import SourceError
 from pipeline.models import TERMINAL, Envelope
 from pipeline.normalise import normalise
 from pipeline.poller import Poller, SourcePoller
+from pipeline.providers import PROVIDERS
 from pipeline.providers.base import read_error
 from pipeline.retry import RetryPolicy
 from pipeline.runner import report_every

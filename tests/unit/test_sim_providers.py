@@ -11,10 +11,10 @@ import pytest
 from yarl import URL
 
 from pipeline import sigv4
-from pipeline.config import PROVIDERS, SimulatorConfig
+from pipeline.config import SimulatorConfig
 from pipeline.errors import InvalidRecord
 from pipeline.models import TERMINAL
-from pipeline.providers import adapter
+from pipeline.providers import PROVIDERS, adapter
 from pipeline.providers.paging import Params
 from pipeline.secret import Secret
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimSource, Simulator, build_fleet, simulator_secret

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import PROVIDERS
 from pipeline.errors import InvalidRecord
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
-from pipeline.providers import ADAPTERS, adapter
+from pipeline.providers import ADAPTERS, PROVIDERS, adapter
 from pipeline.providers.base import ProviderError, read_error
 from pipeline.secret import Secret
 
@@ -66,11 +65,12 @@ def test_error_bodies(status: int, body: bytes, expected: ProviderError) -> None
     assert adapter("anthropic").read_error(status, body) == expected
 
 
-def test_config_base_urls_match_the_adapters() -> None:
-    from pipeline.config import DEFAULT_BASE_URLS
+def test_every_provider_has_a_base_url_or_the_shape_of_one() -> None:
+    from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT
 
-    defaults = {n: a.default_base_url for n, a in ADAPTERS.items() if a.default_base_url}
-    assert defaults == DEFAULT_BASE_URLS
+    assert set(DEFAULT_BASE_URLS) | set(NO_DEFAULT_HINT) == set(ADAPTERS)
+    assert all(hint.startswith("https://<") or hint.startswith("https://bedrock.<")
+               for hint in NO_DEFAULT_HINT.values())
 
 
 @pytest.mark.parametrize(("provider", "obj", "expected"), [

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import PROVIDERS
 from pipeline.dlq import MAX_KEY, dlq_key
 from pipeline.errors import InvalidRecord
 from pipeline.models import MAX_BATCH_ID, Envelope, oversized_id
-from pipeline.providers import adapter
+from pipeline.providers import PROVIDERS, adapter
 from tests.unit.providers.helpers import OBSERVED
 from tests.unit.providers.test_properties import VALID
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.config import PROVIDERS
+from pipeline.providers import PROVIDERS
 from tests.unit.providers.test_properties import VALID
 
 LIST_BODIES: dict[str, Any] = {

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import PROVIDERS
 from pipeline.errors import InvalidRecord
 from pipeline.models import Snapshot
-from pipeline.providers import adapter
+from pipeline.providers import PROVIDERS, adapter
 from pipeline.providers.base import read_error
 from pipeline.providers.times import timestamp
 from pipeline.timeutil import to_iso
