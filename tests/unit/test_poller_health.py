@@ -19,20 +19,13 @@ from pipeline.metrics import MetricsServer, SourceMetrics, render, stale_reason
 from pipeline.models import Envelope
 from pipeline.poller import Poller
 from tests.loopback import serving, until
+from tests.support.clocks import FakeClock
 
 WITHIN = 30.0
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_source_is_stale_after_stale_intervals_without_a_completed_cycle() -> None:
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     never = SourceMetrics("never", "openai", poll_interval=30.0, started=1000.0)
     recent = SourceMetrics("recent", "openai", poll_interval=30.0, started=0.0, last_success=1000.0)
     assert stale_reason([never, recent], 10, clock) is None
@@ -50,7 +43,7 @@ def test_a_source_is_stale_after_stale_intervals_without_a_completed_cycle() -> 
 
 def test_many_stale_sources_make_one_short_line() -> None:
     many = [SourceMetrics(f"s{i}", "openai", poll_interval=1.0, started=0.0) for i in range(40)]
-    reason = stale_reason(many, 1, Clock(10.0))
+    reason = stale_reason(many, 1, FakeClock(10.0))
     assert reason is not None
     assert "\n" not in reason
     assert reason.endswith("s4 (10s) and 35 more")

@@ -15,7 +15,7 @@ from pipeline.models import STATUSES, TERMINAL, Envelope
 from pipeline.normalise import normalise
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimBatch, Simulator, build_fleet, openai_object
 from pipeline.transitions import RANK
-from tests.simclock import SimClock
+from tests.support.clocks import SimClock
 
 EPOCH = 1_700_000_000.0
 SPEED = 3600.0  # one fake clock second is one simulated hour
