@@ -46,10 +46,10 @@ from typing import Any
 
 from bench import baseline
 from bench.baseline import Tree
-from bench.broker import delete_topics, run_toml
 from bench.report import save
 from pipeline.errors import BatchscopeError
 from pipeline.queries import query_running
+from tests.support.kafka import delete_topics, run_toml
 
 CHANGES_SQL = """
 SELECT source, batch_id, to_status, toUnixTimestamp64Milli(observed_at), toUnixTimestamp64Milli(sunk_at)

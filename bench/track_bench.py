@@ -35,13 +35,13 @@ import orjson
 
 from bench import baseline
 from bench.baseline import Tree
-from bench.broker import PARTITIONS, Worker, count, delete_topics, read_all, write_config
 from bench.report import save
 from bench.workload import INTERVAL, expected_changes, pages
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Envelope
 from pipeline.transitions import Rules
+from tests.support.kafka import PARTITIONS, Worker, count, delete_topics, read_all, write_config
 
 RULES = Rules(progress_min_interval=0.0)  # every count change is a progress event: the most work
 TIMEOUT = 300.0

@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.broker import read_all, run_toml
 from pipeline.queries import query_running
 from tests.change_schema import validate
-from tests.integration.conftest import free_port, start_run, stop_run
+from tests.support.kafka import read_all, run_toml
+from tests.support.processes import free_port, start_run, stop_run
 
 pytestmark = pytest.mark.integration
 

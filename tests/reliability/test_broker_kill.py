@@ -26,7 +26,6 @@ import pytest
 
 from pipeline.errors import BatchscopeError
 from pipeline.queries import query_running
-from tests.integration.conftest import free_port
 from tests.reliability.conftest import Broker
 from tests.reliability.harness import (
     Fleet,
@@ -37,13 +36,13 @@ from tests.reliability.harness import (
     dump,
     expected_count,
     get_json,
-    lag,
     raw_duplicates,
     summary,
-    topic_ends,
     wait_for,
     write_config,
 )
+from tests.support.kafka import lag, topic_ends
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -23,7 +23,6 @@ import pytest
 
 from pipeline.faults import FAULTS
 from pipeline.queries import query_running
-from tests.integration.conftest import free_port
 from tests.reliability.harness import (
     Fleet,
     Proc,
@@ -37,6 +36,7 @@ from tests.reliability.harness import (
     wait_for,
     write_config,
 )
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

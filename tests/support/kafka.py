@@ -1,18 +1,22 @@
-"""Real-broker helpers shared by the broker benchmark and the track-recovery test.
+"""The real-broker harness of the integration and reliability tests and the broker benchmarks.
 
 A worker subprocess (``python -m agents.worker``) with its config file, a producer that
-publishes records and waits for them, and a reader of a whole topic up to its end offsets.
+publishes records and waits for them, a reader of a whole topic up to its end offsets, the
+consumer group's committed offsets, and :func:`wait_committed`: the wait until the group has
+committed every record the topics hold.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -74,6 +78,9 @@ class Worker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def alive(self) -> bool:
+        return self.running()
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -120,13 +127,24 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
 
 async def count(bootstrap: str, topic: str) -> int:
     """The number of records in a topic (sum of end offsets; nothing is deleted in these runs)."""
+    return sum((await end_offsets(bootstrap, topic)).values())
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        return int(sum(ends.values()))
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: int(o) for tp, o in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    found: dict[tuple[str, int], int] = {}
+    for topic in topics:
+        found.update({(topic, p): o for p, o in (await end_offsets(bootstrap, topic)).items()})
+    return found
 
 
 async def first_timestamp(bootstrap: str, topic: str) -> float:
@@ -181,3 +199,97 @@ async def delete_topics(bootstrap: str, prefix: str) -> None:
             await admin.delete_topics(mine)
     finally:
         await admin.close()
+
+
+# --- the consumer group's committed offsets ----------------------------------------------------
+
+async def committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offsets per (topic, partition)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()}
+    finally:
+        await admin.close()
+
+
+async def lag(bootstrap: str, group: str, topics: Sequence[str],
+              ends: Mapping[tuple[str, int], int] | None = None) -> int:
+    """Records of ``topics`` the group has not committed: up to ``ends`` if given, else the end now."""
+    if ends is None:
+        ends = await topic_ends(bootstrap, topics)
+    done = await committed(bootstrap, group)
+    return sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())
+
+
+def drained(committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> bool:
+    """Every partition's committed offset has reached its end offset (an empty one needs none)."""
+    return all(committed.get(tp, 0) >= end for tp, end in ends.items())
+
+
+async def group_offsets(bootstrap: str, group: str, topics: Iterable[str]
+                        ) -> tuple[float, dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The wall time at which the group's committed offsets on ``topics`` were read, those
+    offsets, and the end offsets read after them."""
+    parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=parts)
+        seen = time.time()
+        done = {tp: m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
+        ends = await consumer.end_offsets(parts)
+        return seen, done, ends
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def group_done(bootstrap: str, group: str, topics: Iterable[str]) -> float | None:
+    """The wall time at which the group was seen to have committed everything on ``topics``
+    (committed offsets read before the end offsets), or None."""
+    seen, done, ends = await group_offsets(bootstrap, group, topics)
+    return seen if drained(done, ends) else None
+
+
+async def uncommitted(bootstrap: str, group: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """Per partition of ``topics``, the records the group has not committed (committed offsets
+    read before the end offsets); empty once it has committed everything."""
+    _, done, ends = await group_offsets(bootstrap, group, topics)
+    return {tp: end - done.get(tp, 0) for tp, end in ends.items() if done.get(tp, 0) < end}
+
+
+class Watched(Protocol):
+    """A process a wait gives up on as soon as it exits (``Worker``, the reliability ``Proc``)."""
+
+    def alive(self) -> bool: ...
+
+    def tail(self) -> str: ...
+
+
+def wait_committed(bootstrap: str, group: str, topics: Sequence[str], *watch: Watched,
+                   timeout: float = 60.0) -> None:
+    """Block until ``group`` has committed every record ``topics`` hold: whatever its members do
+    with those records (a duplicate write or event included) has then been done, since they
+    commit a record only after acting on it. The group must consume every topic named.
+
+    Fails (AssertionError) after ``timeout`` seconds, naming the records left per partition, or
+    as soon as a watched process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in watch:
+            if not proc.alive():
+                raise AssertionError(f"a process exited while waiting for consumer group {group!r} to "
+                                     f"commit {', '.join(topics)}:\n{proc.tail()}")
+        left = asyncio.run(uncommitted(bootstrap, group, topics))
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            behind = ", ".join(f"{tp.topic}[{tp.partition}]: {n}" for tp, n in sorted(left.items()))
+            tails = "".join(f"\n--- {proc.tail()}" for proc in watch)
+            raise AssertionError(f"consumer group {group!r} had not committed every record after "
+                                 f"{timeout:.0f} s; records left per partition: {behind}{tails}")
+        time.sleep(0.2)
