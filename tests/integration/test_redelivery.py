@@ -25,13 +25,13 @@ import orjson
 import pytest
 
 from agents.redelivery import FAULT_ENV
-from bench.workload import envelopes, expected_changes
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
 from pipeline.transitions import Rules
 from tests.support.kafka import Worker, lag, publish, read_all, write_config
+from tests.support.workload import envelopes, expected_changes
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,12 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.workload import envelopes, expected_changes
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.transitions import Rules
 from tests.change_schema import validate
 from tests.support.kafka import PARTITIONS, Worker, publish, read_all, write_config
+from tests.support.workload import envelopes, expected_changes
 
 pytestmark = pytest.mark.integration
 
