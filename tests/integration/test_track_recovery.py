@@ -28,7 +28,7 @@ from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.transitions import Rules
 from tests.change_schema import validate
-from tests.support.kafka import PARTITIONS, Worker, publish, read_all, write_config
+from tests.support.kafka import PARTITIONS, Worker, publish, read_all, wait_committed, write_config
 from tests.support.workload import envelopes, expected_changes
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,9 @@ def test_track_recovers_after_sigkill(worker: Worker, kafka_bootstrap: str, topi
 
     worker.start()
     wait_for_changes(kafka_bootstrap, kafka.topic("changes"), len(expected), worker)
-    time.sleep(3.0)  # anything extra (a re-discovery after a lost table) would land now
+    # Once the group has committed every record, anything extra (a re-discovery after a lost
+    # table) has landed.
+    wait_committed(kafka_bootstrap, topic_prefix, [kafka.topic("raw"), kafka.topic("snapshots")], worker)
 
     records = asyncio.run(read_all(kafka_bootstrap, kafka.topic("changes")))
     contents: dict[str, set[bytes]] = {}

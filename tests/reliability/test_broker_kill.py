@@ -41,7 +41,7 @@ from tests.reliability.harness import (
     wait_for,
     write_config,
 )
-from tests.support.kafka import lag, topic_ends
+from tests.support.kafka import lag, topic_ends, wait_committed
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -112,7 +112,8 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
                              "('completed','failed','expired','cancelled')")[0][0] == len(truth["batches"])
                  and sql("SELECT uniqExact(event_id) FROM batch_changes WHERE kind = 'status_changed'")[0][0]
                  >= want, "ClickHouse to hold the terminal fleet", 120, run)
-        time.sleep(3.0)  # a duplicate would land now
+        # Once the group has committed every record, a duplicate would have landed.
+        wait_committed(broker.bootstrap, prefix, topics, run)
         tables = dump(sql)
     finally:
         run.stop()

@@ -43,7 +43,7 @@ from tests.reliability.harness import (
     summary,
     write_config,
 )
-from tests.support.kafka import delete_topics, end_offsets
+from tests.support.kafka import delete_topics, end_offsets, wait_committed
 from tests.support.processes import free_port, start_run, stop_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -142,7 +142,8 @@ def outage_then_catch_up(r: Run) -> None:
                     and all_stored(r))
 
     r.wait(caught_up, "ClickHouse to catch up after the outage")
-    time.sleep(3.0)  # a duplicate would land now
+    # Once the group has committed every record, a duplicate would have landed.
+    wait_committed(r.bootstrap, r.prefix, [f"{r.prefix}.{t}" for t in ("raw", "snapshots", "changes")])
 
 
 def all_stored(r: Run) -> bool:
