@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -107,22 +108,33 @@ async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic (with ``PARTITIONS`` partitions) up to its current end offsets."""
+Assigned = tuple[AIOKafkaConsumer, list[TopicPartition], dict[TopicPartition, int]]
+
+
+@asynccontextmanager
+async def assigned(bootstrap: str, topic: str, *, from_start: bool) -> AsyncIterator[Assigned]:
+    """A consumer assigned every partition of ``topic`` (``PARTITIONS``), at their beginnings if
+    ``from_start``, with those partitions and their end offsets now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
+        if from_start:
+            await consumer.seek_to_beginning(*parts)
+        yield consumer, parts, await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic (with ``PARTITIONS`` partitions) up to its current end offsets."""
+    async with assigned(bootstrap, topic, from_start=True) as (consumer, parts, ends):
         records: list[Any] = []
         while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(timeout_ms=500)
             records += [r for rs in batch.values() for r in rs]
         return records
-    finally:
-        await consumer.stop()
 
 
 async def count(bootstrap: str, topic: str) -> int:
@@ -149,13 +161,7 @@ async def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, i
 
 async def first_timestamp(bootstrap: str, topic: str) -> float:
     """The earliest broker timestamp (seconds) among the first records of the topic's partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
+    async with assigned(bootstrap, topic, from_start=True) as (consumer, parts, ends):
         left, first = {tp for tp in parts if ends[tp] > 0}, []
         while left:
             batch = await consumer.getmany(*left, timeout_ms=1000, max_records=1)
@@ -164,18 +170,11 @@ async def first_timestamp(bootstrap: str, topic: str) -> float:
                     first.append(rows[0].timestamp)
                     left.discard(tp)
         return float(min(first)) / 1000.0
-    finally:
-        await consumer.stop()
 
 
 async def last_timestamp(bootstrap: str, topic: str) -> float:
     """The latest broker timestamp (seconds) among the last records of the topic's partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
+    async with assigned(bootstrap, topic, from_start=False) as (consumer, parts, ends):
         left, last = {tp for tp in parts if ends[tp] > 0}, []
         for tp in left:
             consumer.seek(tp, ends[tp] - 1)
@@ -186,8 +185,6 @@ async def last_timestamp(bootstrap: str, topic: str) -> float:
                     last.append(records[-1].timestamp)
                     left.discard(tp)
         return float(max(last)) / 1000.0
-    finally:
-        await consumer.stop()
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
