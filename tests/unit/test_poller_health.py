@@ -16,10 +16,10 @@ from pipeline.cli import main
 from pipeline.config import SourceConfig
 from pipeline.health import check
 from pipeline.metrics import MetricsServer, SourceMetrics, render, stale_reason
-from pipeline.models import Envelope
 from pipeline.poller import Poller
 from tests.loopback import serving, until
 from tests.support.clocks import FakeClock
+from tests.support.sinks import CaptureSink
 
 WITHIN = 30.0
 
@@ -49,11 +49,6 @@ def test_many_stale_sources_make_one_short_line() -> None:
     assert reason.endswith("s4 (10s) and 35 more")
 
 
-class Null:
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        return None
-
-
 @pytest.fixture
 async def provider() -> AsyncIterator[str]:
     """``/good/v1/batches`` answers an empty list; ``/broken/v1/batches`` 503."""
@@ -78,7 +73,7 @@ def get(url: str) -> tuple[int, str]:
 async def polling(provider: str, *names_intervals: tuple[str, float]) -> tuple[Poller, MetricsServer]:
     sources = tuple(SourceConfig(name=n, provider="openai", base_url=f"{provider}/{n}/v1", poll_interval=i,
                                  max_rps=100.0) for n, i in names_intervals)
-    poller = Poller(sources, Null())
+    poller = Poller(sources, CaptureSink())
     server = MetricsServer("127.0.0.1", 0, lambda: render(poller.metrics()),
                            lambda: stale_reason(poller.metrics(), 2))
     await server.start()
