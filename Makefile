@@ -24,7 +24,7 @@ test: install kafka-up lint docs ## lint, type-check, build the docs and run eve
 	$(BIN)/pytest
 
 unit: install ## unit tests only (no Kafka)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit bench/tests
 
 integration: install kafka-up ## integration tests only
 	$(BIN)/pytest -m integration

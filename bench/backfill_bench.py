@@ -43,7 +43,6 @@ from typing import Any
 
 from bench import baseline
 from bench.baseline import Tree
-from bench.broker import FAST_GROUP, PARTITIONS, delete_topics, first_timestamp, last_timestamp, run_toml
 from bench.report import save
 from bench.worker_bench import DRAINED, Command, free_port, group_done, snapshot_rows, wait_port
 from bench.worker_bench import write_config as services_config
@@ -51,6 +50,14 @@ from pipeline.config import KafkaConfig, SourceConfig
 from pipeline.errors import BatchscopeError
 from pipeline.kafka import ensure_topics
 from pipeline.queries import query_running
+from tests.support.kafka import (
+    FAST_GROUP,
+    PARTITIONS,
+    delete_topics,
+    first_timestamp,
+    last_timestamp,
+    run_toml,
+)
 
 POLL_SECONDS = 0.25
 TOPOLOGIES = {"services": "simulate | poll | worker", "run": "batchscope run"}

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from bench.broker import PARTITIONS
+from tests.support.kafka import PARTITIONS
 
 LINGER_MS = 5
 MAX_RECORDS = 1000  # records fetched per getmany

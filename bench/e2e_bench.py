@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,10 +45,11 @@ from typing import Any
 
 from bench import baseline
 from bench.baseline import Tree
-from bench.broker import delete_topics, run_toml
 from bench.report import save
 from pipeline.errors import BatchscopeError
 from pipeline.queries import query_running
+from tests.support.kafka import delete_topics, run_toml
+from tests.support.processes import free_port
 
 CHANGES_SQL = """
 SELECT source, batch_id, to_status, toUnixTimestamp64Milli(observed_at), toUnixTimestamp64Milli(sunk_at)
@@ -104,12 +104,6 @@ def pct(values: list[float], q: int) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(tmp: Path, args: argparse.Namespace, load: Load, prefix: str,

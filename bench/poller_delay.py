@@ -33,13 +33,13 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.broker import delete_topics
 from bench.poller_calls import SOURCE, sim_clock, sim_config, source_config, start_for_share
 from pipeline.buffer import BufferedPublisher
 from pipeline.config import KafkaConfig
 from pipeline.kafka import Publisher, ensure_topics
 from pipeline.poller import SourcePoller
 from pipeline.simulator import Simulator
+from tests.support.kafka import delete_topics
 
 
 class ShiftedClock:

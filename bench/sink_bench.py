@@ -29,36 +29,11 @@ import zlib
 from datetime import UTC, datetime
 
 from bench.report import save
-from pipeline.models import Envelope, Snapshot
-from pipeline.normalise import normalise
-from pipeline.simulator import build_fleet, openai_object
+from pipeline.models import Snapshot
 from pipeline.sink import Block, ClickHouseSink, Position, Record, cut
 from pipeline.store import AsyncStore, Store
-
-TOPIC = "bench.snapshots"
-EPOCH = datetime(2026, 10, 31, 20, 0, tzinfo=UTC).timestamp()  # the fleet's life spans two months
-
-
-def fleet_snapshots(count: int, source: str = "bench", seed: int = 1) -> list[Snapshot]:
-    """One snapshot per status each simulated batch goes through, observed when it got there,
-    in observation order (as the poller publishes them)."""
-    snaps = []
-    for batch in build_fleet(seed=seed, count=count, source=source):
-        for _, at in batch.timeline:
-            observed = datetime.fromtimestamp(EPOCH + at + 1, UTC).isoformat()
-            snaps.append(normalise(Envelope(source, "openai", observed, openai_object(batch, at, EPOCH))))
-    return sorted(snaps, key=lambda s: s.observed_at)
-
-
-def as_records(snaps: list[Snapshot], partitions: int = 4, topic: str = TOPIC) -> list[Record]:
-    """Snapshots as Kafka records spread over partitions, with consecutive offsets per partition."""
-    offsets = [0] * partitions
-    records = []
-    for snap in snaps:
-        part = zlib.crc32(snap.key.encode()) % partitions
-        records.append(Record(Position(topic, part, offsets[part]), snap.to_json()))
-        offsets[part] += 1
-    return records
+from tests.support.workload import SNAPSHOTS_TOPIC as TOPIC
+from tests.support.workload import as_records, fleet_snapshots
 
 
 def as_packed(snaps: list[Snapshot], per_record: int, partitions: int = 4,

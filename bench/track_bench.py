@@ -1,7 +1,7 @@
 """Observations per second through normalise + track on the real Kafka broker, one worker,
 today's code against a baseline git ref in the same run.
 
-The workload is the poller's pages of a simulated fleet (:func:`bench.workload.pages`: every
+The workload is the poller's pages of a simulated fleet (:func:`tests.support.workload.pages`: every
 active batch observed each 300 simulated seconds, up to 100 objects a page sharing their
 ``observed_at``). Each run publishes them to fresh topics, one ``Publisher.publish(page)`` call a
 page, with the code tree's own ``pipeline.kafka.Publisher`` (``bench/pagepub.py`` in a process of
@@ -35,13 +35,13 @@ import orjson
 
 from bench import baseline
 from bench.baseline import Tree
-from bench.broker import PARTITIONS, Worker, count, delete_topics, read_all, write_config
 from bench.report import save
-from bench.workload import INTERVAL, expected_changes, pages
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Envelope
 from pipeline.transitions import Rules
+from tests.support.kafka import PARTITIONS, Worker, count, delete_topics, read_all, write_config
+from tests.support.workload import INTERVAL, expected_changes, pages
 
 RULES = Rules(progress_min_interval=0.0)  # every count change is a progress event: the most work
 TIMEOUT = 300.0
@@ -165,7 +165,7 @@ def main() -> None:
 
 
 NOTES = """
-Workload (`bench.workload.pages`): {batches:,} simulated OpenAI batches over {sources} source(s),
+Workload (`tests.support.workload.pages`): {batches:,} simulated OpenAI batches over {sources} source(s),
 as the poller sees them: every {interval:g} simulated seconds each source is listed newest first,
 100 batches a page, and a page publishes its batches not yet known terminal (all with the page's
 `observed_at`), for the fleet's 6 busy hours. Each run publishes the pages to fresh topics, one

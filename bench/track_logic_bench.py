@@ -2,7 +2,7 @@
 
 Each snapshot goes the whole per-snapshot track path: parse the snapshot record, parse the batch's
 table value, fold (``transitions.apply``), serialise the change events and, when the state
-changed, the new table value. The snapshots are those of a simulated fleet (``bench.workload``:
+changed, the new table value. The snapshots are those of a simulated fleet (``tests.support.workload``:
 each batch observed on entering each status and halfway to the next, interleaved across
 batches), delivered as a poller and Kafka would: some observations twice, some late (after a
 newer one of the same batch). The baseline is the track path as it was before issue 13
@@ -17,50 +17,23 @@ from __future__ import annotations
 
 import argparse
 import platform
-import random
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from itertools import zip_longest
 
 from bench.report import save
-from bench.workload import batch_envelopes
 from pipeline.codec import ORJSON
-from pipeline.normalise import normalise
-from pipeline.simulator import build_fleet
 from pipeline.track import track_bytes
 from pipeline.transitions import Rules
 from tests import transitions_reference as reference
+from tests.support.workload import deliveries
 
 RULES = Rules(progress_min_interval=0.0)  # every count change is a progress event: the most work
 REFERENCE_RULES = reference.Rules(**asdict(RULES))
-DUPLICATE = 0.15  # share of observations delivered twice
-LATE = 0.10  # share of observations delivered after the next one of the same batch
 Record = tuple[bytes, bytes]  # (key, snapshot JSON)
 Step = Callable[[bytes | None, bytes], tuple[bytes | None, list[bytes]]]
 Outcome = tuple[list[bytes], dict[bytes, bytes]]  # (every change event in order, final table)
-
-
-def deliveries(batches: int, seed: int = 11) -> list[Record]:
-    """Every batch's snapshot records, with duplicates and late ones, round-robin across batches."""
-    rng = random.Random(seed)
-    per_batch = []
-    for batch in build_fleet(seed, batches, "load"):
-        snaps = [normalise(e) for e in batch_envelopes(batch, "load")]
-        per_batch.append(disorder([(s.key.encode(), s.to_json()) for s in snaps], rng))
-    return [r for row in zip_longest(*per_batch) for r in row if r is not None]
-
-
-def disorder(records: list[Record], rng: random.Random) -> list[Record]:
-    """One batch's records with some repeated and some swapped with the next one."""
-    out: list[Record] = []
-    for record in records:
-        out += [record, record] if rng.random() < DUPLICATE else [record]
-    for i in range(len(out) - 1):
-        if rng.random() < LATE:
-            out[i], out[i + 1] = out[i + 1], out[i]
-    return out
 
 
 def new_step(previous: bytes | None, value: bytes) -> tuple[bytes | None, list[bytes]]:

@@ -32,23 +32,23 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import baseline
 from bench.bareloop import BareResult, bare_loop
 from bench.baseline import Tree
-from bench.broker import FAST_GROUP, PARTITIONS, count, delete_topics, first_timestamp, run_toml
 from bench.report import save
 from pipeline.config import KafkaConfig, SimulatorConfig
 from pipeline.kafka import ensure_topics
 from pipeline.simulator import Simulator
+from tests.support.kafka import FAST_GROUP, PARTITIONS, count, delete_topics, first_timestamp, run_toml
+from tests.support.kafka import drained as drained  # re-exported: moved to tests/support
+from tests.support.kafka import group_done as group_done  # re-exported: moved to tests/support
+from tests.support.processes import free_port as free_port  # re-exported: moved to tests/support
 
 DRAINED = ("raw", "snapshots", "changes")
 TIMEOUT = 600.0
@@ -70,12 +70,6 @@ class Drain:
     @property
     def share(self) -> float:
         return self.rate / self.bare.observations_per_s
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(tmp: Path, args: argparse.Namespace, prefix: str, sim_port: int, *, history: int = 0,
@@ -175,30 +169,6 @@ def fill(args: argparse.Namespace, tree: Tree, current: Tree, config: Path, tmp:
         poll.stop()
         sim.stop()
     return asyncio.run(count(args.bootstrap, kafka.topic("raw")))
-
-
-def drained(committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> bool:
-    """Every partition's committed offset has reached its end offset (an empty one needs none)."""
-    return all(committed.get(tp, 0) >= end for tp, end in ends.items())
-
-
-async def group_done(bootstrap: str, group: str, topics: Iterable[str]) -> float | None:
-    """The wall time at which the group was seen to have committed everything on ``topics``
-    (committed offsets read before the end offsets), or None."""
-    parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=parts)
-        seen = time.time()
-        committed = {tp: m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
-        ends = await consumer.end_offsets(parts)
-        return seen if drained(committed, ends) else None
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 def snapshot_rows(current: Tree, config: Path) -> int:

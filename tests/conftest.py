@@ -1,8 +1,10 @@
-"""Options shared by the whole suite."""
+"""Options and fixtures shared by the whole suite (the fixtures live in ``tests/support``)."""
 
 from __future__ import annotations
 
 import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.sink_bench import as_records
 from pipeline.models import Envelope, Snapshot
 from pipeline.normalise import normalise
 from pipeline.simulator import build_fleet, openai_object
@@ -26,6 +25,7 @@ from pipeline.sink import ClickHouseSink, Position, Record, cut
 from pipeline.store import AsyncStore, Store
 from pipeline.transitions import BatchState, apply
 from tests.deploy_files import TimeRange, dashboard_variables, expand, load_dashboard, panel_queries
+from tests.support.workload import as_records
 
 pytestmark = pytest.mark.integration
 

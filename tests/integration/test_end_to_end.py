@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.broker import read_all, run_toml
 from pipeline.queries import query_running
 from tests.change_schema import validate
-from tests.integration.conftest import free_port, start_run, stop_run
+from tests.support.kafka import read_all, run_toml, wait_committed
+from tests.support.processes import free_port, start_run, stop_run
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,8 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
     try:
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
                "query": tmp_path / "data", "bootstrap": kafka_bootstrap,
-               "changes": f"{topic_prefix}.changes", "dlq": f"{topic_prefix}.dlq"}
+               "changes": f"{topic_prefix}.changes", "dlq": f"{topic_prefix}.dlq", "group": topic_prefix,
+               "consumed": [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")]}
     finally:
         stop_run(proc)
 
@@ -156,7 +157,8 @@ def test_pipeline_matches_simulator_truth(pipeline: dict[str, Any]) -> None:
         return bool(latest[0][0] == len(finals) and changed[0][0] >= want_changes)
 
     wait_for(caught_up, "ClickHouse to hold the terminal fleet", proc, log)
-    time.sleep(2.0)  # anything extra (a duplicate) would land now
+    # Once the group has committed every record, anything extra (a duplicate) has landed.
+    wait_committed(pipeline["bootstrap"], pipeline["group"], pipeline["consumed"])
 
     latest = {(s, b): st for s, b, st in sql("SELECT source, batch_id, status FROM batch_latest FINAL")}
     assert latest == finals

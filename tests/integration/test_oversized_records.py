@@ -26,10 +26,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.broker import PARTITIONS, delete_topics, read_all
 from pipeline.models import Envelope
 from pipeline.records import partition_of
-from tests.reliability.harness import Fleet, Proc, committed, topic_ends, wait_for, write_config
+from tests.reliability.harness import Fleet, Proc, wait_for, write_config
+from tests.support.kafka import PARTITIONS, committed, delete_topics, read_all, topic_ends
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bench.broker import run_toml
-from tests.integration.conftest import free_port, start_run
+from tests.support.kafka import run_toml
+from tests.support.processes import free_port, start_run
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import pytest
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.broker import read_all
 from pipeline.buffer import BufferedPublisher
 from pipeline.config import KafkaConfig, SourceConfig
 from pipeline.kafka import Publisher, ensure_topics
@@ -22,6 +21,7 @@ from pipeline.models import Envelope
 from pipeline.poller import Poller
 from pipeline.records import read_raw
 from tests.loopback import serving
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,13 @@ import orjson
 import pytest
 
 from agents.redelivery import FAULT_ENV
-from bench.broker import Worker, publish, read_all, write_config
-from bench.workload import envelopes, expected_changes
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
 from pipeline.transitions import Rules
-from tests.reliability.harness import lag
+from tests.support.kafka import Worker, publish, read_all, wait_committed, write_config
+from tests.support.workload import envelopes, expected_changes
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +80,7 @@ def test_a_dropped_record_is_read_again_once(tmp_path: Path, kafka_bootstrap: st
     worker.start()
     topics = [kafka.topic("raw"), kafka.topic("snapshots")]
     try:
-        deadline = time.monotonic() + DEADLINE
-        while asyncio.run(lag(kafka_bootstrap, topic_prefix, topics)) or not worker.running():
-            assert worker.running(), worker.tail()
-            assert time.monotonic() < deadline, f"the group never drained:\n{worker.tail()}"
-            time.sleep(1.0)
+        wait_committed(kafka_bootstrap, topic_prefix, topics, worker, timeout=DEADLINE)
     finally:
         worker.kill(signal.SIGTERM)
 

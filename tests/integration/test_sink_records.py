@@ -16,12 +16,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.broker import PARTITIONS, delete_topics, read_all
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Snapshot
 from pipeline.transitions import apply
-from tests.reliability.harness import Fleet, Proc, committed, dump_offline, wait_for, write_config
+from tests.reliability.harness import Fleet, Proc, dump_offline, wait_for, write_config
+from tests.support.kafka import PARTITIONS, committed, delete_topics, read_all
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.sink_bench import fleet_snapshots
 from pipeline.config import KafkaConfig
 from pipeline.kafka import ensure_topics
 from pipeline.models import Snapshot
@@ -27,6 +26,7 @@ from pipeline.records import partition_of
 from pipeline.sink import ClickHouseSink, Position, Record, cut, entries, version
 from pipeline.store import AsyncStore, Store
 from pipeline.transitions import BatchState, apply
+from tests.support.workload import fleet_snapshots
 
 pytestmark = pytest.mark.integration
 

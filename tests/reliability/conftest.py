@@ -1,5 +1,5 @@
-"""Fixtures of the reliability suite: the shared broker (as the integration tests use it), a
-dedicated broker a scenario may kill, and the ``--reliability-long`` switch."""
+"""Fixtures of the reliability suite: a dedicated broker a scenario may kill, and the
+``--reliability-long`` switch (the shared broker's fixtures are in ``tests/support/fixtures.py``)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import kafka_bootstrap, topic_prefix
 from tests.reliability.harness import ROOT
-
-__all__ = ["kafka_bootstrap", "topic_prefix"]
 
 # Dedicated brokers listen in this range (broker port and the controller on the next one).
 DEDICATED_PORTS = range(int(os.environ.get("BATCHSCOPE_RELIABILITY_PORTS", "9210")), 9230, 2)

@@ -23,10 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.broker import FAST_GROUP, PARTITIONS, read_all, run_toml
 from pipeline.config import SimulatorConfig
 from pipeline.records import read_snapshots
 from pipeline.simulator import Simulator
@@ -40,6 +37,7 @@ from tests.reliability.checker import (
     check_positions,
     replaced_changes,
 )
+from tests.support.kafka import FAST_GROUP, end_offsets, read_all, run_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 # The shortest session timeout the broker accepts by default: a SIGKILLed member leaves the group
@@ -174,45 +172,6 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float, *watch: Pr
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test server
         return json.loads(resp.read())
-
-
-# --- Kafka -----------------------------------------------------------------------------------
-
-async def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-        return {tp.partition: int(o) for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The consumer group's committed offsets per (topic, partition)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-        return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()}
-    finally:
-        await admin.close()
-
-
-async def lag(bootstrap: str, group: str, topics: Sequence[str],
-              ends: Mapping[tuple[str, int], int] | None = None) -> int:
-    """Records of ``topics`` the group has not committed: up to ``ends`` if given, else the end now."""
-    if ends is None:
-        ends = await topic_ends(bootstrap, topics)
-    done = await committed(bootstrap, group)
-    return sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())
-
-
-async def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
-    found: dict[tuple[str, int], int] = {}
-    for topic in topics:
-        found.update({(topic, p): o for p, o in (await end_offsets(bootstrap, topic)).items()})
-    return found
 
 
 # --- what was stored -------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import pytest
 
 from pipeline.errors import BatchscopeError
 from pipeline.queries import query_running
-from tests.integration.conftest import free_port
 from tests.reliability.conftest import Broker
 from tests.reliability.harness import (
     Fleet,
@@ -37,13 +36,13 @@ from tests.reliability.harness import (
     dump,
     expected_count,
     get_json,
-    lag,
     raw_duplicates,
     summary,
-    topic_ends,
     wait_for,
     write_config,
 )
+from tests.support.kafka import lag, topic_ends, wait_committed
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -113,7 +112,8 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
                              "('completed','failed','expired','cancelled')")[0][0] == len(truth["batches"])
                  and sql("SELECT uniqExact(event_id) FROM batch_changes WHERE kind = 'status_changed'")[0][0]
                  >= want, "ClickHouse to hold the terminal fleet", 120, run)
-        time.sleep(3.0)  # a duplicate would land now
+        # Once the group has committed every record, a duplicate would have landed.
+        wait_committed(broker.bootstrap, prefix, topics, run)
         tables = dump(sql)
     finally:
         run.stop()

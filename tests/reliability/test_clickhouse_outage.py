@@ -28,12 +28,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.broker import delete_topics
 from pipeline.errors import BatchscopeError
 from pipeline.models import TERMINAL
 from pipeline.queries import query_running
 from pipeline.simulator import build_fleet
-from tests.integration.conftest import free_port, start_run, stop_run
 from tests.integration.test_end_to_end import expected_pairs, get_json, wait_for
 from tests.reliability.harness import (
     Fleet,
@@ -42,10 +40,11 @@ from tests.reliability.harness import (
     check_all,
     collect,
     dump,
-    end_offsets,
     summary,
     write_config,
 )
+from tests.support.kafka import delete_topics, end_offsets, wait_committed
+from tests.support.processes import free_port, start_run, stop_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -143,7 +142,8 @@ def outage_then_catch_up(r: Run) -> None:
                     and all_stored(r))
 
     r.wait(caught_up, "ClickHouse to catch up after the outage")
-    time.sleep(3.0)  # a duplicate would land now
+    # Once the group has committed every record, a duplicate would have landed.
+    wait_committed(r.bootstrap, r.prefix, [f"{r.prefix}.{t}" for t in ("raw", "snapshots", "changes")])
 
 
 def all_stored(r: Run) -> bool:

@@ -23,7 +23,6 @@ import pytest
 
 from pipeline.faults import FAULTS
 from pipeline.queries import query_running
-from tests.integration.conftest import free_port
 from tests.reliability.harness import (
     Fleet,
     Proc,
@@ -37,6 +36,8 @@ from tests.reliability.harness import (
     wait_for,
     write_config,
 )
+from tests.support.kafka import wait_committed
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -87,7 +88,9 @@ def test_fault_storm_every_batch_reaches_its_true_final_status(tmp_path: Path, k
                              "('completed','failed','expired','cancelled')")[0][0] == finals
                  and sql("SELECT uniqExact(event_id) FROM batch_changes WHERE kind = 'status_changed'")[0][0]
                  >= want, "ClickHouse to hold the terminal fleet", 180, run)
-        time.sleep(2.0)  # a duplicate would land now
+        # Once the group has committed every record, a duplicate would have landed.
+        wait_committed(kafka_bootstrap, topic_prefix,
+                       [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")], run)
 
         def breakers_closed() -> bool:
             """Polling goes on with 30% faults, so a breaker may have just opened: it must close."""

@@ -41,10 +41,10 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.broker import PARTITIONS, delete_topics, publish, read_all
-from bench.workload import envelopes
-from tests.reliability.harness import Fleet, Proc, end_offsets, wait_for, write_config
+from tests.reliability.harness import Fleet, Proc, wait_for, write_config
 from tests.reliability.hostile import bodies, raw_record
+from tests.support.kafka import PARTITIONS, delete_topics, end_offsets, publish, read_all
+from tests.support.workload import envelopes
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

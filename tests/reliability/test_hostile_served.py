@@ -26,9 +26,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.broker import read_all
 from pipeline.normalise import normalise_raw
-from tests.integration.conftest import free_port
 from tests.reliability.harness import (
     Fleet,
     Proc,
@@ -37,11 +35,12 @@ from tests.reliability.harness import (
     collect,
     dump_offline,
     get_json,
-    lag,
     summary,
     wait_for,
     write_config,
 )
+from tests.support.kafka import lag, read_all
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -37,8 +37,8 @@ from pipeline.config import SimulatorConfig
 from pipeline.errors import BatchscopeError
 from pipeline.queries import query_running
 from pipeline.simulator import Simulator, simulator_secret
-from tests.integration.conftest import free_port
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -24,8 +24,9 @@ import pytest
 
 from pipeline.errors import BatchscopeError
 from pipeline.queries import query_running
-from tests.integration.conftest import free_port
-from tests.reliability.harness import Fleet, Proc, committed, topic_ends, wait_for, write_config
+from tests.reliability.harness import Fleet, Proc, wait_for, write_config
+from tests.support.kafka import committed, topic_ends
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -33,12 +33,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.broker import read_all
 from pipeline.config import load_settings
 from pipeline.records import read_snapshots
 from pipeline.track import track_bytes
 from pipeline.transitions import RANK
-from tests.integration.conftest import free_port
 from tests.reliability.harness import (
     Fleet,
     Proc,
@@ -47,12 +45,12 @@ from tests.reliability.harness import (
     collect,
     dump_offline,
     get_json,
-    lag,
     summary,
-    topic_ends,
     wait_for,
     write_config,
 )
+from tests.support.kafka import lag, read_all, topic_ends
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

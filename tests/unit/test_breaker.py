@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from pipeline.breaker import BreakerState, CircuitBreaker, RateLimiter
+from tests.support.clocks import FakeClock
 
 
 def state(breaker: CircuitBreaker) -> BreakerState:
@@ -14,16 +15,8 @@ def state(breaker: CircuitBreaker) -> BreakerState:
     return breaker.state
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_breaker_opens_after_threshold_and_half_opens_after_reset() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     breaker = CircuitBreaker(threshold=3, reset_after=10.0, clock=clock)
     for _ in range(2):
         breaker.failure()
@@ -41,7 +34,7 @@ def test_breaker_opens_after_threshold_and_half_opens_after_reset() -> None:
 
 
 def test_half_open_failure_reopens_and_success_closes() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     breaker = CircuitBreaker(threshold=2, reset_after=5.0, clock=clock)
     breaker.failure()
     breaker.failure()
@@ -59,7 +52,7 @@ def test_half_open_failure_reopens_and_success_closes() -> None:
 
 
 def test_state_changes_are_logged_with_the_source(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     breaker = CircuitBreaker(threshold=2, reset_after=5.0, clock=clock, name="acct-1")
     with caplog.at_level(logging.INFO, logger="pipeline.breaker"):
         breaker.success()  # closed stays closed: nothing to say
@@ -76,7 +69,7 @@ def test_state_changes_are_logged_with_the_source(caplog: pytest.LogCaptureFixtu
 
 
 def test_success_resets_consecutive_failures() -> None:
-    breaker = CircuitBreaker(threshold=3, clock=Clock())
+    breaker = CircuitBreaker(threshold=3, clock=FakeClock(100.0))
     breaker.failure()
     breaker.failure()
     breaker.success()
@@ -86,7 +79,7 @@ def test_success_resets_consecutive_failures() -> None:
 
 
 async def test_rate_limiter_spends_burst_then_waits_for_tokens() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(rate=1000.0, burst=3, clock=clock)
     for _ in range(3):
         await limiter.acquire()

@@ -9,6 +9,7 @@ import orjson
 
 from agents.app import LogLimit
 from pipeline.dlq import MAX_ORIGINAL, dead_letter
+from tests.support.clocks import FakeClock
 
 
 def letter(original: bytes) -> dict[str, object]:
@@ -37,10 +38,10 @@ def test_large_original_is_cut_and_identified() -> None:
 
 
 def test_log_limit_allows_a_burst_then_holds_back_until_the_window_ends() -> None:
-    now = [0.0]
-    limit = LogLimit(3, 10.0, clock=lambda: now[0])
+    clock = FakeClock()
+    limit = LogLimit(3, 10.0, clock=clock)
     assert [limit.allow() for _ in range(5)] == [True, True, True, False, False]
     assert limit.suppressed == 2
-    now[0] = 10.0
+    clock.now = 10.0
     assert limit.allow()
     assert limit.suppressed == 0

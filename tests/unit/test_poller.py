@@ -13,7 +13,7 @@ from aiohttp import web
 
 from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.errors import SourceError
-from pipeline.models import TERMINAL, Envelope
+from pipeline.models import TERMINAL
 from pipeline.normalise import normalise
 from pipeline.poller import Poller, SourcePoller
 from pipeline.providers import PROVIDERS
@@ -24,6 +24,8 @@ from pipeline.secret import Secret
 from pipeline.simulator import CREATION_SPAN, Simulator, simulator_secret
 from pipeline.timeutil import parse_iso
 from tests import loopback
+from tests.support.clocks import FakeClock
+from tests.support.sinks import CaptureSink
 
 SPEED = 3600.0
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
@@ -31,32 +33,9 @@ SIM_KEY = "sk-sim-server-key-5a1b"
 WRONG_KEY = "sk-client-wrong-key-9f3c"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class CollectingSink:
-    def __init__(self, on_publish: Callable[[], None] | None = None) -> None:
-        self.pages: list[list[Envelope]] = []
-        self._on_publish = on_publish
-
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        self.pages.append(list(envelopes))
-        if self._on_publish is not None:
-            self._on_publish()
-
-    @property
-    def envelopes(self) -> list[Envelope]:
-        return [e for page in self.pages for e in page]
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(50.0)
 
 
 @pytest.fixture
@@ -88,7 +67,7 @@ def source_for(url: str, *, name: str = "sim-1", page_limit: int = 7, key: str |
 async def test_poll_once_publishes_every_visible_batch_once(
     sim: Simulator, http: aiohttp.ClientSession,
 ) -> None:
-    sink = CollectingSink()
+    sink = CaptureSink()
     poller = SourcePoller(source_for(sim.source_url("sim-1")), sink)
     seen = await poller.poll_once(http)
     visible = sim.sources["sim-1"].visible(sim.now())
@@ -106,7 +85,7 @@ async def test_poll_once_publishes_every_visible_batch_once(
 async def test_later_cycles_publish_new_and_active_batches_only(
     sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession,
 ) -> None:
-    sink = CollectingSink()
+    sink = CaptureSink()
     poller = SourcePoller(source_for(sim.source_url("sim-2"), name="sim-2"), sink)
     first = await poller.poll_once(http)
     terminal_after_first = {f"sim-2/{e.payload['id']}" for e in sink.envelopes
@@ -124,7 +103,7 @@ async def test_later_cycles_publish_new_and_active_batches_only(
 @pytest.mark.parametrize("limit", [1, 7, 30, 100])
 async def test_page_limits(sim: Simulator, clock: FakeClock, http: aiohttp.ClientSession, limit: int) -> None:
     clock.now += CREATION_SPAN / SPEED
-    sink = CollectingSink()
+    sink = CaptureSink()
     seen = await SourcePoller(source_for(sim.source_url("sim-1"), page_limit=limit), sink).poll_once(http)
     assert seen == 30
     assert len({e.key for e in sink.envelopes}) == 30
@@ -132,7 +111,7 @@ async def test_page_limits(sim: Simulator, clock: FakeClock, http: aiohttp.Clien
 
 
 async def test_correct_api_key_is_sent(guarded_sim: Simulator, http: aiohttp.ClientSession) -> None:
-    sink = CollectingSink()
+    sink = CaptureSink()
     poller = SourcePoller(source_for(guarded_sim.source_url("sim-1"), key=SIM_KEY), sink)
     async with aiohttp.ClientSession(headers=poller._headers()) as session:
         assert await poller.poll_once(session) == len(guarded_sim.sources["sim-1"].visible(guarded_sim.now()))
@@ -140,7 +119,7 @@ async def test_correct_api_key_is_sent(guarded_sim: Simulator, http: aiohttp.Cli
 
 @pytest.mark.parametrize("key", [WRONG_KEY, None])
 async def test_401_is_a_source_error_without_the_key(guarded_sim: Simulator, key: str | None) -> None:
-    sink = CollectingSink()
+    sink = CaptureSink()
     poller = SourcePoller(source_for(guarded_sim.source_url("sim-1"), key=key), sink)
     async with aiohttp.ClientSession(headers=poller._headers()) as session:
         with pytest.raises(SourceError) as info:
@@ -157,15 +136,15 @@ async def test_401_is_a_source_error_without_the_key(guarded_sim: Simulator, key
 
 
 def test_headers() -> None:
-    assert "Authorization" not in SourcePoller(source_for("http://x"), CollectingSink())._headers()
-    headers = SourcePoller(source_for("http://x", key="k1"), CollectingSink())._headers()
+    assert "Authorization" not in SourcePoller(source_for("http://x"), CaptureSink())._headers()
+    headers = SourcePoller(source_for("http://x", key="k1"), CaptureSink())._headers()
     assert headers["Authorization"] == "Bearer k1"
     assert headers["Accept"] == "application/json"
 
 
 async def test_run_cycles_until_stopped(sim: Simulator) -> None:
     stop = asyncio.Event()
-    sink = CollectingSink(on_publish=stop.set)
+    sink = CaptureSink(then=stop.set)
     poller = SourcePoller(source_for(sim.source_url("sim-1"), page_limit=100), sink)
     await asyncio.wait_for(poller.run(stop), timeout=30)
     assert poller.cycles == 1
@@ -179,7 +158,7 @@ async def test_poller_runs_all_sources_until_stop(sim: Simulator) -> None:
         if {e.source for e in sink.envelopes} == {"sim-1", "sim-2"}:
             both.set()
 
-    sink = CollectingSink(on_publish=check)
+    sink = CaptureSink(then=check)
     poller = Poller((source_for(sim.source_url("sim-1")), source_for(sim.source_url("sim-2"), name="sim-2")),
                     sink)
     task = asyncio.create_task(poller.run())
@@ -233,7 +212,7 @@ def responding(body: bytes, status: int = 200) -> Handler:
 )
 async def test_http_errors(serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
                            status: int, body: bytes, retriable: bool, fragment: str) -> None:
-    sink = CollectingSink()
+    sink = CaptureSink()
     url = await serve(responding(body, status))
     with pytest.raises(SourceError) as info:
         await SourcePoller(source_for(url, name="edge"), sink, FAST).poll_once(http)
@@ -258,7 +237,7 @@ async def test_malformed_list_responses(
     body: bytes, fragment: str, retriable: bool,
 ) -> None:
     url = await serve(responding(body))
-    poller = SourcePoller(source_for(url), CollectingSink(), FAST)
+    poller = SourcePoller(source_for(url), CaptureSink(), FAST)
     with pytest.raises(SourceError, match=fragment) as info:
         await poller.poll_once(http)
     assert info.value.retriable is retriable
@@ -277,7 +256,7 @@ async def test_pagination_without_last_id_uses_the_last_item(
             return web.json_response({"data": [{"id": "b3"}, "junk", {"id": "b2"}], "has_more": True})
         return web.json_response({"data": [{"id": "b1"}], "has_more": False})
 
-    sink = CollectingSink()
+    sink = CaptureSink()
     seen = await SourcePoller(source_for(await serve(handler)), sink).poll_once(http)
     assert seen == 3
     assert afters == [None, "b2"]
@@ -288,7 +267,7 @@ async def test_connection_failure_is_retriable(http: aiohttp.ClientSession) -> N
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before the request: nothing listens there
-    poller = SourcePoller(source_for(f"http://127.0.0.1:{port}/v1"), CollectingSink(), FAST)
+    poller = SourcePoller(source_for(f"http://127.0.0.1:{port}/v1"), CaptureSink(), FAST)
     with pytest.raises(SourceError) as info:
         await poller.poll_once(http)
     assert info.value.retriable is True
@@ -298,7 +277,7 @@ async def test_connection_failure_is_retriable(http: aiohttp.ClientSession) -> N
 async def test_failed_cycle_is_logged_not_raised(
     serve: Callable[[Handler], Awaitable[str]], http: aiohttp.ClientSession,
 ) -> None:
-    poller = SourcePoller(source_for(await serve(responding(b"down", 502))), CollectingSink(), FAST)
+    poller = SourcePoller(source_for(await serve(responding(b"down", 502))), CaptureSink(), FAST)
     await poller._cycle(http)
     assert poller.cycles == 0
     assert poller.observed == 0
@@ -343,7 +322,7 @@ async def test_retry_after_on_the_last_attempt_holds_for_the_next_cycle(
         return web.json_response({"data": [], "has_more": False})
 
     one_attempt = RetryPolicy(max_attempts=1)
-    poller = SourcePoller(source_for(await serve(handler)), CollectingSink(), one_attempt)
+    poller = SourcePoller(source_for(await serve(handler)), CaptureSink(), one_attempt)
     await poller._cycle(http)
     assert poller.cycles == 0
     await poller._cycle(http)
@@ -373,7 +352,7 @@ async def test_every_provider_is_polled_through_its_adapter(fleet: Simulator, cl
     truth_ids = {(b["source"], b["batch_id"]) for b in fleet.truth()["batches"]}
     malformed = set(fleet.truth()["malformed"])
     for name in fleet.sources:
-        sink = CollectingSink()
+        sink = CaptureSink()
         poller = SourcePoller(provider_source(fleet, name), sink)
         async with aiohttp.ClientSession(headers=poller._headers()) as session:
             first = await poller.poll_once(session)
@@ -398,7 +377,7 @@ async def test_every_provider_is_polled_through_its_adapter(fleet: Simulator, cl
 async def test_a_wrong_credential_is_refused_per_provider(clock: FakeClock, provider: str) -> None:
     config = SimulatorConfig(port=0, batches=3, sources=1, providers=(provider,), speed=SPEED)
     async with Simulator(config, api_key=SIM_KEY, clock=clock) as sim:
-        poller = SourcePoller(provider_source(sim, "sim-1", key=WRONG_KEY), CollectingSink(), FAST)
+        poller = SourcePoller(provider_source(sim, "sim-1", key=WRONG_KEY), CaptureSink(), FAST)
         async with aiohttp.ClientSession(headers=poller._headers()) as session:
             with pytest.raises(SourceError) as info:
                 await poller.poll_once(session)
@@ -413,7 +392,7 @@ async def test_stragglers_are_fetched_by_the_adapter_path_and_vanish(clock: Fake
         config = SimulatorConfig(port=0, batches=20, sources=1, providers=(provider,), speed=SPEED, seed=2,
                                  vanish_share=1.0, vanish_after=0.0)
         async with Simulator(config, clock=clock) as sim:
-            sink = CollectingSink()
+            sink = CaptureSink()
             poller = SourcePoller(provider_source(sim, "sim-1"), sink)
             async with aiohttp.ClientSession(headers=poller._headers()) as session:
                 await poller.poll_once(session)
@@ -430,7 +409,7 @@ async def test_simulated_latency_beyond_the_request_timeout_is_a_retriable_timeo
     async with Simulator(config, clock=clock) as sim:
         source = SourceConfig(name="slow", provider="mistral", base_url=sim.source_url("sim-1"),
                               request_timeout=0.1, max_rps=1000.0)
-        poller = SourcePoller(source, CollectingSink(), RetryPolicy(max_attempts=1))
+        poller = SourcePoller(source, CaptureSink(), RetryPolicy(max_attempts=1))
         async with aiohttp.ClientSession(timeout=poller._timeout) as session:
             with pytest.raises(SourceError) as info:
                 await poller.poll_once(session)
@@ -444,7 +423,7 @@ async def test_simulated_latency_beyond_the_request_timeout_is_a_retriable_timeo
 async def test_a_cycle_logs_its_line_at_debug_only(
     sim: Simulator, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    poller = SourcePoller(source_for(sim.source_url("sim-1"), page_limit=100), CollectingSink())
+    poller = SourcePoller(source_for(sim.source_url("sim-1"), page_limit=100), CaptureSink())
     with caplog.at_level(logging.DEBUG, logger="pipeline.poller"):
         await poller._cycle(http)
     [line] = [r for r in caplog.records if "cycle 1:" in r.getMessage()]
@@ -455,7 +434,7 @@ async def test_a_cycle_logs_its_line_at_debug_only(
 
 async def test_the_periodic_summary_is_at_info(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
     stop = asyncio.Event()
-    sink = CollectingSink(on_publish=stop.set)
+    sink = CaptureSink(then=stop.set)
     poller = Poller((source_for(sim.source_url("sim-1"), page_limit=100),), sink)
     task = asyncio.create_task(poller.run())
     await asyncio.wait_for(stop.wait(), timeout=30)

@@ -16,23 +16,16 @@ from pipeline.cli import main
 from pipeline.config import SourceConfig
 from pipeline.health import check
 from pipeline.metrics import MetricsServer, SourceMetrics, render, stale_reason
-from pipeline.models import Envelope
 from pipeline.poller import Poller
 from tests.loopback import serving, until
+from tests.support.clocks import FakeClock
+from tests.support.sinks import CaptureSink
 
 WITHIN = 30.0
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_source_is_stale_after_stale_intervals_without_a_completed_cycle() -> None:
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     never = SourceMetrics("never", "openai", poll_interval=30.0, started=1000.0)
     recent = SourceMetrics("recent", "openai", poll_interval=30.0, started=0.0, last_success=1000.0)
     assert stale_reason([never, recent], 10, clock) is None
@@ -50,15 +43,10 @@ def test_a_source_is_stale_after_stale_intervals_without_a_completed_cycle() -> 
 
 def test_many_stale_sources_make_one_short_line() -> None:
     many = [SourceMetrics(f"s{i}", "openai", poll_interval=1.0, started=0.0) for i in range(40)]
-    reason = stale_reason(many, 1, Clock(10.0))
+    reason = stale_reason(many, 1, FakeClock(10.0))
     assert reason is not None
     assert "\n" not in reason
     assert reason.endswith("s4 (10s) and 35 more")
-
-
-class Null:
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        return None
 
 
 @pytest.fixture
@@ -85,7 +73,7 @@ def get(url: str) -> tuple[int, str]:
 async def polling(provider: str, *names_intervals: tuple[str, float]) -> tuple[Poller, MetricsServer]:
     sources = tuple(SourceConfig(name=n, provider="openai", base_url=f"{provider}/{n}/v1", poll_interval=i,
                                  max_rps=100.0) for n, i in names_intervals)
-    poller = Poller(sources, Null())
+    poller = Poller(sources, CaptureSink())
     server = MetricsServer("127.0.0.1", 0, lambda: render(poller.metrics()),
                            lambda: stale_reason(poller.metrics(), 2))
     await server.start()

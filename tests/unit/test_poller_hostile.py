@@ -19,11 +19,11 @@ from aiohttp import web
 from pipeline.config import SourceConfig
 from pipeline.errors import SourceError
 from pipeline.metrics import render
-from pipeline.models import Envelope
 from pipeline.poller import SourcePoller
 from pipeline.retry import RetryPolicy
 from pipeline.secret import Secret
 from tests import loopback
+from tests.support.sinks import CaptureSink
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
 KEY = "sk-proj-FAKEc0ffee1234567890abcdefWXYZ"
@@ -33,24 +33,6 @@ STOPPED_WITHIN = 30.0  # a guard against hanging, far below the 300 s waits stop
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[[Handler], Awaitable[str]]
-
-
-class Sink:
-    """Collects envelopes; ``fail_first`` raises on the first publish; ``then`` runs after each."""
-
-    def __init__(self, *, fail_first: Exception | None = None,
-                 then: Callable[[], None] | None = None) -> None:
-        self.envelopes: list[Envelope] = []
-        self._fail = fail_first
-        self._then = then
-
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        if self._fail is not None:
-            fail, self._fail = self._fail, None
-            raise fail
-        self.envelopes.extend(envelopes)
-        if self._then is not None:
-            self._then()
 
 
 @pytest.fixture
@@ -116,7 +98,7 @@ async def test_a_redirect_is_not_followed_and_no_key_reaches_its_target(serve: S
         raise web.HTTPFound(f"{elsewhere.replace('http://', 'http://user:pw@')}/collect?steal=1")
 
     poller = SourcePoller(source(await serve(redirecting), provider,
-                                 key=AWS_KEY if provider == "bedrock" else KEY), Sink(), FAST)
+                                 key=AWS_KEY if provider == "bedrock" else KEY), CaptureSink(), FAST)
     with pytest.raises(SourceError) as info:
         await poll_once(poller)
     assert reached == []
@@ -140,7 +122,7 @@ async def test_a_same_origin_redirect_is_not_followed_either(serve: Serve) -> No
         return web.json_response(listing("b1"))
 
     url = await serve(handler)
-    poller = SourcePoller(source(f"{url}/v1"), Sink(), FAST)
+    poller = SourcePoller(source(f"{url}/v1"), CaptureSink(), FAST)
     with pytest.raises(SourceError, match=f"HTTP 301: redirect to {url} not followed"):
         await poll_once(poller)
     assert paths == ["/v1/batches"]
@@ -162,7 +144,7 @@ async def test_a_redirect_to_a_url_with_userinfo_does_not_end_the_task(serve: Se
         return web.json_response(listing("b1"))
 
     stop = asyncio.Event()
-    poller = SourcePoller(source(f"{await serve(handler)}/v1"), Sink(then=stop.set), FAST)
+    poller = SourcePoller(source(f"{await serve(handler)}/v1"), CaptureSink(then=stop.set), FAST)
     await run_until(poller, stop)
     assert poller.metrics.errors["redirect"] == 1
     assert poller.cycles == 1
@@ -176,7 +158,7 @@ async def test_an_unexpected_error_is_logged_with_the_source_counted_and_the_sou
         return web.json_response(listing("b1"))
 
     stop = asyncio.Event()
-    sink = Sink(fail_first=RuntimeError(f"broken sink, it quotes {KEY}"), then=stop.set)
+    sink = CaptureSink(fail_first=RuntimeError(f"broken sink, it quotes {KEY}"), then=stop.set)
     poller = SourcePoller(source(f"{await serve(handler)}/v1"), sink, FAST)
     with caplog.at_level(logging.INFO, logger="pipeline.poller"):
         await run_until(poller, stop)
@@ -198,7 +180,7 @@ async def test_a_base_url_with_userinfo_fails_each_cycle_loudly_without_the_pass
 
     url = (await serve(handler)).replace("http://", "http://admin:hunter2-secret-pw@")
     stop = asyncio.Event()
-    poller = SourcePoller(source(f"{url}/v1"), Sink(), FAST)
+    poller = SourcePoller(source(f"{url}/v1"), CaptureSink(), FAST)
     task = asyncio.create_task(poller.run(stop))
     await until(lambda: poller.metrics.errors["unexpected"] >= 2 or task.done())
     stop.set()
@@ -249,7 +231,7 @@ def whole(body: bytes, encoding: str | None = None) -> Handler:
     ],
 )
 async def test_a_body_over_max_body_mib_is_refused(serve: Serve, what: str, handler: Handler) -> None:
-    sink = Sink()
+    sink = CaptureSink()
     poller = SourcePoller(source(f"{await serve(handler)}", max_body_mib=1), sink, FAST)
     with pytest.raises(SourceError, match="response body refused") as info:
         await poll_once(poller)
@@ -262,7 +244,7 @@ async def test_a_body_over_max_body_mib_is_refused(serve: Serve, what: str, hand
 async def test_a_compressed_body_under_the_cap_is_read(serve: Serve) -> None:
     body = b'{"data": [{"id": "b1", "status": "in_progress"}], "pad": "' + b"y" * (MIB // 2) + b'"}'
     url = await serve(whole(gzip.compress(body), "gzip"))
-    poller = SourcePoller(source(url, max_body_mib=1), Sink(), FAST)
+    poller = SourcePoller(source(url, max_body_mib=1), CaptureSink(), FAST)
     assert await poll_once(poller) == 1
     assert poller.metrics.errors["body_too_large"] == 0
 
@@ -281,7 +263,7 @@ async def test_a_cursor_cycle_stops_the_listing(serve: Serve) -> None:
         item, last = pages[after]
         return web.json_response(listing(item, has_more=True, last_id=last))
 
-    poller = SourcePoller(source(await serve(handler)), Sink(), FAST)
+    poller = SourcePoller(source(await serve(handler)), CaptureSink(), FAST)
     assert await poll_once(poller) == 3
     assert afters == [None, "A", "B"]
     assert poller.metrics.errors["paging_cursor_repeated"] == 1
@@ -295,7 +277,7 @@ async def test_new_cursors_over_the_same_items_stop_the_listing(serve: Serve) ->
         calls += 1
         return web.json_response(listing("same1", "same2", has_more=True, last_id=f"cursor{calls}"))
 
-    poller = SourcePoller(source(await serve(handler)), Sink(), FAST)
+    poller = SourcePoller(source(await serve(handler)), CaptureSink(), FAST)
     assert await poll_once(poller) == 2
     assert calls == 2
     assert poller.metrics.errors["paging_no_new_id"] == 1
@@ -309,7 +291,7 @@ async def test_mistral_pages_without_total_that_repeat_stop_the_listing(serve: S
         pages.append(request.query["page"])
         return web.json_response(listing("m1", "m2"))
 
-    poller = SourcePoller(source(await serve(handler), "mistral"), Sink(), FAST)
+    poller = SourcePoller(source(await serve(handler), "mistral"), CaptureSink(), FAST)
     assert await poll_once(poller) == 2
     assert pages == ["0", "1"]
     assert poller.metrics.errors["paging_no_new_id"] == 1
@@ -325,7 +307,7 @@ async def test_gemini_page_tokens_that_cycle_stop_the_listing(serve: Serve) -> N
         op = {"name": f"batches/{len(seen)}", "metadata": {"state": "BATCH_STATE_RUNNING"}}
         return web.json_response({"operations": [op], "nextPageToken": tokens[token]})
 
-    poller = SourcePoller(source(await serve(handler), "gemini"), Sink(), FAST)
+    poller = SourcePoller(source(await serve(handler), "gemini"), CaptureSink(), FAST)
     await poll_once(poller)
     assert seen == [None, "T1", "T2"]
     assert poller.metrics.errors["paging_cursor_repeated"] == 1
@@ -359,7 +341,7 @@ def answering(status: int, headers: dict[str, str] | None = None) -> tuple[Handl
 async def test_stop_wakes_every_wait(serve: Serve, wait: str, status: int, headers: dict[str, str],
                                      settings: dict[str, Any], policy: RetryPolicy) -> None:
     handler, calls = answering(status, headers)
-    poller = SourcePoller(replace(source(await serve(handler)), **settings), Sink(), policy)
+    poller = SourcePoller(replace(source(await serve(handler)), **settings), CaptureSink(), policy)
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     await until(lambda: bool(calls))
@@ -388,7 +370,7 @@ async def test_a_key_the_provider_echoes_is_masked_in_logs_errors_and_metrics(
         return web.Response(status=status, body=body, content_type="application/json")
 
     provider, key = ("bedrock", AWS_KEY) if status == 403 else ("openai", KEY)
-    poller = SourcePoller(source(await serve(handler), provider, key=key), Sink(), FAST)
+    poller = SourcePoller(source(await serve(handler), provider, key=key), CaptureSink(), FAST)
     with caplog.at_level(logging.DEBUG):
         async with aiohttp.ClientSession(headers=poller._headers()) as session:
             await poller._cycle(session)
@@ -419,7 +401,7 @@ async def test_list_entries_that_are_not_objects_are_counted(
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "b1"}, "junk", 5, None, ["b2"]], "has_more": False})
 
-    sink = Sink()
+    sink = CaptureSink()
     poller = SourcePoller(source(await serve(handler)), sink, FAST)
     assert await poll_once(poller) == 1
     assert [e.payload["id"] for e in sink.envelopes] == ["b1"]

@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 
 from pipeline.config import SourceConfig
-from pipeline.models import Envelope
 from pipeline.poller import SourcePoller
 from pipeline.retry import RetryPolicy
 from tests.loopback import serving
+from tests.support.sinks import CaptureSink
 
 HUGE_ID = "batch_" + "x" * 600 * 1024
 
@@ -27,14 +27,6 @@ HUGE_ID = "batch_" + "x" * 600 * 1024
 def batch(batch_id: str, status: str) -> dict[str, object]:
     return {"id": batch_id, "object": "batch", "status": status, "created_at": 1_790_000_000,
             "request_counts": {"total": 2, "completed": 1, "failed": 0}}
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        self.envelopes += envelopes
 
 
 @pytest.fixture
@@ -50,7 +42,7 @@ async def base_url() -> AsyncIterator[str]:
 
 
 async def test_an_oversized_id_is_published_once_under_a_short_key(base_url: str) -> None:
-    sink = Sink()
+    sink = CaptureSink()
     source = SourceConfig(name="acct", provider="openai", base_url=base_url, max_rps=1000.0)
     poller = SourcePoller(source, sink, RetryPolicy(max_attempts=1))
     async with aiohttp.ClientSession() as session:

@@ -11,51 +11,37 @@ from aiohttp import web
 
 from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.metrics import render
-from pipeline.models import TERMINAL, Envelope
+from pipeline.models import TERMINAL
 from pipeline.poller import SourcePoller
 from pipeline.simulator import CREATION_SPAN, Simulator
+from tests.support.clocks import FakeClock
+from tests.support.sinks import CaptureSink
 
 SPEED, BATCHES, LIMIT = 60.0, 60, 10
 POLL, ACTIVE = 60.0, 1800.0  # simulated seconds (the poller reads the simulator's clock)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        self.ids += [str(e.payload["id"]) for e in envelopes]
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def sim(clock: Clock) -> AsyncIterator[Simulator]:
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
     config = SimulatorConfig(port=0, batches=BATCHES, speed=SPEED, seed=3, sources=1, providers=("openai",))
     async with Simulator(config, clock=clock) as simulator:
         clock.now = (CREATION_SPAN / 2 + 60.0) / SPEED  # every batch exists
         yield simulator
 
 
-def poller_for(sim: Simulator, sink: Sink) -> SourcePoller:
+def poller_for(sim: Simulator, sink: CaptureSink) -> SourcePoller:
     source = SourceConfig(name="sim-1", provider="openai", base_url=sim.source_url("sim-1"), page_limit=LIMIT,
                           poll_interval=POLL, active_interval=ACTIVE, max_rps=1e6)
     return SourcePoller(source, sink, clock=lambda: sim.epoch + sim.now())
 
 
 async def test_a_quiet_cycle_lists_one_page_and_fetches_nothing(sim: Simulator) -> None:
-    sink = Sink()
+    sink = CaptureSink()
     poller = poller_for(sim, sink)
     async with aiohttp.ClientSession() as http:
         await poller.poll_once(http)
@@ -67,9 +53,9 @@ async def test_a_quiet_cycle_lists_one_page_and_fetches_nothing(sim: Simulator) 
 
 
 async def test_every_active_batch_is_refreshed_within_the_active_interval(
-    sim: Simulator, clock: Clock,
+    sim: Simulator, clock: FakeClock,
 ) -> None:
-    sink = Sink()
+    sink = CaptureSink()
     poller = poller_for(sim, sink)
     async with aiohttp.ClientSession() as http:
         await poller.poll_once(http)
@@ -85,8 +71,8 @@ async def test_every_active_batch_is_refreshed_within_the_active_interval(
     assert not later & terminal  # terminal history is never fetched again
 
 
-async def test_due_batches_deep_in_the_list_cost_gets_not_pages(sim: Simulator, clock: Clock) -> None:
-    sink = Sink()
+async def test_due_batches_deep_in_the_list_cost_gets_not_pages(sim: Simulator, clock: FakeClock) -> None:
+    sink = CaptureSink()
     poller = poller_for(sim, sink)
     async with aiohttp.ClientSession() as http:
         await poller.poll_once(http)
@@ -95,7 +81,7 @@ async def test_due_batches_deep_in_the_list_cost_gets_not_pages(sim: Simulator, 
             known.due = math.inf
         oldest_active = next(b for b in reversed(newest_first) if not poller.known[b].settled)
         poller.known[oldest_active].due = 0.0
-        sink.ids.clear()
+        sink.clear()
         await poller.poll_once(http)
     assert poller.last_cycle == (1, 1)  # the newest page (discovery), then one GET
     assert sink.ids[-1] == oldest_active  # after the newest page's active batches
@@ -104,7 +90,7 @@ async def test_due_batches_deep_in_the_list_cost_gets_not_pages(sim: Simulator, 
 
 
 async def test_many_due_batches_are_refreshed_by_listing(sim: Simulator) -> None:
-    poller = poller_for(sim, Sink())
+    poller = poller_for(sim, CaptureSink())
     async with aiohttp.ClientSession() as http:
         await poller.poll_once(http)
         for known in poller.known.values():
@@ -116,12 +102,13 @@ async def test_many_due_batches_are_refreshed_by_listing(sim: Simulator) -> None
     assert all(k.due > 0.0 for k in poller.known.values() if k.status not in TERMINAL)
 
 
-async def test_an_active_batch_the_listing_passed_without_it_is_fetched_and_vanishes(clock: Clock) -> None:
+async def test_an_active_batch_the_listing_passed_without_it_is_fetched_and_vanishes(
+        clock: FakeClock) -> None:
     config = SimulatorConfig(port=0, batches=300, speed=SPEED, seed=3, sources=1, providers=("openai",),
                              vanish_share=1.0, vanish_after=0.0)
     async with Simulator(config, clock=clock) as sim:
         clock.now = (CREATION_SPAN / 2 + 60.0) / SPEED
-        poller = poller_for(sim, Sink())
+        poller = poller_for(sim, CaptureSink())
         source = sim.sources["sim-1"]
         async with aiohttp.ClientSession() as http:
             await poller.poll_once(http)
@@ -179,7 +166,7 @@ async def test_a_list_not_newest_first_is_refreshed_by_gets_and_a_gone_batch_van
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
         source = SourceConfig(name="s", provider="openai", base_url=url, page_limit=2, max_rps=1e6)
-        poller = SourcePoller(source, Sink(), clock=lambda: 1_700_001_000.0)
+        poller = SourcePoller(source, CaptureSink(), clock=lambda: 1_700_001_000.0)
         async with aiohttp.ClientSession() as http:
             await poller.poll_once(http)
             assert poller.last_cycle == (2, 0)
@@ -202,23 +189,14 @@ async def test_a_list_not_newest_first_is_refreshed_by_gets_and_a_gone_batch_van
     assert set(poller.known) == {"batch_0", "batch_1", "batch_2"}
 
 
-class Growing(Sink):
-    """A sink whose every publish lets simulated time run on, so new batches appear at the top of
-    the list between two page requests (page-numbered lists then repeat items across pages)."""
-
-    def __init__(self, clock: Clock, step: float) -> None:
-        super().__init__()
-        self.clock, self.step = clock, step
-
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        await super().publish(envelopes)
-        self.clock.now += self.step
-
-
-async def test_a_page_numbered_list_growing_while_listed_stays_newest_first(clock: Clock) -> None:
+async def test_a_page_numbered_list_growing_while_listed_stays_newest_first(clock: FakeClock) -> None:
     config = SimulatorConfig(port=0, batches=BATCHES, speed=SPEED, seed=3, sources=1, providers=("mistral",))
     async with Simulator(config, clock=clock) as sim:  # at start, half the batches exist
-        sink = Growing(clock, 3 * CREATION_SPAN / BATCHES / SPEED)  # about three new batches a page
+
+        def grow() -> None:  # after each page: about three new batches at the top of the list
+            clock.now += 3 * CREATION_SPAN / BATCHES / SPEED
+
+        sink = CaptureSink(then=grow)
         source = SourceConfig(name="sim-1", provider="mistral", base_url=sim.source_url("sim-1"),
                               page_limit=LIMIT, poll_interval=POLL, active_interval=ACTIVE, max_rps=1e6)
         poller = SourcePoller(source, sink, clock=lambda: sim.epoch + sim.now())

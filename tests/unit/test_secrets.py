@@ -9,21 +9,13 @@ import pytest
 
 from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.metrics import render
-from pipeline.models import Envelope
 from pipeline.poller import Poller
 from pipeline.secret import Secret
 from pipeline.simulator import Simulator, simulator_secret
+from tests.support.sinks import CaptureSink
 
 KEY = "sk-proj-FAKE-9d8c7b6a5f4e3d2c1b0a"
 WRONG = "sk-proj-WRONG-0a1b2c3d4e5f6a7b8c9d"
-
-
-class Capture:
-    def __init__(self) -> None:
-        self.published: list[bytes] = []
-
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        self.published.extend(e.to_json() for e in envelopes)
 
 
 PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "vertex", "azure_openai")
@@ -49,7 +41,7 @@ async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     config = SimulatorConfig(port=0, batches=10, sources=len(PROVIDERS), providers=PROVIDERS, speed=2000.0,
                              fault_rate=0.3, retry_after=0.05, hang_seconds=0.2)
-    sink = Capture()
+    sink = CaptureSink()
     async with Simulator(config, api_key=KEY) as sim:
         sources = tuple(source(sim, n, KEY, "good") for n in sim.sources) + tuple(
             source(sim, n, WRONG, "bad") for n in sim.sources)
@@ -67,7 +59,7 @@ async def test_keys_appear_nowhere(caplog: pytest.LogCaptureFixture) -> None:
     assert all(m.observations > 0 for m in good), "every good source must have been polled"
     assert all(m.errors["http_401"] + m.errors["http_403"] > 0 for m in bad), "every bad source refused"
     haystacks = [caplog.text, render(metrics), repr(sources), str(sources),
-                 *(b.decode() for b in sink.published)]
+                 *(e.to_json().decode() for e in sink.envelopes)]
     for record in caplog.records:
         haystacks.append(str(record.exc_info))
     for text in haystacks:

@@ -19,7 +19,7 @@ from pipeline.providers.paging import Params
 from pipeline.secret import Secret
 from pipeline.simulator import CREATION_SPAN, WINDOW, SimSource, Simulator, build_fleet, simulator_secret
 from pipeline.simwire import project, projected_timeline
-from tests.simclock import SimClock
+from tests.support.clocks import SimClock
 
 EPOCH = 1_700_000_000.0
 SPEED = 3600.0

@@ -24,7 +24,7 @@ from pipeline.simulator import (
     openai_object,
 )
 from pipeline.transitions import RANK
-from tests.simclock import SimClock
+from tests.support.clocks import SimClock
 
 EPOCH = 1_700_000_000.0
 SPEED = 3600.0  # one fake clock second is one simulated hour

@@ -23,7 +23,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.track_logic_bench import deliveries
 from pipeline.codec import ORJSON, STDLIB, Codec
 from pipeline.errors import InvalidRecord
 from pipeline.models import STATUS_TIME_FIELD, STATUSES, Snapshot
@@ -31,6 +30,7 @@ from pipeline.timeutil import to_iso
 from pipeline.track import track_bytes
 from pipeline.transitions import BatchState, Rules, event_id, purge
 from tests import transitions_reference as reference
+from tests.support.workload import deliveries
 from tests.unit.test_transitions import PATHS
 
 T0 = 1_790_000_000

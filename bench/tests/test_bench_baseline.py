@@ -12,7 +12,7 @@ import pytest
 
 from bench import baseline
 from bench.track_bench import page_lines
-from bench.workload import pages
+from tests.support.workload import pages
 
 
 def test_tree_env_sets_pythonpath_to_the_tree_alone() -> None:

@@ -1,13 +1,13 @@
-"""bench.workload.pages: the poller's pages of a simulated fleet (no Kafka, no timing)."""
+"""tests.support.workload.pages: the poller's pages of a simulated fleet (no Kafka, no timing)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.workload import expected_changes, pages
 from pipeline.models import TERMINAL
 from pipeline.normalise import normalise
 from pipeline.transitions import Rules
+from tests.support.workload import expected_changes, pages
 
 
 def test_pages_are_full_at_most_and_share_one_source_and_observed_at() -> None:

@@ -1,8 +1,9 @@
-"""Raw envelopes of a simulated fleet observed along its lifecycles, and the changes they imply.
+"""Raw envelopes, snapshots and records of a simulated fleet, and the changes they imply.
 
 :func:`envelopes` (the track-recovery and redelivery tests): each batch is observed when it
 enters each status and halfway to the next one (request counts move), in time order per batch,
-interleaved across batches.
+interleaved across batches. :func:`deliveries` (the transitions equivalence test and
+``bench.track_logic_bench``): those observations as snapshot records, some twice and some late.
 
 :func:`pages` (the broker benchmark): the same fleets as a poller sees them, one list page at a
 time: every ``interval`` simulated seconds each source is listed newest first, ``PAGE`` batches a
@@ -10,16 +11,23 @@ page, and a page publishes the batches it holds that are not yet known to be ter
 is published once more when it turns terminal, then never again), all with the page's one
 ``observed_at``. That is what :class:`pipeline.poller.SourcePoller` publishes with every active
 batch due each interval, one ``Publisher.publish`` call per page.
+
+:func:`fleet_snapshots` and :func:`as_records` (the sink tests and ``bench.sink_bench``): one
+snapshot per status of each batch, as the sink's Kafka records.
 """
 
 from __future__ import annotations
 
+import random
+import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import pairwise, zip_longest
 
-from pipeline.models import TERMINAL, ChangeEvent, Envelope
+from pipeline.models import TERMINAL, ChangeEvent, Envelope, Snapshot
 from pipeline.normalise import normalise
 from pipeline.simulator import SimBatch, build_fleet, openai_object
+from pipeline.sink import Position, Record
 from pipeline.timeutil import from_unix, iso_ms
 from pipeline.transitions import BatchState, Rules, apply
 
@@ -95,3 +103,60 @@ def _observe(batch: SimBatch, t: float, source: str, observed_at: str, settled: 
     if batch.status_at(t) in TERMINAL:
         settled.add(batch.id)
     return Envelope(source, "openai", observed_at, openai_object(batch, t, EPOCH))
+
+
+# --- snapshot records as the track agent receives them: some twice, some late ------------------
+
+DUPLICATE = 0.15  # share of observations delivered twice
+LATE = 0.10  # share of observations delivered after the next one of the same batch
+Delivery = tuple[bytes, bytes]  # (key, snapshot JSON)
+
+
+def deliveries(batches: int, seed: int = 11) -> list[Delivery]:
+    """Every batch's snapshot records, with duplicates and late ones, round-robin across batches."""
+    rng = random.Random(seed)
+    per_batch = []
+    for batch in build_fleet(seed, batches, "load"):
+        snaps = [normalise(e) for e in batch_envelopes(batch, "load")]
+        per_batch.append(disorder([(s.key.encode(), s.to_json()) for s in snaps], rng))
+    return [r for row in zip_longest(*per_batch) for r in row if r is not None]
+
+
+def disorder(records: list[Delivery], rng: random.Random) -> list[Delivery]:
+    """One batch's records with some repeated and some swapped with the next one."""
+    out: list[Delivery] = []
+    for record in records:
+        out += [record, record] if rng.random() < DUPLICATE else [record]
+    for i in range(len(out) - 1):
+        if rng.random() < LATE:
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+# --- snapshots as the sink's records ----------------------------------------------------------
+
+SNAPSHOTS_TOPIC = "bench.snapshots"
+SNAPSHOTS_EPOCH = datetime(2026, 10, 31, 20, 0, tzinfo=UTC).timestamp()  # the fleet's life spans two months
+
+
+def fleet_snapshots(count: int, source: str = "bench", seed: int = 1) -> list[Snapshot]:
+    """One snapshot per status each simulated batch goes through, observed when it got there,
+    in observation order (as the poller publishes them)."""
+    snaps = []
+    for batch in build_fleet(seed=seed, count=count, source=source):
+        for _, at in batch.timeline:
+            observed = datetime.fromtimestamp(SNAPSHOTS_EPOCH + at + 1, UTC).isoformat()
+            payload = openai_object(batch, at, SNAPSHOTS_EPOCH)
+            snaps.append(normalise(Envelope(source, "openai", observed, payload)))
+    return sorted(snaps, key=lambda s: s.observed_at)
+
+
+def as_records(snaps: list[Snapshot], partitions: int = 4, topic: str = SNAPSHOTS_TOPIC) -> list[Record]:
+    """Snapshots as Kafka records spread over partitions, with consecutive offsets per partition."""
+    offsets = [0] * partitions
+    records = []
+    for snap in snaps:
+        part = zlib.crc32(snap.key.encode()) % partitions
+        records.append(Record(Position(topic, part, offsets[part]), snap.to_json()))
+        offsets[part] += 1
+    return records

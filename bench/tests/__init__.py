@@ -1,0 +1,1 @@
+"""Unit tests of the benchmarks themselves (they import bench; the suite under tests/ never does)."""
