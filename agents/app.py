@@ -19,7 +19,14 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StoreT, StreamT
 
-from agents.faustcore import ConsumerView, PartitionPause, check, size_producer_buffer, withhold_acks
+from agents.faustcore import (
+    ConsumerView,
+    PartitionPause,
+    check,
+    handling,
+    size_producer_buffer,
+    withhold_acks,
+)
 from agents.inflight import InFlight
 from agents.outputs import Outputs
 from agents.outputs import refusal as refused_reason
@@ -352,14 +359,15 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                    for owner, reason in refused.items() if owner >= 0]
             await delivered_letters(event, "track", bad, len(entries))
         partition = event.message.partition
-        for index, (key, value) in writes.items():
-            if index in refused:
-                continue
-            state.data[key] = value  # what ``state[key] = value`` does, less Faust's per-write send
-            sent = cast(asyncio.Future[Any], await send(changelog, key, value, partition, None, None))
-            sent.add_done_callback(persisted)
-            if pending.get(key) is value:
-                del pending[key]
+        with handling(event):  # the store of the record's partition
+            for index, (key, value) in writes.items():
+                if index in refused:
+                    continue
+                state.data[key] = value  # what ``state[key] = value`` does, less Faust's per-write send
+                sent = cast(asyncio.Future[Any], await send(changelog, key, value, partition, None, None))
+                sent.add_done_callback(persisted)
+                if pending.get(key) is value:
+                    del pending[key]
 
     def persisted(fut: asyncio.Future[Any]) -> None:
         """A changelog record delivered: the store notes its offset (RocksDB reads the changelog

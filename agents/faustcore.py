@@ -11,7 +11,9 @@ that silently stops guarding. ``docs/faust.md`` says why each one is needed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from importlib import metadata
 from typing import Any, Protocol, cast
 
@@ -32,6 +34,9 @@ CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked
 THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread")
 AIOKAFKA_START_READS = "_fetch_max_wait_ms"  # AIOKafkaConsumer.start hands it to its Fetcher
 BUFFER_ATTRS = ("max_messages",)
+# faust.streams' context variable of the event being handled: a RocksDB table store picks the
+# partition (the database) of a write from it.
+STREAMS_ATTRS = ("_current_event",)
 
 Deliver = Callable[[Message], Awaitable[None]]
 
@@ -90,6 +95,20 @@ def check(app: FaustApp) -> None:
     if start is None or AIOKAFKA_START_READS not in start.co_names:
         raise missing("aiokafka AIOKafkaConsumer (as read by start)", AIOKAFKA_START_READS)
     require(Message, "faust Message", ["acked"])
+    require(faust.streams, "faust.streams", STREAMS_ATTRS)
+
+
+@contextlib.contextmanager
+def handling(event: EventT[Any]) -> Iterator[None]:
+    """Within the block, ``event`` is Faust's current event, as inside the stream that yielded
+    it: a table write made after the stream moved on (once the record's change events are
+    delivered) goes to the store of the event's partition (RocksDB asserts there is one)."""
+    var = faust.streams._current_event
+    token = var.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        var.reset(token)
 
 
 def check_producer(app: faust.App) -> None:

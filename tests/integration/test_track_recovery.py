@@ -37,22 +37,13 @@ pytestmark = pytest.mark.integration
 BATCHES = 300
 RULES = Rules(stall_seconds=3600.0, progress_min_interval=0.0)
 DEADLINE = 150.0
-# 2026-12-03 (faust-streaming 0.15.3, rocksdict 0.3.29), 3 runs of 3: the worker stops at its first
-# snapshot. The track agent writes ``state.data[key]`` in settle_changes, which the in-flight queue
-# runs after delivery, outside any Faust event; RocksDB's Store._set asserts current_event() to
-# pick the partition. Strict: once the store works, this fails until the mark is removed.
-ROCKSDB_BROKEN = ("RocksDB store: the track agent's table write runs outside a Faust event, and "
-                  "faust's RocksDB Store._set asserts current_event() (AssertionError, the worker stops)")
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
 def worker(request: pytest.FixtureRequest, tmp_path: Path, kafka_bootstrap: str,
            topic_prefix: str) -> Iterator[Worker]:
-    if request.param == "rocksdb":
-        if importlib.util.find_spec("rocksdict") is None:
-            pytest.fail("the RocksDB store needs rocksdict, part of the test extra: pip install -e '.[test]'")
-        # Applied here, after the check above, so that a missing rocksdict fails instead of xfailing.
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ROCKSDB_BROKEN))
+    if request.param == "rocksdb" and importlib.util.find_spec("rocksdict") is None:
+        pytest.fail("the RocksDB store needs rocksdict, part of the test extra: pip install -e '.[test]'")
     config = write_config(tmp_path, kafka_bootstrap, topic_prefix, RULES, store=request.param)
     w = Worker(config, tmp_path / "worker.log")
     try:

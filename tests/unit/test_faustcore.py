@@ -70,7 +70,7 @@ def test_every_private_attribute_the_boundary_uses_is_checked() -> None:
     assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback"}  # those two are public
     assert used["thread"] == set(THREAD_ATTRS) - {"call_thread"}
     assert used["client"] == {faustcore.AIOKAFKA_START_READS}
-    assert not re.findall(r"faust\.streams\.(_[a-z]\w*)", text)  # tables are written without it
+    assert set(re.findall(r"faust\.streams\.(_[a-z]\w*)", text)) == set(faustcore.STREAMS_ATTRS)
 
 
 @pytest.mark.parametrize("attr", THREAD_ATTRS)
@@ -195,3 +195,18 @@ def test_withheld_events_are_skipped_by_the_final_ack() -> None:
 
 def test_versions_names_every_pinned_package() -> None:
     assert [part.split()[0] for part in faustcore.versions().split(", ")] == list(faustcore.VALIDATED)
+
+
+def test_a_table_write_after_the_stream_moved_on_sees_its_event() -> None:
+    """RocksDB's store reads a write's partition from Faust's current event."""
+    event = event_on(SNAPS, 7)
+    assert faust.streams.current_event() is None
+    with faustcore.handling(event):
+        assert faust.streams.current_event() is event
+    assert faust.streams.current_event() is None
+
+
+def test_faust_without_its_current_event_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(faust.streams, "_current_event")
+    with pytest.raises(FaustCompatError, match=r"faust\.streams has no attribute '_current_event'"):
+        check(FakeApp(FakeConsumer([])))
