@@ -23,6 +23,11 @@ from pipeline.config import KafkaConfig
 from pipeline.kafka import Publisher
 from pipeline.models import Envelope
 
+try:  # a tree that reads the batch id when the envelope is made (the poller does)
+    from pipeline.providers import envelope as observed
+except ImportError:  # a baseline tree: the envelope reads it itself
+    observed = Envelope  # type: ignore[assignment]
+
 
 async def publish(kafka: KafkaConfig, lines: list[bytes]) -> int:
     count = 0
@@ -30,7 +35,7 @@ async def publish(kafka: KafkaConfig, lines: list[bytes]) -> int:
         for line in lines:
             page = orjson.loads(line)
             head = (page["source"], page["provider"], page["observed_at"])
-            await publisher.publish([Envelope(*head, payload) for payload in page["payloads"]])
+            await publisher.publish([observed(*head, payload) for payload in page["payloads"]])
             count += len(page["payloads"])
     return count
 

@@ -51,25 +51,18 @@ class Envelope:
     provider: str
     observed_at: str
     payload: dict[str, Any]
+    # Set by whoever read the object (the poller: its provider adapter's ``batch_id``, e.g. Gemini
+    # ``name``, Bedrock ``jobArn``); not part of the record, which carries the object itself.
+    batch_id: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
-        """``source/batch_id``, the batch id read by the provider's adapter (Gemini ``name``,
-        Vertex's job number, Bedrock ``jobArn``, else ``id``), as in the snapshot's key."""
+        """``source/batch_id``, as in the snapshot's key: the record key and partition."""
         return f"{self.source}/{self.batch_id or ''}"
 
-    @property
-    def batch_id(self) -> str | None:
-        from pipeline.providers import ADAPTERS  # providers import this module
-
-        found = ADAPTERS.get(self.provider)
-        if found is None:
-            batch_id = self.payload.get("id")
-            return batch_id if isinstance(batch_id, str) else None
-        return found.batch_id(self.payload)
-
     def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
-        return dumps(self)
+        return dumps({"source": self.source, "provider": self.provider, "observed_at": self.observed_at,
+                      "payload": self.payload})
 
     @classmethod
     def from_json(cls, data: bytes, loads: Loads = orjson.loads) -> Envelope:

@@ -10,6 +10,7 @@ from pipeline.codec import ORJSON, Codec
 from pipeline.errors import InvalidRecord
 from pipeline.models import Envelope, Snapshot
 from pipeline.providers import ADAPTERS, adapter
+from pipeline.providers import envelope as envelope_of
 from pipeline.records import MAX_ENTRY, Rejected, read_raw
 
 
@@ -59,7 +60,9 @@ def _snapshot(envelope: Envelope, codec: Codec, max_bytes: int) -> tuple[Snapsho
 
 
 def _key_of(envelope: Envelope) -> bytes | None:
+    """The record key of an observation read from Kafka (which carries no batch id)."""
     try:
-        return envelope.key.encode("utf-8", "replace")
+        return envelope_of(envelope.source, envelope.provider, envelope.observed_at,
+                           envelope.payload).key.encode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - a hostile payload may break the adapter's id lookup
         return f"{envelope.source}/".encode("utf-8", "replace")

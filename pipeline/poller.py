@@ -343,8 +343,9 @@ class SourcePoller:
             return
         self._in_flight = {batch_id: None for batch_id, _, _ in fresh if batch_id is not None}
         try:
-            await self._sink.publish([Envelope(self.source.name, self.source.provider, observed_at, obj)
-                                      for _, obj, _ in fresh])
+            source, provider = self.source.name, self.source.provider
+            await self._sink.publish([Envelope(source, provider, observed_at, obj, batch_id)
+                                      for batch_id, obj, _ in fresh])
         finally:
             refused, self._in_flight = self._in_flight, {}
         for batch_id, _, known in fresh:

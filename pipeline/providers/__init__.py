@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot
+from pipeline.models import Envelope, Snapshot
 from pipeline.providers import (
     anthropic,
     azure_openai,
@@ -32,7 +32,7 @@ DEFAULT_BASE_URLS = {name: a.default_base_url for name, a in ADAPTERS.items() if
 NO_DEFAULT_HINT = {name: a.base_url_hint for name, a in ADAPTERS.items() if not a.default_base_url}
 
 __all__ = ["ADAPTERS", "DEFAULT_BASE_URLS", "NO_DEFAULT_HINT", "PROVIDERS", "Adapter", "ProviderError",
-           "adapter", "normalise"]
+           "adapter", "envelope", "normalise"]
 
 
 def adapter(provider: str) -> Adapter:
@@ -41,6 +41,17 @@ def adapter(provider: str) -> Adapter:
         return ADAPTERS[provider]
     except KeyError:
         raise InvalidRecord(f"provider {provider[:64]!r} is not one of {', '.join(ADAPTERS)}") from None
+
+
+def envelope(source: str, provider: str, observed_at: str, obj: dict[str, Any]) -> Envelope:
+    """An observation of ``obj``, its batch id read by the provider's adapter (the object's
+    ``id`` for an unknown provider; None when it has none), so that its key is its batch's."""
+    found = ADAPTERS.get(provider)
+    if found is not None:
+        batch_id = found.batch_id(obj)
+    else:
+        batch_id = raw if isinstance(raw := obj.get("id"), str) else None
+    return Envelope(source, provider, observed_at, obj, batch_id)
 
 
 def normalise(provider: str, obj: dict[str, Any], source: str, observed_at: str) -> Snapshot:

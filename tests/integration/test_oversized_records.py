@@ -40,7 +40,7 @@ def envelope(source: str, batch_id: str, status: str = "in_progress") -> Envelop
     payload = {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "status": status,
                "created_at": 1_790_000_000, "completion_window": "24h",
                "request_counts": {"total": 10, "completed": 1, "failed": 0}, "metadata": {}}
-    return Envelope(source, "openai", "2026-12-02T10:00:00.000Z", payload)
+    return Envelope(source, "openai", "2026-12-02T10:00:00.000Z", payload, batch_id)
 
 
 def in_partition_0(stem: str) -> str:

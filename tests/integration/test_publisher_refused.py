@@ -34,7 +34,7 @@ def batch(batch_id: str, blob: int = 0) -> dict[str, Any]:
 
 
 def envelope(batch_id: str, source: str = "s", blob: int = 0) -> Envelope:
-    return Envelope(source, "openai", "2026-12-01T00:00:00.000Z", batch(batch_id, blob))
+    return Envelope(source, "openai", "2026-12-01T00:00:00.000Z", batch(batch_id, blob), batch_id)
 
 
 async def create_topic(bootstrap: str, name: str, configs: dict[str, str]) -> None:

@@ -51,7 +51,7 @@ def observation_times(batch: SimBatch) -> list[float]:
 
 def batch_envelopes(batch: SimBatch, source: str) -> list[Envelope]:
     return [Envelope(source, "openai", iso_ms(from_unix(EPOCH + t + POLL_LAG)),
-                     openai_object(batch, t, EPOCH)) for t in observation_times(batch)]
+                     openai_object(batch, t, EPOCH), batch.id) for t in observation_times(batch)]
 
 
 def envelopes(batches: int, seed: int = 11, source: str = "load") -> list[Envelope]:
@@ -102,7 +102,7 @@ def source_name(index: int) -> str:
 def _observe(batch: SimBatch, t: float, source: str, observed_at: str, settled: set[str]) -> Envelope:
     if batch.status_at(t) in TERMINAL:
         settled.add(batch.id)
-    return Envelope(source, "openai", observed_at, openai_object(batch, t, EPOCH))
+    return Envelope(source, "openai", observed_at, openai_object(batch, t, EPOCH), batch.id)
 
 
 # --- snapshot records as the track agent receives them: some twice, some late ------------------

@@ -28,7 +28,7 @@ class FlakyKafka:
 
 
 def envs(*ids: str) -> list[Envelope]:
-    return [Envelope("s", "openai", "2026-11-29T00:00:00.000Z", {"id": i}) for i in ids]
+    return [Envelope("s", "openai", "2026-11-29T00:00:00.000Z", {"id": i}, i) for i in ids]
 
 
 async def test_passes_through_while_healthy() -> None:

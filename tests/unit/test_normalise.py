@@ -12,6 +12,7 @@ import pytest
 from pipeline.errors import InvalidRecord
 from pipeline.models import STATUSES, ChangeEvent, Envelope, Snapshot
 from pipeline.normalise import normalise
+from pipeline.providers import envelope as observed
 from pipeline.timeutil import to_iso
 
 OBSERVED = "2024-05-01T12:00:00.123Z"
@@ -59,7 +60,7 @@ def full_batch(**overrides: Any) -> dict[str, Any]:
 
 
 def envelope(payload: dict[str, Any], observed_at: str = OBSERVED) -> Envelope:
-    return Envelope(source="prod", provider="openai", observed_at=observed_at, payload=payload)
+    return observed("prod", "openai", observed_at, payload)  # the batch id read, as the poller does
 
 
 def test_every_field_lands_in_the_snapshot() -> None:

@@ -7,7 +7,7 @@ import pytest
 from pipeline.errors import InvalidRecord
 from pipeline.models import Envelope
 from pipeline.normalise import normalise
-from pipeline.providers import ADAPTERS, PROVIDERS, adapter
+from pipeline.providers import ADAPTERS, PROVIDERS, adapter, envelope
 from pipeline.providers.base import ProviderError, read_error
 from pipeline.secret import Secret
 
@@ -89,7 +89,8 @@ def test_every_provider_has_a_base_url_or_the_shape_of_one() -> None:
 def test_batch_id_of_a_raw_object_and_the_envelope_key(provider: str, obj: dict[str, object],
                                                        expected: str | None) -> None:
     assert adapter(provider).batch_id(obj) == expected
-    env = Envelope("acct", provider, "2024-01-01T00:00:00Z", obj)
+    env = envelope("acct", provider, "2024-01-01T00:00:00Z", obj)  # as the poller makes it
+    assert env.batch_id == expected
     assert env.key == f"acct/{expected or ''}"
     if expected is not None and provider != "together":
         full = {"openai": {"status": "completed"}, "anthropic": {"processing_status": "ended"},

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.dlq import MAX_KEY, dlq_key
 from pipeline.errors import InvalidRecord
-from pipeline.models import MAX_BATCH_ID, Envelope, oversized_id
-from pipeline.providers import PROVIDERS, adapter
+from pipeline.models import MAX_BATCH_ID, oversized_id
+from pipeline.providers import PROVIDERS, adapter, envelope
 from tests.unit.providers.helpers import OBSERVED
 from tests.unit.providers.test_properties import VALID
 
@@ -60,7 +60,7 @@ def test_a_longer_id_is_an_invalid_record_and_no_key(provider: str) -> None:
     with pytest.raises(InvalidRecord, match="over the 1024-byte batch id limit"):
         adapter(provider).normalise(obj, "acct", OBSERVED)
     assert adapter(provider).batch_id(obj) is None
-    assert Envelope("acct", provider, OBSERVED, obj).key == "acct/"
+    assert envelope("acct", provider, OBSERVED, obj).key == "acct/"
 
 
 def test_a_600_kib_id_reported_without_the_id() -> None:
