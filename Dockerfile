@@ -11,8 +11,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY pipeline ./pipeline
+COPY batchscope ./batchscope
 COPY agents ./agents
+COPY pipeline ./pipeline
+COPY simulator ./simulator
 COPY sql ./sql
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

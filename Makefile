@@ -36,9 +36,10 @@ soak: install kafka-up ## the soak: 30 min at twice the default rate, figures in
 	$(BIN)/pytest tests/reliability/test_soak.py -s --reliability-long --timeout=0 \
 		--soak-minutes=$(or $(SOAK_MINUTES),30) --soak-report=soak-report.json
 
-lint: install ## ruff and mypy (strict) on the whole tree
+lint: install ## ruff, mypy (strict) and the import contracts (pyproject.toml) on the whole tree
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 docs: install ## build the docs site with mkdocs --strict into site/ (a broken link or anchor fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

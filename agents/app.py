@@ -31,13 +31,15 @@ from agents.inflight import InFlight
 from agents.outputs import Outputs
 from agents.outputs import refusal as refused_reason
 from agents.redelivery import REPAIR_INTERVAL, Redelivery, Verdict
-from pipeline.codec import ORJSON, Codec
+from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut, refused_letters
+from pipeline.clickhouse.store import AsyncStore
 from pipeline.config import Settings
-from pipeline.dlq import dead_letter, dlq_key, source_of
-from pipeline.errors import InvalidRecord
-from pipeline.models import ChangeEvent, Snapshot, loads_object
-from pipeline.normalise import normalise_raw
-from pipeline.records import (
+from pipeline.core.codec import ORJSON, Codec
+from pipeline.core.dlq import dead_letter, dlq_key, source_of
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import ChangeEvent, Snapshot, loads_object
+from pipeline.core.normalise import normalise_raw
+from pipeline.core.records import (
     Rejected,
     by_partition,
     pack_snapshots,
@@ -45,10 +47,8 @@ from pipeline.records import (
     read_snapshots,
     snapshot_runs,
 )
-from pipeline.sink import ClickHouseSink, Position, Record, cut, refused_letters
-from pipeline.store import AsyncStore
-from pipeline.track import fold_bytes
-from pipeline.transitions import BatchState, Rules, apply
+from pipeline.core.track import fold_bytes
+from pipeline.core.transitions import BatchState, Rules, apply
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +453,7 @@ def _position(event: EventT[bytes]) -> Position:
 def track(previous: bytes | None, value: bytes, rules: Rules,
           codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
     """(state before, state after, change events) for one snapshot record and its table value
-    (the agent folds with :func:`pipeline.track.fold_bytes`; tests read the states)."""
+    (the agent folds with :func:`pipeline.core.track.fold_bytes`; tests read the states)."""
     snap = Snapshot.from_json(value, codec.loads)
     prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
     new_state, events = apply(prior, snap, rules)

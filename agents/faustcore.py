@@ -22,7 +22,7 @@ import faust.streams
 from aiokafka.structs import TopicPartition
 from faust.types import TP, EventT, Message
 
-from pipeline.errors import BatchscopeError
+from pipeline.core.errors import BatchscopeError
 
 # The versions the guards were validated on (pyproject.toml pins them; docs/faust.md says why).
 VALIDATED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}

@@ -21,14 +21,14 @@ from mode import Service
 from agents.app import AGENTS, Counters, create_app
 from agents.faustcore import ConsumerView
 from agents.redelivery import FAULT_ENV, drop_once
-from pipeline.cli import open_store, setup_logging
-from pipeline.codec import CODECS
+from agents.runner import execute, start_metrics
+from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import Secrets, Settings, load_settings
-from pipeline.errors import BatchscopeError, StoreError
+from pipeline.core.codec import CODECS
+from pipeline.core.errors import BatchscopeError, StoreError
 from pipeline.kafka import ensure_topics
-from pipeline.metrics import MetricsServer, render
-from pipeline.runner import execute, start_metrics
-from pipeline.store import AsyncStore
+from pipeline.logs import setup_logging
+from pipeline.polling.metrics import MetricsServer, render
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     settings.pipeline.data_path.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    store = AsyncStore(open_store(settings))  # opened only if the sink agent runs
+    store = AsyncStore(Store.from_settings(settings))  # opened only if the sink agent runs
     if "sink" in agents:
         loop.run_until_complete(migrate_if_allowed(store))
     loop.run_until_complete(ensure_topics(settings.kafka))

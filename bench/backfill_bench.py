@@ -46,10 +46,10 @@ from bench.baseline import Tree
 from bench.report import save
 from bench.worker_bench import DRAINED, Command, free_port, group_done, snapshot_rows, wait_port
 from bench.worker_bench import write_config as services_config
+from pipeline.clickhouse.queries import query_running
 from pipeline.config import KafkaConfig, SourceConfig
-from pipeline.errors import BatchscopeError
+from pipeline.core.errors import BatchscopeError
 from pipeline.kafka import ensure_topics
-from pipeline.queries import query_running
 from tests.support.kafka import (
     FAST_GROUP,
     PARTITIONS,
@@ -64,7 +64,7 @@ TOPOLOGIES = {"services": "simulate | poll | worker", "run": "batchscope run"}
 TIMEOUT = 900.0
 STALL = 60.0  # seconds without a new row after which a run is reported incomplete
 TARGET = 60.0
-SIM_RPS = 100.0  # pipeline.runner.simulator_sources: max_rps of an in-process simulator's source
+SIM_RPS = 100.0  # agents.runner.simulator_sources: max_rps of an in-process simulator's source
 PAGE = 100  # the poller's default page_limit (some providers' lists are one page)
 # a configured source's default rate limit, for comparison
 DEFAULT_RPS = SourceConfig(name="x", provider="openai", base_url="https://x.invalid").max_rps
@@ -118,7 +118,7 @@ def one_run(args: argparse.Namespace, tree: Tree) -> Backfill:
         config = write_config(tmp, args, prefix, {"http": free_port(), "sim": free_port()})
         log = tmp / "run.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
+            proc = subprocess.Popen([sys.executable, "-m", tree.cli, "--config", str(config), "run"],
                                     cwd=tree.path, env={**tree.env(), **FAST_GROUP}, stdout=out,
                                     stderr=subprocess.STDOUT)
         try:

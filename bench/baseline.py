@@ -4,7 +4,7 @@ A benchmark compares the working tree (:data:`CURRENT`) with the code of ``--bas
 (default :data:`DEFAULT_REF`, main before issue 13), materialised by :func:`materialise` as a
 detached ``git worktree`` under a temporary directory and removed afterwards. Both run from the
 same virtualenv: a tree's processes get ``PYTHONPATH=<tree>`` and the tree as their working
-directory (:meth:`Tree.env`), so ``python -m agents.worker`` or ``-m pipeline.cli`` imports
+directory (:meth:`Tree.env`), so ``python -m agents.worker`` or ``-m batchscope.cli`` imports
 ``pipeline`` and ``agents`` from that tree and not from the editable install. :func:`materialise`
 checks that it does before a benchmark relies on it. The dependencies are the current ones for
 both: a baseline that needs other package versions is not comparable this way.
@@ -41,6 +41,12 @@ class Tree:
     @property
     def short(self) -> str:
         return self.commit[:7]
+
+    @property
+    def cli(self) -> str:
+        """The module of the tree's ``batchscope`` command (``pipeline.cli`` before the layout by
+        stage)."""
+        return "batchscope.cli" if (self.path / "batchscope" / "cli.py").exists() else "pipeline.cli"
 
 
 def tree_env(path: Path, base: Mapping[str, str]) -> dict[str, str]:

@@ -46,8 +46,8 @@ from typing import Any
 from bench import baseline
 from bench.baseline import Tree
 from bench.report import save
-from pipeline.errors import BatchscopeError
-from pipeline.queries import query_running
+from pipeline.clickhouse.queries import query_running
+from pipeline.core.errors import BatchscopeError
 from tests.support.kafka import delete_topics, run_toml
 from tests.support.processes import free_port
 
@@ -152,7 +152,7 @@ def run_load(args: argparse.Namespace, load: Load, tree: Tree) -> Outcome:
         tmp = Path(tmpdir)
         config, log = write_config(tmp, args, load, prefix, ports), tmp / "run.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
+            proc = subprocess.Popen([sys.executable, "-m", tree.cli, "--config", str(config), "run"],
                                     stdout=out, stderr=subprocess.STDOUT, cwd=tree.path, env=tree.env())
         data_dir = tmp / "data"  # the endpoint's pipeline.json and token
         try:

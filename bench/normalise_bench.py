@@ -20,11 +20,12 @@ from typing import Any
 import orjson
 
 from bench.report import save
-from pipeline.models import Envelope, Snapshot
-from pipeline.normalise import normalise
-from pipeline.simulator import build_fleet, openai_object
-from pipeline.sink import snapshot_row, version
-from pipeline.transitions import BatchState, apply
+from pipeline.clickhouse.sink import snapshot_row, version
+from pipeline.core.models import Envelope, Snapshot
+from pipeline.core.normalise import normalise
+from pipeline.core.transitions import BatchState, apply
+from simulator.fleet import build_fleet
+from simulator.server import openai_object
 
 
 def envelopes(count: int) -> list[Envelope]:

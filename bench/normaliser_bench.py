@@ -3,7 +3,7 @@
 Four figures from the same run and the same records, each the median of several runs:
 
 - ``orjson``: what the normalise agent does per record, by calling the agent's own function
-  (``pipeline.normalise.normalise_record``: ``Envelope.from_json`` with its checks, the
+  (``pipeline.core.normalise.normalise_record``: ``Envelope.from_json`` with its checks, the
   normaliser, the record key and ``Snapshot.to_json`` with the pipeline's codec); every key and
   value is kept to the end of the run;
 - ``stdlib json``: the same normaliser with ``json.loads`` / ``json.dumps`` (the baseline);
@@ -30,11 +30,12 @@ from typing import Any
 import orjson
 
 from bench.report import save
-from pipeline.codec import ORJSON
-from pipeline.models import Envelope
-from pipeline.normalise import normalise, normalise_record
+from pipeline.core.codec import ORJSON
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise, normalise_record
 from pipeline.providers.times import unix_iso
-from pipeline.simulator import build_fleet, openai_object
+from simulator.fleet import build_fleet
+from simulator.server import openai_object
 
 Path = Callable[[list[bytes]], int]
 
@@ -151,11 +152,11 @@ NOTES = """
 Simulated OpenAI batch objects in every lifecycle state, as the raw envelopes the poller
 publishes (one `observed_at` per 100 objects, like a list page). Paths over the same records,
 runs interleaved, rates per CPU second of the one benchmark process (wall clock beside):
-the agent path (`pipeline.normalise.normalise_record`: envelope parse, normalise, key, canonical
+the agent path (`pipeline.core.normalise.normalise_record`: envelope parse, normalise, key, canonical
 JSON, every output kept), the same with the stdlib `json` codec (the baseline), the codec alone
 (orjson decode + encode of the envelope: a floor), and a diagnostic with outputs dropped every
 1,000 records. Target (issue 3): 100,000 snapshots/s on one core, bytes in to canonical JSON out.
-Outputs are exact-size `bytes` (`pipeline.codec.orjson_dumps`): orjson returns its whole working
+Outputs are exact-size `bytes` (`pipeline.core.codec.orjson_dumps`): orjson returns its whole working
 buffer (~8 KB per snapshot), and keeping 20,000 of them cost more in page faults than normalising.
 """
 

@@ -21,12 +21,11 @@ import orjson
 import pipeline
 from pipeline.config import KafkaConfig
 from pipeline.kafka import Publisher
-from pipeline.models import Envelope
 
 try:  # a tree that reads the batch id when the envelope is made (the poller does)
     from pipeline.providers import envelope as observed
-except ImportError:  # a baseline tree: the envelope reads it itself
-    observed = Envelope  # type: ignore[assignment]
+except ImportError:  # a baseline tree (before the layout by stage): the envelope reads it itself
+    from pipeline.models import Envelope as observed  # type: ignore[import-not-found,no-redef]
 
 
 async def publish(kafka: KafkaConfig, lines: list[bytes]) -> int:

@@ -4,7 +4,7 @@ On two 10,000-batch fleets that are --terminal-share terminal at the first cycle
 simulator's default fleet, whose ~1,000 active batches are spread over every list page;
 ``history``: the oldest 90% terminal history, the newest ~1,000 active; see bench.poller_calls):
 
-(a) API calls per poll cycle: our SourcePoller (its per-batch refresh schedule, pipeline.schedule)
+(a) API calls per poll cycle: our SourcePoller (its per-batch refresh schedule, pipeline.polling.schedule)
 against a naive poller that lists every page every cycle, same page size, same simulated instants
 (see bench.poller_calls for the simulated clock and the exact meaning of "missed").
 (b) Detection delay: from a simulated status change to the raw record in Kafka (real broker,
@@ -31,7 +31,7 @@ from typing import Any
 from bench import report
 from bench.poller_calls import FLEETS, CallsResult, count_calls
 from bench.poller_delay import DelayResult, Setup, measure, percentile
-from pipeline.errors import BatchscopeError
+from pipeline.core.errors import BatchscopeError
 
 
 def say(line: str) -> None:

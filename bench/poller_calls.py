@@ -41,9 +41,9 @@ from typing import Any
 import aiohttp
 
 from pipeline.config import SimulatorConfig, SourceConfig
-from pipeline.models import TERMINAL, Envelope
-from pipeline.poller import SourcePoller
-from pipeline.simulator import Simulator
+from pipeline.core.models import TERMINAL, Envelope
+from pipeline.polling.poller import SourcePoller
+from simulator.server import Simulator
 
 SOURCE = "sim-1"
 FLEETS = ("sim", "history")

@@ -2,9 +2,9 @@
 
 The simulator runs in real time (``speed`` simulated seconds per wall second) from the instant
 at which the fleet is ``share`` terminal (:func:`bench.poller_calls.start_for_share`), one of the
-fleets of :mod:`bench.poller_calls`. Our :class:`~pipeline.poller.SourcePoller` (its schedule on
+fleets of :mod:`bench.poller_calls`. Our :class:`~pipeline.polling.poller.SourcePoller` (its schedule on
 the simulator's clock) polls it as :meth:`SourcePoller.run` does (a cycle, then the poll
-interval) and publishes as the pipeline does, through :class:`pipeline.buffer.BufferedPublisher`
+interval) and publishes as the pipeline does, through :class:`pipeline.polling.buffer.BufferedPublisher`
 into :class:`pipeline.kafka.Publisher`, to the ``raw`` topic of a bench-only prefix, which a
 concurrent aiokafka consumer reads.
 
@@ -34,11 +34,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.poller_calls import SOURCE, sim_clock, sim_config, source_config, start_for_share
-from pipeline.buffer import BufferedPublisher
 from pipeline.config import KafkaConfig
 from pipeline.kafka import Publisher, ensure_topics
-from pipeline.poller import SourcePoller
-from pipeline.simulator import Simulator
+from pipeline.polling.buffer import BufferedPublisher
+from pipeline.polling.poller import SourcePoller
+from simulator.server import Simulator
 from tests.support.kafka import delete_topics
 
 

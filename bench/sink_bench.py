@@ -1,7 +1,7 @@
 """Rows per second into ClickHouse (chDB): the sink's batch path against row-at-a-time inserts.
 
 Same run, same data: simulated snapshots cut into the sink's blocks and written through
-:class:`pipeline.sink.ClickHouseSink` (one insert per block, with its token; the materialized
+:class:`pipeline.clickhouse.sink.ClickHouseSink` (one insert per block, with its token; the materialized
 view ``batch_latest_feed`` writes as many batch_latest rows in the same INSERT), then the same
 snapshot rows inserted one INSERT per row (the baseline, on a prefix of the data: it is slow),
 each into a fresh database. Row building (``cut``) is timed apart: it is the agents' Python
@@ -29,9 +29,9 @@ import zlib
 from datetime import UTC, datetime
 
 from bench.report import save
-from pipeline.models import Snapshot
-from pipeline.sink import Block, ClickHouseSink, Position, Record, cut
-from pipeline.store import AsyncStore, Store
+from pipeline.clickhouse.sink import Block, ClickHouseSink, Position, Record, cut
+from pipeline.clickhouse.store import AsyncStore, Store
+from pipeline.core.models import Snapshot
 from tests.support.workload import SNAPSHOTS_TOPIC as TOPIC
 from tests.support.workload import as_records, fleet_snapshots
 
@@ -168,7 +168,7 @@ def main() -> None:
 
 NOTES = """
 Snapshot records from the simulator's fleet, in observation order, cut into the sink's blocks
-(`pipeline.sink.cut`, timed apart) and written with `ClickHouseSink.write`: one JSONEachRow
+(`pipeline.clickhouse.sink.cut`, timed apart) and written with `ClickHouseSink.write`: one JSONEachRow
 insert per block with its deduplication token (the materialized view `batch_latest_feed` writes
 each row to `batch_latest` in the same INSERT), plus the high-water-mark reads. The baseline
 inserts the first rows one INSERT per row. Each side writes into a fresh database with the full

@@ -37,9 +37,9 @@ from bench import baseline
 from bench.baseline import Tree
 from bench.report import save
 from pipeline.config import KafkaConfig
+from pipeline.core.models import Envelope
+from pipeline.core.transitions import Rules
 from pipeline.kafka import ensure_topics
-from pipeline.models import Envelope
-from pipeline.transitions import Rules
 from tests.support.kafka import PARTITIONS, Worker, count, delete_topics, read_all, write_config
 from tests.support.workload import INTERVAL, expected_changes, pages
 

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from bench.report import save
-from pipeline.codec import ORJSON
-from pipeline.track import track_bytes
-from pipeline.transitions import Rules
+from pipeline.core.codec import ORJSON
+from pipeline.core.track import track_bytes
+from pipeline.core.transitions import Rules
 from tests import transitions_reference as reference
 from tests.support.workload import deliveries
 
@@ -97,7 +97,7 @@ def main() -> None:
 NOTES = """
 The track agent's per-snapshot work without Kafka or Faust: parse the snapshot record and the
 batch's table value, fold (`transitions.apply`), serialise the change events and the new table
-value (`pipeline.track.track_bytes`). Snapshots of the simulated fleet as in the broker bench,
+value (`pipeline.core.track.track_bytes`). Snapshots of the simulated fleet as in the broker bench,
 15% delivered twice and 10% late (after the next observation of their batch), every count change
 a progress event. Baseline: the track path as it was before issue 13
 (`tests/transitions_reference.py`), in the same process, runs alternating; the benchmark stops if

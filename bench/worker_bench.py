@@ -44,7 +44,7 @@ from bench.baseline import Tree
 from bench.report import save
 from pipeline.config import KafkaConfig, SimulatorConfig
 from pipeline.kafka import ensure_topics
-from pipeline.simulator import Simulator
+from simulator.server import Simulator
 from tests.support.kafka import FAST_GROUP, PARTITIONS, count, delete_topics, first_timestamp, run_toml
 from tests.support.kafka import drained as drained  # re-exported: moved to tests/support
 from tests.support.kafka import group_done as group_done  # re-exported: moved to tests/support
@@ -106,7 +106,7 @@ poll_interval = {sim.poll_interval}
 
 
 class Command:
-    """``python -m pipeline.cli --config CONFIG <args>`` of one code tree, logging to a file."""
+    """``python -m <the tree's CLI module> --config CONFIG <args>`` of one code tree, logging to a file."""
 
     def __init__(self, tree: Tree, config: Path, log: Path, *args: str) -> None:
         self.tree, self.config, self.log, self.args = tree, config, log, args
@@ -116,7 +116,7 @@ class Command:
         env = {**self.tree.env(), **FAST_GROUP, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "--config", str(self.config), *self.args],
+                [sys.executable, "-m", self.tree.cli, "--config", str(self.config), *self.args],
                 cwd=self.tree.path, env=env, stdout=out, stderr=subprocess.STDOUT)
         return self
 
@@ -172,7 +172,7 @@ def fill(args: argparse.Namespace, tree: Tree, current: Tree, config: Path, tmp:
 
 
 def snapshot_rows(current: Tree, config: Path) -> int:
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(config), "query",
+    done = subprocess.run([sys.executable, "-m", current.cli, "--config", str(config), "query",
                            "SELECT count() AS n FROM batch_snapshots", "--format", "json"],
                           cwd=current.path, env=current.env(), capture_output=True, text=True, check=False)
     if done.returncode != 0:

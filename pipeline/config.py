@@ -26,12 +26,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.core.secret import Secret
+from pipeline.core.transitions import Rules
+from pipeline.core.validate import CONTROL, bounded, check_base_url, check_bounds, check_dsn, finite, require
+from pipeline.polling.sigv4 import credentials
 from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT, PROVIDERS
-from pipeline.secret import Secret
-from pipeline.sigv4 import credentials
-from pipeline.transitions import Rules
-from pipeline.validate import CONTROL, bounded, check_base_url, check_bounds, check_dsn, finite, require
 
 ENV_PREFIX = "BATCHSCOPE_"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -49,7 +49,7 @@ DAY = 86_400.0
 
 class Secrets(enum.Flag):
     """The secrets :func:`load_settings` reads. Each command asks for the ones it uses
-    (``pipeline.cli.SECRETS``), so a command that uses none starts without any."""
+    (``batchscope.cli.SECRETS``), so a command that uses none starts without any."""
 
     NONE = 0
     SOURCE_KEYS = enum.auto()  # each source's api_key_env / api_key_file: the commands that poll
@@ -144,7 +144,7 @@ class SimulatorConfig:
     vanish_after: float = bounded(3600.0, 0, 3650 * DAY)
     # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
     malformed: int = bounded(0, 0, 10_000_000)
-    # hostile payloads (pipeline.hostile) served: objects inside list pages, whole bodies
+    # hostile payloads (simulator.hostile) served: objects inside list pages, whole bodies
     hostile: int = bounded(0, 0, 10_000_000)
     # simulated hours over which the batches are created, half before start (at most a year)
     creation_span: float = bounded(4.0, 0, 8_760, above=True)
@@ -176,7 +176,7 @@ class PipelineConfig:
     # longest the sink waits for a batch to fill before it writes what it has
     sink_flush_seconds: float = bounded(1.0, 0, 3_600, above=True)
     log_level: str = "info"  # debug, info, warning or error
-    # The query endpoint's limits (pipeline/queryserver.py), on every query it runs:
+    # The query endpoint's limits (pipeline/clickhouse/queryserver.py), on every query it runs:
     query_timeout: float = bounded(30.0, 0, 3_600, above=True)  # seconds a query may run
     query_max_rows: int = bounded(100_000, 1, 100_000_000)  # rows a query may return
     query_max_memory_mib: int = bounded(1024, 1, 1_048_576)  # MiB one query may use (up to 1 TiB)

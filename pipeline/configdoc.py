@@ -1,7 +1,7 @@
 """The configuration reference, ``docs/configuration.md``, rendered from the settings dataclasses.
 
 Every key, its default, its bounds and its meaning come from :mod:`pipeline.config`: the fields
-of the section dataclasses, the :func:`~pipeline.validate.bounded` metadata, and the comments
+of the section dataclasses, the :func:`~pipeline.core.validate.bounded` metadata, and the comments
 written beside and above each field (the class docstring introduces its section). So the page
 cannot drift from the code: ``tests/unit/test_configdoc.py`` fails when the file differs from
 what this renders.
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from pipeline import config
+from pipeline.core.validate import Bounds
 from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT, PROVIDERS
-from pipeline.validate import Bounds
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 RST_CODE = re.compile(r"``(.+?)``")

@@ -30,10 +30,10 @@ from aiokafka.errors import (
 )
 
 from pipeline.config import KafkaConfig
-from pipeline.dlq import MAX_KEY, dead_letter
-from pipeline.errors import BatchscopeError
-from pipeline.models import Envelope
-from pipeline.records import Packed, pack_raw
+from pipeline.core.dlq import MAX_KEY, dead_letter
+from pipeline.core.errors import BatchscopeError
+from pipeline.core.models import Envelope
+from pipeline.core.records import Packed, pack_raw
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class Publisher:
         return self._producer
 
     async def publish(self, envelopes: list[Envelope]) -> None:
-        """Send the envelopes, packed by partition (:func:`pipeline.records.pack_raw`: the
+        """Send the envelopes, packed by partition (:func:`pipeline.core.records.pack_raw`: the
         envelopes of one call are one list page), and wait until the broker acknowledged each
         record, or refused it: then its envelopes are sent again one by one, and one still refused
         is dead-lettered or dropped. :class:`KafkaUnavailable` when Kafka cannot be reached."""

@@ -4,7 +4,7 @@
 -- batch_latest is fed from batch_snapshots inside the same INSERT: the sink writes each block
 -- once (half the rows to parse), and the latest state can never lag or lead the history. A block
 -- deduplicated by its token in batch_snapshots is not pushed here either. The version is
--- pipeline.sink.version() in SQL: lifecycle rank (pipeline.transitions.RANK; a unit test keeps
+-- pipeline.clickhouse.sink.version() in SQL: lifecycle rank (pipeline.core.transitions.RANK; a unit test keeps
 -- the two equal) shifted by 42 bits, plus observed_at in ms.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_latest_feed TO {db}.batch_latest AS
 SELECT

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import orjson
 
-from pipeline.models import ChangeEvent
+from pipeline.core.models import ChangeEvent
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "change_event.v1.json"
 

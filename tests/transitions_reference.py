@@ -1,8 +1,8 @@
 """A frozen copy of the track path as it was on main before issue 13 (commit 2e98819).
 
 The reference for ``test_transitions_equivalence`` and the same-run baseline of
-``bench.track_logic_bench``: ``pipeline/transitions.py`` verbatim, with the pieces of
-``pipeline/models.py`` (``ChangeEvent``, ``Snapshot.from_json``), ``pipeline/timeutil.py``
+``bench.track_logic_bench``: ``pipeline/core/transitions.py`` verbatim, with the pieces of
+``pipeline/core/models.py`` (``ChangeEvent``, ``Snapshot.from_json``), ``pipeline/core/timeutil.py``
 (ISO parsing) and ``agents/app.py`` (``track`` and the serialisation in ``fold``) it used, so that
 later changes to those modules do not change the reference. Do not optimise or edit this file.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.codec import Codec, orjson_dumps
-from pipeline.errors import InvalidRecord
-from pipeline.models import TERMINAL, UNKNOWN, Dumps, Snapshot, loads_object
+from pipeline.core.codec import Codec, orjson_dumps
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import TERMINAL, UNKNOWN, Dumps, Snapshot, loads_object
 
 EVENT_NAMESPACE = uuid.UUID("6f1c7a52-3b0e-4d4e-9f61-5a2b8c9d0e11")
 # Position along the OpenAI lifecycle; terminal statuses share the last rank.
@@ -210,7 +210,7 @@ def event_id(source: str, batch_id: str, kind: str, *parts: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join((source, batch_id, kind, *parts))))
 
 
-# --- from pipeline/models.py at 2e98819 ------------------------------------------------------
+# --- from pipeline/core/models.py at 2e98819 ------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +245,7 @@ def snapshot_from_json(data: bytes, loads: Any = orjson.loads) -> Snapshot:
         raise InvalidRecord(f"snapshot: {exc}") from exc
 
 
-# --- from pipeline/timeutil.py at 2e98819 ----------------------------------------------------
+# --- from pipeline/core/timeutil.py at 2e98819 ----------------------------------------------------
 
 
 def iso_ms(value: datetime) -> str:

@@ -14,8 +14,8 @@ from bench.backfill_bench import (
 )
 from bench.worker_bench import write_config as services_config
 from pipeline.config import load_settings
-from pipeline.metrics import SourceMetrics, render
-from pipeline.simulator import Simulator
+from pipeline.polling.metrics import SourceMetrics, render
+from simulator.server import Simulator
 
 
 def test_the_burst_lists_the_first_pages_the_rate_the_rest() -> None:

@@ -12,8 +12,8 @@ import pytest
 from bench import poller_bench, report
 from bench.poller_calls import count_calls, count_missed, lower_bound, required, revealable, sim_config
 from bench.poller_delay import percentile
-from pipeline.models import TERMINAL
-from pipeline.simulator import build_fleet
+from pipeline.core.models import TERMINAL
+from simulator.fleet import build_fleet
 
 BATCHES, LIMIT = 200, 10
 PAGES = math.ceil(BATCHES / LIMIT)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Envelope, Snapshot
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Envelope, Snapshot
 from pipeline.providers import (
     anthropic,
     azure_openai,

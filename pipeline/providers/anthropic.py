@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, header
 from pipeline.providers.paging import CursorPaging

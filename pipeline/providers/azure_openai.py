@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
 from pipeline.providers.base import header
 from pipeline.providers.openai import normalise_shaped, shaped_adapter
 

@@ -15,16 +15,30 @@ from urllib.parse import quote
 
 import orjson
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot, oversized_id
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Snapshot, oversized_id
+from pipeline.core.secret import Secret
 from pipeline.providers.paging import Paging, Params
-from pipeline.retry import is_retriable
-from pipeline.secret import Secret
+
+# What makes a failed request worth retrying (docs/providers.md, "Retries").
+SPEND_LIMIT_MARKERS = ("insufficient_quota", "spend limit", "billing", "quota exceeded",
+                       "exceeded your current quota", "credit balance")
+RETRIABLE_STATUSES = frozenset({408, 409, 429, 529})
 
 Normaliser = Callable[[dict[str, Any], str, str], Snapshot]
 Auth = Callable[[Secret], dict[str, str]]
 IdReader = Callable[[dict[str, Any]], object]
 MAX_MESSAGE = 200
+
+
+def is_retriable(status: int, said: str = "") -> bool:
+    """Whether a failed request may be retried; ``said`` is the error's code and message."""
+    if status in (401, 403):
+        return False
+    if status == 429:
+        text = said.lower()
+        return not any(marker in text for marker in SPEND_LIMIT_MARKERS)
+    return status in RETRIABLE_STATUSES or 500 <= status <= 599
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +70,7 @@ class Adapter:
     def batch_id(self, obj: dict[str, Any]) -> str | None:
         """The id of a raw batch object as the normaliser puts it in ``snapshot.batch_id`` (and
         as :meth:`batch_path` takes it), without normalising; None when it has none, or one over
-        :data:`~pipeline.models.MAX_BATCH_ID` bytes (the normaliser rejects the object)."""
+        :data:`~pipeline.core.models.MAX_BATCH_ID` bytes (the normaliser rejects the object)."""
         found = obj.get("id") if self.raw_id is None else self.raw_id(obj)
         return found if type(found) is str and found and not oversized_id(found) else None
 

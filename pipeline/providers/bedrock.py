@@ -1,7 +1,7 @@
 """AWS Bedrock batch inference (``ListModelInvocationJobs``: ``GET /model-invocation-jobs``).
 
 Listed with ``maxResults`` (<= 1000) / ``nextToken`` under ``invocationJobSummaries``; requests
-are signed with SigV4 (``signing="sigv4"``: the poller signs with :mod:`pipeline.sigv4`; no
+are signed with SigV4 (``signing="sigv4"``: the poller signs with :mod:`pipeline.polling.sigv4`; no
 static header authenticates). The batch id is ``jobArn`` (:meth:`Adapter.batch_id` reads it).
 Statuses map per docs/providers.md (``PartiallyCompleted`` -> expired: the window ran out with
 partial results). ``submitTime`` is ``created_at``, ``endTime`` the end time of the terminal
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, no_headers
 from pipeline.providers.paging import TokenPaging

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import MAX_BATCH_ID, STATUS_TIME_FIELD, TERMINAL, oversized_id
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import MAX_BATCH_ID, STATUS_TIME_FIELD, TERMINAL, oversized_id
 from pipeline.providers.times import required_time as required_time
 from pipeline.providers.times import timestamp as timestamp
 

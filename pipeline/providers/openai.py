@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import MAX_BATCH_ID, STATUSES, Snapshot
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import MAX_BATCH_ID, STATUSES, Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, Normaliser, bearer
 from pipeline.providers.fields import MAX_COUNT

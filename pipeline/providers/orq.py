@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
 from pipeline.providers.openai import normalise_shaped, shaped_adapter
 
 CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")

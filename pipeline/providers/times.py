@@ -2,7 +2,7 @@
 
 Integer unix seconds are formatted by arithmetic and table lookups (no ``datetime``); text that
 is already canonical is validated and passed through; everything else (floats, numeric text,
-ISO 8601 / RFC 3339 with any offset and up to nanoseconds) goes through :mod:`pipeline.timeutil`.
+ISO 8601 / RFC 3339 with any offset and up to nanoseconds) goes through :mod:`pipeline.core.timeutil`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import re
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
-from pipeline.errors import InvalidRecord
-from pipeline.timeutil import to_iso
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.timeutil import to_iso
 
 EPOCH = date(1970, 1, 1)
 NANOS = re.compile(r"(\.[0-9]{6})[0-9]+")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import STATUSES, Snapshot
+from pipeline.core.models import STATUSES, Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, bearer
 from pipeline.providers.paging import SinglePage

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Snapshot
 from pipeline.providers import fields as f
 from pipeline.providers import google
 from pipeline.providers.base import Adapter, bearer

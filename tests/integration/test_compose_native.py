@@ -375,7 +375,7 @@ def sunk(stack: Stack) -> float:
 
 def stored_rows(chdb: Path) -> list[list[str]]:
     """(source, batch_id) of the stored snapshots, read after the worker released chDB."""
-    script = ("import json; from pipeline.store import Store; "
+    script = ("import json; from pipeline.clickhouse.store import Store; "
               f"store = Store('chdb://{chdb}', 'batchscope'); "
               "rows = store.query('SELECT source, batch_id FROM batch_snapshots').rows; "
               "print(json.dumps([list(r) for r in rows]))")

@@ -1,8 +1,8 @@
 """Every query of the Grafana fleet dashboard runs on the real ClickHouse engine (chDB) and returns rows.
 
-The data is a simulated fleet observed up to now: simulator batches (``pipeline.simulator``) as
-OpenAI objects, normalised (``pipeline.normalise``), folded into change events
-(``pipeline.transitions``) and written by the sink's own path (``cut`` + ``ClickHouseSink``)
+The data is a simulated fleet observed up to now: simulator batches (``simulator.server``) as
+OpenAI objects, normalised (``pipeline.core.normalise``), folded into change events
+(``pipeline.core.transitions``) and written by the sink's own path (``cut`` + ``ClickHouseSink``)
 into a migrated chDB database, the same tables and views the dashboard reads in compose. The
 simulated clock is aligned with the wall clock, so ``now64()`` in the at-risk queries sees the
 fleet as it would live. Macros are expanded as the Grafana ClickHouse plugin does
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.models import Envelope, Snapshot
-from pipeline.normalise import normalise
-from pipeline.simulator import build_fleet, openai_object
-from pipeline.sink import ClickHouseSink, Position, Record, cut
-from pipeline.store import AsyncStore, Store
-from pipeline.transitions import BatchState, apply
+from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut
+from pipeline.clickhouse.store import AsyncStore, Store
+from pipeline.core.models import Envelope, Snapshot
+from pipeline.core.normalise import normalise
+from pipeline.core.transitions import BatchState, apply
+from simulator.fleet import build_fleet
+from simulator.server import openai_object
 from tests.deploy_files import TimeRange, dashboard_variables, expand, load_dashboard, panel_queries
 from tests.support.workload import as_records
 

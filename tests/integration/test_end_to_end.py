@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.queries import query_running
+from pipeline.clickhouse.queries import query_running
 from tests.change_schema import validate
 from tests.support.kafka import read_all, run_toml, wait_committed
 from tests.support.processes import free_port, start_run, stop_run

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import Store, migrations
+from pipeline.clickhouse.store import Store, migrations
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ def migrate(tmp_path: Path) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "batchscope.toml"
     config.write_text(f'[pipeline]\ndata_dir = "{tmp_path / "data"}"\n[clickhouse]\ndatabase = "mig_test"\n',
                       encoding="utf-8")
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(config), "migrate"],
+    return subprocess.run([sys.executable, "-m", "batchscope.cli", "--config", str(config), "migrate"],
                           capture_output=True, text=True, timeout=120, check=False)
 
 

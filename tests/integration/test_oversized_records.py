@@ -26,8 +26,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.models import Envelope
-from pipeline.records import partition_of
+from pipeline.core.models import Envelope
+from pipeline.core.records import partition_of
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
 from tests.support.kafka import PARTITIONS, committed, delete_topics, read_all, topic_ends
 

@@ -31,9 +31,9 @@ PROBE = """
 import asyncio, json, sys
 import aiohttp
 from pipeline.config import SourceConfig
-from pipeline.errors import SourceError
-from pipeline.poller import SourcePoller
-from pipeline.retry import RetryPolicy
+from pipeline.core.errors import SourceError
+from pipeline.polling.poller import SourcePoller
+from pipeline.polling.retry import RetryPolicy
 
 class Sink:
     async def publish(self, envelopes):

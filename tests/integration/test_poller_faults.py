@@ -11,13 +11,14 @@ import time
 import pytest
 
 from pipeline.config import SimulatorConfig, SourceConfig
-from pipeline.errors import InvalidRecord
-from pipeline.faults import FAULTS
-from pipeline.models import Envelope
-from pipeline.normalise import normalise
-from pipeline.poller import Poller
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise
+from pipeline.polling.poller import Poller
 from pipeline.providers import PROVIDERS
-from pipeline.simulator import CREATION_SPAN, Simulator
+from simulator.faults import FAULTS
+from simulator.fleet import CREATION_SPAN
+from simulator.server import Simulator
 
 pytestmark = pytest.mark.integration
 

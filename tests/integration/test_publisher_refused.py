@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.buffer import BufferedPublisher
 from pipeline.config import KafkaConfig, SourceConfig
+from pipeline.core.models import Envelope
+from pipeline.core.records import read_raw
 from pipeline.kafka import Publisher, ensure_topics
-from pipeline.models import Envelope
-from pipeline.poller import Poller
-from pipeline.records import read_raw
+from pipeline.polling.buffer import BufferedPublisher
+from pipeline.polling.poller import Poller
 from tests.loopback import serving
 from tests.support.kafka import read_all
 

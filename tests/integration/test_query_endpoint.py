@@ -1,5 +1,5 @@
 """The query endpoint against real chDB over real HTTP (port 0), with ``batchscope query`` run
-through ``pipeline.cli.main`` in the same process, as it runs beside ``batchscope run``.
+through ``batchscope.cli.main`` in the same process, as it runs beside ``batchscope run``.
 
 Point 1 of issue 12: what a browser page could send is refused and writes nothing; the CLI,
 holding the token, works. Point 2: no statement sent here reaches the sink's session. Point 3:
@@ -25,11 +25,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from pipeline.cli import main
+from batchscope.cli import main
+from pipeline.clickhouse.queries import INFO_FILE, TOKEN_FILE, running_endpoint
+from pipeline.clickhouse.queryserver import QueryServer
+from pipeline.clickhouse.store import Store
 from pipeline.config import Settings, load_settings
-from pipeline.queries import INFO_FILE, TOKEN_FILE, running_endpoint
-from pipeline.queryserver import QueryServer
-from pipeline.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -25,10 +25,10 @@ import pytest
 
 from agents.redelivery import FAULT_ENV
 from pipeline.config import KafkaConfig
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise
+from pipeline.core.transitions import Rules
 from pipeline.kafka import ensure_topics
-from pipeline.models import Envelope
-from pipeline.normalise import normalise
-from pipeline.transitions import Rules
 from tests.support.kafka import Worker, publish, read_all, wait_committed, write_config
 from tests.support.workload import envelopes, expected_changes
 

@@ -17,9 +17,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.config import KafkaConfig
+from pipeline.core.models import Snapshot
+from pipeline.core.transitions import apply
 from pipeline.kafka import ensure_topics
-from pipeline.models import Snapshot
-from pipeline.transitions import apply
 from tests.reliability.harness import Fleet, Proc, dump_offline, wait_for, write_config
 from tests.support.kafka import PARTITIONS, committed, delete_topics, read_all
 

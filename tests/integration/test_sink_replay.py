@@ -19,13 +19,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut, entries, version
+from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import KafkaConfig
+from pipeline.core.models import Snapshot
+from pipeline.core.records import partition_of
+from pipeline.core.transitions import BatchState, apply
 from pipeline.kafka import ensure_topics
-from pipeline.models import Snapshot
-from pipeline.records import partition_of
-from pipeline.sink import ClickHouseSink, Position, Record, cut, entries, version
-from pipeline.store import AsyncStore, Store
-from pipeline.transitions import BatchState, apply
 from tests.support.workload import fleet_snapshots
 
 pytestmark = pytest.mark.integration
@@ -147,7 +147,7 @@ async def test_replayed_offsets_change_no_row_count(
     assert first["snapshots"] == first["distinct_positions"] == len(snaps)  # nothing lost
     assert first["changes"] == first["changes_final"] == n_changes
     assert first["latest_final"] == 40
-    # The materialized view's version is pipeline.sink.version(), and FINAL keeps the newest.
+    # The materialized view's version is pipeline.clickhouse.sink.version(), and FINAL keeps the newest.
     newest: dict[tuple[str, str], int] = {}
     for snap in snaps:
         newest[(snap.source, snap.batch_id)] = max(newest.get((snap.source, snap.batch_id), 0), version(snap))

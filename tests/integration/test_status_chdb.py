@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.models import Snapshot
+from batchscope.cli import main
+from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut
+from pipeline.clickhouse.store import AsyncStore, Store
+from pipeline.core.models import Snapshot
+from pipeline.core.timeutil import iso_ms
 from pipeline.providers import adapter
-from pipeline.sink import ClickHouseSink, Position, Record, cut
-from pipeline.store import AsyncStore, Store
-from pipeline.timeutil import iso_ms
 
 pytestmark = pytest.mark.integration
 

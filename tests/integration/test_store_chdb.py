@@ -1,4 +1,4 @@
-"""pipeline.store against chDB: a refused read-only query must not leave the session read-only."""
+"""pipeline.clickhouse.store against chDB: a refused read-only query must not leave the session read-only."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import StoreError
-from pipeline.store import Store
+from pipeline.clickhouse.store import Store
+from pipeline.core.errors import StoreError
 
 pytestmark = pytest.mark.integration
 

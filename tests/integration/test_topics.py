@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pipeline.config import KafkaConfig
-from pipeline.errors import BatchscopeError
+from pipeline.core.errors import BatchscopeError
 from pipeline.kafka import describe_topics, ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def test_topics_command_creates_and_describes(kafka_bootstrap: str, topic_prefix
     env = {"BATCHSCOPE_KAFKA_BOOTSTRAP": kafka_bootstrap, "BATCHSCOPE_KAFKA_TOPIC_PREFIX": topic_prefix,
            "BATCHSCOPE_KAFKA_APP_ID": topic_prefix, "BATCHSCOPE_KAFKA_PARTITIONS": "2",
            "PATH": "/usr/bin:/bin"}
-    run = [sys.executable, "-m", "pipeline.cli", "topics"]
+    run = [sys.executable, "-m", "batchscope.cli", "topics"]
     out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:-1]}
     assert set(lines) == {f"{topic_prefix}.{n}" for n in ("raw", "snapshots", "changes", "dlq")} | {

@@ -26,8 +26,8 @@ import orjson
 import pytest
 
 from pipeline.config import KafkaConfig
+from pipeline.core.transitions import Rules
 from pipeline.kafka import ensure_topics
-from pipeline.transitions import Rules
 from tests.change_schema import validate
 from tests.support.kafka import PARTITIONS, Worker, publish, read_all, wait_committed, write_config
 from tests.support.workload import envelopes, expected_changes

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from pipeline.models import TERMINAL
-from pipeline.transitions import RANK
+from pipeline.core.models import TERMINAL
+from pipeline.core.transitions import RANK
 
 Key = tuple[str, str]  # (source, batch_id)
 Position = tuple[int, int, int]  # (partition, offset, index in the record)

@@ -10,8 +10,8 @@ import sys
 
 import orjson
 
+from pipeline.clickhouse.store import Store
 from pipeline.config import load_settings
-from pipeline.store import Store
 from tests.reliability.harness import dump
 
 

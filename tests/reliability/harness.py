@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from pipeline.config import SimulatorConfig
-from pipeline.records import read_snapshots
-from pipeline.simulator import Simulator
+from pipeline.core.records import read_snapshots
+from simulator.server import Simulator
 from tests.reliability.checker import (
     Change,
     Observation,
@@ -108,7 +108,7 @@ class Proc:
     def start(self) -> Proc:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "--config", str(self.config), *self.args],
+                [sys.executable, "-m", "batchscope.cli", "--config", str(self.config), *self.args],
                 cwd=self.config.parent, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         return self
 

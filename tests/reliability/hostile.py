@@ -1,6 +1,6 @@
-"""Hostile payloads for scenario 4: the generator lives in :mod:`pipeline.hostile` (the simulator
+"""Hostile payloads for scenario 4: the generator lives in :mod:`simulator.hostile` (the simulator
 serves them too)."""
 
-from pipeline.hostile import MB, OBJECT_KINDS, VALID, bodies, raw_record
+from simulator.hostile import MB, OBJECT_KINDS, VALID, bodies, raw_record
 
 __all__ = ["MB", "OBJECT_KINDS", "VALID", "bodies", "raw_record"]

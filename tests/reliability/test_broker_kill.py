@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import BatchscopeError
-from pipeline.queries import query_running
+from pipeline.clickhouse.queries import query_running
+from pipeline.core.errors import BatchscopeError
 from tests.reliability.conftest import Broker
 from tests.reliability.harness import (
     Fleet,

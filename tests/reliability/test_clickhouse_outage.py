@@ -28,10 +28,10 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.errors import BatchscopeError
-from pipeline.models import TERMINAL
-from pipeline.queries import query_running
-from pipeline.simulator import build_fleet
+from pipeline.clickhouse.queries import query_running
+from pipeline.core.errors import BatchscopeError
+from pipeline.core.models import TERMINAL
+from simulator.fleet import build_fleet
 from tests.integration.test_end_to_end import expected_pairs, get_json, wait_for
 from tests.reliability.harness import (
     Fleet,
@@ -72,7 +72,7 @@ class Run:
         return query_running(self.data_dir, text, params=params).rows
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(self.config), *args],
+        return subprocess.run([sys.executable, "-m", "batchscope.cli", "--config", str(self.config), *args],
                               cwd=self.tmp, capture_output=True, text=True, timeout=120, check=False)
 
     def wait(self, predicate: Any, what: str) -> Any:

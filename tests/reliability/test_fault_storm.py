@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.faults import FAULTS
-from pipeline.queries import query_running
+from pipeline.clickhouse.queries import query_running
+from simulator.faults import FAULTS
 from tests.reliability.harness import (
     Fleet,
     Proc,

@@ -9,7 +9,7 @@ bodies; about 9,800 of them small. Spread at random through about 236,000 valid 
 Kafka's default limit is about 1 MB per record: the test's raw topic is created with
 ``max.message.bytes`` = 16 MiB and its producer with ``max_request_size`` = 16 MiB; the
 pipeline's own topics keep the broker default, which is why a dead letter keeps at most
-``pipeline.dlq.MAX_ORIGINAL`` bytes of the original and a snapshot over
+``pipeline.core.dlq.MAX_ORIGINAL`` bytes of the original and a snapshot over
 ``agents.app.MAX_RECORD`` bytes is a dead letter, not a crash.
 
 Pass criteria: the worker (normalise agent) never crashes and exits cleanly; every hostile record

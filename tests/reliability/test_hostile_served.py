@@ -1,7 +1,7 @@
 """Scenario 4 (simulator-served half): hostile payloads from the provider APIs themselves.
 
 ``batchscope simulate`` with ``simulator.hostile`` serves :data:`HOSTILE` payloads of
-``pipeline.hostile``'s kinds among the answers of two sources (OpenAI and Anthropic APIs): wrong
+``simulator.hostile``'s kinds among the answers of two sources (OpenAI and Anthropic APIs): wrong
 types, huge metadata and a 10 MB string as batch objects inside otherwise valid list pages;
 truncated JSON, bad UTF-8, NaN and Infinity, 10 MB of garbage, 10,000-deep nesting, non-objects,
 ``null`` and empty bodies as whole list or GET answers. ``batchscope poll`` publishes, a
@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.normalise import normalise_raw
+from pipeline.core.normalise import normalise_raw
 from tests.reliability.harness import (
     Fleet,
     Proc,

@@ -33,10 +33,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline.clickhouse.queries import query_running
 from pipeline.config import SimulatorConfig
-from pipeline.errors import BatchscopeError
-from pipeline.queries import query_running
-from pipeline.simulator import Simulator, simulator_secret
+from pipeline.core.errors import BatchscopeError
+from simulator.server import Simulator, simulator_secret
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
 from tests.support.processes import free_port
 
@@ -154,7 +154,7 @@ max_rps = 100.0
             metrics = resp.read().decode()
         tables = {t: query_running(query, f"SELECT * FROM {t}").rows
                   for t in ("batch_snapshots", "batch_latest", "batch_changes")}
-        failing = subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(config), "query",
+        failing = subprocess.run([sys.executable, "-m", "batchscope.cli", "--config", str(config), "query",
                                   "SELECT no_such_column FROM batch_snapshots"],
                                  cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
                                  env={**os.environ, **env})

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.errors import BatchscopeError
-from pipeline.queries import query_running
+from pipeline.clickhouse.queries import query_running
+from pipeline.core.errors import BatchscopeError
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
 from tests.support.kafka import committed, topic_ends
 from tests.support.processes import free_port

@@ -34,9 +34,9 @@ import orjson
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.records import read_snapshots
-from pipeline.track import track_bytes
-from pipeline.transitions import RANK
+from pipeline.core.records import read_snapshots
+from pipeline.core.track import track_bytes
+from pipeline.core.transitions import RANK
 from tests.reliability.harness import (
     Fleet,
     Proc,

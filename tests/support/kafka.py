@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline.transitions import Rules
+from pipeline.core.transitions import Rules
 
 PARTITIONS = 4
 # Faust's 60 s session timeout would hold a restarted worker's rebalance for a minute.

@@ -19,7 +19,7 @@ def free_port() -> int:
 def start_run(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """``batchscope run`` as a subprocess, its output in ``log``."""
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
+        return subprocess.Popen([sys.executable, "-m", "batchscope.cli", "--config", str(config), "run"],
                                 cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.models import Envelope
+from pipeline.core.models import Envelope
 
 
 class CaptureSink:

@@ -9,7 +9,7 @@ interleaved across batches. :func:`deliveries` (the transitions equivalence test
 time: every ``interval`` simulated seconds each source is listed newest first, ``PAGE`` batches a
 page, and a page publishes the batches it holds that are not yet known to be terminal (a batch
 is published once more when it turns terminal, then never again), all with the page's one
-``observed_at``. That is what :class:`pipeline.poller.SourcePoller` publishes with every active
+``observed_at``. That is what :class:`pipeline.polling.poller.SourcePoller` publishes with every active
 batch due each interval, one ``Publisher.publish`` call per page.
 
 :func:`fleet_snapshots` and :func:`as_records` (the sink tests and ``bench.sink_bench``): one
@@ -24,12 +24,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import pairwise, zip_longest
 
-from pipeline.models import TERMINAL, ChangeEvent, Envelope, Snapshot
-from pipeline.normalise import normalise
-from pipeline.simulator import SimBatch, build_fleet, openai_object
-from pipeline.sink import Position, Record
-from pipeline.timeutil import from_unix, iso_ms
-from pipeline.transitions import BatchState, Rules, apply
+from pipeline.clickhouse.sink import Position, Record
+from pipeline.core.models import TERMINAL, ChangeEvent, Envelope, Snapshot
+from pipeline.core.normalise import normalise
+from pipeline.core.timeutil import from_unix, iso_ms
+from pipeline.core.transitions import BatchState, Rules, apply
+from simulator.fleet import SimBatch, build_fleet
+from simulator.server import openai_object
 
 EPOCH = 1_790_000_000.0  # 2026-09-21: a fixed clock, so the workload is a pure function of its seed
 POLL_LAG = 7.0

@@ -1,4 +1,4 @@
-"""pipeline.breaker: the per-source rate limiter and circuit breaker."""
+"""pipeline.polling.breaker: the per-source rate limiter and circuit breaker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from pipeline.breaker import BreakerState, CircuitBreaker, RateLimiter
+from pipeline.polling.breaker import BreakerState, CircuitBreaker, RateLimiter
 from tests.support.clocks import FakeClock
 
 
@@ -54,7 +54,7 @@ def test_half_open_failure_reopens_and_success_closes() -> None:
 def test_state_changes_are_logged_with_the_source(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(100.0)
     breaker = CircuitBreaker(threshold=2, reset_after=5.0, clock=clock, name="acct-1")
-    with caplog.at_level(logging.INFO, logger="pipeline.breaker"):
+    with caplog.at_level(logging.INFO, logger="pipeline.polling.breaker"):
         breaker.success()  # closed stays closed: nothing to say
         breaker.failure()
         breaker.failure()

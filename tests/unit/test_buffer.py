@@ -1,4 +1,4 @@
-"""pipeline.buffer: observations held while Kafka is unreachable, in order, none lost."""
+"""pipeline.polling.buffer: observations held while Kafka is unreachable, in order, none lost."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from pipeline.buffer import BufferedPublisher
-from pipeline.errors import BatchscopeError
-from pipeline.models import Envelope
+from pipeline.core.errors import BatchscopeError
+from pipeline.core.models import Envelope
+from pipeline.polling.buffer import BufferedPublisher
 
 
 def healthy(buffer: BufferedPublisher) -> bool:

@@ -1,4 +1,4 @@
-"""pipeline.cli: output formats and argument parsing (no command is run)."""
+"""batchscope.cli: output formats and argument parsing (no command is run)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchscope.cli import COMMANDS, FORMATS, build_parser, main, render, table
 from pipeline import __version__
-from pipeline.cli import COMMANDS, FORMATS, build_parser, main, render, table
-from pipeline.store import QueryResult
+from pipeline.clickhouse.store import QueryResult
 
 RESULT = QueryResult(("status", "n", "note"), [("completed", 12, None), ("in_progress", 3, "slow")])
 

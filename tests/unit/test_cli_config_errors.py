@@ -13,7 +13,7 @@ import pytest
 def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSCOPE_")}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "batchscope.cli", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, env={**environ, **(env or {})}, check=False)
 
 
@@ -68,7 +68,7 @@ def test_secret_from_environment_is_never_printed(tmp_path: Path) -> None:
     assert "sk-test-SECRET-123" not in result.stderr + result.stdout
 
 
-# --- in process, through pipeline.cli.main ----------------------------------------------------
+# --- in process, through batchscope.cli.main ----------------------------------------------------
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def main_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, *args: str,
                ) -> tuple[int, list[str]]:
-    from pipeline.cli import main
+    from batchscope.cli import main
 
     config = tmp_path / "batchscope.toml"
     config.write_text(toml, encoding="utf-8")
@@ -185,7 +185,7 @@ def test_commands_that_do_not_poll_start_without_the_provider_keys(tmp_path: Pat
     assert health.returncode == 1
     assert len(health.stderr.strip().splitlines()) == 1
     assert "OPENAI_API_KEY" not in health.stderr
-    normalise = subprocess.run([sys.executable, "-m", "pipeline.cli", "normalise", "--provider", "openai",
+    normalise = subprocess.run([sys.executable, "-m", "batchscope.cli", "normalise", "--provider", "openai",
                                 "--source", "s"], cwd=tmp_path, input='{"data": []}', capture_output=True,
                                text=True, timeout=60, env=environ, check=False)
     assert normalise.returncode == 0, normalise.stderr
@@ -207,7 +207,7 @@ def test_commands_that_do_not_open_clickhouse_start_without_its_password(
 
 
 def test_which_command_reads_which_secret(tmp_path: Path) -> None:
-    from pipeline.cli import SECRETS
+    from batchscope.cli import SECRETS
     from pipeline.config import Secrets, load_settings
 
     (tmp_path / "batchscope.toml").write_text(CH_TOML, encoding="utf-8")

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.codec import ORJSON, STDLIB, orjson_dumps
-from pipeline.errors import InvalidRecord
-from pipeline.models import Envelope
-from pipeline.normalise import normalise, normalise_record
+from pipeline.core.codec import ORJSON, STDLIB, orjson_dumps
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise, normalise_record
 from tests.unit.test_normalise import envelope, full_batch
 
 JSON = st.recursive(

@@ -5,9 +5,9 @@ without a Docker engine (none exists on the development machines or in CI).
   ``tests/data/compose-spec.json``: compose-spec ``schema/compose-spec.json`` as vendored by
   compose-go v2.9.1 and embedded in Docker Compose v2.40.3 (sha256 e4e1a42c...76a4), i.e. the
   schema the real ``docker compose`` validates with.
-- Every service that runs our image has a command the real ``pipeline.cli.build_parser()``
+- Every service that runs our image has a command the real ``batchscope.cli.build_parser()``
   accepts, and its environment plus the mounted ``batchscope.toml`` load as settings, read with
-  the secrets that command reads (``pipeline.cli.SECRETS``).
+  the secrets that command reads (``batchscope.cli.SECRETS``).
 - The variables are interpolated as Compose does (``tests/deploy_files.py``) from a test ``.env``
   (:data:`TEST_ENV`): the passwords are required, and each secret reaches only the services that
   use it. The ClickHouse users accept the compose network only; the reader's
@@ -33,10 +33,10 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.cli import COMMANDS, SECRETS, build_parser
+from batchscope.cli import COMMANDS, SECRETS, build_parser
 from pipeline.config import Secrets, Settings, load_settings
-from pipeline.errors import ConfigError
-from pipeline.simulator import Simulator
+from pipeline.core.errors import ConfigError
+from simulator.server import Simulator
 from tests.deploy_files import (
     ROOT,
     InterpolationError,

@@ -19,10 +19,10 @@ from pipeline.config import (
     TrackConfig,
     load_settings,
 )
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.core.secret import Secret
+from pipeline.core.validate import Bounds
 from pipeline.providers import PROVIDERS
-from pipeline.secret import Secret
-from pipeline.validate import Bounds
 
 KEY = "sk-test-DO-NOT-PRINT-8c1f2e"
 

@@ -8,7 +8,7 @@ import hashlib
 import orjson
 
 from agents.app import LogLimit
-from pipeline.dlq import MAX_ORIGINAL, dead_letter
+from pipeline.core.dlq import MAX_ORIGINAL, dead_letter
 from tests.support.clocks import FakeClock
 
 

@@ -25,10 +25,10 @@ from agents.faustcore import (
     check,
     withhold_acks,
 )
-from pipeline import cli
+from batchscope import cli
+from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import KafkaConfig, PipelineConfig, Settings
-from pipeline.errors import BatchscopeError
-from pipeline.store import AsyncStore, Store
+from pipeline.core.errors import BatchscopeError
 from tests.fakeconsumer import FakeApp, FakeConsumer, message
 
 SNAPS, CHANGES, RAW = TP("p.snapshots", 0), TP("p.changes", 0), TP("p.raw", 0)

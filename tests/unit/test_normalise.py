@@ -1,4 +1,4 @@
-"""pipeline.normalise + pipeline.models: OpenAI batch object -> Snapshot, and the JSON contracts."""
+"""pipeline.core.normalise + pipeline.core.models: OpenAI batch object -> Snapshot, and the JSON contracts."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import STATUSES, ChangeEvent, Envelope, Snapshot
-from pipeline.normalise import normalise
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import STATUSES, ChangeEvent, Envelope, Snapshot
+from pipeline.core.normalise import normalise
+from pipeline.core.timeutil import to_iso
 from pipeline.providers import envelope as observed
-from pipeline.timeutil import to_iso
 
 OBSERVED = "2024-05-01T12:00:00.123Z"
 T0 = 1_714_560_000  # 2024-05-01T10:40:00Z

@@ -1,4 +1,4 @@
-"""pipeline.poller: SourcePoller against an in-test Simulator and small loopback aiohttp apps."""
+"""pipeline.polling.poller: SourcePoller against an in-test Simulator and small loopback aiohttp apps."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agents.runner import report_every
 from pipeline.config import SimulatorConfig, SourceConfig
-from pipeline.errors import SourceError
-from pipeline.models import TERMINAL
-from pipeline.normalise import normalise
-from pipeline.poller import Poller, SourcePoller
+from pipeline.core.errors import SourceError
+from pipeline.core.models import TERMINAL
+from pipeline.core.normalise import normalise
+from pipeline.core.secret import Secret
+from pipeline.core.timeutil import parse_iso
+from pipeline.polling.poller import Poller, SourcePoller
+from pipeline.polling.retry import RetryPolicy
 from pipeline.providers import PROVIDERS
 from pipeline.providers.base import read_error
-from pipeline.retry import RetryPolicy
-from pipeline.runner import report_every
-from pipeline.secret import Secret
-from pipeline.simulator import CREATION_SPAN, Simulator, simulator_secret
-from pipeline.timeutil import parse_iso
+from simulator.fleet import CREATION_SPAN
+from simulator.server import Simulator, simulator_secret
 from tests import loopback
 from tests.support.clocks import FakeClock
 from tests.support.sinks import CaptureSink
@@ -424,7 +425,7 @@ async def test_a_cycle_logs_its_line_at_debug_only(
     sim: Simulator, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
 ) -> None:
     poller = SourcePoller(source_for(sim.source_url("sim-1"), page_limit=100), CaptureSink())
-    with caplog.at_level(logging.DEBUG, logger="pipeline.poller"):
+    with caplog.at_level(logging.DEBUG, logger="pipeline.polling.poller"):
         await poller._cycle(http)
     [line] = [r for r in caplog.records if "cycle 1:" in r.getMessage()]
     assert line.levelno == logging.DEBUG
@@ -440,7 +441,7 @@ async def test_the_periodic_summary_is_at_info(sim: Simulator, caplog: pytest.Lo
     await asyncio.wait_for(stop.wait(), timeout=30)
     poller.stop()
     await asyncio.wait_for(task, timeout=30)
-    with caplog.at_level(logging.INFO, logger="pipeline.runner"):
+    with caplog.at_level(logging.INFO, logger="agents.runner"):
         report = asyncio.create_task(report_every(0.01, poller.summary))
         await loopback.until(lambda: bool(caplog.records), 30, 0.01)
         report.cancel()

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from pipeline.cli import main
+from batchscope.cli import main
+from batchscope.health import check
 from pipeline.config import SourceConfig
-from pipeline.health import check
-from pipeline.metrics import MetricsServer, SourceMetrics, render, stale_reason
-from pipeline.poller import Poller
+from pipeline.polling.metrics import MetricsServer, SourceMetrics, render, stale_reason
+from pipeline.polling.poller import Poller
 from tests.loopback import serving, until
 from tests.support.clocks import FakeClock
 from tests.support.sinks import CaptureSink

@@ -17,11 +17,11 @@ import pytest
 from aiohttp import web
 
 from pipeline.config import SourceConfig
-from pipeline.errors import SourceError
-from pipeline.metrics import render
-from pipeline.poller import SourcePoller
-from pipeline.retry import RetryPolicy
-from pipeline.secret import Secret
+from pipeline.core.errors import SourceError
+from pipeline.core.secret import Secret
+from pipeline.polling.metrics import render
+from pipeline.polling.poller import SourcePoller
+from pipeline.polling.retry import RetryPolicy
 from tests import loopback
 from tests.support.sinks import CaptureSink
 
@@ -160,7 +160,7 @@ async def test_an_unexpected_error_is_logged_with_the_source_counted_and_the_sou
     stop = asyncio.Event()
     sink = CaptureSink(fail_first=RuntimeError(f"broken sink, it quotes {KEY}"), then=stop.set)
     poller = SourcePoller(source(f"{await serve(handler)}/v1"), sink, FAST)
-    with caplog.at_level(logging.INFO, logger="pipeline.poller"):
+    with caplog.at_level(logging.INFO, logger="pipeline.polling.poller"):
         await run_until(poller, stop)
     assert poller.metrics.errors["unexpected"] == 1
     assert poller.cycles == 1
@@ -384,7 +384,7 @@ async def test_a_key_the_provider_echoes_is_masked_in_logs_errors_and_metrics(
 
 
 def test_masking_keeps_the_rest_of_the_message() -> None:
-    from pipeline.fetch import mask
+    from pipeline.polling.fetch import mask
 
     assert mask(f"Incorrect API key provided: {KEY}.", [KEY]) == "Incorrect API key provided: ***."
     assert mask(f"key {KEY[:12]}****{KEY[-4:]} refused", [KEY]) == "key ***" + "****" + "*** refused"

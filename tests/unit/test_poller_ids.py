@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from pipeline.config import SourceConfig
-from pipeline.poller import SourcePoller
-from pipeline.retry import RetryPolicy
+from pipeline.polling.poller import SourcePoller
+from pipeline.polling.retry import RetryPolicy
 from tests.loopback import serving
 from tests.support.sinks import CaptureSink
 

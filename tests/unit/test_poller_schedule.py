@@ -10,10 +10,11 @@ import pytest
 from aiohttp import web
 
 from pipeline.config import SimulatorConfig, SourceConfig
-from pipeline.metrics import render
-from pipeline.models import TERMINAL
-from pipeline.poller import SourcePoller
-from pipeline.simulator import CREATION_SPAN, Simulator
+from pipeline.core.models import TERMINAL
+from pipeline.polling.metrics import render
+from pipeline.polling.poller import SourcePoller
+from simulator.fleet import CREATION_SPAN
+from simulator.server import Simulator
 from tests.support.clocks import FakeClock
 from tests.support.sinks import CaptureSink
 

@@ -1,4 +1,4 @@
-"""pipeline.queries and pipeline.status: saved query files, parameters and the dashboard (no I/O)."""
+"""pipeline.clickhouse.queries and .status: saved query files, parameters and the dashboard (no I/O)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import status
-from pipeline.errors import ConfigError
-from pipeline.queries import parse_params, parse_saved, saved, saved_queries
-from pipeline.store import QueryResult
+from pipeline.clickhouse import status
+from pipeline.clickhouse.queries import parse_params, parse_saved, saved, saved_queries
+from pipeline.clickhouse.store import QueryResult
+from pipeline.core.errors import ConfigError
 
 EXPECTED = {"active_batches", "at_risk", "durations", "failure_rates", "in_progress_at", "stalled",
             "uncollected_outputs"}
@@ -75,7 +75,7 @@ def test_render_dashboard() -> None:
 
 def test_query_without_sql_lists_the_saved_queries(capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pipeline.cli import main
+    from batchscope.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["query"]) == 0

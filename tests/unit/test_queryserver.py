@@ -14,8 +14,7 @@ from uuid import UUID
 import orjson
 import pytest
 
-from pipeline.errors import BatchscopeError
-from pipeline.querypolicy import (
+from pipeline.clickhouse.querypolicy import (
     Refused,
     check_read,
     check_write,
@@ -23,8 +22,9 @@ from pipeline.querypolicy import (
     function_names,
     is_ack_insert,
 )
-from pipeline.queryserver import parse_body, write_token
-from pipeline.store import QueryResult, plain
+from pipeline.clickhouse.queryserver import parse_body, write_token
+from pipeline.clickhouse.store import QueryResult, plain
+from pipeline.core.errors import BatchscopeError
 
 DB = "batchscope"
 DENIED = denied_functions(["file", "url", "s3", "numbers", "format", "python", "remote", "executable"])
@@ -174,7 +174,7 @@ def test_the_token_file_is_only_ever_the_owners(tmp_path: Path) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "localhost", "example.com"])
 def test_a_non_loopback_http_host_is_one_line_exit_2(tmp_path: Path, host: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.cli import main
+    from batchscope.cli import main
 
     config = tmp_path / "batchscope.toml"
     config.write_text(f'[pipeline]\nhttp_host = "{host}"\ndata_dir = "{tmp_path}"\n', encoding="utf-8")

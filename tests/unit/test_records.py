@@ -7,10 +7,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.models import Envelope
-from pipeline.normalise import normalise_raw
-from pipeline.providers import envelope as observed
-from pipeline.records import (
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise_raw
+from pipeline.core.records import (
     Rejected,
     pack_raw,
     pack_snapshots,
@@ -19,6 +18,7 @@ from pipeline.records import (
     read_snapshots,
     snapshot_runs,
 )
+from pipeline.providers import envelope as observed
 
 AT = "2026-01-01T00:00:00.000Z"
 

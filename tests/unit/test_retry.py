@@ -1,4 +1,4 @@
-"""pipeline.retry: the one retry policy for every provider."""
+"""pipeline.polling.retry: the one retry policy for every provider."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from pipeline.retry import RetryPolicy, header_delay, is_retriable
+from pipeline.polling.retry import RetryPolicy, header_delay
+from pipeline.providers.base import is_retriable
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 

@@ -1,10 +1,12 @@
-"""pipeline.schedule: when an active batch is refreshed, and how many list pages refresh the due ones."""
+"""pipeline.polling.schedule: when an active batch is refreshed, and how many list pages refresh the due
+ones."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.schedule import Cadence, expected_end, next_refresh, pages_to_list
+from pipeline.core.eta import expected_end
+from pipeline.polling.schedule import Cadence, next_refresh, pages_to_list
 
 CADENCE = Cadence(poll=30.0, active=300.0)
 

@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from pipeline.config import SimulatorConfig, SourceConfig
-from pipeline.metrics import render
-from pipeline.poller import Poller
-from pipeline.secret import Secret
-from pipeline.simulator import Simulator, simulator_secret
+from pipeline.core.secret import Secret
+from pipeline.polling.metrics import render
+from pipeline.polling.poller import Poller
+from simulator.server import Simulator, simulator_secret
 from tests.support.sinks import CaptureSink
 
 KEY = "sk-proj-FAKE-9d8c7b6a5f4e3d2c1b0a"

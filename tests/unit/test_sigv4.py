@@ -1,4 +1,4 @@
-"""pipeline.sigv4 against AWS's published Signature Version 4 example values."""
+"""pipeline.polling.sigv4 against AWS's published Signature Version 4 example values."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline import sigv4
-from pipeline.errors import ConfigError
-from pipeline.secret import Secret
+from pipeline.core.errors import ConfigError
+from pipeline.core.secret import Secret
+from pipeline.polling import sigv4
 
 # The credentials and instant of AWS's SigV4 test suite (and of its signing-key example).
 EXAMPLE = Secret("AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")

@@ -10,15 +10,16 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from pipeline import sigv4
 from pipeline.config import SimulatorConfig
-from pipeline.errors import InvalidRecord
-from pipeline.models import TERMINAL
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import TERMINAL
+from pipeline.core.secret import Secret
+from pipeline.polling import sigv4
 from pipeline.providers import PROVIDERS, adapter
 from pipeline.providers.paging import Params
-from pipeline.secret import Secret
-from pipeline.simulator import CREATION_SPAN, WINDOW, SimSource, Simulator, build_fleet, simulator_secret
-from pipeline.simwire import project, projected_timeline
+from simulator.fleet import CREATION_SPAN, WINDOW, build_fleet
+from simulator.server import SimSource, Simulator, simulator_secret
+from simulator.wire import project, projected_timeline
 from tests.support.clocks import SimClock
 
 EPOCH = 1_700_000_000.0

@@ -1,4 +1,4 @@
-"""pipeline.simulator: the deterministic fleet and the OpenAI-compatible aiohttp server."""
+"""simulator.server: the deterministic fleet and the OpenAI-compatible aiohttp server."""
 
 from __future__ import annotations
 
@@ -9,21 +9,14 @@ import aiohttp
 import orjson
 import pytest
 
-from pipeline import simwire
 from pipeline.config import SIM_PROVIDERS, SimulatorConfig
-from pipeline.errors import ConfigError
-from pipeline.models import STATUSES, TERMINAL, Envelope
-from pipeline.normalise import normalise
-from pipeline.simulator import (
-    CREATION_SPAN,
-    WINDOW,
-    SimBatch,
-    SimSource,
-    Simulator,
-    build_fleet,
-    openai_object,
-)
-from pipeline.transitions import RANK
+from pipeline.core.errors import ConfigError
+from pipeline.core.models import STATUSES, TERMINAL, Envelope
+from pipeline.core.normalise import normalise
+from pipeline.core.transitions import RANK
+from simulator import wire as simwire
+from simulator.fleet import CREATION_SPAN, WINDOW, SimBatch, build_fleet
+from simulator.server import SimSource, Simulator, openai_object
 from tests.support.clocks import SimClock
 
 EPOCH = 1_700_000_000.0

@@ -1,4 +1,4 @@
-"""pipeline.sink: pure row building, versions, offset ranges, tokens, and the retrying writer."""
+"""pipeline.clickhouse.sink: pure row building, versions, offset ranges, tokens, and the retrying writer."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.errors import InvalidRecord, StoreError
-from pipeline.models import ChangeEvent, Snapshot
-from pipeline.sink import (
+from pipeline.clickhouse.sink import (
     Block,
     ClickHouseSink,
     Position,
@@ -26,9 +24,11 @@ from pipeline.sink import (
     token,
     version,
 )
-from pipeline.store import AsyncStore, Store
-from pipeline.timeutil import iso_to_ms
-from pipeline.transitions import BatchState, apply
+from pipeline.clickhouse.store import AsyncStore, Store
+from pipeline.core.errors import InvalidRecord, StoreError
+from pipeline.core.models import ChangeEvent, Snapshot
+from pipeline.core.timeutil import iso_to_ms
+from pipeline.core.transitions import BatchState, apply
 
 
 def snap(status: str = "in_progress", observed_at: str = "2024-05-01T12:00:00.000Z",
@@ -305,8 +305,8 @@ async def test_write_raises_non_retriable_errors() -> None:
 
 
 def test_the_latest_feed_view_ranks_statuses_like_the_transitions() -> None:
-    from pipeline.store import migrations
-    from pipeline.transitions import RANK
+    from pipeline.clickhouse.store import migrations
+    from pipeline.core.transitions import RANK
 
     sql = next(m.sql for m in migrations() if "VIEW IF NOT EXISTS {db}.batch_latest_feed" in m.sql)
     names, ranks = re.search(r"\[([^\]]*)\],\s*\[([^\]]*)\], 0\)", sql).groups()  # type: ignore[union-attr]

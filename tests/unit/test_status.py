@@ -1,4 +1,5 @@
-"""pipeline.status: the ETA of every provider's active batches and columns that hold long ids (no I/O)."""
+"""pipeline.clickhouse.status: the ETA of every provider's active batches and columns that hold long ids
+(no I/O)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import status
-from pipeline.models import Snapshot
+from pipeline.clickhouse import status
+from pipeline.clickhouse.store import QueryResult
+from pipeline.core.models import Snapshot
+from pipeline.core.timeutil import iso_to_ms
 from pipeline.providers import adapter
-from pipeline.store import QueryResult
-from pipeline.timeutil import iso_to_ms
 
 ARN = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcd1234efgh"
 OBSERVED = "2025-07-01T12:00:00.000Z"

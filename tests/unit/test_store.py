@@ -1,4 +1,5 @@
-"""pipeline.store: migrations, statement splitting, DSN redaction and error mapping (no ClickHouse)."""
+"""pipeline.clickhouse.store: migrations, statement splitting, DSN redaction and error mapping (no
+ClickHouse)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
-from pipeline.errors import StoreError
-from pipeline.store import Migration, Store, first_line, migrations, redact
+from pipeline.clickhouse.store import Migration, Store, first_line, migrations, redact
+from pipeline.core.errors import StoreError
 
 
 def test_migrations_finds_the_core_migration() -> None:

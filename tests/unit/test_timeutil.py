@@ -1,4 +1,4 @@
-"""pipeline.timeutil: every provider timestamp shape -> 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
+"""pipeline.core.timeutil: every provider timestamp shape -> 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.errors import InvalidRecord
-from pipeline.timeutil import iso_ms, iso_to_ms, parse_iso, to_iso, utcnow
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.timeutil import iso_ms, iso_to_ms, parse_iso, to_iso, utcnow
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pipeline.cli import build_parser, main
+from batchscope.cli import build_parser, main
+from batchscope.health import check, default_url
 from pipeline.config import KafkaConfig, load_settings
-from pipeline.errors import BatchscopeError, ConfigError
-from pipeline.health import check, default_url
+from pipeline.core.errors import BatchscopeError, ConfigError
 from pipeline.kafka import PIPELINE_TOPICS, changelog_topic, topic_specs
 
 
@@ -74,8 +74,8 @@ def test_topic_specs_retention_replication_and_the_compacted_changelog() -> None
 
 def test_changelog_name_is_the_one_faust_uses(tmp_path: Path) -> None:
     from agents.app import STATE_TABLE, create_app
+    from pipeline.clickhouse.store import AsyncStore, Store
     from pipeline.config import PipelineConfig, Settings
-    from pipeline.store import AsyncStore, Store
 
     settings = Settings(kafka=KafkaConfig(app_id="chk", topic_prefix="chk"),
                         pipeline=PipelineConfig(data_dir=str(tmp_path)))

@@ -11,11 +11,11 @@ import pytest
 
 from agents.app import reason_of, store_url, track
 from agents.worker import parse_args
-from pipeline.codec import ORJSON, STDLIB
 from pipeline.config import Settings, TrackConfig, load_settings
-from pipeline.errors import ConfigError, InvalidRecord
-from pipeline.models import ChangeEvent, Envelope, Snapshot
-from pipeline.transitions import DEFAULT_RULES, BatchState, Rules
+from pipeline.core.codec import ORJSON, STDLIB
+from pipeline.core.errors import ConfigError, InvalidRecord
+from pipeline.core.models import ChangeEvent, Envelope, Snapshot
+from pipeline.core.transitions import DEFAULT_RULES, BatchState, Rules
 from tests.change_schema import validate
 
 SNAP = Snapshot(source="prod", provider="openai", batch_id="b1", status="in_progress",
@@ -59,8 +59,12 @@ def test_track_errors(tmp_path: Path, toml: str, fragment: str) -> None:
         load(tmp_path, f"[track]\n{toml}\n")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rocksdict") is not None, reason="rocksdict is installed")
-def test_rocksdb_without_the_extra_is_a_clear_config_error(tmp_path: Path) -> None:
+def test_rocksdb_without_the_extra_is_a_clear_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # as on an install without the extra
+                        lambda name, *a: None if name == "rocksdict" else found(name, *a))
     with pytest.raises(ConfigError, match=r"rocksdict package: pip install 'batchscope\[rocksdb\]'"):
         load(tmp_path, '[track]\nstore = "rocksdb"\n')
 

@@ -1,4 +1,4 @@
-"""pipeline.transitions: the per-batch state machine, every change kind and rule.
+"""pipeline.core.transitions: the per-batch state machine, every change kind and rule.
 
 Every event these tests produce is checked against ``schemas/change_event.v1.json``.
 """
@@ -13,9 +13,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.models import CHANGE_KINDS, STATUS_TIME_FIELD, TERMINAL, ChangeEvent, Snapshot
-from pipeline.timeutil import to_iso
-from pipeline.transitions import (
+from pipeline.core.models import CHANGE_KINDS, STATUS_TIME_FIELD, TERMINAL, ChangeEvent, Snapshot
+from pipeline.core.timeutil import to_iso
+from pipeline.core.transitions import (
     GRAPH,
     RANK,
     BatchState,
@@ -25,7 +25,7 @@ from pipeline.transitions import (
     on_graph,
     purge,
 )
-from pipeline.transitions import apply as apply_unchecked
+from pipeline.core.transitions import apply as apply_unchecked
 from tests.change_schema import checked
 
 T0 = 1_714_560_000  # 2024-05-01T10:40:00Z

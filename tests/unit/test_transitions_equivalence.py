@@ -23,12 +23,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import ORJSON, STDLIB, Codec
-from pipeline.errors import InvalidRecord
-from pipeline.models import STATUS_TIME_FIELD, STATUSES, Snapshot
-from pipeline.timeutil import to_iso
-from pipeline.track import track_bytes
-from pipeline.transitions import BatchState, Rules, event_id, purge
+from pipeline.core.codec import ORJSON, STDLIB, Codec
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import STATUS_TIME_FIELD, STATUSES, Snapshot
+from pipeline.core.timeutil import to_iso
+from pipeline.core.track import track_bytes
+from pipeline.core.transitions import BatchState, Rules, event_id, purge
 from tests import transitions_reference as reference
 from tests.support.workload import deliveries
 from tests.unit.test_transitions import PATHS

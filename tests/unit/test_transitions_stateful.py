@@ -1,5 +1,5 @@
 """A hypothesis state machine: a true batch lifecycle, polled with skips, delivered with
-duplicates and reordering, folded by :func:`pipeline.transitions.apply`.
+duplicates and reordering, folded by :func:`pipeline.core.transitions.apply`.
 
 Checked after every step: the status never moves backwards and terminal states are sticky.
 Checked at the end: the final state is the true final status; every ``status_changed`` edge is
@@ -18,9 +18,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pipeline.models import STATUS_TIME_FIELD, TERMINAL, ChangeEvent, Snapshot
-from pipeline.timeutil import to_iso
-from pipeline.transitions import RANK, BatchState, Rules, apply, purge
+from pipeline.core.models import STATUS_TIME_FIELD, TERMINAL, ChangeEvent, Snapshot
+from pipeline.core.timeutil import to_iso
+from pipeline.core.transitions import RANK, BatchState, Rules, apply, purge
 from tests.change_schema import checked
 from tests.unit.test_transitions import PATHS, T0
 

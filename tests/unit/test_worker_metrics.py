@@ -9,9 +9,9 @@ import pytest
 
 from agents.app import Counters
 from agents.worker import WorkerMetrics
+from batchscope.health import check
 from pipeline.config import PipelineConfig, Settings
-from pipeline.errors import BatchscopeError
-from pipeline.health import check
+from pipeline.core.errors import BatchscopeError
 
 
 async def test_worker_serves_its_counters_for_the_healthcheck() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from pipeline.models import TERMINAL
-from pipeline.normalise import normalise
-from pipeline.transitions import Rules
+from pipeline.core.models import TERMINAL
+from pipeline.core.normalise import normalise
+from pipeline.core.transitions import Rules
 from tests.support.workload import expected_changes, pages
 
 

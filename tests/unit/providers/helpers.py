@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
 from pipeline.providers import adapter
 
 OBSERVED = "2026-11-29T12:00:00.000Z"

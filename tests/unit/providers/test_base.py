@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Envelope
-from pipeline.normalise import normalise
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise
+from pipeline.core.secret import Secret
 from pipeline.providers import ADAPTERS, PROVIDERS, adapter, envelope
 from pipeline.providers.base import ProviderError, read_error
-from pipeline.secret import Secret
 
 
 def test_one_adapter_per_provider_name() -> None:

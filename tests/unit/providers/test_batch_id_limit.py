@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.dlq import MAX_KEY, dlq_key
-from pipeline.errors import InvalidRecord
-from pipeline.models import MAX_BATCH_ID, oversized_id
+from pipeline.core.dlq import MAX_KEY, dlq_key
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import MAX_BATCH_ID, oversized_id
 from pipeline.providers import PROVIDERS, adapter, envelope
 from tests.unit.providers.helpers import OBSERVED
 from tests.unit.providers.test_properties import VALID

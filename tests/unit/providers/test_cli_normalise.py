@@ -30,7 +30,7 @@ LIST_BODIES: dict[str, Any] = {
 
 def run_cli(tmp_path: Path, provider: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSCOPE_")}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "normalise", "--provider", provider,
+    return subprocess.run([sys.executable, "-m", "batchscope.cli", "normalise", "--provider", provider,
                            "--source", "cli-src"], input=stdin, cwd=tmp_path, capture_output=True,
                           timeout=60, env=env, check=False)
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
+from pipeline.core.secret import Secret
 from pipeline.providers import adapter
-from pipeline.secret import Secret
 from tests.unit.providers.helpers import OBSERVED, counts, run
 
 BATCH: dict[str, Any] = {

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Snapshot
 from pipeline.providers import adapter
 from tests.unit.providers.helpers import OBSERVED, counts, run
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
+from pipeline.core.secret import Secret
 from pipeline.providers import adapter
-from pipeline.secret import Secret
 from tests.unit.providers.helpers import OBSERVED, counts, run
 from tests.unit.providers.test_openai import DOC_EXAMPLE
 

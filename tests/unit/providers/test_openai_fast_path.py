@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Snapshot
 from pipeline.providers.openai import TEXT_FIELDS, TIME_FIELDS, normalise_general, normalise_shaped
 from tests.unit.providers.test_openai import DOC_EXAMPLE
 from tests.unit.providers.test_properties import JSON, OBSERVED, mutated

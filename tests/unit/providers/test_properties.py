@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import InvalidRecord
-from pipeline.models import Snapshot
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Snapshot
+from pipeline.core.timeutil import to_iso
 from pipeline.providers import PROVIDERS, adapter
 from pipeline.providers.base import read_error
 from pipeline.providers.times import timestamp
-from pipeline.timeutil import to_iso
 from tests.unit.providers import test_anthropic, test_bedrock, test_google, test_mistral, test_together
 from tests.unit.providers.test_openai import DOC_EXAMPLE
 from tests.unit.providers.test_openai_clones import SEED

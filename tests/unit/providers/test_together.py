@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.models import Snapshot
+from pipeline.core.models import Snapshot
 from pipeline.providers import adapter
 from tests.unit.providers.helpers import OBSERVED, counts, run
 

@@ -1,0 +1,2 @@
+"""The ``batchscope`` command: the top layer, wiring the stages together.
+"""

@@ -1,0 +1,211 @@
+"""Records of many: the raw and snapshot records that carry several observations each.
+
+Faust costs about half a millisecond per event whatever the event holds, so the poller publishes
+the objects of one list page as one raw record per partition, and the normalise agent answers
+with one snapshot record per raw record. The contract (``docs/records.md``):
+
+* **Raw, version 2**: ``{"v": 2, "source", "provider", "observed_at", "payloads": [object, ...]}``,
+  keyed by its first observation's ``source/batch_id``, in the partition every one of its
+  observations' keys falls in (Kafka's default partitioner: murmur2 of the key). A batch's
+  observations therefore keep their partition and their order, as with one record each.
+* **Raw, version 1**: one envelope ``{"source", "provider", "observed_at", "payload"}``: still
+  valid input (tests and replay tools publish it), and what a lone observation is sent as.
+* **Snapshots**: ``{"v": 2, "snapshots": [snapshot, ...]}``, or one snapshot object; same rules.
+
+Readers never raise on one bad observation: it comes back as a :class:`Rejected` with its index
+in the record, so its dead letter names it and the good ones go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from pipeline.core.codec import orjson_dumps
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Envelope, loads_object
+
+VERSION = 2
+# A packed record is cut before it passes this many bytes, so it stays under the producer's and
+# the broker's default limit of about 1 MB; one entry is at most MAX_ENTRY (bigger ones are
+# dead-lettered or, at the poller, not published).
+PACK_BYTES = 256 * 1024
+MAX_ENTRY = 512 * 1024
+Loads = Callable[[bytes], Any]
+T = TypeVar("T", tuple[bytes, bytes], tuple[bytes, bytes, int])
+_RAW_HEAD = (b'{"v":2,"source":', b',"provider":', b',"observed_at":', b',"payloads":[')
+_SNAP_HEAD = b'{"v":2,"snapshots":['
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One observation (or a whole record) that cannot be read: why, where, and its bytes."""
+
+    reason: str
+    index: int  # its position in the record's list; 0 for a record of one
+    original: bytes  # the observation's own JSON when it could be cut out, else the record
+    key: bytes | None = None  # ``source/batch_id`` when known
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One record to produce: its key, value, partition, and the observations it carries."""
+
+    key: bytes
+    value: bytes
+    partition: int
+    members: tuple[int, ...]  # the positions of its observations in the list packed
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+
+@lru_cache(maxsize=65536)
+def _hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (and aiokafka's) gives ``key``; cached, as the
+    pure-Python murmur2 costs about 5 µs a key and a batch is seen again every poll."""
+    return _hash(key) % partitions
+
+
+def _chunks(items: list[T], budget: int) -> Iterator[list[T]]:
+    """``(key, json, ...)`` items cut into runs of at most ``budget`` bytes of JSON (one at least)."""
+    run: list[T] = []
+    size = 0
+    for item in items:
+        if run and size + len(item[1]) > budget:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += len(item[1]) + 1
+    if run:
+        yield run
+
+
+def by_partition(items: Iterable[T], partitions: int) -> dict[int, list[T]]:
+    """``(key, ...)`` items by the partition of their key, each group in the items' order."""
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(partition_of(item[0], partitions), []).append(item)
+    return groups
+
+
+def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTES) -> list[Packed]:
+    """The raw records of envelopes observed together (one list page of one source): one per
+    partition (more when over ``budget`` bytes), in the envelopes' order; a lone one as version 1."""
+    out: list[Packed] = []
+    for (source, provider, observed_at), group in _same_head(envelopes).items():
+        head = [orjson.dumps(x) for x in (source, provider, observed_at)]
+        many = b"".join((_RAW_HEAD[0], head[0], _RAW_HEAD[1], head[1], _RAW_HEAD[2], head[2], _RAW_HEAD[3]))
+        one = b"".join((b'{"source":', head[0], b',"provider":', head[1], b',"observed_at":', head[2],
+                        b',"payload":'))
+        items = [(envelopes[i].key.encode(), orjson_dumps(envelopes[i].payload), i) for i in group]
+        for partition, members in by_partition(items, partitions).items():
+            for run in _chunks(members, budget):
+                indices = tuple(i for *_, i in run)
+                if len(run) == 1:  # version 1: exactly what a lone envelope always was
+                    out.append(Packed(run[0][0], b"".join((one, run[0][1], b"}")), partition, indices))
+                else:
+                    value = b"".join((many, b",".join(v for _, v, _ in run), b"]}"))
+                    out.append(Packed(run[0][0], value, partition, indices))
+    return out
+
+
+def _same_head(envelopes: list[Envelope]) -> dict[tuple[str, str, str], list[int]]:
+    """The positions of the envelopes, by (source, provider, observed_at)."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, e in enumerate(envelopes):
+        groups.setdefault((e.source, e.provider, e.observed_at), []).append(i)
+    return groups
+
+
+def snapshot_runs(items: list[T], budget: int = PACK_BYTES) -> list[list[T]]:
+    """``(key, snapshot JSON, ...)`` items of one partition cut into the runs of one snapshot
+    record each (at most ``budget`` bytes of JSON, one item at least)."""
+    return list(_chunks(items, budget))
+
+
+def pack_snapshots(run: list[T]) -> tuple[bytes, bytes]:
+    """``(key, value)`` of the snapshot record of one run: version 2, or a lone snapshot as itself."""
+    if len(run) == 1:
+        return run[0][0], run[0][1]
+    return run[0][0], b"".join((_SNAP_HEAD, b",".join(item[1] for item in run), b"]}"))
+
+
+def read_raw(value: bytes, key: bytes | None = None,
+             loads: Loads = orjson.loads) -> list[Envelope | Rejected]:
+    """The envelopes of one raw record, in order; an unreadable record or observation is a
+    :class:`Rejected` (the record as a whole at index 0 when its head cannot be read)."""
+    try:
+        obj = loads_object(value, "raw record", loads)
+        if "v" not in obj:
+            return [_envelope(obj)]
+        source, provider, observed_at, payloads = _raw_head(obj)
+    except InvalidRecord as exc:
+        return [Rejected(str(exc), 0, value, key)]
+    out: list[Envelope | Rejected] = []
+    for index, payload in enumerate(payloads):
+        if isinstance(payload, dict):
+            out.append(Envelope(source, provider, observed_at, payload))
+        else:
+            original = orjson_dumps({"source": source, "provider": provider, "observed_at": observed_at,
+                                     "payload": payload})
+            out.append(Rejected(f"raw record: payload {index} is not an object ({type(payload).__name__})",
+                                index, original, f"{source}/".encode()))
+    return out
+
+
+def _envelope(obj: dict[str, Any]) -> Envelope:
+    source, provider, observed_at, payload = (obj.get(n) for n in ("source", "provider", "observed_at",
+                                                                     "payload"))
+    _check_head(source, provider, observed_at, "raw envelope")
+    if not isinstance(payload, dict):
+        raise InvalidRecord("raw envelope: 'payload' missing or not an object")
+    return Envelope(str(source), str(provider), str(observed_at), payload)
+
+
+def _raw_head(obj: dict[str, Any]) -> tuple[str, str, str, list[Any]]:
+    if obj["v"] != VERSION:
+        raise InvalidRecord(f"raw record: unknown version {obj['v']!r} (this worker reads 1 and 2)")
+    source, provider, observed_at, payloads = (obj.get(n) for n in ("source", "provider", "observed_at",
+                                                                      "payloads"))
+    _check_head(source, provider, observed_at, "raw record")
+    if not isinstance(payloads, list):
+        raise InvalidRecord("raw record: 'payloads' missing or not a list")
+    return str(source), str(provider), str(observed_at), payloads
+
+
+def _check_head(source: Any, provider: Any, observed_at: Any, what: str) -> None:
+    for name, value in (("source", source), ("provider", provider), ("observed_at", observed_at)):
+        if not isinstance(value, str) or not value:
+            raise InvalidRecord(f"{what}: {name!r} missing or not a string")
+
+
+def read_snapshots(value: bytes, key: bytes | None = None,
+                   loads: Loads = orjson.loads) -> list[dict[str, Any] | Rejected]:
+    """The snapshot objects of one snapshot record, in order (fields not checked here: the
+    caller builds its :class:`~pipeline.core.models.Snapshot`); an entry that is not an object is a
+    :class:`Rejected` with its index."""
+    try:
+        obj = loads_object(value, "snapshot record", loads)
+    except InvalidRecord as exc:
+        return [Rejected(str(exc), 0, value, key)]
+    if "v" not in obj:
+        return [obj]
+    entries = obj.get("snapshots") if obj["v"] == VERSION else None
+    if not isinstance(entries, list):
+        why = "'snapshots' missing or not a list" if obj["v"] == VERSION else f"unknown version {obj['v']!r}"
+        return [Rejected(f"snapshot record: {why}", 0, value, key)]
+    return [e if isinstance(e, dict) else
+            Rejected(f"snapshot record: entry {i} is not an object ({type(e).__name__})", i,
+                     orjson_dumps(e), key)
+            for i, e in enumerate(entries)]
