@@ -302,19 +302,15 @@ class SourcePoller:
     def _items(self, body: Any) -> list[dict[str, Any]]:
         """The batch objects of a list response (entries that are not objects are counted, as
         ``non_object_entry``, and skipped)."""
-        key = self.adapter.items_key
-        found = body
-        if key is not None:  # an empty Google list response is ``{}``
-            found = (body.get(key) if body else []) if isinstance(body, dict) else None
-        if not isinstance(found, list):
-            what = "a JSON array" if key is None else f"a JSON object with a {key!r} array"
+        try:
+            objects, skipped = self.adapter.list_entries(body)
+        except InvalidRecord as exc:
             self.metrics.errors["malformed_body"] += 1
-            raise SourceError(f"source {self.source.name}: list response is not {what}")
-        objects = [o for o in found if isinstance(o, dict)]
-        if len(objects) < len(found):
-            self.metrics.errors["non_object_entry"] += len(found) - len(objects)
+            raise SourceError(f"source {self.source.name}: {exc}") from None
+        if skipped:
+            self.metrics.errors["non_object_entry"] += skipped
             log.warning("source %s: %d list entries that are not JSON objects skipped", self.source.name,
-                        len(found) - len(objects))
+                        skipped)
         return objects
 
     def _settled(self, batch_id: str | None) -> bool:

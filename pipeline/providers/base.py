@@ -83,15 +83,23 @@ class Adapter:
     def batch_path(self, batch_id: str) -> str:
         return self.get_path.format(id=quote(batch_id, safe=self.id_safe))
 
-    def items(self, body: Any) -> list[dict[str, Any]]:
-        """The batch objects of one list response; a wrong shape is an :class:`InvalidRecord`."""
-        found = body if self.items_key is None else _field(body, self.items_key)
-        return [] if found is None else self._objects(found)
+    def list_entries(self, body: Any) -> tuple[list[dict[str, Any]], int]:
+        """The batch objects of one list response, and how many of its entries are not objects
+        (skipped: every caller skips them); a body that is not a list response is an
+        :class:`InvalidRecord`."""
+        key = self.items_key
+        found = body
+        if key is not None:  # an empty Google list response is ``{}``
+            found = (body.get(key) if body else []) if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            what = "a JSON array" if key is None else f"a JSON object with a {key!r} array"
+            raise InvalidRecord(f"list response is not {what}")
+        objects = [o for o in found if isinstance(o, dict)]
+        return objects, len(found) - len(objects)
 
-    def _objects(self, found: Any) -> list[dict[str, Any]]:
-        if not isinstance(found, list) or not all(isinstance(o, dict) for o in found):
-            raise InvalidRecord(f"{self.name} list: expected an array of batch objects")
-        return found
+    def items(self, body: Any) -> list[dict[str, Any]]:
+        """The batch objects of one list response (:meth:`list_entries`)."""
+        return self.list_entries(body)[0]
 
     def is_list(self, body: Any) -> bool:
         """Is a decoded body a list response (rather than one batch object)?"""
@@ -102,7 +110,7 @@ class Adapter:
     def batch_objects(self, body: Any) -> list[dict[str, Any]]:
         """The batches in a decoded body: a list response, a bare array, or one batch object."""
         if isinstance(body, list):  # Together's list response, or batches collected by hand
-            return self._objects(body)
+            return [o for o in body if isinstance(o, dict)]
         if self.is_list(body):
             return self.items(body)
         if isinstance(body, dict):

@@ -36,12 +36,19 @@ def test_bearer_providers(name: str) -> None:
 
 
 def test_a_list_body_of_the_wrong_shape_is_invalid() -> None:
-    with pytest.raises(InvalidRecord, match="expected an array of batch objects"):
-        adapter("openai").batch_objects({"data": [1, 2]})
+    with pytest.raises(InvalidRecord, match="list response is not a JSON object with a 'data' array"):
+        adapter("openai").batch_objects({"data": "none"})
     with pytest.raises(InvalidRecord, match="expected a JSON object or array"):
         adapter("openai").batch_objects("text")
     with pytest.raises(InvalidRecord, match="list response"):
         adapter("mistral").items([1])
+
+
+def test_entries_that_are_not_objects_are_skipped_and_counted_for_every_caller() -> None:
+    body = {"object": "list", "data": [{"id": "b1"}, 1, "x", {"id": "b2"}]}
+    assert adapter("openai").list_entries(body) == ([{"id": "b1"}, {"id": "b2"}], 2)
+    assert adapter("openai").batch_objects(body) == [{"id": "b1"}, {"id": "b2"}]  # the CLI, as the poller
+    assert adapter("gemini").list_entries({}) == ([], 0)  # Google's empty list response
 
 
 @pytest.mark.parametrize(("status", "body", "expected"), [

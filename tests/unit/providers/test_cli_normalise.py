@@ -63,7 +63,7 @@ def test_one_object(tmp_path: Path, provider: str) -> None:
     ("anthropic", b'{"id": "m", "processing_status": "ended", "request_counts": {"errored": "x"}}',
      b"request_counts.errored"),
     ("together", b'[{"id": "t", "status": "COMPLETED", "created_at": "yesterday"}]', b"ISO 8601"),
-    ("gemini", b'{"operations": "none"}', b"expected an array"),
+    ("gemini", b'{"operations": "none"}', b"list response is not a JSON object with a 'operations' array"),
     ("vertex", b'{"name": "x", "state": "JOB_STATE_RUNNING", "completionStats": []}', b"completionStats"),
     ("bedrock", b'{"jobArn": "a", "status": "Completed", "totalRecordCount": -1}', b"negative"),
     ("orq", b'{"id": "o", "status": "completed", "createdAt": true}', b"created_at"),
