@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Protocol, TypeVar
@@ -29,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from pipeline.clickhouse.store import AsyncStore
+from pipeline.core.backoff import full_jitter
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord, StoreError
 from pipeline.core.models import ChangeEvent, Snapshot
@@ -38,7 +38,7 @@ from pipeline.core.transitions import RANK
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 10.0
+BASE_BACKOFF, MAX_BACKOFF = 0.5, 10.0  # seconds: the first retry waits up to 1 s
 SNAPSHOTS, CHANGES = "batch_snapshots", "batch_changes"
 INDEXED = frozenset({SNAPSHOTS})  # the tables with a kafka_index column (sql/004_kafka_index.sql)
 Row = tuple[int, int, bytes]  # (Kafka offset, index in its record, one JSONEachRow line)
@@ -465,7 +465,7 @@ class ClickHouseSink:
                     raise
                 attempt += 1
                 self._pause()
-                delay = random.uniform(0, min(MAX_BACKOFF, 0.5 * 2**attempt))  # full jitter
+                delay = full_jitter(attempt, BASE_BACKOFF, MAX_BACKOFF)
                 log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                 await asyncio.sleep(delay)
             else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+from pipeline.core.backoff import full_jitter
 from pipeline.core.errors import InvalidRecord
 from pipeline.core.timeutil import parse_iso
 
@@ -27,8 +28,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full jitter: uniform in [0, min(max_delay, base * 2**attempt)]."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt, 0)))
-        return (rng or random).uniform(0.0, ceiling)
+        return full_jitter(attempt, self.base_delay, self.max_delay, rng)
 
     def delay(self, attempt: int, headers: Mapping[str, str], now: datetime,
               rng: random.Random | None = None) -> float:
