@@ -9,9 +9,7 @@ API key. Signals are handled once, by the Faust worker, which stops services in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import faust
@@ -21,17 +19,15 @@ from agents.app import Counters, create_app
 from pipeline.clickhouse.queryserver import QueryServer
 from pipeline.clickhouse.store import AsyncStore, Store, redact
 from pipeline.config import Settings, SourceConfig
-from pipeline.kafka import Publisher, ensure_topics
-from pipeline.polling.buffer import BufferedPublisher
-from pipeline.polling.metrics import MetricsServer, render, stale_reason
-from pipeline.polling.poller import Poller
+from pipeline.kafka import ensure_topics
+from pipeline.polling.metrics import REPORT_EVERY
+from pipeline.polling.service import Polling
 
 if TYPE_CHECKING:
     from simulator.server import Simulator
 
 log = logging.getLogger(__name__)
 
-REPORT_EVERY = 10.0
 
 
 def demo_simulator(settings: Settings) -> Simulator:
@@ -63,77 +59,37 @@ class PipelineService(Service):
         self.settings = settings
         self.counters = counters
         self.simulator = demo_simulator(settings) if not settings.sources else None
-        self.publisher = Publisher(settings.kafka)
-        self.buffer = BufferedPublisher(self.publisher)
-        p = settings.pipeline
         # Its own ClickHouse sessions and thread, never the sink's. With a ClickHouse server there is
         # nothing to serve: `batchscope query` connects to the server itself.
         self.http = QueryServer(settings) if not settings.clickhouse.dsn else None
-        self.metrics = MetricsServer(p.metrics_host, p.metrics_port, self._metrics_text, self._health)
-        self.poller: Poller | None = None
-        self._poll_task: asyncio.Task[None] | None = None
+        self.polling: Polling | None = None  # once the sources are known (the demo's: once it serves)
 
     async def on_start(self) -> None:
         sources = self.settings.sources
         if self.simulator is not None:
             await self.simulator.start()
             sources = simulator_sources(self.settings, self.simulator)
-        await self.publisher.start()
-        await self.buffer.start()
         if self.http is not None:
             await self.http.start()
-        await start_metrics(self.metrics)
-        self.poller = Poller(sources, self.buffer)
-        self.publisher.on_refused = self.poller.refused
-        self._poll_task = asyncio.create_task(self.poller.run())
+        self.polling = Polling(self.settings, sources, self.counters.metrics)
+        await self.polling.start()
         self.add_future(self._report())
 
     async def on_stop(self) -> None:
-        if self.poller is not None and self._poll_task is not None:
-            self.poller.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-        await self.buffer.stop()
-        await self.publisher.stop()
-        await self.metrics.stop()
+        if self.polling is not None:
+            await self.polling.stop()
         if self.http is not None:
             await self.http.stop()
         if self.simulator is not None:
             await self.simulator.stop()
 
-    def _metrics_text(self) -> str:
-        extra = {"poller_pending_observations": float(self.buffer.pending), **self.counters.metrics()}
-        return render(self.poller.metrics() if self.poller else [], extra)
-
-    def _health(self) -> str | None:
-        if self.poller is None:
-            return None
-        return stale_reason(self.poller.metrics(), self.settings.pipeline.stale_intervals)
-
     async def _report(self) -> None:
         while not self.should_stop:
             await self.sleep(REPORT_EVERY)
-            observed = self.poller.observed if self.poller else 0
+            observed = self.polling.poller.observed if self.polling else 0
             c = self.counters
             log.info("pipeline: observed %d, normalised %d, changes %d, sunk %d, dead letters %d",
                      observed, c.normalised, c.changes, c.sunk, c.dead_letters)
-
-
-async def report_every(seconds: float, line: Callable[[], str]) -> None:
-    """Log ``line()`` at INFO every ``seconds``, until cancelled (``batchscope poll``'s progress)."""
-    while True:
-        await asyncio.sleep(seconds)
-        log.info("%s", line())
-
-
-async def start_metrics(server: MetricsServer) -> None:
-    """Metrics are worth having, not worth failing the pipeline for (e.g. the port is taken)."""
-    try:
-        await server.start()
-    except OSError as exc:
-        log.warning("metrics endpoint not started: %s (set pipeline.metrics_port)", exc)
-        return
-    log.info("metrics on %s", server.url)
 
 
 async def prepare(settings: Settings, store: AsyncStore) -> None:

@@ -21,14 +21,14 @@ from mode import Service
 from agents.app import AGENTS, Counters, create_app
 from agents.faustcore import ConsumerView
 from agents.redelivery import FAULT_ENV, drop_once
-from agents.runner import execute, start_metrics
+from agents.runner import execute
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import Secrets, Settings, load_settings
 from pipeline.core.codec import CODECS
 from pipeline.core.errors import BatchscopeError, StoreError
 from pipeline.kafka import ensure_topics
 from pipeline.logs import setup_logging
-from pipeline.polling.metrics import MetricsServer, render
+from pipeline.polling.metrics import MetricsServer, render, start_metrics
 
 log = logging.getLogger(__name__)
 

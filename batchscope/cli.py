@@ -244,35 +244,24 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
-    from agents.runner import REPORT_EVERY, report_every, start_metrics
-    from pipeline.kafka import Publisher, ensure_topics
-    from pipeline.polling.buffer import BufferedPublisher
-    from pipeline.polling.metrics import MetricsServer, render, stale_reason
-    from pipeline.polling.poller import Poller
+    from pipeline.kafka import ensure_topics
+    from pipeline.polling.metrics import REPORT_EVERY, report_every
+    from pipeline.polling.service import Polling
 
     if not settings.sources:
         raise ConfigError("sources: none configured; 'poll' needs at least one [[sources]] table")
 
     async def go() -> None:
         await ensure_topics(settings.kafka)
-        async with Publisher(settings.kafka) as publisher:
-            buffer = BufferedPublisher(publisher)
-            poller = Poller(settings.sources, buffer)
-            publisher.on_refused = poller.refused
-            p = settings.pipeline
-            metrics = MetricsServer(p.metrics_host, p.metrics_port, lambda: render(
-                poller.metrics(), {"poller_pending_observations": float(buffer.pending)}),
-                lambda: stale_reason(poller.metrics(), p.stale_intervals))
-            await buffer.start()
-            await start_metrics(metrics)
-            _on_signals(poller.stop)
-            report = asyncio.create_task(report_every(REPORT_EVERY, poller.summary))
-            try:
-                await poller.run()
-            finally:
-                report.cancel()
-                await buffer.stop()
-                await metrics.stop()
+        polling = Polling(settings, settings.sources)
+        await polling.start()
+        _on_signals(polling.poller.stop)
+        report = asyncio.create_task(report_every(REPORT_EVERY, polling.poller.summary))
+        try:
+            await polling.finished()
+        finally:
+            report.cancel()
+            await polling.stop()
 
     asyncio.run(go())
     return 0

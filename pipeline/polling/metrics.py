@@ -8,12 +8,18 @@ start while it never completed one). ``batchscope health``, the containers' heal
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY = 10.0  # seconds between two progress lines of a long-running command
 
 
 @dataclass(slots=True)
@@ -153,3 +159,20 @@ class MetricsServer:
             return web.Response(text="ok\n", content_type="text/plain", charset="utf-8")
         return web.Response(status=503, text=reason.replace("\n", " ") + "\n", content_type="text/plain",
                             charset="utf-8")
+
+
+async def start_metrics(server: MetricsServer) -> None:
+    """Metrics are worth having, not worth failing the pipeline for (e.g. the port is taken)."""
+    try:
+        await server.start()
+    except OSError as exc:
+        log.warning("metrics endpoint not started: %s (set pipeline.metrics_port)", exc)
+        return
+    log.info("metrics on %s", server.url)
+
+
+async def report_every(seconds: float, line: Callable[[], str]) -> None:
+    """Log ``line()`` at INFO every ``seconds``, until cancelled (the progress of a long command)."""
+    while True:
+        await asyncio.sleep(seconds)
+        log.info("%s", line())

@@ -11,13 +11,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agents.runner import report_every
 from pipeline.config import SimulatorConfig, SourceConfig
 from pipeline.core.errors import SourceError
 from pipeline.core.models import TERMINAL
 from pipeline.core.normalise import normalise
 from pipeline.core.secret import Secret
 from pipeline.core.timeutil import parse_iso
+from pipeline.polling.metrics import report_every
 from pipeline.polling.poller import Poller, SourcePoller
 from pipeline.polling.retry import RetryPolicy
 from pipeline.providers import PROVIDERS
@@ -441,7 +441,7 @@ async def test_the_periodic_summary_is_at_info(sim: Simulator, caplog: pytest.Lo
     await asyncio.wait_for(stop.wait(), timeout=30)
     poller.stop()
     await asyncio.wait_for(task, timeout=30)
-    with caplog.at_level(logging.INFO, logger="agents.runner"):
+    with caplog.at_level(logging.INFO, logger="pipeline.polling.metrics"):
         report = asyncio.create_task(report_every(0.01, poller.summary))
         await loopback.until(lambda: bool(caplog.records), 30, 0.01)
         report.cancel()
