@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from tests.support.kafka import (
     last_timestamp,
     run_toml,
 )
+from tests.support.processes import stop_run
 
 POLL_SECONDS = 0.25
 TOPOLOGIES = {"services": "simulate | poll | worker", "run": "batchscope run"}
@@ -127,12 +127,7 @@ def one_run(args: argparse.Namespace, tree: Tree) -> Backfill:
             last = asyncio.run(last_timestamp(args.bootstrap, f"{prefix}.raw"))
             return Backfill(tree.label, rows, max(0.0, done - first), last - first, rows >= want)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_run(proc, timeout=60)
             asyncio.run(delete_topics(args.bootstrap, prefix))
 
 

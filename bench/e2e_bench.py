@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from bench.report import save
 from pipeline.clickhouse.queries import query_running
 from pipeline.core.errors import BatchscopeError
 from tests.support.kafka import delete_topics, run_toml
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop_run
 
 CHANGES_SQL = """
 SELECT source, batch_id, to_status, toUnixTimestamp64Milli(observed_at), toUnixTimestamp64Milli(sunk_at)
@@ -166,8 +165,7 @@ def run_load(args: argparse.Namespace, load: Load, tree: Tree) -> Outcome:
             time.sleep(args.tail + 2.0)  # let the rows of the window's last transitions land
             rows = query_running(data_dir, CHANGES_SQL).rows
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop_run(proc, timeout=60)
             asyncio.run(delete_topics(args.bootstrap, prefix))
     return match(load, truth, wall, rows, (start, end), args.speed, f"{tree.label} ({tree.short})")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from tests.support.kafka import FAST_GROUP, PARTITIONS, count, delete_topics, fi
 from tests.support.kafka import drained as drained  # re-exported: moved to tests/support
 from tests.support.kafka import group_done as group_done  # re-exported: moved to tests/support
 from tests.support.processes import free_port as free_port  # re-exported: moved to tests/support
+from tests.support.processes import stop_run
 
 DRAINED = ("raw", "snapshots", "changes")
 TIMEOUT = 600.0
@@ -125,12 +125,7 @@ class Command:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_run(self.proc, timeout=60)
 
     def fail(self, what: str) -> SystemExit:
         tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""

@@ -24,11 +24,11 @@ def start_run(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def stop_run(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as Ctrl-C would; SIGKILL after 30 s."""
+def stop_run(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, as Ctrl-C would; SIGKILL after ``timeout`` seconds."""
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
