@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import re
 import time
 from collections import defaultdict
 from collections.abc import Collection
@@ -42,11 +41,10 @@ from typing import Protocol
 
 from faust.types import TP, Message
 
-from agents.faustcore import ConsumerView, Deliver
+from agents.faustcore import ConsumerView
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "BATCHSCOPE_FAULT_DROP"  # test hook: TOPIC:PARTITION:FIRST[-LAST][:jump], see drop_once
 REPAIR_INTERVAL = 5.0  # seconds between hole checks
 PATIENCE = 2  # checks in a row that must see the same hole before the partition is read again
 RESEEK_SECONDS = 1.0  # an order-keeping agent still held behind a hole seeks again after this long
@@ -312,34 +310,3 @@ class Redelivery:
         never = [tp for tp in unknown if committed.get(tp) is None]
         earliest = await consumer.earliest(*never) if never else {}
         self._start.update({tp: committed.get(tp) or earliest[tp] for tp in unknown})
-
-
-def drop_once(consumer: ConsumerView, spec: str) -> None:
-    """Fault injection (``BATCHSCOPE_FAULT_DROP=TOPIC:PARTITION:FIRST[-LAST][:jump]``): the
-    consumer loses the first delivery of those records, as Faust does at a rebalance; its read
-    offset moves on. With ``:jump`` the records are also counted done, as Faust's fetch loop
-    counts every offset its read position jumps over (``Consumer._add_gap``).
-
-    Installed before the worker starts, so the fetch loop picks up the wrapped callback.
-    """
-    match = re.fullmatch(r"(.+):(\d+):(\d+)(?:-(\d+))?(:jump)?", spec)
-    if match is None:
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected TOPIC:PARTITION:FIRST[-LAST][:jump]")
-    topic, partition, first = match[1], int(match[2]), int(match[3])
-    last, jump = int(match[4] or first), bool(match[5])
-    pending = set(range(first, last + 1))
-
-    def wrap(deliver: Deliver) -> Deliver:
-        async def callback(message: Message) -> None:
-            if (message.topic, message.partition) == (topic, partition) and message.offset in pending:
-                pending.discard(message.offset)
-                log.warning("fault injected: the record at %s[%d]@%d is not handed to the agents",
-                            topic, partition, message.offset)
-                if jump and message.offset == first:
-                    await consumer.add_gap(message.tp, first, last)
-                return
-            await deliver(message)
-
-        return callback
-
-    consumer.intercept(wrap)

@@ -16,6 +16,7 @@ import faust
 from mode import Service
 
 from agents.app import Counters, create_app
+from agents.plugins import install_plugins
 from pipeline.clickhouse.queryserver import QueryServer
 from pipeline.clickhouse.store import AsyncStore, Store, redact
 from pipeline.config import Settings, SourceConfig
@@ -113,7 +114,9 @@ def run(settings: Settings) -> int:
 
 def execute(app: faust.App, loop: asyncio.AbstractEventLoop, settings: Settings, store: AsyncStore,
             *services: Service) -> int:
-    """Run the Faust worker (and ``services``) until a signal; returns its exit code."""
+    """Run the Faust worker (and ``services``) until a signal; returns its exit code. The plugins
+    named in ``BATCHSCOPE_PLUGINS`` are installed first (:mod:`agents.plugins`)."""
+    install_plugins(app, store)
     worker = faust.Worker(app, *services, loop=loop, loglevel=settings.pipeline.log_level, quiet=True,
                           redirect_stdouts=False, override_logging=False)
     try:

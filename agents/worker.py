@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from mode import Service
 
 from agents.app import AGENTS, Counters, create_app
-from agents.faustcore import ConsumerView
-from agents.redelivery import FAULT_ENV, drop_once
 from agents.runner import execute
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import Secrets, Settings, load_settings
@@ -71,8 +68,6 @@ def serve(settings: Settings, agents: Sequence[str], codec: str = "orjson") -> i
     loop.run_until_complete(ensure_topics(settings.kafka))
     app, counters = create_app(settings, store, agents=agents, codec=CODECS[codec])
     log.info("worker: agents %s, codec %s", ",".join(agents), codec)
-    if os.environ.get(FAULT_ENV):
-        drop_once(ConsumerView(app), os.environ[FAULT_ENV])
     return execute(app, loop, settings, store, WorkerMetrics(settings, counters))
 
 

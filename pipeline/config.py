@@ -106,8 +106,6 @@ class ClickHouseConfig:
     # ``batch_snapshots`` rows older than this are dropped (whole parts), set when the table is
     # created (later: ``ALTER TABLE batch_snapshots MODIFY TTL``); at most 100 years
     snapshot_ttl_days: int = bounded(400, 1, 36_500)
-    # Test hook: while this file exists, every insert fails as if ClickHouse were unreachable.
-    fault_file: str = ""
 
     def __post_init__(self) -> None:
         check_bounds(self, "clickhouse")

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -123,13 +122,11 @@ class Store:
     """A connected ClickHouse client bound to one database."""
 
     def __init__(self, dsn: str, database: str, password: Secret | None = None, *,
-                 ttl_days: int = DEFAULT_TTL_DAYS, fault_file: Path | None = None,
-                 session: SessionSettings | None = None) -> None:
+                 ttl_days: int = DEFAULT_TTL_DAYS, session: SessionSettings | None = None) -> None:
         self.dsn = dsn
         self.database = database
         self.ttl_days = ttl_days
         self._password = password
-        self._fault_file = fault_file
         self._session = dict(session or {})
         self._client: Client | None = None
 
@@ -141,8 +138,7 @@ class Store:
         own client, so its own session: nothing set in one reaches another's)."""
         ch = settings.clickhouse
         return cls(settings.clickhouse_dsn, ch.database, settings.clickhouse_password(),
-                   ttl_days=ch.snapshot_ttl_days, fault_file=Path(ch.fault_file) if ch.fault_file else None,
-                   session=session)
+                   ttl_days=ch.snapshot_ttl_days, session=session)
 
     @property
     def client(self) -> Client:
@@ -210,8 +206,6 @@ class Store:
         settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
         if self.dsn.startswith("chdb:"):
             settings.update(CHDB_INSERT_SETTINGS)
-        if self._fault_file is not None and self._fault_file.exists():
-            raise StoreError(f"ClickHouse unavailable (fault injected by {self._fault_file})", retriable=True)
         self._call(lambda: self.client.raw_insert(
             f"{self.database}.{table}", None, body, settings=settings, fmt="JSONEachRow"))
 

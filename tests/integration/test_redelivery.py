@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.redelivery import FAULT_ENV
 from pipeline.config import KafkaConfig
 from pipeline.core.models import Envelope
 from pipeline.core.normalise import normalise
 from pipeline.core.transitions import Rules
 from pipeline.kafka import ensure_topics
+from tests.support.faults import FAULT_ENV, plugin_env
 from tests.support.kafka import Worker, publish, read_all, wait_committed, write_config
 from tests.support.workload import envelopes, expected_changes
 
@@ -76,7 +76,7 @@ def test_a_dropped_record_is_read_again_once(tmp_path: Path, kafka_bootstrap: st
     first, last = revealing(asyncio.run(read_all(kafka_bootstrap, kafka.topic("raw"))))
     count = last - first + 1
     spec = f"{kafka.topic('raw')}:0:{first}-{last}" + (":jump" if jump else "")
-    worker = Worker(config, tmp_path / "worker.log", env={FAULT_ENV: spec})
+    worker = Worker(config, tmp_path / "worker.log", env=plugin_env(**{FAULT_ENV: spec}))
     worker.start()
     topics = [kafka.topic("raw"), kafka.topic("snapshots")]
     try:

@@ -1,7 +1,8 @@
 """Scenario 3: a whole ``batchscope run`` on chDB with ClickHouse inserts failing for 60 s, then
 failing intermittently for 20 s.
 
-The outage is the documented test hook ``clickhouse.fault_file``: while the file exists, every
+The outage is the test suite's fault plugin (``tests/support/faults.py``,
+``BATCHSCOPE_FAULT_CLICKHOUSE_FILE``): while the file exists, every
 insert fails at the client boundary as a retriable "unavailable" error; the intermittent phase
 creates and removes it at random 0.5-2 s intervals. The sink must pause its partitions, resume
 when inserts succeed again, and end with exactly the simulator's ground truth: the checker finds
@@ -43,6 +44,7 @@ from tests.reliability.harness import (
     summary,
     write_config,
 )
+from tests.support.faults import CLICKHOUSE_DOWN_ENV, plugin_env
 from tests.support.kafka import delete_topics, end_offsets, wait_committed
 from tests.support.processes import free_port, start_run, stop_run
 
@@ -97,9 +99,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
     sim_port, http_port = free_port(), free_port()
     fault = tmp / "clickhouse-down"
     config = write_config(tmp, kafka_bootstrap, prefix, sim_port=sim_port, fleet=FLEET, http_port=http_port,
-                          extern_sim=False, extra=f'\n[clickhouse]\nfault_file = "{fault}"\n')
+                          extern_sim=False)
     log = tmp / "run.log"
-    proc = start_run(config, tmp, log)
+    proc = start_run(config, tmp, log, plugin_env(**{CLICKHOUSE_DOWN_ENV: str(fault)}))
     r = Run(tmp, proc, log, sim_port, http_port, config, fault)
     r.bootstrap, r.prefix = kafka_bootstrap, prefix
     try:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -16,12 +17,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_run(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``batchscope run`` as a subprocess, its output in ``log``."""
+def start_run(config: Path, cwd: Path, log: Path,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``batchscope run`` as a subprocess, its output in ``log``; ``env`` adds variables (e.g. the
+    fault plugin's, :func:`tests.support.faults.plugin_env`)."""
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "batchscope.cli", "--config", str(config), "run"],
                                 cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def stop_run(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

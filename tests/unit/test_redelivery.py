@@ -11,8 +11,9 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from agents.faustcore import ConsumerView
-from agents.redelivery import PartitionView, Redelivery, Verdict, commit_limit, drop_once, hole
+from agents.redelivery import PartitionView, Redelivery, Verdict, commit_limit, hole
 from tests.fakeconsumer import FakeApp, FakeConsumer, message
+from tests.support.faults import drop_once
 
 
 def view(committed: int | None, acked: tuple[int, ...] = (),

@@ -4,7 +4,6 @@ ClickHouse)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import (
@@ -134,12 +133,3 @@ def test_ttl_days_substituted_in_migrations() -> None:
     (snapshots, *_) = migrations()[0].statements("obs", ttl_days=30)
     assert "toIntervalDay(30)" in snapshots
     assert "{ttl_days}" not in " ".join(m.sql for m in migrations()[1:])
-
-
-def test_injected_fault_fails_inserts_as_retriable(tmp_path: Path) -> None:
-    fault = tmp_path / "down"
-    store = Store("http://127.0.0.1:1", "batchscope", fault_file=fault)  # never connects
-    fault.touch()
-    with pytest.raises(StoreError, match="fault injected") as info:
-        store.insert_json("batch_snapshots", [b"{}"], "t")
-    assert info.value.retriable
