@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import faust
 from mode import Service
 
-from agents.app import Counters, create_app
+from agents.app import create_app
+from agents.counters import Counters
 from agents.plugins import install_plugins
 from pipeline.clickhouse.queryserver import QueryServer
 from pipeline.clickhouse.store import AsyncStore, Store, redact

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from mode import Service
 
-from agents.app import AGENTS, Counters, create_app
+from agents.app import AGENTS, create_app
+from agents.counters import Counters
 from agents.runner import execute
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import Secrets, Settings, load_settings

@@ -345,6 +345,19 @@ class NoBackpressure:
         return None
 
 
+class BlockSink(Protocol):
+    """Where the sink agent writes its insert blocks (:class:`ClickHouseSink`; a fake in tests)."""
+
+    async def write_all(self, blocks: Sequence[Block]) -> list[tuple[Block, StoreError]]:
+        """Write the blocks; those refused for good (a non-retriable error), each with its error.
+        Returns only once every other block is acknowledged."""
+        ...
+
+    def forget(self) -> None:
+        """Partitions moved: whatever the sink remembers of them is read again before a write."""
+        ...
+
+
 class ClickHouseSink:
     """Writes blocks; returns only once ClickHouse has acknowledged every table's insert."""
 

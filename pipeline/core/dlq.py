@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 from pipeline.core.codec import orjson_dumps
+from pipeline.core.errors import InvalidRecord
 from pipeline.core.timeutil import iso_ms, utcnow
 
 MAX_REASON = 1000
@@ -40,6 +41,11 @@ def dead_letter(*, reason: str, stage: str, topic: str, partition: int, offset: 
         record.update(original_size=len(original), original_truncated=True,
                       original_sha256=hashlib.sha256(original).hexdigest())
     return orjson_dumps(record)
+
+
+def reason_of(exc: Exception) -> str:
+    """The DLQ reason: an :class:`InvalidRecord` says why; anything else is named as unexpected."""
+    return str(exc) if isinstance(exc, InvalidRecord) else f"unexpected {type(exc).__name__}: {exc}"
 
 
 def dlq_key(key: bytes | None) -> bytes | None:

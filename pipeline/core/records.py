@@ -209,3 +209,13 @@ def read_snapshots(value: bytes, key: bytes | None = None,
             Rejected(f"snapshot record: entry {i} is not an object ({type(e).__name__})", i,
                      orjson_dumps(e), key)
             for i, e in enumerate(entries)]
+
+
+def snapshot_key(entry: dict[str, Any] | Rejected) -> bytes | None:
+    """``source/batch_id`` of a snapshot object, when it has both (a :class:`Rejected` has its own)."""
+    if isinstance(entry, Rejected):
+        return entry.key
+    source, batch_id = entry.get("source"), entry.get("batch_id")
+    if isinstance(source, str) and isinstance(batch_id, str):
+        return f"{source}/{batch_id}".encode("utf-8", "replace")
+    return None

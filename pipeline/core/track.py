@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.core.codec import ORJSON, Codec
-from pipeline.core.models import Snapshot, loads_object
+from pipeline.core.models import ChangeEvent, Snapshot, loads_object
 from pipeline.core.transitions import BatchState, Rules, apply
 
 Tracked = tuple[bytes | None, list[bytes]]  # (new table value or None when unchanged, change events)
@@ -37,3 +37,13 @@ def fold_bytes(previous: bytes | None, snap: Snapshot, rules: Rules, codec: Code
     values = [change.to_json(codec.dumps) for change in events]
     changed = new_state is not prior and new_state != prior  # apply returns an unchanged state as is
     return (codec.dumps(new_state.to_dict()) if changed else None), values
+
+
+def track(previous: bytes | None, value: bytes, rules: Rules,
+          codec: Codec = ORJSON) -> tuple[BatchState | None, BatchState, list[ChangeEvent]]:
+    """(state before, state after, change events) for one snapshot record and its table value:
+    the objects :func:`fold_bytes` serialises, for tests and tools that read the states."""
+    snap = Snapshot.from_json(value, codec.loads)
+    prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
+    new_state, events = apply(prior, snap, rules)
+    return prior, new_state, events

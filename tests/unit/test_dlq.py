@@ -7,7 +7,7 @@ import hashlib
 
 import orjson
 
-from agents.app import LogLimit
+from agents.deadletters import LogLimit
 from pipeline.core.dlq import MAX_ORIGINAL, dead_letter
 from tests.support.clocks import FakeClock
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.app import reason_of, store_url, track
+from agents.app import store_url
 from agents.worker import parse_args
 from pipeline.config import Settings, TrackConfig, load_settings
 from pipeline.core.codec import ORJSON, STDLIB
+from pipeline.core.dlq import reason_of
 from pipeline.core.errors import ConfigError, InvalidRecord
 from pipeline.core.models import ChangeEvent, Envelope, Snapshot
+from pipeline.core.track import track
 from pipeline.core.transitions import DEFAULT_RULES, BatchState, Rules
 from tests.change_schema import validate
 

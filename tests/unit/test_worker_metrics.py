@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from agents.app import Counters
+from agents.counters import Counters
 from agents.worker import WorkerMetrics
 from batchscope.health import check
 from pipeline.config import PipelineConfig, Settings

@@ -1,0 +1,19 @@
+"""What the agents count, for the worker's ``/metrics`` and the run's progress line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Counters:
+    normalised: int = 0
+    changes: int = 0
+    dead_letters: int = 0
+    sunk: int = 0
+    stale_acks: int = 0  # acknowledgements of records from an older generation, refused
+    rewinds: int = 0  # partitions read again from a record dropped at a rebalance
+
+    def metrics(self) -> dict[str, float]:
+        """The counters as Prometheus gauges (``pipeline_*``)."""
+        return {f"pipeline_{name}": float(getattr(self, name)) for name in self.__slots__}

@@ -1,0 +1,169 @@
+"""The track agent: fold the snapshots of each record into the table (the last state per batch)
+and emit their change events.
+
+A record's change events reach the broker before the states that made them are written
+(:mod:`agents.inflight`): a crash between the two replays the snapshots from the older states and
+emits the same events (same ids, same content) again, instead of losing them. Until written, a
+state is read from ``pending``. Acknowledged by hand: a record held behind a dropped one
+(:meth:`Redelivery.admit`) is not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+from faust.streams import Stream
+from faust.types import TP, EventT, StoreT, StreamT, TableT
+
+from agents.counters import Counters
+from agents.deadletters import DeadLetters
+from agents.faustcore import handling
+from agents.inflight import InFlight
+from agents.outputs import Outputs, Send
+from agents.outputs import refusal as refused_reason
+from agents.redelivery import Redelivery, Verdict
+from pipeline.core.codec import Codec
+from pipeline.core.dlq import reason_of
+from pipeline.core.errors import InvalidRecord
+from pipeline.core.models import Snapshot
+from pipeline.core.records import Rejected, partition_of, read_snapshots, snapshot_key
+from pipeline.core.track import fold_bytes
+from pipeline.core.transitions import Rules
+
+STAGE = "track"
+# What a record costs the producer's max_request_size beyond its key and value (aiokafka's
+# estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
+RECORD_OVERHEAD = 128
+Entries = list[dict[str, Any] | Rejected]  # a snapshot record's entries (records.read_snapshots)
+Writes = dict[int, tuple[bytes, bytes]]  # the states to write, by the index of their snapshot
+
+
+@dataclass(slots=True)
+class TrackAgent:
+    """What the agent needs, given: the producer's ``send``, the changes topic, the track table,
+    its changelog topic and partition count, the rules and codec, the producer's largest request (bytes), the
+    dead letters, the in-flight queue, the redelivery guard and the worker's counters."""
+
+    send: Send
+    topic: str
+    table: TableT[bytes, bytes]
+    changelog: str  # the table's changelog topic
+    partitions: int
+    rules: Rules
+    codec: Codec
+    max_request: int
+    dead: DeadLetters
+    in_flight: InFlight[EventT[bytes]]
+    redelivery: Redelivery
+    counters: Counters
+    pending: dict[bytes, bytes] = field(default_factory=dict)  # states whose events are on their way
+
+    def forget(self) -> None:
+        """Partitions were revoked: their records (and so their pending states) go to a new owner."""
+        self.pending.clear()
+
+    async def run(self, stream: StreamT[bytes]) -> AsyncIterator[None]:
+        manual = cast(Stream[bytes], stream).noack()
+        self.in_flight.bind(manual.ack)
+        async for event in manual.events():
+            verdict = await self.redelivery.admit(STAGE, event.message)
+            if verdict is Verdict.DONE:
+                await manual.ack(event)
+            elif verdict is Verdict.PROCESS:
+                out, writes, entries = await self.fold_record(event)
+                then = partial(self.settle, event, out, writes, entries)
+                await self.in_flight.add(event, out.futures, then)
+            yield None
+
+    async def fold_record(self, event: EventT[bytes]) -> tuple[Outputs, Writes, Entries]:
+        """Send the change events and dead letters of one snapshot record; the states to write,
+        and the record's entries (read once)."""
+        msg = event.message
+        value = event.value if isinstance(event.value, bytes) else b""
+        entries = read_snapshots(value, msg.key, self.codec.loads)
+        out = Outputs(self.send)
+        writes: Writes = {}
+        bad: list[Rejected] = []
+        for index, entry in enumerate(entries):
+            if isinstance(entry, Rejected):
+                bad.append(entry)
+                continue
+            try:
+                key, state_value, values = self.fold(entry, msg.partition)
+            except Exception as exc:  # noqa: BLE001 - the agent never dies on data
+                bad.append(Rejected(reason_of(exc), index, self.codec.dumps(entry), snapshot_key(entry)))
+                continue
+            refused = await self.send_changes(out, key, values, index, msg.partition)
+            if refused is not None:
+                bad.append(Rejected(refused, index, self.codec.dumps(entry), key))
+                continue
+            self.counters.changes += len(values)
+            if state_value is not None:
+                self.pending[key] = state_value
+                writes[index] = (key, state_value)
+        await self.dead.hand(msg, STAGE, bad, len(entries), out)
+        return out, writes, entries
+
+    async def send_changes(self, out: Outputs, key: bytes, values: list[bytes], index: int,
+                           partition: int) -> str | None:
+        """Hand one snapshot's change events to the producer; the reason if it refused one at once."""
+        for change in values:  # Kafka unreachable raises: the worker stops, nothing is lost
+            # The key's own partition (fold checked it), given: the producer's murmur2 is pure Python.
+            refused = await out.send(self.topic, key, change, partition, index)
+            if refused is not None:
+                return refused_reason(refused, "change event", len(key) + len(change))
+        return None
+
+    def fold(self, entry: dict[str, Any], partition: int) -> tuple[bytes, bytes | None, list[bytes]]:
+        """(key, new state or None when unchanged, change events) of one snapshot."""
+        snap = Snapshot.from_dict(entry)
+        key = snap.key.encode()
+        if (owner := partition_of(key, self.partitions)) != partition:  # its state lives elsewhere
+            raise InvalidRecord(f"snapshot of {snap.key!r} in partition {partition}, but its key belongs "
+                                f"to partition {owner}")
+        previous = self.pending.get(key) or self.table.get(key)
+        changed, values = fold_bytes(previous, snap, self.rules, self.codec)
+        self.check_sizes(key, values)
+        return key, changed, values
+
+    def check_sizes(self, key: bytes, values: Sequence[bytes]) -> None:
+        """:class:`InvalidRecord` when the producer would refuse one of ``values`` for its size."""
+        limit = self.max_request - RECORD_OVERHEAD - len(key)
+        size = next((len(v) for v in values if len(v) > limit), None)
+        if size is not None:
+            raise InvalidRecord(f"change event of {len(key) + size} bytes is over Kafka's "
+                                f"{self.max_request}-byte record limit")
+
+    async def settle(self, event: EventT[bytes], out: Outputs, writes: Writes, entries: Entries,
+                     results: list[Any]) -> None:
+        """Once a snapshot record's outputs are settled: a snapshot whose change event the broker
+        refused is a dead letter and its state is not written; then the table writes, the store
+        and the changelog (the same partition: the table is co-partitioned with the snapshots)."""
+        refused = await out.refused(results, "change event")
+        if refused:  # an owner >= 0 is a snapshot that was folded: an object, not a Rejected
+            bad = [Rejected(reason, owner, self.codec.dumps(entries[owner]), snapshot_key(entries[owner]))
+                   for owner, reason in refused.items() if owner >= 0]
+            await self.dead.deliver(event.message, STAGE, bad, len(entries))
+        partition = event.message.partition
+        with handling(event):  # the store of the record's partition
+            for index, (key, value) in writes.items():
+                if index in refused:
+                    continue
+                self.table.data[key] = value  # what ``table[key] = value`` does, less Faust's per-write send
+                sent = await self.send(self.changelog, key, value, partition, None, None)
+                cast(asyncio.Future[Any], sent).add_done_callback(self.persisted)
+                if self.pending.get(key) is value:
+                    del self.pending[key]
+
+    def persisted(self, fut: asyncio.Future[Any]) -> None:
+        """A changelog record delivered: the store notes its offset (RocksDB reads the changelog
+        from there at start-up), as Faust's own table write does. Faust flushes the producer
+        before every commit, so no offset is committed past a state not yet in the changelog."""
+        if not fut.cancelled() and fut.exception() is None:
+            meta = fut.result()
+            store = cast(StoreT[bytes, bytes], self.table.data)  # a Faust table's data is its store
+            store.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)

@@ -1,0 +1,168 @@
+"""The three agents as units, without a Faust app: their dependencies are given (a producer's
+``send`` that records, a table, a block sink), so one record's outputs, dead letters and table
+writes are checked directly. The same code runs in the worker (tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import orjson
+from faust.events import Event
+from faust.types import TP, EventT, Message
+
+from agents.counters import Counters
+from agents.deadletters import DeadLetters
+from agents.normalise import NormaliseAgent
+from agents.sink import SinkAgent
+from agents.track import TrackAgent
+from pipeline.clickhouse.sink import Block
+from pipeline.core.codec import ORJSON
+from pipeline.core.errors import StoreError
+from pipeline.core.models import Envelope
+from pipeline.core.normalise import normalise
+from pipeline.core.records import pack_raw, partition_of, read_snapshots
+from pipeline.core.transitions import Rules
+from tests.support.workload import envelopes
+
+PARTITIONS = 4
+AT = "2026-12-03T10:00:00.000Z"
+NONE: Any = None  # the in-flight queue and the redelivery guard: only the agents' loops use them
+
+
+class Producer:
+    """A producer's ``send``: keeps every record, each delivered at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
+                   timestamp: None, headers: None) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        meta = {"topic": topic, "partition": partition or 0, "offset": len(self.sent)}
+        done.set_result(type("Meta", (), meta))
+        return done
+
+    def on(self, topic: str) -> list[tuple[str, bytes | None, bytes, int | None]]:
+        return [r for r in self.sent if r[0] == topic]
+
+
+class Store(dict[bytes, bytes]):
+    """A table's store: its data and the changelog offsets it noted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: list[tuple[TP, int]] = []
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        self.persisted.append((tp, offset))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.data = Store()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+
+def event(topic: str, partition: int, offset: int, key: bytes | None, value: Any) -> EventT[bytes]:
+    msg = Message(topic, partition, offset, 0.0, 0, None, key, value, None, tp=TP(topic, partition))
+    return cast(EventT[bytes], Event(app=NONE, key=key, value=value, headers={}, message=msg))
+
+
+def dead(producer: Producer, counters: Counters) -> DeadLetters:
+    return DeadLetters(producer.send, "t.dlq", counters)
+
+
+async def settled(futures: Sequence[Any]) -> list[Any]:
+    return list(await asyncio.gather(*futures, return_exceptions=True))
+
+
+async def test_normalise_sends_each_good_observation_and_dead_letters_the_bad_one() -> None:
+    producer, counters = Producer(), Counters()
+    agent = NormaliseAgent(producer.send, "t.snapshots", PARTITIONS, ORJSON, 512 * 1024,
+                           dead(producer, counters), NONE, NONE, counters)
+    page = [Envelope("s", "openai", AT, e.payload, e.batch_id) for e in envelopes(12)[:12]]  # one list page
+    [record, *_] = [p for p in pack_raw(page, PARTITIONS) if p.count > 1]
+    body = orjson.loads(record.value)
+    body["payloads"].append({"id": "bad", "created_at": "x"})  # not a batch object
+    futures, then = await agent.one(event("t.raw", record.partition, 5, record.key, orjson.dumps(body)))
+    await then(await settled(futures))
+    snapshots = [s for *_, value, _ in producer.on("t.snapshots") for s in read_snapshots(value)]
+    assert len(snapshots) == record.count == counters.normalised
+    assert all(partition_of(key or b"", PARTITIONS) == p for _, key, _, p in producer.on("t.snapshots"))
+    [(_, _, letter, _)] = producer.on("t.dlq")
+    assert orjson.loads(letter)["index"] == record.count
+    assert counters.dead_letters == 1
+
+
+async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_delivered() -> None:
+    producer, counters, table = Producer(), Counters(), Table()
+    agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
+                       Rules(), ORJSON, 1_000_000, dead(producer, counters), NONE, NONE, counters)
+    snap = NormaliseAgent(producer.send, "t.snapshots", PARTITIONS, ORJSON, 512 * 1024,
+                          dead(producer, counters), NONE, NONE, counters)
+    [record] = pack_raw(envelopes(1)[:1], PARTITIONS)
+    _futures, _then = await snap.one(event("t.raw", record.partition, 0, record.key, record.value))
+    [(_, key, value, partition)] = producer.on("t.snapshots")
+    assert key is not None
+    assert partition is not None
+    e = event("t.snapshots", partition, 0, key, value)
+    out, writes, _ = await agent.fold_record(e)
+    assert [k for _, k, _, _ in producer.on("t.changes")] == [key]
+    assert counters.changes == 1
+    assert table.data == {}
+    assert agent.pending == {key: writes[0][1]}
+    await agent.settle(e, out, writes, read_snapshots(value), await settled(out.futures))
+    assert table.data == {key: writes[0][1]}
+    assert agent.pending == {}
+    [(_, changelog_key, _, changelog_partition)] = producer.on("t.changelog")
+    assert (changelog_key, changelog_partition) == (key, partition)
+    await asyncio.sleep(0)  # the delivery callback
+    assert [tp.partition for tp, _ in table.data.persisted] == [partition]
+
+
+async def test_track_dead_letters_a_snapshot_in_another_partition_and_writes_nothing() -> None:
+    producer, counters, table = Producer(), Counters(), Table()
+    agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
+                       Rules(), ORJSON, 1_000_000, dead(producer, counters), NONE, NONE, counters)
+    snapshot = {"source": "s", "batch_id": "b1"}
+    wrong = (partition_of(b"s/b1", PARTITIONS) + 1) % PARTITIONS
+    _out, writes, _ = await agent.fold_record(event("t.snapshots", wrong, 3, b"s/b1", orjson.dumps(snapshot)))
+    assert writes == {}
+    assert producer.on("t.changes") == []
+    [(_, _, letter, _)] = producer.on("t.dlq")
+    assert orjson.loads(letter)["stage"] == "track"
+    assert counters.dead_letters == 1
+
+
+class Blocks:
+    """A block sink that refuses the blocks of one table's partition."""
+
+    def __init__(self, refuse: int | None = None) -> None:
+        self.written: list[Block] = []
+        self.refuse = refuse
+
+    async def write_all(self, blocks: Sequence[Block]) -> list[tuple[Block, StoreError]]:
+        self.written += blocks
+        return [(b, StoreError("no", retriable=False)) for b in blocks if b.partition[1] == self.refuse]
+
+    def forget(self) -> None:
+        return None
+
+
+async def test_the_sink_writes_through_its_block_sink_and_dead_letters_what_it_refused() -> None:
+    producer, counters, blocks = Producer(), Counters(), Blocks(refuse=1)
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters)
+    one, two = (normalise(e) for e in envelopes(2)[:2])
+    batch = [event("t.snapshots", 0, 7, one.key.encode(), one.to_json()),
+             event("t.snapshots", 1, 9, two.key.encode(), two.to_json()),
+             event("t.snapshots", 2, 4, b"s/d", {"not": "bytes"})]
+    await agent.write(batch)
+    assert {b.partition[1] for b in blocks.written} == {0, 1}
+    letters = [orjson.loads(v) for _, _, v, _ in producer.on("t.dlq")]
+    assert sorted((x["partition"], x["offset"]) for x in letters) == [(1, 9), (2, 4)]
+    assert counters.dead_letters == 2
