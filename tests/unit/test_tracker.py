@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.core.errors import SourceError
 from pipeline.core.models import Envelope
 from pipeline.polling.metrics import SourceMetrics
 from pipeline.polling.schedule import Cadence
-from pipeline.polling.tracker import INVALID, MAX_OBJECT, Known, Listing, Tracker
+from pipeline.polling.tracker import INVALID, MAX_OBJECT, MAX_PAGES, Known, Listing, Tracker
 from pipeline.providers import adapter
 from tests.support.clocks import FakeClock
 
@@ -137,10 +138,12 @@ def test_discovery_stops_at_a_page_of_known_batches_once_listed_to_the_end() -> 
     assert not t.listed(Listing({}), body, body["data"], ["b2", "b1"], unknown=False, until=5)
 
 
-def test_a_walk_stops_at_until() -> None:
+def test_a_walk_stops_at_until_and_fails_past_max_pages() -> None:
     t = tracker()
     assert t.page_params(Listing({"limit": "2"}, pages=3), 3) is None
     assert t.page_params(Listing({"limit": "2"}, pages=2), 3) == {"limit": "2"}
+    with pytest.raises(SourceError, match=f"source src: more than {MAX_PAGES} pages"):
+        t.page_params(Listing({"limit": "2"}, pages=MAX_PAGES), None)
 
 
 def test_unknown() -> None:
