@@ -49,7 +49,7 @@ async def main():
     poller = SourcePoller(source, Sink(), RetryPolicy(max_attempts=1))
     before = peak_kib()
     try:
-        async with aiohttp.ClientSession(timeout=poller._timeout) as session:
+        async with aiohttp.ClientSession(timeout=poller.client.timeout) as session:
             await poller.poll_once(session)
         error = None
     except SourceError as exc:

@@ -114,7 +114,7 @@ async def test_page_limits(sim: Simulator, clock: FakeClock, http: aiohttp.Clien
 async def test_correct_api_key_is_sent(guarded_sim: Simulator, http: aiohttp.ClientSession) -> None:
     sink = CaptureSink()
     poller = SourcePoller(source_for(guarded_sim.source_url("sim-1"), key=SIM_KEY), sink)
-    async with aiohttp.ClientSession(headers=poller._headers()) as session:
+    async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
         assert await poller.poll_once(session) == len(guarded_sim.sources["sim-1"].visible(guarded_sim.now()))
 
 
@@ -122,7 +122,7 @@ async def test_correct_api_key_is_sent(guarded_sim: Simulator, http: aiohttp.Cli
 async def test_401_is_a_source_error_without_the_key(guarded_sim: Simulator, key: str | None) -> None:
     sink = CaptureSink()
     poller = SourcePoller(source_for(guarded_sim.source_url("sim-1"), key=key), sink)
-    async with aiohttp.ClientSession(headers=poller._headers()) as session:
+    async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
         with pytest.raises(SourceError) as info:
             await poller.poll_once(session)
     err = info.value
@@ -137,8 +137,8 @@ async def test_401_is_a_source_error_without_the_key(guarded_sim: Simulator, key
 
 
 def test_headers() -> None:
-    assert "Authorization" not in SourcePoller(source_for("http://x"), CaptureSink())._headers()
-    headers = SourcePoller(source_for("http://x", key="k1"), CaptureSink())._headers()
+    assert "Authorization" not in SourcePoller(source_for("http://x"), CaptureSink()).client.headers()
+    headers = SourcePoller(source_for("http://x", key="k1"), CaptureSink()).client.headers()
     assert headers["Authorization"] == "Bearer k1"
     assert headers["Accept"] == "application/json"
 
@@ -355,7 +355,7 @@ async def test_every_provider_is_polled_through_its_adapter(fleet: Simulator, cl
     for name in fleet.sources:
         sink = CaptureSink()
         poller = SourcePoller(provider_source(fleet, name), sink)
-        async with aiohttp.ClientSession(headers=poller._headers()) as session:
+        async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
             first = await poller.poll_once(session)
             assert first == len(fleet.sources[name].visible(fleet.now()))
             clock.now += CREATION_SPAN / SPEED
@@ -379,7 +379,7 @@ async def test_a_wrong_credential_is_refused_per_provider(clock: FakeClock, prov
     config = SimulatorConfig(port=0, batches=3, sources=1, providers=(provider,), speed=SPEED)
     async with Simulator(config, api_key=SIM_KEY, clock=clock) as sim:
         poller = SourcePoller(provider_source(sim, "sim-1", key=WRONG_KEY), CaptureSink(), FAST)
-        async with aiohttp.ClientSession(headers=poller._headers()) as session:
+        async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
             with pytest.raises(SourceError) as info:
                 await poller.poll_once(session)
     assert info.value.status == (403 if provider == "bedrock" else 401)
@@ -395,7 +395,7 @@ async def test_stragglers_are_fetched_by_the_adapter_path_and_vanish(clock: Fake
         async with Simulator(config, clock=clock) as sim:
             sink = CaptureSink()
             poller = SourcePoller(provider_source(sim, "sim-1"), sink)
-            async with aiohttp.ClientSession(headers=poller._headers()) as session:
+            async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
                 await poller.poll_once(session)
                 active = [k for k, v in poller.known.items() if not v.settled]
                 assert active
@@ -411,7 +411,7 @@ async def test_simulated_latency_beyond_the_request_timeout_is_a_retriable_timeo
         source = SourceConfig(name="slow", provider="mistral", base_url=sim.source_url("sim-1"),
                               request_timeout=0.1, max_rps=1000.0)
         poller = SourcePoller(source, CaptureSink(), RetryPolicy(max_attempts=1))
-        async with aiohttp.ClientSession(timeout=poller._timeout) as session:
+        async with aiohttp.ClientSession(timeout=poller.client.timeout) as session:
             with pytest.raises(SourceError) as info:
                 await poller.poll_once(session)
     assert info.value.retriable is True

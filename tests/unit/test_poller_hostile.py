@@ -61,7 +61,7 @@ def source(url: str, provider: str = "openai", *, key: str | None = KEY, **more:
 
 
 async def poll_once(poller: SourcePoller) -> int:
-    async with aiohttp.ClientSession(headers=poller._headers()) as session:
+    async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
         return await poller.poll_once(session)
 
 
@@ -372,7 +372,7 @@ async def test_a_key_the_provider_echoes_is_masked_in_logs_errors_and_metrics(
     provider, key = ("bedrock", AWS_KEY) if status == 403 else ("openai", KEY)
     poller = SourcePoller(source(await serve(handler), provider, key=key), CaptureSink(), FAST)
     with caplog.at_level(logging.DEBUG):
-        async with aiohttp.ClientSession(headers=poller._headers()) as session:
+        async with aiohttp.ClientSession(headers=poller.client.headers()) as session:
             await poller._cycle(session)
             with pytest.raises(SourceError) as info:
                 await poller.poll_once(session)
