@@ -41,7 +41,7 @@ from tests.reliability.harness import (
     wait_for,
     write_config,
 )
-from tests.support.kafka import lag, topic_ends, wait_committed
+from tests.support.kafka import committed, lag, topic_ends, wait_committed
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -95,8 +95,14 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
         broker.up()
         back = time.monotonic()
         ends = asyncio.run(topic_ends(broker.bootstrap, topics))
-        wait_for(lambda: asyncio.run(lag(broker.bootstrap, prefix, topics, ends)) == 0,
-                 "the consumer group to commit what the topics held at recovery", LAG_RECOVERY, run)
+        try:
+            wait_for(lambda: asyncio.run(lag(broker.bootstrap, prefix, topics, ends)) == 0,
+                     "the consumer group to commit what the topics held at recovery", LAG_RECOVERY, run)
+        except AssertionError as exc:  # name the partitions left behind, for whoever debugs it
+            done = asyncio.run(committed(broker.bootstrap, prefix))
+            behind = {f"{t}[{p}]": (done.get((t, p)), end) for (t, p), end in ends.items()
+                      if done.get((t, p), 0) < end}
+            raise AssertionError(f"{exc}\npartitions behind (committed, end at recovery): {behind}") from None
         caught_up = time.monotonic() - back
         assert buffered > 0, "the poller buffered nothing while the broker was down: nothing was tested"
 
