@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -14,6 +15,7 @@ from pipeline.polling.client import ProviderClient
 from pipeline.polling.metrics import SourceMetrics
 from pipeline.polling.retry import RetryPolicy
 from pipeline.providers import adapter
+from tests import loopback
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
 KEY = "sk-proj-FAKEclient1234567890abcdefWXYZ"
@@ -25,24 +27,16 @@ Serve = Callable[[list[Answer]], Awaitable[str]]
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """A server that gives ``answers`` in turn (the last one again when they run out)."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def start(answers: list[Answer]) -> str:
-        async def handler(request: web.Request) -> web.Response:
-            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-            return web.Response(status=status, body=body, content_type="application/json")
+        async def start(answers: list[Answer]) -> str:
+            async def handler(request: web.Request) -> web.Response:
+                status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+                return web.Response(status=status, body=body, content_type="application/json")
 
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+            return await servers.enter_async_context(loopback.serving({"/{tail:.*}": handler})) + "/v1"
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 def client(url: str) -> ProviderClient:
