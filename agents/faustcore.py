@@ -152,6 +152,14 @@ class ConsumerView:
         """Offsets acknowledged and not yet committed (``.get``: Faust's books are defaultdicts)."""
         return cast(Collection[int], self._consumer._acked_index.get(tp, ()))
 
+    def end(self, tp: TP) -> int | None:
+        """Where the partition ends (the next offset to be written) as of the last fetch: Faust's
+        public ``highwater``; None before a fetch, or when the partition just went elsewhere."""
+        try:
+            return cast(int | None, self._consumer.highwater(tp))
+        except (AssertionError, KeyError):  # aiokafka asserts the partition is assigned
+            return None
+
     def in_flight(self) -> list[Message]:
         """Records handed to the streams and not acknowledged."""
         return list(self._consumer._unacked_messages)

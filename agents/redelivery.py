@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 REPAIR_INTERVAL = 5.0  # seconds between hole checks
 PATIENCE = 2  # checks in a row that must see the same hole before the partition is read again
+# The same for a hole at a partition's end, which no later record proves (:func:`tail_hole`).
+TAIL_PATIENCE = 4
 RESEEK_SECONDS = 1.0  # an order-keeping agent still held behind a hole seeks again after this long
 SETTLE_SECONDS = 0.2  # a paused partition's fetched records pass before it is sought (_rewind)
 
@@ -67,6 +69,8 @@ class PartitionView:
     committed: int | None
     acked: Collection[int]
     in_flight: Collection[int]
+    end: int | None = None  # the partition's end (the next offset to be written), when known
+    topic_idle: bool = False  # no record of the partition's topic is being processed
 
 
 def hole(view: PartitionView) -> int | None:
@@ -83,6 +87,23 @@ def hole(view: PartitionView) -> int | None:
     if c is None or c in view.acked or c in view.in_flight:
         return None
     return c if any(o > c for o in view.acked) else None
+
+
+def tail_hole(view: PartitionView) -> int | None:
+    """The committed offset when the partition's *last* records are lost to the consumer: a
+    record is there (the partition ends past it), it is neither processed nor being processed,
+    and no record of its topic is being processed at all. ``None`` otherwise.
+
+    :func:`hole` cannot see this one: no later record was processed, and none comes once the
+    fleet is quiet. Idleness is what tells it from a queued record: an agent blocked on a send
+    holds that record in flight, and the records fetched behind it wait in the same stream, so
+    an idle topic has nothing queued. Seen :data:`TAIL_PATIENCE` checks in a row before the
+    partition is read again (reading from the committed offset repeats nothing processed).
+    """
+    c = view.committed
+    if not view.topic_idle or c is None or view.end is None or c >= view.end:
+        return None
+    return None if c in view.acked or c in view.in_flight else c
 
 
 def commit_limit(committed: int | None, processed: Collection[int]) -> int | None:
@@ -108,11 +129,12 @@ class Redelivery:
     """The ack guard and the hole repair for the topics the agents acknowledge."""
 
     def __init__(self, consumer: ConsumerView, topics: Collection[str], counters: Counts,
-                 patience: int = PATIENCE) -> None:
+                 patience: int = PATIENCE, tail_patience: int = TAIL_PATIENCE) -> None:
         self._consumer = consumer
         self._counters = counters
         self._topics = frozenset(topics)
         self._patience = patience
+        self._tail_patience = tail_patience
         self._suspects: dict[TP, tuple[int, int]] = {}  # tp -> (hole offset, sightings)
         self._processed: dict[TP, set[int]] = defaultdict(set)  # acknowledged, not yet committed
         self._start: dict[TP, int] = {}  # where a partition never committed starts (earliest offset)
@@ -236,9 +258,10 @@ class Redelivery:
                 in_flight[message.tp].add(message.offset)
         paused = consumer.paused()
         assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
+        busy = {tp.topic for tp in in_flight}
         return {tp: PartitionView(self._committed(tp),
                                   self._processed.get(tp, set()) | set(consumer.acked(tp)),
-                                  in_flight.get(tp, set()))
+                                  in_flight.get(tp, set()), consumer.end(tp), tp.topic not in busy)
                 for tp in assigned if tp not in paused}
 
     async def due(self) -> list[tuple[TP, int]]:
@@ -249,13 +272,18 @@ class Redelivery:
             self._generation = self._consumer.generation
             self._suspects.clear()
         suspects: dict[TP, tuple[int, int]] = {}
+        due: list[tuple[TP, int]] = []
         for tp, view in self.views().items():
-            offset = hole(view)
+            offset, patience = hole(view), self._patience
+            if offset is None:
+                offset, patience = tail_hole(view), self._tail_patience
             if offset is not None:
                 seen = self._suspects.get(tp, (offset, 0))
                 suspects[tp] = (offset, seen[1] + 1 if seen[0] == offset else 1)
+                if suspects[tp][1] >= patience:
+                    due.append((tp, offset))
         self._suspects = suspects
-        return [(tp, offset) for tp, (offset, n) in suspects.items() if n >= self._patience]
+        return due
 
     async def repair(self) -> None:
         """The backstop: a hole no order-keeping agent ran into (the sink's topics), or one

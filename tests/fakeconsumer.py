@@ -75,6 +75,7 @@ class FakeConsumer:
         self._gaps: list[tuple[TP, int, int]] = []
         self._thread = FakeThread()
         self.seeks: list[tuple[TP, int]] = []
+        self.ends: dict[TP, int] = {}  # each partition's end (highwater), when fetched
         self.delivered: list[Message] = []
         self.callback: Callable[[Message], Awaitable[None]] = self._deliver
 
@@ -83,6 +84,9 @@ class FakeConsumer:
 
     def assignment(self) -> set[TP]:
         return set(self.assigned)
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.ends.get(tp)
 
     def hand(self, msg: Message) -> None:
         """The record is handed to a stream (Faust's ``track_message``)."""

@@ -11,7 +11,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from agents.faustcore import ConsumerView
-from agents.redelivery import PartitionView, Redelivery, Verdict, commit_limit, hole
+from agents.redelivery import TAIL_PATIENCE, PartitionView, Redelivery, Verdict, commit_limit, hole, tail_hole
 from tests.fakeconsumer import FakeApp, FakeConsumer, message
 from tests.support.faults import drop_once
 
@@ -35,6 +35,22 @@ def test_records_queued_for_a_blocked_agent_are_not_a_hole() -> None:
     later than the committed one is processed, so nothing is read again (it would be doubled)."""
     assert hole(view(196)) is None
     assert hole(view(196, acked=(150,))) is None
+
+
+def test_a_lost_last_record_of_an_idle_topic_is_a_tail_hole() -> None:
+    """No later record is processed to prove it (the fleet went quiet): the topic being idle
+    while the partition ends past the committed offset does."""
+    assert tail_hole(PartitionView(196, (), (), end=197, topic_idle=True)) == 196
+
+
+def test_records_queued_or_not_written_are_not_a_tail_hole() -> None:
+    """An agent blocked on a send holds a record in flight (its topic is not idle) and the
+    records behind it are queued; a partition that ends at the committed offset holds nothing."""
+    assert tail_hole(PartitionView(196, (), (), end=200, topic_idle=False)) is None
+    assert tail_hole(PartitionView(196, (), (), end=196, topic_idle=True)) is None
+    assert tail_hole(PartitionView(196, (), (), end=None, topic_idle=True)) is None
+    assert tail_hole(PartitionView(196, (196,), (), end=197, topic_idle=True)) is None
+    assert tail_hole(PartitionView(None, (), (), end=197, topic_idle=True)) is None
 
 
 def test_a_partition_never_committed_is_not_a_hole() -> None:
@@ -206,6 +222,26 @@ async def test_repair_reads_a_persistent_hole_again_after_patience_checks() -> N
     await redelivery.repair()
     assert consumer.seeks == [(RAW, 5)]
     assert tally.rewinds == 1
+
+
+async def test_repair_reads_a_lost_last_record_again_once_the_topic_stays_idle() -> None:
+    consumer, _, redelivery, tally = guarded(committed=5)
+    consumer.ends[RAW] = 6  # record 5 is the partition's last, and no agent has it
+    for _ in range(TAIL_PATIENCE - 1):
+        await redelivery.repair()
+    assert consumer.seeks == []
+    await redelivery.repair()
+    assert consumer.seeks == [(RAW, 5)]
+    assert tally.rewinds == 1
+
+
+async def test_repair_leaves_a_partition_end_alone_while_its_topic_is_busy() -> None:
+    consumer, _, redelivery, _ = guarded(committed=5, assigned=(RAW, OTHER))
+    consumer.ends[RAW] = 6
+    consumer.hand(message(OTHER, 9))  # a record of the same topic is being processed
+    for _ in range(TAIL_PATIENCE + 1):
+        await redelivery.repair()
+    assert consumer.seeks == []
 
 
 async def test_repair_leaves_records_being_processed_and_paused_partitions_alone() -> None:
