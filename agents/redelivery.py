@@ -49,6 +49,7 @@ REPAIR_INTERVAL = 5.0  # seconds between hole checks
 PATIENCE = 2  # checks in a row that must see the same hole before the partition is read again
 # The same for a hole at a partition's end, which no later record proves (:func:`tail_hole`).
 TAIL_PATIENCE = 4
+STUCK_CHECKS = 6  # checks a partition's commit may stand still below its end before it is reported
 RESEEK_SECONDS = 1.0  # an order-keeping agent still held behind a hole seeks again after this long
 SETTLE_SECONDS = 0.2  # a paused partition's fetched records pass before it is sought (_rewind)
 
@@ -143,6 +144,7 @@ class Redelivery:
         self._holding: dict[TP, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
         self._generation = -1
         self._installed = False
+        self._standing: dict[TP, tuple[int, int]] = {}  # tp -> (committed offset, checks unchanged)
 
     def install(self) -> None:
         """Guard the consumer's acknowledgements: a record of an older generation is not
@@ -289,6 +291,7 @@ class Redelivery:
         """The backstop: a hole no order-keeping agent ran into (the sink's topics), or one
         whose records retention deleted."""
         await self._find_starts()
+        self._report_standing()
         stuck = {tp: offset for tp, (offset, since) in self._holding.items()
                  if time.monotonic() - since > REPAIR_INTERVAL}
         for tp, offset in [*await self.due(), *stuck.items()]:
@@ -305,6 +308,30 @@ class Redelivery:
                 await self._seek_back(tp, offset)
                 continue
             await self._rewind(tp, offset, "was dropped by the consumer at a rebalance and never processed")
+
+    def _report_standing(self) -> None:
+        """Log once (WARNING) a partition whose commit has stood below its end for
+        :data:`STUCK_CHECKS` checks, with what the guards see of it: the facts to debug a lag
+        that does not drain."""
+        consumer, standing = self._consumer, {}
+        in_flight = consumer.in_flight()
+        for tp in consumer.assignment():
+            committed, end = self._committed(tp), consumer.end(tp)
+            if tp.topic not in self._topics or committed is None or end is None or committed >= end:
+                continue
+            was, checks = self._standing.get(tp, (committed, 0))
+            checks = checks + 1 if was == committed else 1
+            standing[tp] = (committed, checks)
+            if checks == STUCK_CHECKS:
+                mine = sorted((m.offset, m.generation_id) for m in in_flight if m.tp == tp)
+                log.warning("%s[%d]: the commit has stood at %d (end %d) for %d checks: acked %s, in flight "
+                            "(offset, generation) %s of generation %s, paused %s, topic busy %s, "
+                            "holding %s, next %s", tp.topic, tp.partition, committed, end, checks,
+                            sorted(self._processed.get(tp, set()) | set(consumer.acked(tp)))[:10],
+                            mine[:10], consumer.generation, tp in consumer.paused(),
+                            any(m.tp.topic == tp.topic for m in in_flight), self._holding.get(tp),
+                            {a: o for (a, t), o in self._next.items() if t == tp})
+        self._standing = standing
 
     def assigned(self) -> None:
         """On partitions assigned: install the guards, and look up where the partitions never
