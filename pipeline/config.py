@@ -228,7 +228,8 @@ class SourceConfig:
     provider: str  # one of the provider names (docs/providers.md)
     base_url: str  # the API root; defaults per provider (below), required where there is none
     api_key: Secret | None = None
-    # discovery of new batches, and refresh of active batches near their expected end
+    # seconds from one poll cycle's start to the next's (fixed rate): discovery of new batches, and
+    # refresh of active batches near their expected end
     poll_interval: float = bounded(30.0, 0.01, DAY)
     page_limit: int = bounded(100, 1, 100)  # batches asked for per list page
     tags: Mapping[str, str] = field(default_factory=dict)  # free-form labels, e.g. ``{ team = "ml" }``

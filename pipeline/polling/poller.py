@@ -93,14 +93,19 @@ class SourcePoller:
         return self.metrics.cycles
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Cycle until ``stop`` is set. A cycle in progress is cancelled then, wherever it waits
-        (a request, a retry backoff, a ``Retry-After``, the breaker, the rate limiter)."""
+        """Cycle until ``stop`` is set: a cycle starts every poll interval (at a fixed rate, so a
+        status change waits at most one interval for the cycle that sees it, not an interval
+        plus the last cycle's duration), or right after the last one when that took longer. A
+        cycle in progress is cancelled at stop, wherever it waits (a request, a retry backoff, a
+        ``Retry-After``, the breaker, the rate limiter)."""
         self.metrics.started = time.monotonic()
         async with self.client.session() as session:
             while not stop.is_set():
+                started = time.monotonic()
                 await _until_stopped(self._cycle(session), stop)
+                rest = self.next_delay() - (time.monotonic() - started)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.next_delay())
+                    await asyncio.wait_for(stop.wait(), timeout=max(rest, 0.0))
 
     def next_delay(self) -> float:
         """The poll interval, halved (not under 1 s) while an active batch nears its expiry."""
