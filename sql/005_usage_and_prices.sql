@@ -16,6 +16,20 @@ ALTER TABLE {db}.batch_snapshots
     ADD COLUMN IF NOT EXISTS reasoning_tokens Nullable(UInt64) COMMENT 'reasoning tokens',
     ADD COLUMN IF NOT EXISTS usage_source LowCardinality(String) DEFAULT 'none' COMMENT 'object, results or none';
 
+-- batch_current (002_fleet.sql) is a plain view whose SELECT * was expanded when it was created:
+-- created again, the same, so that it shows the typed usage columns (and 004's kafka_index).
+CREATE OR REPLACE VIEW {db}.batch_current AS
+SELECT
+    *,
+    coalesce(completed_at, failed_at, expired_at, cancelled_at) AS ended_at,
+    status IN ('completed', 'failed', 'expired', 'cancelled') AS terminal,
+    if(in_progress_at IS NULL OR created_at IS NULL, NULL,
+       dateDiff('millisecond', created_at, in_progress_at) / 1000.0) AS queue_seconds,
+    if(in_progress_at IS NULL OR coalesce(finalizing_at, ended_at) IS NULL, NULL,
+       dateDiff('millisecond', in_progress_at, coalesce(finalizing_at, ended_at)) / 1000.0)
+        AS processing_seconds
+FROM {db}.batch_latest FINAL;
+
 -- The price table: the shipped file and the operator's [spend] prices_file, loaded whole by
 -- `batchscope migrate`, `batchscope run` and `batchscope prices load` (pipeline/spend/load.py).
 -- Prices are batch prices per million tokens, exact Decimals. cached_input NULL: cached tokens
@@ -58,29 +72,25 @@ ORDER BY tuple();
 -- rows of its provider whose model matches (exact, or a prefix of the batch's model) and whose
 -- valid_from is at or before the batch's created_at; of those an override beats a shipped row,
 -- then an exact match a prefix, then the longer prefix, then the later valid_from
--- (pipeline.core.prices.select is the same rule in Python). cost = (input - cached) x input +
--- cached x cached_input (the input price when there is none) + output x output, per million
--- tokens, as Decimal(38, 15): exact. A batch with no price has priced = 0 and cost NULL, never 0;
--- a priced batch without usage (usage_source none) has cost NULL too.
+-- (pipeline.core.prices.select is the same rule in Python). The matching rows are found once per
+-- (provider, model) seen, sorted by that rank, and each batch takes the first whose valid_from
+-- has come: one pass over the batches, joined to a table as small as the models seen.
+-- cost = (input - cached) x input + cached x cached_input (the input price when there is none)
+-- + output x output, per million tokens, as Decimal(38, 15): exact. A batch with no price has
+-- priced = 0 and cost NULL, never 0; a priced batch without usage (usage_source none) has cost NULL.
 CREATE VIEW IF NOT EXISTS {db}.batch_spend AS
 WITH
     (SELECT any(team_key) FROM {db}.spend_settings) AS team_key_,
-    latest AS
+    candidates AS
     (
-        SELECT source, provider, batch_id, status, model, metadata, usage_source,
-               input_tokens, cached_input_tokens, output_tokens, reasoning_tokens,
-               coalesce(created_at, observed_at) AS created
-        FROM {db}.batch_latest FINAL
-    ),
-    chosen AS
-    (
-        SELECT l.source AS source, l.batch_id AS batch_id, 1 AS found,
-               argMax((p.input, p.cached_input, p.output, p.currency, p.origin),
-                      (p.origin = 'override', p.match = 'exact', length(p.model), p.valid_from)) AS price
-        FROM latest AS l INNER JOIN {db}.prices AS p ON l.provider = p.provider
-        WHERE ((p.match = 'exact' AND l.model = p.model) OR (p.match = 'prefix' AND startsWith(l.model, p.model)))
-          AND p.valid_from <= l.created
-        GROUP BY l.source, l.batch_id
+        SELECT m.provider AS provider, m.model AS model,
+               arrayReverseSort(c -> c.6, groupArray((p.input, p.cached_input, p.output, p.currency, p.origin,
+                   (p.origin = 'override', p.match = 'exact', length(p.model), p.valid_from)))) AS prices
+        FROM (SELECT DISTINCT provider, assumeNotNull(model) AS model FROM {db}.batch_latest
+              WHERE model IS NOT NULL) AS m
+        INNER JOIN {db}.prices AS p ON m.provider = p.provider
+        WHERE (p.match = 'exact' AND m.model = p.model) OR (p.match = 'prefix' AND startsWith(m.model, p.model))
+        GROUP BY m.provider, m.model
     )
 SELECT
     l.source AS source,
@@ -88,25 +98,28 @@ SELECT
     l.batch_id AS batch_id,
     l.status AS status,
     l.model AS model,
-    l.created AS created_at,
-    toDate(l.created) AS day,
+    coalesce(l.created_at, l.observed_at) AS created_at,
+    toDate(created_at) AS day,
     multiIf(l.metadata[team_key_] != '', l.metadata[team_key_], t.team != '', t.team, 'unattributed') AS team,
     l.usage_source AS usage_source,
     l.input_tokens AS input_tokens,
     l.cached_input_tokens AS cached_input_tokens,
     l.output_tokens AS output_tokens,
     l.reasoning_tokens AS reasoning_tokens,
-    c.found = 1 AS priced,
-    if(priced, c.price.1, NULL) AS input_price,
-    if(priced, coalesce(c.price.2, c.price.1), NULL) AS cached_input_price,
-    if(priced, c.price.3, NULL) AS output_price,
-    if(priced, c.price.4, NULL) AS currency,
-    if(priced, c.price.5, NULL) AS price_origin,
+    arrayFirstIndex(x -> x.6.4 <= created_at, c.prices) AS chosen,
+    chosen > 0 AS priced,
+    c.prices[chosen] AS price,
+    if(priced, price.1, NULL) AS input_price,
+    if(priced, coalesce(price.2, price.1), NULL) AS cached_input_price,
+    if(priced, price.3, NULL) AS output_price,
+    if(priced, price.4, NULL) AS currency,
+    if(priced, price.5, NULL) AS price_origin,
     if(priced AND l.usage_source != 'none',
-       toDecimal128(assumeNotNull(l.input_tokens) - assumeNotNull(l.cached_input_tokens), 0) * (toDecimal128(c.price.1, 15) / 1000000)
-       + toDecimal128(assumeNotNull(l.cached_input_tokens), 0) * (toDecimal128(coalesce(c.price.2, c.price.1), 15) / 1000000)
-       + toDecimal128(assumeNotNull(l.output_tokens), 0) * (toDecimal128(c.price.3, 15) / 1000000),
+       toDecimal128(assumeNotNull(l.input_tokens) - assumeNotNull(l.cached_input_tokens), 0)
+           * (toDecimal128(price.1, 15) / 1000000)
+       + toDecimal128(assumeNotNull(l.cached_input_tokens), 0) * (toDecimal128(coalesce(price.2, price.1), 15) / 1000000)
+       + toDecimal128(assumeNotNull(l.output_tokens), 0) * (toDecimal128(price.3, 15) / 1000000),
        NULL) AS cost
-FROM latest AS l
-LEFT JOIN chosen AS c ON l.source = c.source AND l.batch_id = c.batch_id
+FROM {db}.batch_latest AS l FINAL
+LEFT JOIN candidates AS c ON l.provider = c.provider AND assumeNotNull(l.model) = c.model
 LEFT JOIN {db}.source_teams AS t ON l.source = t.source;
