@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from batchscope.cli import main
-from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut
 from pipeline.clickhouse.spend import all_prices
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import load_settings
@@ -27,6 +26,7 @@ from pipeline.core.prices import cost, select
 from pipeline.core.timeutil import iso_ms
 from pipeline.core.usage import Usage
 from pipeline.providers import adapter
+from tests.support.workload import store_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +80,8 @@ def observations() -> list[Snapshot]:
 
 
 async def write(store: AsyncStore, snaps: list[Snapshot]) -> None:
-    records = [Record(Position(TOPIC, 0, i), s.to_json()) for i, s in enumerate(snaps)]
-    blocks, bad = cut(records, 500, "spend.changes")
-    assert bad == []
-    sink = ClickHouseSink(store)
-    for block in blocks:
-        await sink.write(block)
-    for block in blocks:  # a replay of the whole partition: the sink skips what it stored
-        await sink.write(block)
+    await store_in_order(store, snaps, TOPIC)
+    await store_in_order(store, snaps, TOPIC)  # a replay of the whole partition: the sink skips it
 
 
 def test_batch_spend_matches_the_python_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str],
