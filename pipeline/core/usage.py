@@ -36,9 +36,8 @@ def _count(value: object) -> int | None:
     return value if type(value) is int and 0 <= value <= MAX_TOKENS else None
 
 
-def _detail(obj: dict[str, Any], key: str, name: str) -> int | None:
-    """A count inside ``obj[key]`` (absent or null: 0; present but unreadable: ``None``)."""
-    details = obj.get(key)
+def _detail(details: object, name: str) -> int | None:
+    """A count inside a details object (absent or null: 0; present but unreadable: ``None``)."""
     if details is None:
         return 0
     if type(details) is not dict:
@@ -50,18 +49,30 @@ def _detail(obj: dict[str, Any], key: str, name: str) -> int | None:
 def openai_usage(usage: object) -> Usage:
     """OpenAI's batch ``usage``: ``input_tokens``, ``input_tokens_details.cached_tokens``,
     ``output_tokens``, ``output_tokens_details.reasoning_tokens`` (Azure and orq.ai pass the same
-    shape through). Absent, or not readable as counts: :data:`NO_USAGE`."""
+    shape through). Absent, or not readable as counts: :data:`NO_USAGE`. On the normaliser's hot
+    path: the plain-integer case is checked inline before any helper is called."""
     if type(usage) is not dict:
         return NO_USAGE
-    if "input_tokens" not in usage and "inputTokens" in usage:
-        usage = camel_usage(usage)  # orq.ai's TypeScript SDK object (``ListBatchesData``)
     get = usage.get
-    inputs, outputs = _count(get("input_tokens")), _count(get("output_tokens"))
-    cached = _detail(usage, "input_tokens_details", "cached_tokens")
-    reasoning = _detail(usage, "output_tokens_details", "reasoning_tokens")
-    if inputs is None or cached is None or outputs is None or reasoning is None or cached > inputs:
+    inputs, outputs = get("input_tokens"), get("output_tokens")
+    if inputs is None and "inputTokens" in usage:
+        return openai_usage(camel_usage(usage))  # orq.ai's TypeScript SDK object (``ListBatchesData``)
+    in_details, out_details = get("input_tokens_details"), get("output_tokens_details")
+    cached = in_details.get("cached_tokens") if type(in_details) is dict else None
+    reasoning = out_details.get("reasoning_tokens") if type(out_details) is dict else None
+    if (type(inputs) is int and type(outputs) is int and type(cached) is int and type(reasoning) is int
+            and 0 <= cached <= inputs <= MAX_TOKENS and reasoning >= 0 and 0 <= outputs <= MAX_TOKENS):
+        return Usage(inputs, cached, outputs, reasoning, "object")
+    return _checked(inputs, outputs, in_details, out_details)
+
+
+def _checked(inputs: object, outputs: object, in_details: object, out_details: object) -> Usage:
+    """The general case: absent details count 0, anything unreadable gives :data:`NO_USAGE`."""
+    found_in, found_out = _count(inputs), _count(outputs)
+    cached, reasoning = _detail(in_details, "cached_tokens"), _detail(out_details, "reasoning_tokens")
+    if found_in is None or found_out is None or cached is None or reasoning is None or cached > found_in:
         return NO_USAGE
-    return Usage(inputs, cached, outputs, reasoning, "object")
+    return Usage(found_in, cached, found_out, reasoning, "object")
 
 
 CAMEL = {"inputTokens": "input_tokens", "outputTokens": "output_tokens", "totalTokens": "total_tokens",
