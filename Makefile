@@ -64,6 +64,8 @@ bench: install kafka-up ## run the standard benchmarks (about 25 min) and regene
 	$(BIN)/python -m bench.track_bench --record
 	$(BIN)/python -m bench.worker_bench --record
 	$(BIN)/python -m bench.sink_bench --record
+	$(BIN)/python -m bench.spend_bench --record
+	$(BIN)/python -m bench.results_bench --record
 	$(BIN)/python -m bench.backfill_bench --record
 	$(BIN)/python -m bench.e2e_bench --record
 	$(BIN)/python -m bench.report

@@ -18,6 +18,7 @@ from mode import Service
 from agents.app import create_app
 from agents.counters import Counters
 from agents.plugins import install_plugins
+from pipeline.clickhouse import spend
 from pipeline.clickhouse.queryserver import QueryServer
 from pipeline.clickhouse.store import AsyncStore, Store, redact
 from pipeline.config import Settings, SourceConfig
@@ -98,6 +99,7 @@ async def prepare(settings: Settings, store: AsyncStore) -> None:
     applied = await store.run(store.store.migrate)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
+    log.info("spend: %s", (await store.run(spend.load, store.store, settings)).line())
     await ensure_topics(settings.kafka)
 
 

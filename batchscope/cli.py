@@ -114,7 +114,17 @@ def _add_pipeline_commands(commands: _Commands) -> None:
 
 
 def _add_admin_commands(commands: _Commands) -> None:
-    commands.add("migrate", "create or upgrade the ClickHouse tables (safe to run again)")
+    commands.add("migrate", "create or upgrade the ClickHouse tables (safe to run again)",
+                 "Then loads the price table (the shipped prices and [spend] prices_file) and the\n"
+                 "sources' teams, as 'batchscope prices load' does.")
+    prices = commands.add(
+        "prices", "load the batch price table into ClickHouse, or check the price files",
+        "load: replace the price table with the shipped prices plus your [spend] prices_file\n"
+        "(its rows win), and the sources' teams with their tags; check: read and check both\n"
+        "files, touching nothing. The format: docs/spend.md.",
+        "  batchscope prices load\n  batchscope prices check --config prod.toml")
+    prices.add_argument("action", choices=("load", "check"), help="load (the default) or check",
+                        nargs="?", default="load")
     topics = commands.add("topics", "create the Kafka topics that are missing and show how they are set up",
                           "Prints each topic's partitions, replicas and retention settings.")
     topics.add_argument("--describe", action="store_true", help="only show the topics, create nothing")
@@ -285,12 +295,34 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.clickhouse import spend
+
+    spend.all_prices(settings)  # a bad price file stops here, before any table changes
     store = Store.from_settings(settings)
     try:
         applied = store.migrate()
+        loaded = spend.load(store, settings)
     finally:
         store.close()
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "up to date")
+    print(loaded.line())
+    return 0
+
+
+def cmd_prices(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.clickhouse import spend
+
+    if args.action == "check":
+        prices = spend.all_prices(settings)
+        override = sum(p.origin == "override" for p in prices)
+        print(f"ok: {len(prices) - override} shipped and {override} override price row(s)")
+        return 0
+    store = Store.from_settings(settings)
+    try:
+        loaded = spend.load(store, settings)
+    finally:
+        store.close()
+    print(loaded.line())
     return 0
 
 
@@ -444,6 +476,7 @@ SECRETS: dict[str, Secrets] = {
     "poll": Secrets.SOURCE_KEYS,
     "worker": Secrets.CLICKHOUSE_PASSWORD,
     "migrate": Secrets.CLICKHOUSE_PASSWORD,
+    "prices": Secrets.CLICKHOUSE_PASSWORD,
     "query": Secrets.CLICKHOUSE_PASSWORD,
     "status": Secrets.CLICKHOUSE_PASSWORD,
     "topics": Secrets.NONE,
@@ -457,6 +490,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "poll": cmd_poll,
     "worker": cmd_worker,
     "migrate": cmd_migrate,
+    "prices": cmd_prices,
     "topics": cmd_topics,
     "health": cmd_health,
     "query": cmd_query,

@@ -219,6 +219,24 @@ class TrackConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendConfig:
+    """Spend: the operator's price file and where a batch's team comes from (docs/spend.md)."""
+
+    # path of your own price file (CSV, the shipped file's columns): its rows add to the shipped
+    # ones and win over them, e.g. negotiated rates; empty: the shipped prices only
+    prices_file: str = ""
+    # the batch metadata key naming its team, else the source's ``tags`` key of the same name;
+    # a batch with neither is attributed to ``unattributed``
+    team_key: str = "team"
+
+    def __post_init__(self) -> None:
+        require(0 < len(self.team_key) <= 64 and CONTROL.search(self.team_key) is None, "spend.team_key",
+                "must be 1 to 64 characters without control characters (a metadata key)")
+        require(CONTROL.search(self.prices_file) is None, "spend.prices_file",
+                "must be a path without control characters")
+
+
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
     """One provider account. ``api_key_env`` / ``api_key_file`` name where its key is; the key
     itself (``api_key``) is read only when the settings are loaded with ``Secrets.SOURCE_KEYS``.
@@ -261,6 +279,7 @@ class Settings:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    spend: SpendConfig = field(default_factory=SpendConfig)
     sources: tuple[SourceConfig, ...] = ()
     clickhouse_secret: Secret | None = field(default=None, repr=False)
 
@@ -286,6 +305,7 @@ SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorConfig,
     "pipeline": PipelineConfig,
     "track": TrackConfig,
+    "spend": SpendConfig,
 }
 # By default an active batch far from its expected end is refreshed every 10 poll intervals (5 min
 # at the default 30 s): far from its end only an unforeseen cancel or failure changes it, and 5 min

@@ -31,6 +31,7 @@ from pipeline.polling import sigv4
 from pipeline.providers import adapter as adapter_of
 from pipeline.providers.base import Adapter
 from simulator import hostile
+from simulator import usage as simusage
 from simulator import wire as simwire
 from simulator.faults import FaultInjector
 from simulator.fleet import SimBatch, build_fleet
@@ -326,6 +327,7 @@ class Simulator:
             "served": list(source.served.get(b.id, [])),
             "malformed": b.index in source.malformed,
             "vanishes_at": None if vanishes is None else int(self.epoch + vanishes),
+            **simusage.truth(source.provider, b),
         }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from pipeline.core.models import TERMINAL
+from simulator import usage as simusage
 from simulator.fleet import WINDOW, SimBatch
 
 ANTHROPIC_RESULTS = "https://api.anthropic.com/v1/messages/batches"
@@ -149,7 +150,7 @@ def openai_shaped(v: View, batch_id: str, provider: str) -> Obj:
         "cancelled_at": stamp.get("cancelled"),
         "request_counts": {"total": v.total, "completed": v.completed, "failed": v.failed},
         "metadata": {"team": ("search", "ads", "eval")[b.index % 3], "job": f"job-{b.index}"},
-        "model": b.model,
+        "model": b.model, "usage": simusage.usage(b, v.completed),
     }
 
 

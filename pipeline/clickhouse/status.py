@@ -1,7 +1,8 @@
 """``batchscope status``: a terminal dashboard of the fleet, built from saved queries.
 
 Counts by source, provider and status; active batches with a progress bar and ETA; batches at
-risk of expiring; stalled batches. Rendering is pure: :func:`render` takes the query results.
+risk of expiring; stalled batches; spend today and this month. Rendering is pure: :func:`render`
+takes the query results.
 
 The ETA projects the rate seen so far (processed requests over the time since the batch started)
 onto the requests left. A batch started at ``in_progress_at``, or, for the providers that give no
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.clickhouse.spend import SPEND_SQL, render_spend
 from pipeline.clickhouse.store import Params, QueryResult
 from pipeline.core.eta import expected_end
 
@@ -47,10 +49,12 @@ class Fleet:
     active: QueryResult
     at_risk: QueryResult
     stalled: QueryResult
+    spend: QueryResult | None = None  # spend today and this month (pipeline.clickhouse.spend)
 
 
 def collect(fetch: Fetch, fetch_saved: FetchSaved) -> Fleet:
-    return Fleet(fetch(COUNTS_SQL), fetch(ACTIVE_SQL), fetch_saved("at_risk", {}), fetch_saved("stalled", {}))
+    return Fleet(fetch(COUNTS_SQL), fetch(ACTIVE_SQL), fetch_saved("at_risk", {}), fetch_saved("stalled", {}),
+                 fetch(SPEND_SQL))
 
 
 def bar(done: int, total: int | None) -> str:
@@ -101,6 +105,7 @@ def render(fleet: Fleet) -> str:
     lines += [active_line(row) for row in fleet.active.rows] or ["  (none)"]
     lines += section("AT RISK OF EXPIRING", fleet.at_risk, ("source", "batch_id", "status", "expires_at"))
     lines += section("STALLED", fleet.stalled, ("source", "batch_id", "processed", "stalled_minutes"))
+    lines += [] if fleet.spend is None else render_spend(fleet.spend)
     return "\n".join(lines) + "\n"
 
 

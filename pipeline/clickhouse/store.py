@@ -194,9 +194,12 @@ class Store:
         return applied
 
     def _record(self, m: Migration) -> None:
-        self._call(lambda: self.client.insert(
-            f"{self.database}.schema_migrations", [[m.version, m.name, m.checksum]],
-            column_names=["version", "name", "checksum"]))
+        self.insert_rows(f"{self.database}.schema_migrations", [[m.version, m.name, m.checksum]],
+                         ["version", "name", "checksum"])
+
+    def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        """Insert Python values (Decimals stay exact) into ``table`` (qualified) as one block."""
+        self._call(lambda: self.client.insert(table, list(rows), column_names=list(columns)))
 
     def insert_json(self, table: str, rows: Sequence[bytes], token: str) -> None:
         """Insert JSONEachRow rows as one block; ``token`` makes a retried block a no-op."""

@@ -122,6 +122,13 @@ class Snapshot:
     # canonical home (``object``, Together's ``progress``, Anthropic's ``results_url``, ...).
     requests_extra: dict[str, int] = field(default_factory=dict)
     provider_extra: dict[str, Any] = field(default_factory=dict)
+    # Additive (issue 16, docs/spend.md): typed token usage, from ``pipeline.core.usage``, and
+    # where it came from: ``object`` (the batch object), ``results`` (the results file) or ``none``.
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_source: str = "none"
 
     @property
     def key(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.core.errors import InvalidRecord
 from pipeline.core.models import MAX_BATCH_ID, STATUSES, Snapshot
+from pipeline.core.usage import openai_usage
 from pipeline.providers import fields as f
 from pipeline.providers.base import Adapter, Normaliser, bearer
 from pipeline.providers.fields import MAX_COUNT
@@ -125,7 +126,7 @@ def normalise_shaped(obj: dict[str, Any], source: str, observed_at: str, provide
         input_file, output_file, error_file,
         [] if errors is None else f.error_list(errors), meta,
         None if usage is None else f.usage(usage),
-        {}, extra,
+        {}, extra, *openai_usage(usage),
     )
 
 
@@ -154,7 +155,7 @@ def normalise_general(obj: dict[str, Any], source: str, observed_at: str, provid
         txt(get("input_file_id"), "input_file_id"), txt(get("output_file_id"), "output_file_id"),
         txt(get("error_file_id"), "error_file_id"),
         f.error_list(get("errors")), f.metadata(get("metadata")), f.usage(get("usage")),
-        more, f.extras(obj, KNOWN),
+        more, f.extras(obj, KNOWN), *openai_usage(get("usage")),
     )
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.clickhouse import spend
 from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut
 from pipeline.clickhouse.store import AsyncStore, Store
+from pipeline.config import Settings
 from pipeline.core.models import Envelope, Snapshot
 from pipeline.core.normalise import normalise
 from pipeline.core.transitions import BatchState, apply
@@ -62,6 +64,7 @@ def change_records(snaps: list[Snapshot]) -> list[Record]:
 def store(tmp_path: Path) -> Iterator[AsyncStore]:
     plain = Store(f"chdb://{tmp_path / 'clickhouse'}", "batchscope")
     plain.migrate()
+    spend.load(plain, Settings())  # the shipped prices, as `batchscope migrate` loads them
     wrapped = AsyncStore(plain)
     yield wrapped
     wrapped.close_now()

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from batchscope.cli import main
-from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.core.models import Snapshot
 from pipeline.core.timeutil import iso_ms
 from pipeline.providers import adapter
+from tests.support.workload import store_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +56,7 @@ def snapshots(now: float) -> list[Snapshot]:
 
 
 async def write(store: AsyncStore, snaps: list[Snapshot]) -> None:
-    records = [Record(Position(TOPIC, 0, i), s.to_json()) for i, s in enumerate(snaps)]
-    blocks, bad = cut(records, 500, "status.changes")
-    assert bad == []
-    sink = ClickHouseSink(store)
-    for block in blocks:
-        await sink.write(block)
+    await store_in_order(store, snaps, TOPIC)
 
 
 async def test_status_gives_every_provider_an_eta_and_keeps_the_columns(

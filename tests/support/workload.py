@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import pairwise, zip_longest
 
-from pipeline.clickhouse.sink import Position, Record
+from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut
+from pipeline.clickhouse.store import AsyncStore
 from pipeline.core.models import TERMINAL, ChangeEvent, Envelope, Snapshot
 from pipeline.core.normalise import normalise
 from pipeline.core.timeutil import from_unix, iso_ms
@@ -161,3 +162,14 @@ def as_records(snaps: list[Snapshot], partitions: int = 4, topic: str = SNAPSHOT
         records.append(Record(Position(topic, part, offsets[part]), snap.to_json()))
         offsets[part] += 1
     return records
+
+
+async def store_in_order(store: AsyncStore, snaps: list[Snapshot], topic: str) -> None:
+    """Write snapshots through the sink's own path (``cut`` + :class:`ClickHouseSink`), as records
+    of one partition in the given order; calling it again with the same snapshots is a replay."""
+    records = [Record(Position(topic, 0, i), s.to_json()) for i, s in enumerate(snaps)]
+    blocks, bad = cut(records, 500, f"{topic}.changes")
+    assert bad == []
+    sink = ClickHouseSink(store)
+    for block in blocks:
+        await sink.write(block)

@@ -214,6 +214,6 @@ def test_which_command_reads_which_secret(tmp_path: Path) -> None:
     settings = load_settings(tmp_path / "batchscope.toml", {}, secrets=SECRETS["poll"])  # the poller's
     assert settings.clickhouse_secret is None
     opening = {name for name, secrets in SECRETS.items() if Secrets.CLICKHOUSE_PASSWORD in secrets}
-    assert opening == {"run", "worker", "migrate", "query", "status"}
+    assert opening == {"run", "worker", "migrate", "query", "status", "prices"}
     polling = {name for name, secrets in SECRETS.items() if Secrets.SOURCE_KEYS in secrets}
     assert polling == {"run", "poll"}

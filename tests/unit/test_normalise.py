@@ -98,6 +98,8 @@ def test_every_field_lands_in_the_snapshot() -> None:
         usage={"input_tokens": 1000, "output_tokens": 200, "total_tokens": 1200,
                "input_tokens_details": {"cached_tokens": 0}},
         provider_extra={"object": "batch"},
+        input_tokens=1000, cached_input_tokens=0, output_tokens=200, reasoning_tokens=0,
+        usage_source="object",
     )
     assert snap.created_at == "2024-05-01T10:40:00.000Z"
     assert snap.key == "prod/batch_abc123"

@@ -12,7 +12,7 @@ from pipeline.clickhouse.store import QueryResult
 from pipeline.core.errors import ConfigError
 
 EXPECTED = {"active_batches", "at_risk", "durations", "failure_rates", "in_progress_at", "stalled",
-            "uncollected_outputs"}
+            "uncollected_outputs", "spend", "unpriced"}
 
 
 def test_every_saved_query_says_what_it_answers() -> None:

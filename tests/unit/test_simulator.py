@@ -316,7 +316,7 @@ async def test_truth_shape(sim: Simulator, http: aiohttp.ClientSession) -> None:
     fleet = {(name, b.id): b for name, source in sim.sources.items() for b in source.fleet}
     for entry in truth["batches"]:
         assert set(entry) == {"source", "provider", "batch_id", "final_status", "status", "created_at",
-                              "transitions", "served", "malformed", "vanishes_at"}
+                              "transitions", "served", "malformed", "vanishes_at", "model", "team", "usage"}
         assert (entry["provider"], entry["malformed"], entry["vanishes_at"]) == ("openai", False, None)
         batch = fleet[(entry["source"], entry["batch_id"])]
         assert entry["final_status"] == batch.final_status
@@ -395,3 +395,24 @@ def test_a_terminal_batch_renders_the_same_object_at_any_later_time(provider: st
         later = simwire.render(provider, batch, end + 86_400.0, 1_700_000_000.0, source.wire_ids[batch.id])
         assert later == first
         assert source.render(batch, end + 86_400.0, 1_700_000_000.0) is first
+
+
+def test_openai_family_usage_grows_with_completed_requests_and_matches_the_truth() -> None:
+    from simulator import usage as simusage
+    from simulator.fleet import build_fleet
+    from simulator.wire import render
+
+    fleet = build_fleet(11, 40, "s")
+    for batch in fleet:
+        final = simusage.truth("openai", batch)
+        assert (final["model"], final["team"]) == (batch.model, simusage.TEAMS[batch.index % 3])
+        obj = render("openai", batch, 10 * 86_400.0, 1_764_000_000.0, batch.id)
+        usage = obj["usage"]
+        assert final["usage"] == {"input_tokens": usage["input_tokens"],
+                                  "cached_input_tokens": usage["input_tokens_details"]["cached_tokens"],
+                                  "output_tokens": usage["output_tokens"],
+                                  "reasoning_tokens": usage["output_tokens_details"]["reasoning_tokens"]}
+        completed = obj["request_counts"]["completed"]
+        assert usage["input_tokens"] == simusage.per_request(batch)[0] * completed
+        assert simusage.truth("anthropic", batch)["usage"] is None
+    assert any(simusage.truth("openai", b)["usage"]["input_tokens"] > 0 for b in fleet)

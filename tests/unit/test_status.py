@@ -118,3 +118,18 @@ def test_long_ids_keep_the_columns() -> None:
     assert active[0].startswith(f"  acct         {ARN[:13]}…{ARN[-14:]} in_progress  ")
     assert "a-sou…twelve" in active[1]
     assert lines[-1] == f"  acct         {ARN[:13]}…{ARN[-14:]} 100 45.0"
+
+
+def test_spend_section_shows_today_and_month_per_currency() -> None:
+    from decimal import Decimal
+
+    empty = QueryResult((), [])
+    spend = QueryResult(("currency", "today", "month", "unpriced_batches", "batches_without_usage"),
+                        [(None, None, None, 4, 1), ("USD", Decimal("1.005000000000000"),
+                                                    Decimal("1234.994999999999999"), 0, 2)])
+    out = status.render(status.Fleet(empty, empty, empty, empty, spend))
+    lines = out[out.index("SPEND"):].splitlines()
+    assert lines[1].split() == ["(unpriced)", "today", "-", "month", "-", "unpriced", "batches", "4",
+                                "without", "usage", "1"]
+    assert lines[2].split()[:5] == ["USD", "today", "1.00", "month", "1,234.99"]  # half-even, display only
+    assert "SPEND" not in status.render(status.Fleet(empty, empty, empty, empty))

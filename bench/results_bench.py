@@ -1,0 +1,126 @@
+"""The results reader's core over a 100 MB Anthropic results file: throughput and peak memory.
+
+A results file of ``--mib`` MiB (default 100) is written to a temporary directory, a line at a
+time: Anthropic message batch results, 90% succeeded with usage, the rest errored, canceled or
+expired. Then ``--runs`` times :class:`pipeline.core.results.ResultsTally` fed the file in 64 KiB
+chunks (the reader's way: the file is never held whole), and after those ``--runs`` times the
+baseline, the naive way: read the whole file, split its lines, parse each (not interleaved: the
+peak RSS, the process's ``ru_maxrss``, only grows, so the streamed runs go first). Both must give
+the same sums.
+
+    python -m bench.results_bench [--mib N] [--runs R] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.report import save
+from pipeline.core.results import ResultsTally
+
+CHUNK = 64 << 10
+
+
+def write_file(path: Path, mib: int) -> int:
+    """An Anthropic results file of about ``mib`` MiB; returns its lines."""
+    rng = random.Random(16)  # benchmark data, not security
+    lines, size = 0, 0
+    with path.open("wb") as out:
+        while size < mib << 20:
+            kind = rng.choices(("succeeded", "errored", "canceled", "expired"), (90, 5, 3, 2))[0]
+            result: dict[str, object] = {"type": kind}
+            if kind == "succeeded":
+                result["message"] = {
+                    "id": f"msg_{lines:012d}", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5-20250929",
+                    "content": [{"type": "text", "text": "x" * rng.randint(200, 1200)}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": rng.randint(10, 5000), "cache_creation_input_tokens": 0,
+                              "cache_read_input_tokens": rng.choice((0, 1024)),
+                              "output_tokens": rng.randint(10, 800)}}
+            data = orjson.dumps({"custom_id": f"req-{lines}", "result": result}) + b"\n"
+            out.write(data)
+            size += len(data)
+            lines += 1
+    return lines
+
+
+def streamed(path: Path) -> tuple[int, int, int]:
+    tally = ResultsTally()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            tally.feed(chunk)
+    used = tally.usage()
+    return used.input_tokens or 0, used.cached_input_tokens or 0, used.output_tokens or 0
+
+
+def whole(path: Path) -> tuple[int, int, int]:
+    """The baseline: the whole file in memory, every line parsed."""
+    inputs = cached = outputs = 0
+    for line in path.read_bytes().splitlines():
+        result = orjson.loads(line)["result"]
+        if result["type"] == "succeeded":
+            used = result["message"]["usage"]
+            read = used["cache_read_input_tokens"]
+            inputs += used["input_tokens"] + used["cache_creation_input_tokens"] + read
+            cached += read
+            outputs += used["output_tokens"]
+    return inputs, cached, outputs
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mib", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="save the figures for bench/RESULTS.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="results-bench-") as tmp:
+        path = Path(tmp) / "results.jsonl"
+        lines = write_file(path, args.mib)
+        size = path.stat().st_size / (1 << 20)
+        before = peak_mib()
+        times: dict[str, list[float]] = {"streamed (ResultsTally)": [], "whole file (baseline)": []}
+        peaks: dict[str, float] = {}
+        sums = set()
+        for name, fn in (("streamed (ResultsTally)", streamed), ("whole file (baseline)", whole)):
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                sums.add(fn(path))
+                times[name].append(time.perf_counter() - start)
+            peaks[name] = peak_mib()
+    assert len(sums) == 1, f"the two paths disagree: {sums}"
+    figures = [{"path": name, "MiB": size, "lines": lines, "seconds (median)": statistics.median(t),
+                "MiB/s": size / statistics.median(t), "lines/s": lines / statistics.median(t),
+                "peak RSS after (MiB)": peaks[name]} for name, t in times.items()]
+    for row in figures:
+        print(row)
+    print(f"peak RSS before either: {before:,.0f} MiB")
+    if args.record:
+        save("results", f"Results reader core: a {args.mib} MiB Anthropic results file, streamed (issue 16)",
+             figures, notes=NOTES.format(before=before))
+
+
+NOTES = """
+The core of the results reader (`pipeline.core.results.ResultsTally`: streamed in 64 KiB
+chunks, capped in bytes and lines, one line held at a time) against reading the whole file and
+parsing every line; the streamed runs come first, so the baseline's peak RSS includes the whole
+file in memory. Peak RSS before either: {before:,.0f} MiB (the interpreter, orjson). The reader's
+fetch and its wiring into the poller are not built yet (docs/spend.md).
+"""
+
+
+if __name__ == "__main__":
+    main()
