@@ -395,3 +395,21 @@ def test_a_terminal_batch_renders_the_same_object_at_any_later_time(provider: st
         later = simwire.render(provider, batch, end + 86_400.0, 1_700_000_000.0, source.wire_ids[batch.id])
         assert later == first
         assert source.render(batch, end + 86_400.0, 1_700_000_000.0) is first
+
+
+def test_vanish_active_sends_the_same_batches_away_midway_instead() -> None:
+    def source(active: float) -> SimSource:
+        config = SimulatorConfig(batches=200, seed=9, sources=1, vanish_share=0.3, vanish_after=600.0,
+                                 vanish_active=active)
+        return Simulator(config).sources["sim-1"]
+
+    after, midway, mixed = source(0.0), source(1.0), source(0.5)
+    assert set(after.vanish) == set(midway.vanish) == set(mixed.vanish) != set()  # the same batches
+    for b in after.fleet:
+        if b.index in after.vanish:
+            end = b.timeline[-1][1]
+            assert after.vanish[b.index] == end + 600.0
+            assert b.created < midway.vanish[b.index] < end
+            assert b.status_at(midway.vanish[b.index]) not in TERMINAL  # still active when it goes
+    early = sum(mixed.vanish[i] < after.vanish[i] for i in after.vanish)
+    assert 0 < early < len(after.vanish)
