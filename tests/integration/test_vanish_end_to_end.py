@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.clickhouse.queries import query_running
+from pipeline.clickhouse.queries import query_running, saved
+from pipeline.clickhouse.status import ACTIVE_SQL
 from pipeline.core.models import TERMINAL
 from tests.change_schema import validate
 from tests.integration.test_end_to_end import get_json, wait_for, write_config
@@ -56,6 +57,24 @@ def expected(truth: dict[str, Any]) -> dict[tuple[str, str], str]:
             for b in truth["batches"] if b["vanishes_at"] is not None and b["served"]}
 
 
+def saved_queries(data: Path, want: dict[tuple[str, str], str]) -> None:
+    """The saved query ``gone`` lists them; a vanished batch stays non-terminal in batch_current
+    (its last status) but is left out of the active batches, at risk and stalled, and the
+    dashboard's active list."""
+    def run(name: str) -> list[tuple[Any, ...]]:
+        query = saved(name)
+        return query_running(data, query.sql, params=dict(query.defaults)).rows
+
+    assert {(s, b): k for s, _, b, k, *_ in run("gone")} == want
+    vanished = {key for key, kind in want.items() if kind == "vanished"}
+    left = query_running(data, "SELECT source, batch_id FROM batch_current WHERE NOT terminal").rows
+    assert vanished <= {(s, b) for s, b in left}
+    active = {(s, b) for s, b in left} - vanished
+    assert sum(r[3] for r in run("active_batches")) == len(active)
+    assert not vanished & {(r[0], r[2]) for r in (*run("at_risk"), *run("stalled"))}
+    assert not vanished & {(r[0], r[1]) for r in query_running(data, ACTIVE_SQL).rows}
+
+
 def test_each_vanished_batch_is_purged_or_vanished_once(pipeline: dict[str, Any]) -> None:
     proc, log, prefix = pipeline["proc"], pipeline["log"], pipeline["prefix"]
 
@@ -83,6 +102,7 @@ def test_each_vanished_batch_is_purged_or_vanished_once(pipeline: dict[str, Any]
     # A vanish is a change event, not an observation: no snapshot row, no dead letter.
     assert sql("SELECT count() FROM batch_snapshots WHERE provider_status = ''")[0][0] == 0
     assert asyncio.run(read_all(pipeline["bootstrap"], f"{prefix}.dlq")) == []
+    saved_queries(pipeline["query"], want)
 
     by_id: dict[str, bytes] = {}
     for record in asyncio.run(read_all(pipeline["bootstrap"], f"{prefix}.changes")):
