@@ -82,6 +82,15 @@ def test_a_bad_batch_id_is_a_rejected_observation_alone(bad: Any) -> None:
     assert why.reason == "raw record: vanished 1 is not a batch id"
 
 
+@pytest.mark.parametrize("head", [{"vanished": "b1"}, {"vanished": ["b1"], "source": ""}, {}])
+def test_a_version_3_record_that_cannot_be_read_is_one_dead_letter(head: dict[str, Any]) -> None:
+    value = orjson.dumps({"v": 3, "source": "s", "provider": "openai", "observed_at": LATER, **head})
+    items, [why] = normalise_raw(value, b"s/b1")
+    assert items == []
+    assert (why.index, why.original, why.key) == (0, value, b"s/b1")
+    assert why.reason.startswith("raw record: ")
+
+
 def test_an_unknown_provider_or_a_bad_time_is_rejected() -> None:
     for head in ({"provider": "nope", "observed_at": LATER}, {"provider": "openai", "observed_at": "soon"}):
         value = orjson.dumps({"v": 3, "source": "s", **head, "vanished": ["b1"]})
