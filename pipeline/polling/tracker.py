@@ -262,14 +262,15 @@ class Tracker:
 
     def vanished(self, batch_id: str, why: str = "404") -> bool:
         """A known batch is gone (answered 404, or :meth:`gone`): forgotten, counted (``vanished``
-        when active, ``purged`` when terminal) and logged. False for a batch not known."""
+        when active, ``purged`` when terminal) and logged (a purge, routine as old batches leave the
+        list, at DEBUG). False for a batch not known."""
         known = self.known.pop(batch_id, None)
         self._kept.discard(batch_id)
         if known is None or known.status == INVALID:
             return False
         if known.status in TERMINAL:
             self.metrics.purged += 1
-            log.info("source %s: terminal batch %s purged (%s)", self.name, batch_id, why)
+            log.debug("source %s: terminal batch %s purged (%s)", self.name, batch_id, why)
         else:
             self.metrics.vanished += 1
             log.warning("source %s: active batch %s vanished (%s)", self.name, batch_id, why)
