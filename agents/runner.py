@@ -44,11 +44,13 @@ def demo_simulator(settings: Settings) -> Simulator:
 def simulator_sources(settings: Settings, sim: Simulator) -> tuple[SourceConfig, ...]:
     """The in-process simulator's sources. Its timestamps run ``speed`` times faster than the
     poller's clock, so the refresh schedule could not project expected ends from them: every
-    active batch is refreshed every cycle (``active_interval`` = ``poll_interval``)."""
+    active batch is refreshed every cycle (``active_interval`` = ``poll_interval``), and the list is
+    swept to its end every ten cycles (``sweep_interval``)."""
     interval = settings.simulator.poll_interval
     return tuple(
         SourceConfig(name=name, provider=sim.provider(name), base_url=sim.source_url(name),
-                     poll_interval=interval, active_interval=interval, tags={"simulated": "true"},
+                     poll_interval=interval, active_interval=interval, sweep_interval=10 * interval,
+                     tags={"simulated": "true"},
                      max_rps=100.0)
         for name in sim.sources
     )

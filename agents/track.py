@@ -30,8 +30,8 @@ from pipeline.core.codec import Codec
 from pipeline.core.dlq import reason_of
 from pipeline.core.errors import InvalidRecord
 from pipeline.core.models import Snapshot
-from pipeline.core.records import Rejected, partition_of, read_snapshots, snapshot_key
-from pipeline.core.track import fold_bytes
+from pipeline.core.records import Rejected, is_vanish, partition_of, read_snapshots, snapshot_key
+from pipeline.core.track import fold_bytes, vanish_bytes, vanished_snapshot
 from pipeline.core.transitions import Rules
 
 STAGE = "track"
@@ -119,14 +119,19 @@ class TrackAgent:
         return None
 
     def fold(self, entry: dict[str, Any], partition: int) -> tuple[bytes, bytes | None, list[bytes]]:
-        """(key, new state or None when unchanged, change events) of one snapshot."""
-        snap = Snapshot.from_dict(entry)
+        """(key, new state or None when unchanged, change events) of one snapshot, or of a vanish
+        marker (``purged`` or ``vanished``, :func:`~pipeline.core.track.vanish_bytes`)."""
+        vanished = is_vanish(entry)
+        snap = vanished_snapshot(entry) if vanished else Snapshot.from_dict(entry)
         key = snap.key.encode()
         if (owner := partition_of(key, self.partitions)) != partition:  # its state lives elsewhere
             raise InvalidRecord(f"snapshot of {snap.key!r} in partition {partition}, but its key belongs "
                                 f"to partition {owner}")
         previous = self.pending.get(key) or self.table.get(key)
-        changed, values = fold_bytes(previous, snap, self.rules, self.codec)
+        if vanished:
+            changed, values = vanish_bytes(previous, snap, self.codec)
+        else:
+            changed, values = fold_bytes(previous, snap, self.rules, self.codec)
         self.check_sizes(key, values)
         return key, changed, values
 

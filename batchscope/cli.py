@@ -197,6 +197,9 @@ def _add_simulate(commands: _Commands) -> None:
                      help="share of batches (0-1) that answer 404 and leave the list after they end")
     sim.add_argument("--vanish-after", type=float, dest="vanish_after",
                      help="simulated seconds after its end that such a batch vanishes (default 3600)")
+    sim.add_argument("--vanish-active", type=float, dest="vanish_active",
+                     help="share of the vanishing batches (0-1) that vanish half-way through their "
+                          "life instead, while still active")
     sim.add_argument("--malformed", type=int,
                      help="batches (fleet-wide, chosen by the seed) served as objects the normaliser "
                           "rejects, inside valid list pages; listed in the ground truth")
@@ -416,8 +419,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from simulator.server import Simulator
 
     knobs = ("batches", "sources", "seed", "speed", "port", "fault_rate", "retry_after", "hang_seconds",
-             "providers", "latency", "vanish_share", "vanish_after", "malformed", "hostile", "creation_span",
-             "history")
+             "providers", "latency", "vanish_share", "vanish_after", "vanish_active", "malformed", "hostile",
+             "creation_span", "history")
     overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)

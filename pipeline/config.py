@@ -140,6 +140,8 @@ class SimulatorConfig:
     vanish_share: float = bounded(0.0, 0, 1)
     # simulated seconds after its end that such a batch vanishes (at most 10 simulated years)
     vanish_after: float = bounded(3600.0, 0, 3650 * DAY)
+    # share of those batches that vanish half-way through their life instead, while still active
+    vanish_active: float = bounded(0.0, 0, 1)
     # batches (fleet-wide, chosen by the seed) served as objects the normaliser rejects
     malformed: int = bounded(0, 0, 10_000_000)
     # hostile payloads (simulator.hostile) served: objects inside list pages, whole bodies
@@ -261,6 +263,9 @@ class SourceConfig:
     # longest wait between refreshes of an active batch, at least ``poll_interval``; unset:
     # ``ACTIVE_FACTOR`` (10) x ``poll_interval``
     active_interval: float | None = bounded(None, 0.01, DAY)
+    # seconds between discoveries that list on to the list's end, so that terminal batches the
+    # provider stopped returning are found (``purged`` events); 0: only the first listing does
+    sweep_interval: float = bounded(3600.0, 0, 30 * DAY)
     max_body_mib: int = bounded(32, 1, 1024)  # a response body over this (decompressed) is refused
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     api_key_file: str = ""  # or the path of the file holding it (e.g. a secret under ``/run/secrets/``)
@@ -314,8 +319,8 @@ SECTIONS: dict[str, type[Any]] = {
 # each cycle (bench/poller_bench.py measures the whole schedule against that).
 ACTIVE_FACTOR = 10.0
 SOURCE_TABLE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
-                     "active_interval", "page_limit", "tags", "max_rps", "breaker_threshold",
-                     "breaker_reset", "request_timeout", "max_body_mib"}
+                     "active_interval", "sweep_interval", "page_limit", "tags", "max_rps",
+                     "breaker_threshold", "breaker_reset", "request_timeout", "max_body_mib"}
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
@@ -463,6 +468,7 @@ def _source(index: int, table: object) -> SourceConfig:
     interval = _get(table, where, "poll_interval", float, 30.0)
     active = _get(table, where, "active_interval", float, ACTIVE_FACTOR * interval)
     limit = _get(table, where, "page_limit", int, 100)
+    sweep = _get(table, where, "sweep_interval", float, 3600.0)
     tags = table.get("tags", {})
     ok_tags = isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
     require(ok_tags, f"{where}.tags", "must be a table of strings")
@@ -471,8 +477,8 @@ def _source(index: int, table: object) -> SourceConfig:
     key_env, key_file = _key_refs(where, table)
     chosen = active if "active_interval" in table else None
     source = SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"), poll_interval=interval,
-                          active_interval=chosen, page_limit=limit, tags=dict(tags), max_body_mib=max_body,
-                          api_key_env=key_env, api_key_file=key_file, **flow)
+                          active_interval=chosen, sweep_interval=sweep, page_limit=limit, tags=dict(tags),
+                          max_body_mib=max_body, api_key_env=key_env, api_key_file=key_file, **flow)
     check_bounds(source, where)
     require(active >= interval, f"{where}.active_interval",
             f"must be at least poll_interval ({interval:g} s)")

@@ -102,11 +102,16 @@ def simulator_secret(provider: str, api_key: str) -> str:
 
 
 def _vanish_times(config: SimulatorConfig, name: str, fleet: list[SimBatch]) -> dict[int, float]:
+    """When each vanishing batch starts answering 404: ``vanish_after`` past its end, or (a
+    ``vanish_active`` share of them, drawn apart so the seed picks the same batches) half-way
+    between its creation and its end."""
     if config.vanish_share <= 0:
         return {}
     rng = random.Random(f"{config.seed}/{name}/vanish")  # simulation, not security
-    return {b.index: b.timeline[-1][1] + config.vanish_after for b in fleet
-            if rng.random() < config.vanish_share}
+    early = random.Random(f"{config.seed}/{name}/vanish-active")  # simulation, not security
+    chosen = [b for b in fleet if rng.random() < config.vanish_share]
+    return {b.index: (b.created + b.timeline[-1][1]) / 2 if early.random() < config.vanish_active
+            else b.timeline[-1][1] + config.vanish_after for b in chosen}
 
 
 def _malformed(config: SimulatorConfig, names: list[str]) -> dict[str, frozenset[int]]:

@@ -13,7 +13,7 @@ import orjson
 
 from pipeline.core.models import ChangeEvent
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "change_event.v1.json"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "change_event.v2.json"
 
 
 @functools.cache

@@ -231,7 +231,7 @@ class ChangeEvent:
     stalled_seconds: float | None = None
     projected_finish_at: str | None = None
     requests_per_second: float | None = None
-    schema_version: int = 1
+    schema_version: int = 2  # the contract's version, not the track path's: 2 since issue 15 (`vanished`)
 
     def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
         return dumps(self)

@@ -2,11 +2,13 @@
 
 Row building and block cutting are pure. A snapshot record gives one row per snapshot it carries
 (one, or a version 2 list: ``docs/records.md``), each at the Kafka position ``(topic, partition,
-offset, index)``; a change record gives one row. ``batch_latest`` is fed from ``batch_snapshots``
-by a materialized view (``sql/002_fleet.sql``), so a snapshot is inserted once. A block holds the
-rows of one topic partition over a contiguous offset range, cut at offsets aligned to a fixed
-size and at month boundaries of the observation time, and its ``insert_deduplication_token``
-names the table, topic, partition and position range it covers.
+offset, index)``; a change record gives one row. A vanish marker among the snapshots
+(:func:`pipeline.core.records.is_vanish`) gives none: it is an observation that the batch is
+gone, not of its fields; its ``purged`` or ``vanished`` change event is the row it leaves.
+``batch_latest`` is fed from ``batch_snapshots`` by a materialized view (``sql/002_fleet.sql``),
+so a snapshot is inserted once. A block holds the rows of one topic partition over a contiguous
+offset range, cut at offsets aligned to a fixed size and at month boundaries of the observation
+time, and its ``insert_deduplication_token`` names the table, topic, partition and position range it covers.
 
 :class:`ClickHouseSink` writes and returns only once ClickHouse acknowledged, so the caller
 acknowledges the Kafka offsets afterwards. :meth:`ClickHouseSink.write_all` writes a batch's
@@ -32,7 +34,7 @@ from pipeline.core.backoff import full_jitter
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord, StoreError
 from pipeline.core.models import ChangeEvent, Snapshot
-from pipeline.core.records import VERSION, Rejected, read_snapshots
+from pipeline.core.records import VERSION, Rejected, is_vanish, read_snapshots
 from pipeline.core.timeutil import iso_to_ms
 from pipeline.core.transitions import RANK
 
@@ -261,9 +263,11 @@ def entries(rec: Record) -> tuple[list[dict[str, Any] | Rejected], int | None]:
 def snapshots_of(rec: Record) -> Iterator[tuple[int, bytes, dict[str, Any]] | Dead]:
     """``(index, JSON, object)`` of each valid snapshot of a snapshot record, in order, and a
     :class:`Dead` for each bad one: by its index in a record of many (original its own JSON),
-    else the record as a whole."""
+    else the record as a whole. Vanish markers are skipped (no row), their indexes kept."""
     found, count = entries(rec)
     for index, entry in enumerate(found):
+        if isinstance(entry, dict) and is_vanish(entry):
+            continue
         if count is None:  # a record of one: the record is the observation
             if isinstance(entry, Rejected):
                 yield _whole(rec, entry.reason)

@@ -37,6 +37,7 @@ ACTIVE_SQL = f"""SELECT source, batch_id, status,
     toUnixTimestamp64Milli(created_at) / 1000 AS created_unix,
     toUnixTimestamp64Milli(now64(3)) / 1000 AS now_unix
 FROM batch_current WHERE NOT terminal
+    AND (source, batch_id) NOT IN (SELECT source, batch_id FROM batch_changes WHERE kind = 'vanished')
 ORDER BY created_at, source, batch_id LIMIT {ACTIVE_LIMIT}"""
 
 Fetch = Callable[[str], QueryResult]

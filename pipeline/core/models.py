@@ -22,7 +22,8 @@ STATUSES = (
     "completed", "failed", "expired", "cancelled",
 )
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-CHANGE_KINDS = ("discovered", "status_changed", "progress", "stalled", "expiry_risk", "purged")
+CHANGE_KINDS = ("discovered", "status_changed", "progress", "stalled", "expiry_risk", "purged", "vanished")
+SCHEMA_VERSION = 2  # of change events: schemas/change_event.v2.json (version 2 added ``vanished``)
 UNKNOWN = "unknown"
 # A batch id longer than this (UTF-8 bytes) is an invalid record: the Kafka key carries it
 # (``source/batch_id``), and a key of hundreds of KiB plus the value passes Kafka's 1 MB limit.
@@ -54,6 +55,14 @@ class Envelope:
     # Set by whoever read the object (the poller: its provider adapter's ``batch_id``, e.g. Gemini
     # ``name``, Bedrock ``jobArn``); not part of the record, which carries the object itself.
     batch_id: str | None = field(default=None, compare=False)
+    # Not an object but the poller's word that the provider no longer returns batch ``batch_id``
+    # (``payload`` is empty): published as a raw record of version 3 (docs/records.md).
+    vanished: bool = False
+
+    @classmethod
+    def vanish(cls, source: str, provider: str, observed_at: str, batch_id: str) -> Envelope:
+        """The observation that batch ``batch_id`` is gone (a 404, or absent from a listing)."""
+        return cls(source, provider, observed_at, {}, batch_id, vanished=True)
 
     @property
     def key(self) -> str:
@@ -61,6 +70,10 @@ class Envelope:
         return f"{self.source}/{self.batch_id or ''}"
 
     def to_json(self, dumps: Dumps = orjson_dumps) -> bytes:
+        """The envelope as a record of its own: version 1, or version 3 for a vanish."""
+        if self.vanished:
+            return dumps({"v": 3, "source": self.source, "provider": self.provider,
+                          "observed_at": self.observed_at, "vanished": [self.batch_id]})
         return dumps({"source": self.source, "provider": self.provider, "observed_at": self.observed_at,
                       "payload": self.payload})
 
@@ -198,7 +211,7 @@ class ChangeEvent:
     stalled_seconds: float | None = None  # stalled: time without progress
     projected_finish_at: str | None = None  # expiry_risk: when the batch would finish
     requests_per_second: float | None = None  # expiry_risk: the observed request rate
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
 
     @property
     def key(self) -> str:

@@ -6,10 +6,13 @@ normalise agent and the CLI call. Anything that cannot be normalised is an :clas
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.core.codec import ORJSON, Codec
 from pipeline.core.errors import InvalidRecord
 from pipeline.core.models import Envelope, Snapshot
-from pipeline.core.records import MAX_ENTRY, Rejected, read_raw
+from pipeline.core.records import MAX_ENTRY, Rejected, read_raw, vanish_entry
+from pipeline.core.timeutil import iso_ms, parse_iso
 from pipeline.providers import ADAPTERS, adapter
 from pipeline.providers import envelope as envelope_of
 
@@ -34,7 +37,8 @@ def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON,
                   max_bytes: int = MAX_ENTRY) -> tuple[list[tuple[bytes, bytes, int]], list[Rejected]]:
     """The ``(key, snapshot JSON, index)`` items of one raw record of one or many envelopes
     (``docs/records.md``), in order, and its observations that cannot be normalised (each a
-    :class:`Rejected` naming its index; a snapshot over ``max_bytes`` is one too)."""
+    :class:`Rejected` naming its index; a snapshot over ``max_bytes`` is one too). A vanish is
+    passed on as its marker (:func:`~pipeline.core.records.vanish_entry`), its provider checked."""
     items: list[tuple[bytes, bytes, int]] = []
     rejected: list[Rejected] = []
     for index, entry in enumerate(read_raw(value, key, codec.loads)):
@@ -42,10 +46,16 @@ def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON,
             rejected.append(entry)
             continue
         try:
+            if entry.vanished:
+                adapter(entry.provider)  # an unknown provider is an InvalidRecord, as for a snapshot
+                seen = replace(entry, observed_at=iso_ms(parse_iso(entry.observed_at)))
+                items.append((entry.key.encode(), vanish_entry(seen, codec.dumps), index))
+                continue
             snap, out = _snapshot(entry, codec, max_bytes)
         except Exception as exc:  # noqa: BLE001 - one observation never stops the others
             why = str(exc) if isinstance(exc, InvalidRecord) else f"unexpected {type(exc).__name__}: {exc}"
-            rejected.append(Rejected(why, index, entry.to_json(codec.dumps), _key_of(entry)))
+            key = entry.key.encode() if entry.vanished else _key_of(entry)
+            rejected.append(Rejected(why, index, entry.to_json(codec.dumps), key))
             continue
         items.append((snap.key.encode(), out, index))
     return items, rejected

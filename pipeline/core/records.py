@@ -10,7 +10,13 @@ with one snapshot record per raw record. The contract (``docs/records.md``):
   observations therefore keep their partition and their order, as with one record each.
 * **Raw, version 1**: one envelope ``{"source", "provider", "observed_at", "payload"}``: still
   valid input (tests and replay tools publish it), and what a lone observation is sent as.
+* **Raw, version 3**: ``{"v": 3, "source", "provider", "observed_at", "vanished": [batch_id, ...]}``:
+  the batches the poller found the provider no longer returns (same key and partition rules).
+  Never inside ``payloads``: a provider object cannot pass for one.
 * **Snapshots**: ``{"v": 2, "snapshots": [snapshot, ...]}``, or one snapshot object; same rules.
+  A vanish travels as a marker entry ``{"vanished": true, "source", "provider", "batch_id",
+  "observed_at"}`` (:func:`vanish_entry`) in a batch's place among its snapshots: the track
+  agent turns it into ``purged`` or ``vanished``, the sink writes no snapshot row for it.
 
 Readers never raise on one bad observation: it comes back as a :class:`Rejected` with its index
 in the record, so its dead letter names it and the good ones go on.
@@ -28,9 +34,10 @@ from aiokafka.partitioner import murmur2
 
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord
-from pipeline.core.models import Envelope, loads_object
+from pipeline.core.models import Envelope, loads_object, oversized_id
 
 VERSION = 2
+VANISHED = 3  # the raw record version of vanishes
 # A packed record is cut before it passes this many bytes, so it stays under the producer's and
 # the broker's default limit of about 1 MB; one entry is at most MAX_ENTRY (bigger ones are
 # dead-lettered or, at the poller, not published).
@@ -101,10 +108,14 @@ def by_partition(items: Iterable[T], partitions: int) -> dict[int, list[T]]:
 
 def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTES) -> list[Packed]:
     """The raw records of envelopes observed together (one list page of one source): one per
-    partition (more when over ``budget`` bytes), in the envelopes' order; a lone one as version 1."""
+    partition (more when over ``budget`` bytes), in the envelopes' order; a lone one as version 1.
+    Vanishes go in records of version 3, apart."""
     out: list[Packed] = []
-    for (source, provider, observed_at), group in _same_head(envelopes).items():
+    for (source, provider, observed_at, vanished), group in _same_head(envelopes).items():
         head = [orjson.dumps(x) for x in (source, provider, observed_at)]
+        if vanished:
+            out += _pack_vanished(envelopes, group, head, partitions, budget)
+            continue
         many = b"".join((_RAW_HEAD[0], head[0], _RAW_HEAD[1], head[1], _RAW_HEAD[2], head[2], _RAW_HEAD[3]))
         one = b"".join((b'{"source":', head[0], b',"provider":', head[1], b',"observed_at":', head[2],
                         b',"payload":'))
@@ -120,11 +131,25 @@ def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTE
     return out
 
 
-def _same_head(envelopes: list[Envelope]) -> dict[tuple[str, str, str], list[int]]:
-    """The positions of the envelopes, by (source, provider, observed_at)."""
-    groups: dict[tuple[str, str, str], list[int]] = {}
+def _pack_vanished(envelopes: list[Envelope], group: list[int], head: list[bytes], partitions: int,
+                   budget: int) -> list[Packed]:
+    """The version 3 records of vanishes of one head: one per partition (more past ``budget``)."""
+    start = b"".join((b'{"v":3,"source":', head[0], b',"provider":', head[1], b',"observed_at":', head[2],
+                      b',"vanished":['))
+    items = [(envelopes[i].key.encode(), orjson.dumps(envelopes[i].batch_id), i) for i in group]
+    out = []
+    for partition, members in by_partition(items, partitions).items():
+        for run in _chunks(members, budget):
+            value = b"".join((start, b",".join(v for _, v, _ in run), b"]}"))
+            out.append(Packed(run[0][0], value, partition, tuple(i for *_, i in run)))
+    return out
+
+
+def _same_head(envelopes: list[Envelope]) -> dict[tuple[str, str, str, bool], list[int]]:
+    """The positions of the envelopes, by (source, provider, observed_at, vanished)."""
+    groups: dict[tuple[str, str, str, bool], list[int]] = {}
     for i, e in enumerate(envelopes):
-        groups.setdefault((e.source, e.provider, e.observed_at), []).append(i)
+        groups.setdefault((e.source, e.provider, e.observed_at, e.vanished), []).append(i)
     return groups
 
 
@@ -149,6 +174,8 @@ def read_raw(value: bytes, key: bytes | None = None,
         obj = loads_object(value, "raw record", loads)
         if "v" not in obj:
             return [_envelope(obj)]
+        if obj["v"] == VANISHED:
+            return _vanishes(obj)
         source, provider, observed_at, payloads = _raw_head(obj)
     except InvalidRecord as exc:
         return [Rejected(str(exc), 0, value, key)]
@@ -164,6 +191,27 @@ def read_raw(value: bytes, key: bytes | None = None,
     return out
 
 
+def _vanishes(obj: dict[str, Any]) -> list[Envelope | Rejected]:
+    """The vanishes of a version 3 record; an id that is not a string of 1 to MAX_BATCH_ID bytes
+    is a :class:`Rejected`."""
+    source, provider, observed_at, ids = (obj.get(n) for n in ("source", "provider", "observed_at",
+                                                                "vanished"))
+    _check_head(source, provider, observed_at, "raw record")
+    if not isinstance(ids, list):
+        raise InvalidRecord("raw record: 'vanished' missing or not a list")
+    head = (str(source), str(provider), str(observed_at))
+    out: list[Envelope | Rejected] = []
+    for index, batch_id in enumerate(ids):
+        if isinstance(batch_id, str) and batch_id and not oversized_id(batch_id):
+            out.append(Envelope.vanish(*head, batch_id))
+            continue
+        original = orjson_dumps({"v": VANISHED, "source": head[0], "provider": head[1],
+                                 "observed_at": head[2], "vanished": [batch_id]})
+        out.append(Rejected(f"raw record: vanished {index} is not a batch id", index, original,
+                            f"{head[0]}/".encode()))
+    return out
+
+
 def _envelope(obj: dict[str, Any]) -> Envelope:
     source, provider, observed_at, payload = (obj.get(n) for n in ("source", "provider", "observed_at",
                                                                      "payload"))
@@ -175,7 +223,7 @@ def _envelope(obj: dict[str, Any]) -> Envelope:
 
 def _raw_head(obj: dict[str, Any]) -> tuple[str, str, str, list[Any]]:
     if obj["v"] != VERSION:
-        raise InvalidRecord(f"raw record: unknown version {obj['v']!r} (this worker reads 1 and 2)")
+        raise InvalidRecord(f"raw record: unknown version {obj['v']!r} (this worker reads 1, 2 and 3)")
     source, provider, observed_at, payloads = (obj.get(n) for n in ("source", "provider", "observed_at",
                                                                       "payloads"))
     _check_head(source, provider, observed_at, "raw record")
@@ -209,6 +257,17 @@ def read_snapshots(value: bytes, key: bytes | None = None,
             Rejected(f"snapshot record: entry {i} is not an object ({type(e).__name__})", i,
                      orjson_dumps(e), key)
             for i, e in enumerate(entries)]
+
+
+def vanish_entry(envelope: Envelope, dumps: Callable[[Any], bytes] = orjson_dumps) -> bytes:
+    """The snapshot-topic marker of a vanish (:meth:`Envelope.vanish`)."""
+    return dumps({"vanished": True, "source": envelope.source, "provider": envelope.provider,
+                  "batch_id": envelope.batch_id, "observed_at": envelope.observed_at})
+
+
+def is_vanish(entry: dict[str, Any]) -> bool:
+    """Whether a snapshot-topic entry is a vanish marker (:func:`vanish_entry`), not a snapshot."""
+    return entry.get("vanished") is True
 
 
 def snapshot_key(entry: dict[str, Any] | Rejected) -> bytes | None:

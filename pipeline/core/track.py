@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.core.codec import ORJSON, Codec
+from pipeline.core.errors import InvalidRecord
 from pipeline.core.models import ChangeEvent, Snapshot, loads_object
-from pipeline.core.transitions import BatchState, Rules, apply
+from pipeline.core.timeutil import iso_ms, parse_iso
+from pipeline.core.transitions import BatchState, Rules, apply, vanish
 
 Tracked = tuple[bytes | None, list[bytes]]  # (new table value or None when unchanged, change events)
 
@@ -37,6 +39,31 @@ def fold_bytes(previous: bytes | None, snap: Snapshot, rules: Rules, codec: Code
     values = [change.to_json(codec.dumps) for change in events]
     changed = new_state is not prior and new_state != prior  # apply returns an unchanged state as is
     return (codec.dumps(new_state.to_dict()) if changed else None), values
+
+
+def vanish_bytes(previous: bytes | None, last: Snapshot, codec: Codec = ORJSON) -> Tracked:
+    """:func:`fold_bytes` for a vanish marker (:func:`pipeline.core.records.vanish_entry`, read by
+    :func:`vanished_snapshot` into ``last``): one ``purged`` (terminal state) or ``vanished``
+    (active) event, once. The event's snapshot is not an observation: the batch's identity, its
+    last status from the state and ``observed_at`` the time the vanish was seen; every other field
+    empty."""
+    prior = BatchState.from_dict(loads_object(previous, "track state", codec.loads)) if previous else None
+    if prior is not None:
+        last.status = prior.status
+    new_state, events = vanish(prior, last, last.observed_at)
+    values = [change.to_json(codec.dumps) for change in events]
+    if new_state is None or new_state is prior:  # vanish returns an unchanged state as is
+        return None, values
+    return codec.dumps(new_state.to_dict()), values
+
+
+def vanished_snapshot(marker: dict[str, Any]) -> Snapshot:
+    """The snapshot of a vanish marker's event (its status still to be set from the state)."""
+    fields = [marker.get(n) for n in ("source", "provider", "batch_id", "observed_at")]
+    if not all(isinstance(f, str) and f for f in fields):
+        raise InvalidRecord("vanish: 'source', 'provider', 'batch_id' and 'observed_at' must be strings")
+    source, provider, batch_id, observed_at = (str(f) for f in fields)
+    return Snapshot(source, provider, batch_id, "unknown", "", iso_ms(parse_iso(observed_at)))
 
 
 def track(previous: bytes | None, value: bytes, rules: Rules,

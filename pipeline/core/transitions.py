@@ -2,8 +2,9 @@
 
 Kinds (``docs/change-events.md``): ``discovered`` (first snapshot of a batch), ``status_changed``,
 ``progress`` (throttled count deltas), ``stalled`` (no progress for ``stall_seconds`` while
-active), ``expiry_risk`` (the projected finish is later than ``expires_at``) and ``purged`` (see
-:func:`purge`). A status never moves backwards along the lifecycle and terminal states are
+active), ``expiry_risk`` (the projected finish is later than ``expires_at``), and, when the
+provider no longer returns a batch (:func:`vanish`), ``purged`` (terminal, :func:`purge`) or
+``vanished`` (active). A status never moves backwards along the lifecycle and terminal states are
 sticky, so out-of-order and duplicate snapshots change nothing. A skipped state (validating ->
 completed) yields one ``status_changed``; an edge the lifecycle graph does not have is emitted
 with ``off_graph``. ``event_id`` is derived from the batch and what changed, never from arrival
@@ -69,7 +70,7 @@ class BatchState:
     progress_at: str = ""  # last time counts or status moved forward
     stalled: bool = False  # a stalled event was emitted and progress has not resumed
     expiry_risk: bool = False  # an expiry_risk event was emitted for this batch
-    purged: bool = False
+    purged: bool = False  # the provider no longer returns it: ``purged`` or ``vanished`` was emitted
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in STATE_FIELDS}
@@ -195,11 +196,23 @@ def purge(state: BatchState | None, last: Snapshot, at: str) -> tuple[BatchState
     """A terminal batch the provider no longer returns: one ``purged`` event, at time ``at``.
 
     ``last`` is the last snapshot observed. Nothing happens unless the state is terminal and not
-    purged yet (a vanished active batch is an error for the poller, not a purge).
+    purged yet (a vanished active batch is :func:`vanish`'s ``vanished``, not a purge).
     """
     if state is None or state.status not in TERMINAL or state.purged:
         return state, []
     return replace(state, purged=True), [_event("purged", last, at, ())]
+
+
+def vanish(state: BatchState | None, last: Snapshot, at: str) -> tuple[BatchState | None, list[ChangeEvent]]:
+    """The provider no longer returns the batch (observed at ``at``): ``purged`` when its state is
+    terminal (:func:`purge`), ``vanished`` when it is not. Once per batch: the state's ``purged``
+    flag records either, so a vanish delivered again, or replayed, changes nothing. Nothing for a
+    batch without a state (never tracked: nothing to report)."""
+    if state is None or state.purged:
+        return state, []
+    if state.status in TERMINAL:
+        return purge(state, last, at)
+    return replace(state, purged=True), [_event("vanished", last, at, ())]
 
 
 def status_changed(state: BatchState, snap: Snapshot, at: str) -> ChangeEvent:

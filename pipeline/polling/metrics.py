@@ -33,7 +33,8 @@ class SourceMetrics:
     retries: int = 0
     cycles: int = 0
     observations: int = 0
-    vanished: int = 0
+    vanished: int = 0  # active batches the provider stopped returning
+    purged: int = 0  # terminal batches the provider stopped returning
     list_pages: int = 0  # list requests of finished cycles (discovery and refresh)
     gets: int = 0  # single-batch requests of finished cycles (refreshes)
     tracked: int = 0
@@ -100,6 +101,8 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
            [(lab(m), m.observations) for m in all_metrics])
     family("poller_vanished_total", "counter", "active batches the provider stopped returning",
            [(lab(m), m.vanished) for m in all_metrics])
+    family("poller_purged_total", "counter", "terminal batches the provider stopped returning",
+           [(lab(m), m.purged) for m in all_metrics])
     family("poller_list_pages_total", "counter", "list pages requested (calls per cycle: with gets / cycles)",
            [(lab(m), m.list_pages) for m in all_metrics])
     family("poller_batch_gets_total", "counter", "single batches requested by the refresh schedule",

@@ -11,11 +11,16 @@ the end); then refresh the active batches that are due, by listing further pages
 each, whichever takes fewer calls. Terminal batches are never fetched again. An active batch is
 due at least every ``active_interval`` and sooner as it nears its expected end; it is also
 fetched at once when a listing passed its place without it (the list reached its end, or, while
-the source lists newest first, returned an older batch). A known active batch that answers 404
-has vanished: it is counted and logged. An object the normaliser rejects is published once (the
-normalise agent dead-letters it) and not again until its content changes. Every request goes through the
-source's rate limiter and circuit breaker and the retry policy in :mod:`pipeline.polling.retry`; a
-request is never sent before a ``Retry-After`` the provider gave has passed.
+the source lists newest first, returned an older batch). A known batch the provider no longer
+returns (a 404; or absent from a listing that proves it, :meth:`Tracker.gone`; a terminal batch
+a listing passed without it is fetched once to confirm) is forgotten, counted (``vanished`` when
+active, ``purged`` when terminal) and published as a vanish (raw record version 3), which the
+track agent turns into one ``vanished`` or ``purged`` event. Every ``sweep_interval`` one
+discovery lists to the list's end, so that terminal history is checked too. An object the
+normaliser rejects is published once (the normalise agent dead-letters it) and not again until its
+content changes. Every request goes through the source's rate limiter and circuit breaker and
+the retry policy in :mod:`pipeline.polling.retry`; a request is never sent before a
+``Retry-After`` the provider gave has passed.
 
 Hostile edges (docs/security.md): requests go through :mod:`pipeline.polling.fetch` (no redirect followed,
 bodies capped, echoed secrets masked); a listing that goes round stops
@@ -71,7 +76,7 @@ class SourcePoller:
         self.metrics = SourceMetrics(source.name, source.provider, poll_interval=source.poll_interval)
         self.adapter = adapter(source.provider)
         self.client = ProviderClient(source, self.adapter, policy or RetryPolicy(), self.metrics)
-        cadence = schedule.Cadence(source.poll_interval, source.refresh_interval)
+        cadence = schedule.Cadence(source.poll_interval, source.refresh_interval, source.sweep_interval)
         self.tracker = Tracker(source.name, self.adapter, cadence, self.metrics, clock)
         self._clock = clock
         self.last_cycle = (0, 0)  # list pages and GETs of the last cycle
@@ -151,10 +156,12 @@ class SourcePoller:
             until = self.tracker.refresh_pages(listing, seen, now)
             if until is not None:
                 await self._list(session, listing, seen, until)
+            await self._vanish(self.tracker.gone(listing))
             for batch_id in self.tracker.to_fetch(listing, seen, now):
                 gets += 1
                 obj = await self._get_one(session, batch_id)
                 if obj is not None:
+                    self.tracker.answered(batch_id)
                     await self._publish([obj], seen)
         finally:
             self.last_cycle = (listing.pages, gets)
@@ -178,14 +185,22 @@ class SourcePoller:
                 return
 
     async def _get_one(self, session: aiohttp.ClientSession, batch_id: str) -> dict[str, Any] | None:
-        """One batch object; None when it vanished (404)."""
+        """One batch object; None when it is gone (404: a known one is published as a vanish)."""
         try:
             return await self.client.get_one(session, batch_id)
         except SourceError as exc:
             if exc.status != 404:
                 raise
-        self.tracker.vanished(batch_id)
+        if self.tracker.vanished(batch_id):
+            await self._vanish([batch_id])
         return None
+
+    async def _vanish(self, batch_ids: list[str]) -> None:
+        """Publish that the provider no longer returns these batches (the tracker forgot them)."""
+        if batch_ids:
+            observed_at = iso_ms(utcnow())
+            await self._sink.publish([Envelope.vanish(self.source.name, self.source.provider, observed_at, b)
+                                      for b in batch_ids])
 
     async def _publish(self, items: list[dict[str, Any]], seen: set[str]) -> None:
         """Publish what the tracker finds fresh among ``items``, then record it as published."""

@@ -8,7 +8,9 @@ batch is refreshed at the poll interval around its expected end (and past it) an
 it is far from it. A batch in a status that normally moves within minutes (``validating``,
 ``finalizing``, ``cancelling``) is refreshed at the poll interval when it enters it, then after
 half the time it has spent in it so far (a stuck one backs off to the active interval).
-Terminal batches are never refreshed (the poller does not ask).
+Terminal batches are never refreshed (the poller does not ask); every ``sweep`` seconds one
+discovery lists to the end of the list, so that those the provider stopped returning are found
+(:meth:`pipeline.polling.tracker.Tracker.gone`).
 
 The batches due for a refresh are fetched by whichever is cheaper: more list pages (one call each,
 covering every batch on them) or one GET per batch (:func:`pages_to_list`). Page estimates come
@@ -29,6 +31,7 @@ SOON = frozenset({"validating", "finalizing", "cancelling"})  # canonical status
 class Cadence:
     poll: float  # seconds between discoveries; the refresh interval near an expected end
     active: float  # the longest wait between two refreshes of an active batch
+    sweep: float = 0.0  # seconds between listings to the list's end (0: only the first)
 
     def __post_init__(self) -> None:
         if not 0 < self.poll <= self.active:

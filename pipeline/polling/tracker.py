@@ -5,7 +5,9 @@ list, when an active one is next due), whether the source lists newest first, an
 through the list endpoint (:class:`Listing`). From these it decides what the poller does next:
 which list page to ask for and when discovery may stop, how many pages a refresh should list, which
 batches to fetch one by one, which objects of a response are published (new, not yet terminal, not
-oversized, not rejected before unchanged), and how soon the next cycle runs. It also keeps the
+oversized, not rejected before unchanged), which batches the provider no longer returns
+(:meth:`Tracker.gone`, :meth:`Tracker.suspects`, :meth:`Tracker.vanished`), and how soon the next
+cycle runs. It also keeps the
 books of Kafka's refusals (an envelope refused is settled as rejected).
 
 Time comes in as ``now`` or from the injected ``clock`` (unix seconds, the provider's time base);
@@ -28,7 +30,7 @@ from pipeline.core.timeutil import iso_to_ms
 from pipeline.polling import schedule
 from pipeline.polling.metrics import SourceMetrics
 from pipeline.providers.base import Adapter
-from pipeline.providers.paging import PageGuard, Params
+from pipeline.providers.paging import PageGuard, Params, stable
 
 # The poller's log lines keep the poller's logger name, whichever of its modules writes them.
 log = logging.getLogger("pipeline.polling.poller")
@@ -39,6 +41,9 @@ MAX_REJECTED = 10_000  # fingerprints kept of rejected objects without an id
 # A batch object whose JSON is bigger than this is not published: Kafka's default record limit is
 # about 1 MB (the envelope around it adds a few hundred bytes). It is counted and logged instead.
 MAX_OBJECT = 900 * 1024
+# Terminal batches a listing passed without returning, confirmed gone by one GET each: at most this
+# many a cycle (a listing that ended early by mistake must not cost a GET per known batch at once).
+MAX_CONFIRM = 100
 
 
 @dataclass(slots=True)
@@ -52,6 +57,8 @@ class Listing:
     oldest: float | None = None  # created_at of the oldest batch listed (newest-first lists)
     listed: set[str] = field(default_factory=set)  # ids on the pages listed so far
     guard: PageGuard = field(default_factory=PageGuard)  # stops a listing that goes round
+    before: frozenset[str] = frozenset()  # the batches known when the walk began
+    sweep: bool = False  # discovery goes on to the list's end (a sweep is due)
 
 
 @dataclass(slots=True)
@@ -91,12 +98,17 @@ class Tracker:
         self._listed_all = False  # a listing reached the end once: discovery may stop early
         self._rejected: set[int] = set()  # fingerprints of rejected objects that have no id
         self._in_flight: dict[str, Known | None] = {}  # batches being published: Kafka's refusals
+        self._swept: float | None = None  # the clock when a listing last reached the list's end
+        self._kept: set[str] = set()  # terminal batches a GET returned, though a listing passed them
 
     # The listing walk.
 
     def listing(self, page_limit: int) -> Listing:
-        """A new cycle's walk, from the list's first page."""
-        return Listing(self.adapter.list_params(page_limit))
+        """A new cycle's walk, from the list's first page; a sweep when ``cadence.sweep`` seconds
+        passed since a listing last reached the list's end."""
+        sweep = self.cadence.sweep > 0 and (self._swept is None or
+                                            self._clock() - self._swept >= self.cadence.sweep)
+        return Listing(self.adapter.list_params(page_limit), before=frozenset(self.known), sweep=sweep)
 
     def page_params(self, listing: Listing, until: int | None) -> Params | None:
         """The parameters of the next page to list, or None when the walk is over: the list's end,
@@ -114,15 +126,15 @@ class Tracker:
     def listed(self, listing: Listing, body: Any, items: list[dict[str, Any]], ids: list[str | None],
                *, unknown: bool, until: int | None) -> bool:
         """Account for one page listed (its objects already published); True when the walk stops:
-        the list's end, or (discovery, ``until`` None) a page of known batches once the source was
-        listed to its end."""
+        the list's end, or (discovery, ``until`` None, not a sweep) a page of known batches once
+        the source was listed to its end."""
         self.note_order(listing, ids)
         listing.size = max(listing.size, len(items))
         listing.pages += 1
         listing.params = self._next_params(listing, body, items, ids)
         if listing.params is None:
             return True
-        return until is None and not unknown and self._listed_all
+        return until is None and not unknown and self._listed_all and not listing.sweep
 
     def _next_params(self, listing: Listing, body: Any, items: list[dict[str, Any]],
                      ids: list[str | None]) -> Params | None:
@@ -132,6 +144,7 @@ class Tracker:
         following = self.adapter.paging.next(listing.params, body, items)
         if following is None:
             listing.complete = self._listed_all = True
+            self._swept = self._clock()
             return None
         loop = listing.guard.check(listing.params, ids, following)
         if loop is None:
@@ -150,6 +163,7 @@ class Tracker:
             if bid is None or bid in listing.listed:
                 continue
             listing.listed.add(bid)
+            self._kept.discard(bid)
             known = self.known.get(bid)
             created = known.created if known is not None else None
             if created is None:
@@ -193,20 +207,74 @@ class Tracker:
         return [rank[bid] // limit for bid in batch_ids if bid in rank]
 
     def to_fetch(self, listing: Listing, seen: set[str], now: float) -> list[str]:
-        """Active batches not seen this cycle that are due, or whose place the listing passed."""
+        """Active batches not seen this cycle that are due, or whose place the listing passed (it
+        reached the list's end, or listed an older batch); then the terminal batches to confirm
+        gone (:meth:`suspects`)."""
         def passed(k: Known) -> bool:
-            if listing.complete:
-                return True
-            return (self.ordered and listing.oldest is not None and k.created is not None
-                    and k.created > listing.oldest)
-        return [bid for bid, k in self.known.items()
-                if not k.settled and bid not in seen and (k.due <= now or passed(k))]
+            return listing.complete or self._passed(listing, k)
+        active = [bid for bid, k in self.known.items()
+                  if not k.settled and bid not in seen and (k.due <= now or passed(k))]
+        return active + self.suspects(listing)
 
-    def vanished(self, batch_id: str) -> None:
-        """A known active batch answered 404: forgotten, counted and logged."""
-        self.known.pop(batch_id, None)
-        self.metrics.vanished += 1
-        log.warning("source %s: active batch %s vanished (404)", self.name, batch_id)
+    def _passed(self, listing: Listing, k: Known) -> bool:
+        """Whether a newest-first listing went past the batch's place: it listed an older batch."""
+        return (self.ordered and listing.oldest is not None and k.created is not None
+                and k.created > listing.oldest)
+
+    def _absent(self, listing: Listing, keep: Callable[[Known], bool]) -> list[str]:
+        """The batches known before the walk began, in a canonical status, that it did not list,
+        and that ``keep``; sorted."""
+        return sorted(bid for bid in listing.before - listing.listed
+                      if (k := self.known.get(bid)) is not None and k.status != INVALID and keep(k))
+
+    def gone(self, listing: Listing) -> list[str]:
+        """The batches the walk proves the provider no longer returns, each forgotten and counted
+        (:meth:`vanished`): known before the walk began and not on any of its pages, though it
+        went past their place (it listed an older batch), on a list that has always come newest
+        first and pages stably (:func:`~pipeline.providers.paging.stable`: by id cursor, or one
+        page). Absence from any other listing is only a suspicion, confirmed by a GET."""
+        if not (self.ordered and listing.oldest is not None and stable(self.adapter.paging)):
+            return []
+        out = self._absent(listing, lambda k: self._passed(listing, k))
+        for bid in out:
+            self.vanished(bid, "absent from a listing that passed its place")
+        return out
+
+    def suspects(self, listing: Listing) -> list[str]:
+        """Terminal batches to fetch once, whose 404 shows them gone: known before the walk began,
+        not on its pages, though it reached the list's end or listed an older batch, and not
+        already proven gone by the listing (:meth:`gone`), nor returned by a GET since a listing
+        last showed them (:meth:`answered`). At most :data:`MAX_CONFIRM` a cycle (the others at a
+        later listing)."""
+        if not listing.complete and listing.oldest is None:
+            return []
+        out = [bid for bid in self._absent(listing, lambda k: k.status in TERMINAL and (
+            listing.complete or self._passed(listing, k))) if bid not in self._kept]
+        if len(out) > MAX_CONFIRM:
+            log.info("source %s: %d terminal batches missing from the list, %d confirmed this cycle",
+                     self.name, len(out), MAX_CONFIRM)
+        return out[:MAX_CONFIRM]
+
+    def answered(self, batch_id: str) -> None:
+        """A GET returned the batch: a terminal one is not suspected again until a listing shows it."""
+        if self._known_terminal(batch_id):
+            self._kept.add(batch_id)
+
+    def vanished(self, batch_id: str, why: str = "404") -> bool:
+        """A known batch is gone (answered 404, or :meth:`gone`): forgotten, counted (``vanished``
+        when active, ``purged`` when terminal) and logged (a purge, routine as old batches leave the
+        list, at DEBUG). False for a batch not known."""
+        known = self.known.pop(batch_id, None)
+        self._kept.discard(batch_id)
+        if known is None or known.status == INVALID:
+            return False
+        if known.status in TERMINAL:
+            self.metrics.purged += 1
+            log.debug("source %s: terminal batch %s purged (%s)", self.name, batch_id, why)
+        else:
+            self.metrics.vanished += 1
+            log.warning("source %s: active batch %s vanished (%s)", self.name, batch_id, why)
+        return True
 
     def next_delay(self, interval: float, now: float) -> float:
         """``interval``, halved (not under 1 s) while an active batch nears its expiry."""

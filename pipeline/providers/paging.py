@@ -87,6 +87,14 @@ class SinglePage:
         return None
 
 
+def stable(paging: Paging) -> bool:
+    """Whether a batch that joins or leaves the list while it is walked cannot push another off
+    the pages read: true of id cursors (the next page starts after the last id read) and of one
+    page; not of page numbers (a removal lifts the next page's first batch onto a page already
+    read) nor of opaque page tokens (nothing says what they hold)."""
+    return isinstance(paging, CursorPaging | SinglePage)
+
+
 @dataclass(frozen=True, slots=True)
 class Loop:
     """Why a listing was stopped before its end: ``kind`` is the error class it is counted under."""

@@ -1,6 +1,6 @@
 -- Batches at risk of expiring: active batches whose finish, projected from their progress rate
 -- since they started, falls after expires_at, or that have made no progress and expire within
--- {margin_minutes} minutes.
+-- {margin_minutes} minutes. A batch the provider no longer returns (vanished) is not at risk.
 -- default: margin_minutes=120
 SELECT
     source,
@@ -17,6 +17,7 @@ SELECT
         AS projected_finish
 FROM batch_current
 WHERE NOT terminal
+  AND (source, batch_id) NOT IN (SELECT source, batch_id FROM batch_changes WHERE kind = 'vanished')
   AND status != 'cancelling'
   AND expires_at IS NOT NULL
   AND (projected_finish > expires_at

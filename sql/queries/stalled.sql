@@ -1,5 +1,5 @@
 -- Stalled batches: in progress, but their processed count has not moved for at least
--- {stall_minutes} minutes of observations (they are still being polled).
+-- {stall_minutes} minutes of observations (they are still being polled: a vanished one is not).
 -- default: stall_minutes=30
 SELECT
     c.source AS source,
@@ -14,5 +14,6 @@ SELECT
 FROM batch_current AS c
 INNER JOIN batch_progress AS p ON c.source = p.source AND c.batch_id = p.batch_id
 WHERE c.status = 'in_progress'
+  AND (c.source, c.batch_id) NOT IN (SELECT source, batch_id FROM batch_changes WHERE kind = 'vanished')
   AND p.last_observed_at - toIntervalMinute({stall_minutes:UInt32}) >= p.progress_since
 ORDER BY stalled_minutes DESC, source, batch_id

@@ -41,7 +41,10 @@ SOURCES, PER_SOURCE, MALFORMED, FAULT_RATE = 20, 100, 5, 0.10
 
 def write_config(tmp: Path, bootstrap: str, prefix: str, sim_port: int, http_port: int, *,
                  providers: tuple[str, ...] = E2E_PROVIDERS, sources: int = SOURCES,
-                 batches: int = PER_SOURCE, malformed: int = MALFORMED, fault_rate: float = 0.0) -> Path:
+                 batches: int = PER_SOURCE, malformed: int = MALFORMED, fault_rate: float = 0.0,
+                 speed: float = SPEED, simulator: str = "") -> Path:
+    """The settings of ``batchscope run`` with its in-process simulator; ``simulator`` adds keys
+    to its table."""
     path = tmp / "batchscope.toml"
     path.write_text(run_toml(tmp, bootstrap, prefix) + f"""http_port = {http_port}
 sink_flush_seconds = 0.5
@@ -55,10 +58,10 @@ malformed = {malformed}
 fault_rate = {fault_rate}
 retry_after = 0.5
 hang_seconds = 1.0
-speed = {SPEED}
+speed = {speed}
 port = {sim_port}
 poll_interval = 0.25
-""", encoding="utf-8")
+{simulator}""", encoding="utf-8")
     return path
 
 

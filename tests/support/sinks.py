@@ -31,8 +31,13 @@ class CaptureSink:
 
     @property
     def ids(self) -> list[str]:
-        """The provider ids of the envelopes, in publish order."""
-        return [str(e.payload["id"]) for e in self.envelopes]
+        """The provider ids of the envelopes (not the vanishes), in publish order."""
+        return [str(e.payload["id"]) for e in self.envelopes if not e.vanished]
+
+    @property
+    def vanished(self) -> list[str]:
+        """The batch ids published as vanished (``Envelope.vanish``), in publish order."""
+        return [str(e.batch_id) for e in self.envelopes if e.vanished]
 
     def clear(self) -> None:
         self.pages.clear()

@@ -146,7 +146,7 @@ def test_simulate_knobs(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for flag in ("--batches", "--sources", "--seed", "--speed", "--port", "--fault-rate", "--retry-after",
                  "--hang-seconds", "--providers", "--latency", "--vanish-share", "--vanish-after",
-                 "--malformed", "--creation-span", "--history"):
+                 "--vanish-active", "--malformed", "--creation-span", "--history"):
         assert flag in text
 
 

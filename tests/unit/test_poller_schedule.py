@@ -35,9 +35,11 @@ async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
         yield simulator
 
 
-def poller_for(sim: Simulator, sink: CaptureSink) -> SourcePoller:
-    source = SourceConfig(name="sim-1", provider="openai", base_url=sim.source_url("sim-1"), page_limit=LIMIT,
-                          poll_interval=POLL, active_interval=ACTIVE, max_rps=1e6)
+def poller_for(sim: Simulator, sink: CaptureSink, *, sweep: float = 0.0) -> SourcePoller:
+    """A poller of the simulator's ``sim-1`` in its time base (no sweep unless ``sweep``)."""
+    source = SourceConfig(name="sim-1", provider=sim.provider("sim-1"), base_url=sim.source_url("sim-1"),
+                          page_limit=LIMIT, poll_interval=POLL, active_interval=ACTIVE, max_rps=1e6,
+                          sweep_interval=sweep)
     return SourcePoller(source, sink, clock=lambda: sim.epoch + sim.now())
 
 
@@ -103,13 +105,14 @@ async def test_many_due_batches_are_refreshed_by_listing(sim: Simulator) -> None
     assert all(k.due > 0.0 for k in poller.known.values() if k.status not in TERMINAL)
 
 
-async def test_an_active_batch_the_listing_passed_without_it_is_fetched_and_vanishes(
+async def test_an_active_batch_the_listing_passed_without_it_vanishes_without_a_get(
         clock: FakeClock) -> None:
     config = SimulatorConfig(port=0, batches=300, speed=SPEED, seed=3, sources=1, providers=("openai",),
                              vanish_share=1.0, vanish_after=0.0)
     async with Simulator(config, clock=clock) as sim:
         clock.now = (CREATION_SPAN / 2 + 60.0) / SPEED
-        poller = poller_for(sim, CaptureSink())
+        sink = CaptureSink()
+        poller = poller_for(sim, sink)
         source = sim.sources["sim-1"]
         async with aiohttp.ClientSession() as http:
             await poller.poll_once(http)
@@ -123,9 +126,11 @@ async def test_an_active_batch_the_listing_passed_without_it_is_fetched_and_vani
                     and int(sim.epoch + b.created) > oldest_listed}
             assert gone  # the case is exercised
             await poller.poll_once(http)
-    assert poller.last_cycle == (1, len(gone))
+    # a stable (id cursor), newest-first listing that went past them proves them gone: no GET
+    assert poller.last_cycle == (1, 0)
     assert poller.metrics.vanished == len(gone)
     assert not gone & set(poller.known)
+    assert sorted(sink.vanished) == sorted(gone)
 
 
 class OldestFirst:
@@ -208,3 +213,31 @@ async def test_a_page_numbered_list_growing_while_listed_stays_newest_first(cloc
     assert poller.last_cycle[0] >= 3
     assert poller.ordered
     assert len(sink.ids) == len(set(sink.ids))
+
+
+@pytest.mark.parametrize("provider", ["openai", "mistral", "gemini", "together"])
+@pytest.mark.parametrize("active_share", [0.0, 1.0])
+async def test_every_batch_that_vanishes_is_published_once_as_gone(provider: str,
+                                                                  active_share: float) -> None:
+    """Terminal batches that leave the list are found by the sweeps (proven by a stable listing, or
+    confirmed by a GET's 404), active ones by their refresh; each is published as gone once. The
+    truth says which the poller was served, and in what status it saw them last."""
+    clock = FakeClock()
+    config = SimulatorConfig(port=0, batches=BATCHES, speed=SPEED, seed=5, sources=1, providers=(provider,),
+                             vanish_share=0.5, vanish_after=6 * 3600.0, vanish_active=active_share)
+    async with Simulator(config, clock=clock) as sim:
+        sink = CaptureSink()
+        poller = poller_for(sim, sink, sweep=4 * ACTIVE)
+        source = sim.sources["sim-1"]
+        async with aiohttp.ClientSession() as http:
+            while sim.now() < max(source.vanish.values()) + 4 * ACTIVE:
+                clock.now += ACTIVE / SPEED
+                await poller.poll_once(http)
+        truth = [b for b in sim.truth()["batches"] if b["vanishes_at"] is not None and b["served"]]
+    purged = {b["batch_id"] for b in truth if b["served"][-1] in TERMINAL}
+    vanished = {b["batch_id"] for b in truth} - purged
+    assert purged if active_share == 0 else vanished  # the case is exercised
+    assert (purged if active_share else vanished) == set()  # seen terminal 6 h before, or gone midway
+    assert sorted(sink.vanished) == sorted(purged | vanished)  # each once
+    assert (poller.metrics.purged, poller.metrics.vanished) == (len(purged), len(vanished))
+    assert not (purged | vanished) & set(poller.known)

@@ -11,7 +11,7 @@ from pipeline.clickhouse.queries import parse_params, parse_saved, saved, saved_
 from pipeline.clickhouse.store import QueryResult
 from pipeline.core.errors import ConfigError
 
-EXPECTED = {"active_batches", "at_risk", "durations", "failure_rates", "in_progress_at", "stalled",
+EXPECTED = {"active_batches", "at_risk", "durations", "failure_rates", "gone", "in_progress_at", "stalled",
             "uncollected_outputs", "spend", "unpriced"}
 
 

@@ -416,3 +416,21 @@ def test_openai_family_usage_grows_with_completed_requests_and_matches_the_truth
         assert usage["input_tokens"] == simusage.per_request(batch)[0] * completed
         assert simusage.truth("anthropic", batch)["usage"] is None
     assert any(simusage.truth("openai", b)["usage"]["input_tokens"] > 0 for b in fleet)
+
+
+def test_vanish_active_sends_the_same_batches_away_midway_instead() -> None:
+    def source(active: float) -> SimSource:
+        config = SimulatorConfig(batches=200, seed=9, sources=1, vanish_share=0.3, vanish_after=600.0,
+                                 vanish_active=active)
+        return Simulator(config).sources["sim-1"]
+
+    after, midway, mixed = source(0.0), source(1.0), source(0.5)
+    assert set(after.vanish) == set(midway.vanish) == set(mixed.vanish) != set()  # the same batches
+    for b in after.fleet:
+        if b.index in after.vanish:
+            end = b.timeline[-1][1]
+            assert after.vanish[b.index] == end + 600.0
+            assert b.created < midway.vanish[b.index] < end
+            assert b.status_at(midway.vanish[b.index]) not in TERMINAL  # still active when it goes
+    early = sum(mixed.vanish[i] < after.vanish[i] for i in after.vanish)
+    assert 0 < early < len(after.vanish)

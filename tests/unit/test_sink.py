@@ -69,7 +69,7 @@ def test_change_row() -> None:
         "event_id": e.event_id, "kind": "status_changed", "source": "prod", "provider": "openai",
         "batch_id": "b1", "observed_at": e.observed_at, "at": "2024-05-01T10:05:00.000Z",
         "from_status": "validating", "to_status": "in_progress", "seconds_in_previous": 300.0,
-        "status": "in_progress", "snapshot": e.snapshot.to_json().decode(), "schema_version": 1,
+        "status": "in_progress", "snapshot": e.snapshot.to_json().decode(), "schema_version": 2,
     }
     assert Snapshot.from_json(row["snapshot"].encode()) == e.snapshot
 

@@ -12,7 +12,7 @@ from pipeline.core.errors import SourceError
 from pipeline.core.models import Envelope
 from pipeline.polling.metrics import SourceMetrics
 from pipeline.polling.schedule import Cadence
-from pipeline.polling.tracker import INVALID, MAX_OBJECT, MAX_PAGES, Known, Listing, Tracker
+from pipeline.polling.tracker import INVALID, MAX_CONFIRM, MAX_OBJECT, MAX_PAGES, Known, Listing, Tracker
 from pipeline.providers import adapter
 from tests.support.clocks import FakeClock
 
@@ -246,3 +246,112 @@ def test_vanished_and_gauges() -> None:
     t.vanished("b1")
     t.update_gauges()
     assert (t.metrics.vanished, t.metrics.tracked, t.metrics.active) == (1, 1, 0)
+
+
+# Batches the provider stopped returning.
+
+def walked(t: Tracker, pages: list[list[str]], *, complete: bool = False) -> Listing:
+    """A walk over ``pages`` of batch ids (begun with what ``t`` knows), as the poller makes it."""
+    listing = t.listing(100)
+    for ids in pages:
+        t.note_order(listing, list(ids))
+    listing.complete = complete
+    return listing
+
+
+def history(t: Tracker, statuses: dict[str, str]) -> None:
+    """``t`` knows these batches, created newest first in the order given."""
+    t.known = {bid: known(status, created=float(100 - i), due=NOW + 99)
+               for i, (bid, status) in enumerate(statuses.items())}
+
+
+def test_a_stable_newest_first_walk_past_a_batch_proves_it_gone() -> None:
+    t = tracker()
+    history(t, {"b1": "completed", "b2": "in_progress", "b3": "completed", "b4": "failed", "b5": "completed"})
+    listing = walked(t, [["b1", "b3"]])  # b2 is missing, and b3, older, was listed
+    assert t.gone(listing) == ["b2"]
+    assert (t.metrics.vanished, t.metrics.purged) == (1, 0)
+    assert "b2" not in t.known
+    listing = walked(t, [["b1"], ["b4"]])  # b3 missing; b5 older than anything listed: not proven
+    assert t.gone(listing) == ["b3"]
+    assert (t.metrics.vanished, t.metrics.purged) == (1, 1)
+    assert t.suspects(listing) == []  # b5: the walk neither passed it nor reached the end
+    listing = walked(t, [["b1", "b4"]], complete=True)
+    assert t.gone(listing) == []
+    assert t.suspects(listing) == ["b5"]  # the list ended before it: only a GET can tell
+
+
+def test_absence_proves_nothing_on_page_numbered_or_unordered_lists() -> None:
+    t = tracker("mistral")  # page numbers: a removal lifts a batch onto a page already read
+    history(t, {"b1": "completed", "b2": "completed", "b3": "completed"})
+    listing = walked(t, [["b1", "b3"]])
+    assert t.gone(listing) == []
+    assert t.suspects(listing) == ["b2"]  # fetched once; a 404 shows it gone
+    t = tracker()
+    history(t, {"b1": "completed", "b2": "completed", "b3": "completed"})
+    t.ordered = False
+    listing = walked(t, [["b1", "b3"]])
+    assert (t.gone(listing), t.suspects(listing)) == ([], [])
+    listing.complete = True
+    assert (t.gone(listing), t.suspects(listing)) == ([], ["b2"])
+
+
+def test_only_batches_known_when_the_walk_began_and_tracked_are_judged() -> None:
+    t = tracker()
+    history(t, {"b1": "completed", "b3": "completed"})
+    listing = walked(t, [["b1"]])
+    t.known["b2"] = known("in_progress", created=98.5)  # learnt meanwhile (a GET): not on the pages read
+    t.known["bad"] = Known(INVALID, None, 1, 99.0)
+    listing.before |= {"bad"}
+    t.note_order(listing, ["b3"])
+    assert t.gone(listing) == []
+    assert set(t.known) == {"b1", "b2", "b3", "bad"}
+
+
+def test_a_terminal_batch_a_get_returned_is_not_suspected_again_until_listed() -> None:
+    t = tracker()
+    history(t, {"b1": "completed", "b2": "completed"})
+    listing = walked(t, [["b1"]], complete=True)
+    assert t.suspects(listing) == ["b2"]
+    t.answered("b2")  # the GET returned it: the list hides it, the provider still has it
+    assert t.suspects(walked(t, [["b1"]], complete=True)) == []
+    walked(t, [["b1", "b2"]])  # listed again
+    assert t.suspects(walked(t, [["b1"]], complete=True)) == ["b2"]
+
+
+def test_suspects_are_confirmed_at_most_max_confirm_a_cycle() -> None:
+    t = tracker()
+    history(t, {f"b{i:04d}": "completed" for i in range(MAX_CONFIRM + 5)})
+    listing = walked(t, [["b0000"]], complete=True)
+    assert len(t.suspects(listing)) == MAX_CONFIRM
+    assert t.to_fetch(listing, set(), NOW) == t.suspects(listing)
+
+
+def test_a_sweep_lists_to_the_end_every_sweep_interval() -> None:
+    clock = FakeClock(NOW)
+    t = Tracker("src", adapter("openai"), Cadence(10.0, 300.0, 600.0), SourceMetrics("src", "openai"), clock)
+    body: dict[str, Any] = {"data": [batch("b2"), batch("b1")], "has_more": True}
+    first = t.listing(2)
+    assert first.sweep
+    t.listed(first, body, body["data"], ["b2", "b1"], unknown=True, until=None)
+    t.listed(first, {"data": [], "has_more": False}, [], [], unknown=False, until=None)  # the end
+    clock.now += 599
+    quiet = t.listing(2)
+    assert not quiet.sweep
+    assert t.listed(quiet, body, body["data"], ["b2", "b1"], unknown=False, until=None)  # stops here
+    clock.now += 1
+    sweep = t.listing(2)
+    assert sweep.sweep
+    assert not t.listed(sweep, body, body["data"], ["b2", "b1"], unknown=False, until=None)  # goes on
+    never = Tracker("src", adapter("openai"), Cadence(10.0, 300.0), SourceMetrics("src", "openai"), clock)
+    assert not never.listing(2).sweep  # sweep 0: only the first listing goes to the end
+
+
+def test_vanished_counts_active_and_terminal_apart() -> None:
+    t = tracker()
+    t.known = {"a": known(), "t": known("expired"), "bad": Known(INVALID, None, 1)}
+    assert t.vanished("a")
+    assert t.vanished("t")
+    assert not t.vanished("bad")
+    assert not t.vanished("never-known")
+    assert (t.metrics.vanished, t.metrics.purged, t.known) == (1, 1, {})

@@ -1,12 +1,13 @@
 """pipeline.core.transitions: the per-batch state machine, every change kind and rule.
 
-Every event these tests produce is checked against ``schemas/change_event.v1.json``.
+Every event these tests produce is checked against ``schemas/change_event.v2.json``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from pipeline.core.transitions import (
     event_id,
     on_graph,
     purge,
+    vanish,
 )
 from pipeline.core.transitions import apply as apply_unchecked
 from tests.change_schema import checked
@@ -113,7 +115,7 @@ def test_forward_move_emits_one_status_changed() -> None:
     assert event.snapshot == IN_PROGRESS
     assert (event.source, event.provider, event.batch_id) == ("prod", "openai", "b1")
     assert event.key == "prod/b1"
-    assert event.schema_version == 1
+    assert event.schema_version == 2
     assert event.off_graph is False
 
 
@@ -523,6 +525,39 @@ def test_an_active_or_unknown_batch_is_never_purged() -> None:
     assert purge(None, IN_PROGRESS, iso(T0)) == (None, [])
 
 
+def test_vanish_is_purged_once_for_a_terminal_batch() -> None:
+    state, _ = fold([VALIDATING, COMPLETED])
+    gone, (event,) = vanish(state, COMPLETED, iso(T0 + 99_000))
+    assert (event.kind, event.at, event.event_id) == ("purged", iso(T0 + 99_000),
+                                                      event_id("prod", "b1", "purged"))
+    assert gone is not None
+    assert (gone.purged, gone.status) == (True, "completed")
+    assert vanish(gone, COMPLETED, iso(T0 + 99_500)) == (gone, [])  # delivered again: nothing
+    assert purge(gone, COMPLETED, iso(T0 + 99_500)) == (gone, [])
+    checked([event])
+
+
+def test_vanish_of_an_active_batch_is_vanished_once() -> None:
+    state, _ = fold([VALIDATING, IN_PROGRESS])
+    gone, (event,) = vanish(state, IN_PROGRESS, iso(T0 + 500))
+    assert (event.kind, event.at, event.event_id) == ("vanished", iso(T0 + 500),
+                                                      event_id("prod", "b1", "vanished"))
+    assert event.snapshot == IN_PROGRESS
+    assert gone is not None
+    assert (gone.purged, gone.status) == (True, "in_progress")
+    assert vanish(gone, IN_PROGRESS, iso(T0 + 600)) == (gone, [])
+    # the same vanish folded into the same state again (a replay) gives the same event
+    assert vanish(state, IN_PROGRESS, iso(T0 + 500))[1] == [event]
+    # a batch once reported gone is not reported again, not even as purged once it ends
+    ended, _ = apply(gone, COMPLETED)
+    assert vanish(ended, COMPLETED, iso(T0 + 900)) == (ended, [])
+    checked([event])
+
+
+def test_vanish_of_an_untracked_batch_is_nothing() -> None:
+    assert vanish(None, IN_PROGRESS, iso(T0)) == (None, [])
+
+
 def test_a_purged_batch_stays_terminal() -> None:
     state, _ = fold([VALIDATING, COMPLETED])
     purged_state, _ = purge(state, COMPLETED, iso(T0 + 99_000))
@@ -543,6 +578,9 @@ def test_every_kind_is_produced_and_valid() -> None:
     state, more = apply(state, done, rules)
     events += more
     _, more = purge(state, done, iso(T0 + 50_000))
+    events += checked(more)
+    other = replace(IN_PROGRESS, batch_id="b2")
+    _, more = vanish(apply(None, other, rules)[0], other, iso(T0 + 50_000))
     events += checked(more)
     assert set(kinds(events)) == set(CHANGE_KINDS)
     assert len({e.event_id for e in events}) == len(events)
