@@ -32,15 +32,18 @@ from pipeline.alerts.ledger import Ledger, ledger_key
 from pipeline.alerts.messages import (
     Alert,
     Digest,
+    signing_key,
     slack_alert,
     slack_digest,
     webhook_alert,
     webhook_digest,
 )
 from pipeline.alerts.rules import team_of
-from pipeline.config import KafkaConfig
+from pipeline.config import KafkaConfig, Settings
 from pipeline.core.dlq import dead_letter, dlq_key, source_of
+from pipeline.core.errors import ConfigError
 from pipeline.kafka import ALERTS_SENT, ensure_topics
+from pipeline.polling.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,8 @@ class AlertService:
 
     def __init__(self, config: KafkaConfig, targets: list[Target],
                  source_tags: Mapping[str, Mapping[str, str]], team_key: str, *, group: str | None = None,
-                 from_start: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+                 from_start: bool = False, policy: RetryPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._targets = {t.rule.name: t for t in targets}
         self._rules = tuple(t.rule for t in targets)
@@ -102,6 +106,7 @@ class AlertService:
         self._team_key = team_key
         self._group = group or f"{config.app_id}-alerts"
         self._from_start = from_start
+        self._policy = policy
         self._clock = clock
         self._bursts = Bursts(self._rules)
         self._held: dict[TopicPartition, list[int]] = defaultdict(list)  # offsets of held alerts
@@ -124,7 +129,7 @@ class AlertService:
             await ledger.load()
             await consumer.start()
             async with aiohttp.ClientSession() as session:
-                courier = Courier(session)
+                courier = Courier(session, self._policy)
                 try:
                     await self._loop(consumer, Wiring(producer, ledger, courier), stop)
                 finally:
@@ -214,3 +219,48 @@ class AlertService:
                             offset=record.offset, original=record.value, key=record.key,
                             source=source_of(record.key))
         await (await wired.producer.send(self._config.topic("dlq"), value=value, key=dlq_key(record.key)))
+
+
+def targets_of(settings: Settings) -> list[Target]:
+    """Each rule with its destination's secrets (loaded with ``Secrets.ALERT_SECRETS``)."""
+    out = []
+    for rule in settings.alerts:
+        url, key = settings.alert_secrets[rule.name]
+        try:
+            signing = signing_key(key.reveal()) if key is not None else None
+        except ConfigError as exc:
+            raise ConfigError(f"alerts rule {rule.name!r}: {exc}") from None
+        out.append(Target(rule, url, signing))
+    return out
+
+
+def service_of(settings: Settings) -> AlertService:
+    """The service of the settings' rules (``batchscope alerts``, and ``run`` when rules exist)."""
+    if not settings.alerts:
+        raise ConfigError("alerts: no rule configured; add an [[alerts]] table (docs/alerts.md)")
+    tags = {s.name: dict(s.tags) for s in settings.sources}
+    a = settings.alerting
+    return AlertService(settings.kafka, targets_of(settings), tags, a.team_key, from_start=a.from_start,
+                        policy=RetryPolicy(max_attempts=a.max_attempts))
+
+
+SAMPLE = {"event_id": "00000000-0000-5000-8000-000000000000", "kind": "status_changed",
+          "from_status": "in_progress", "to_status": "failed", "source": "batchscope-test",
+          "provider": "openai", "batch_id": "batch_test", "at": "2026-01-01T00:00:00.000Z",
+          "observed_at": "2026-01-01T00:00:00.000Z",
+          "snapshot": {"model": "gpt-4o-mini", "requests_total": 100, "requests_completed": 60,
+                       "requests_failed": 40, "metadata": {}}, "schema_version": 1}
+
+
+async def send_test(settings: Settings, rule_name: str) -> str | None:
+    """Send a sample alert to ``rule_name``'s destination (its rule's criteria are not applied);
+    None once delivered, else why not."""
+    target = next((t for t in targets_of(settings) if t.rule.name == rule_name), None)
+    if target is None:
+        known = ", ".join(r.name for r in settings.alerts) or "none"
+        raise ConfigError(f"alerts: no rule named {rule_name!r} (configured: {known})")
+    alert = Alert(rule_name, SAMPLE, "batchscope-test")
+    _, message = message_of(target, alert)
+    async with aiohttp.ClientSession() as session:
+        courier = Courier(session, RetryPolicy(max_attempts=settings.alerting.max_attempts))
+        return await courier.deliver(target, f"test-{int(time.time())}", message)
