@@ -295,7 +295,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.alerts.service import send_test, service_of
-    from pipeline.polling.metrics import REPORT_EVERY, report_every
+    from pipeline.polling.metrics import REPORT_EVERY, MetricsServer, report_every, start_metrics
 
     if args.action == "test":
         if not args.rule:
@@ -308,15 +308,19 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
     if args.rule:
         raise ConfigError(f"alerts: unexpected argument {args.rule!r} (did you mean 'alerts test RULE'?)")
     service = service_of(settings)
+    p = settings.pipeline
+    server = MetricsServer(p.metrics_host, p.metrics_port, service.counts.exposition)
 
     async def go() -> None:
         stop = asyncio.Event()
         _on_signals(stop.set)
+        await start_metrics(server)
         report = asyncio.create_task(report_every(REPORT_EVERY, service.counts.line))
         try:
             await service.run(stop)
         finally:
             report.cancel()
+            await server.stop()
 
     asyncio.run(go())
     return 0

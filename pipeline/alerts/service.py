@@ -43,6 +43,7 @@ from pipeline.config import KafkaConfig, Settings
 from pipeline.core.dlq import dead_letter, dlq_key, source_of
 from pipeline.core.errors import ConfigError
 from pipeline.kafka import ALERTS_SENT, ensure_topics
+from pipeline.polling.metrics import family_lines, labels
 from pipeline.polling.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,25 @@ class AlertCounts:
     digested: Counter[str] = field(default_factory=Counter)  # alerts sent inside a digest
     failed: Counter[str] = field(default_factory=Counter)  # given up: dead-lettered
     malformed: int = 0  # change events that are not JSON objects
+
+    def exposition(self) -> str:
+        """The counters by rule in the Prometheus text format (``/metrics``)."""
+        def by_rule(counts: Counter[str]) -> list[tuple[str, float]]:
+            return [(labels(rule=r), n) for r, n in sorted(counts.items())]
+
+        lines = [*family_lines("alerts_sent_total", "counter", "alert and digest messages delivered",
+                               by_rule(self.sent)),
+                 *family_lines("alerts_deduplicated_total", "counter",
+                               "alerts not sent again: delivered before (read again after a restart)",
+                               by_rule(self.deduplicated)),
+                 *family_lines("alerts_digested_total", "counter", "alerts delivered inside a digest",
+                               by_rule(self.digested)),
+                 *family_lines("alerts_failed_total", "counter",
+                               "alerts given up after every retry (dead-lettered)", by_rule(self.failed)),
+                 *family_lines("alerts_malformed_events_total", "counter",
+                               "change events that are not JSON objects (dead-lettered)",
+                               [("", self.malformed)])]
+        return "\n".join(lines) + "\n"
 
     def line(self) -> str:
         return (f"alerts: sent {sum(self.sent.values())}, digested {sum(self.digested.values())}, "

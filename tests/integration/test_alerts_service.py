@@ -124,6 +124,9 @@ async def test_each_matching_event_is_delivered_once_through_refusals_and_a_rest
     assert receiver.bad_signatures == 0
     assert sum(receiver.accepted.values()) == len(expected)  # none twice, across the restart
     assert second.counts.deduplicated  # the second read the first one's events again, and skipped them
+    metrics = first.counts.exposition() + second.counts.exposition()
+    assert 'batchscope_alerts_sent_total{rule="bad-ends"}' in metrics
+    assert 'batchscope_alerts_deduplicated_total{rule="risk"}' in metrics
     assert receiver.bodies["ev-0"]["event"]["batch_id"] == "batch_0"
     dead = await read_all(kafka_bootstrap, config.topic("dlq"))
     assert [orjson.loads(r.value)["reason"] for r in dead] == ["the change event is not a JSON object"]
