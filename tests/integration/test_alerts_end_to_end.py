@@ -15,7 +15,6 @@ import asyncio
 import base64
 import random
 import re
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -29,7 +28,8 @@ from aiohttp import web
 
 from pipeline.alerts.messages import signature, signing_key
 from pipeline.clickhouse.queries import query_running
-from tests.reliability.harness import Fleet, Proc, wait_for, write_config
+from tests.loopback import serving_in_thread
+from tests.reliability.harness import Fleet, Proc, get_json, wait_for, write_config
 from tests.support.kafka import lag
 from tests.support.processes import free_port
 
@@ -88,33 +88,9 @@ class Destinations:
 @pytest.fixture
 def destinations() -> Iterator[Destinations]:
     dest = Destinations()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    async def serve() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post(SLACK_PATH, dest.slack_hook)
-        app.router.add_post("/hook", dest.webhook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        dest.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return runner
-
-    def thread() -> None:
-        asyncio.set_event_loop(loop)
-        runner = loop.run_until_complete(serve())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    t = threading.Thread(target=thread, daemon=True)
-    t.start()
-    ready.wait(10)
-    yield dest
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
-    loop.close()
+    with serving_in_thread({SLACK_PATH: dest.slack_hook, "/hook": dest.webhook}) as url:
+        dest.url = url
+        yield dest
 
 
 RULES = """
@@ -167,7 +143,7 @@ def test_every_failure_expiry_and_risk_is_alerted_once_through_a_sigkill(
                  run, alerts)
         alerts.kill()  # SIGKILL, mid-run
         alerts.start()
-        truth = wait_for(lambda: (t := _get(truth_url))["all_terminal"] and t, "a terminal fleet", 180,
+        truth = wait_for(lambda: (t := get_json(truth_url))["all_terminal"] and t, "a terminal fleet", 180,
                          run, alerts)
         time.sleep(2.0)
         terminal = len(truth["batches"])
@@ -205,15 +181,10 @@ def test_every_failure_expiry_and_risk_is_alerted_once_through_a_sigkill(
         assert secret not in logs
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test server
-        return orjson.loads(resp.read())
-
-
 def _metrics(alerts: Proc) -> str:
     """The running alerts service's /metrics (its port is in its log: 'metrics on http://...';
     the last one: the first process was killed)."""
     found = re.findall(r"metrics on (http://\S+/metrics)", alerts.text())
     assert found, "the alerts service served no /metrics"
     with urllib.request.urlopen(found[-1], timeout=10) as resp:  # noqa: S310 - loopback
-        return resp.read().decode()
+        return str(resp.read().decode())

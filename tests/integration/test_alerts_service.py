@@ -8,8 +8,6 @@ import asyncio
 import base64
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -23,7 +21,7 @@ from pipeline.alerts.service import AlertService
 from pipeline.config import KafkaConfig
 from pipeline.core.secret import Secret
 from pipeline.kafka import ALERTS_SENT, ensure_topics
-from tests.loopback import until
+from tests.loopback import serving, until
 from tests.support.kafka import PARTITIONS, publish, read_all
 
 pytestmark = pytest.mark.integration
@@ -59,19 +57,6 @@ class Receiver:
         self.accepted[msg_id] += 1
         self.bodies[msg_id] = orjson.loads(payload)
         return web.Response(status=204)
-
-
-@asynccontextmanager
-async def receiving(receiver: Receiver) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    finally:
-        await runner.cleanup()
 
 
 def change(i: int, kind: str, to_status: str | None) -> tuple[bytes, bytes]:
@@ -114,7 +99,8 @@ async def test_each_matching_event_is_delivered_once_through_refusals_and_a_rest
     expected = {f"ev-{i}" for i in range(100) if i % len(kinds) < 3}
     await publish(kafka_bootstrap, config.topic("changes"), [*events, (b"acct/x", b"not json")])
     receiver = Receiver()
-    async with receiving(receiver) as url:
+    async with serving({"/hook": receiver.handle}, "POST") as base:
+        url = base + "/hook"
         first = AlertService(config, targets(url), {}, "team", from_start=True)
         await run_for(first, lambda: len(receiver.accepted) >= 20, 60)  # stopped mid-stream
         second = AlertService(config, targets(url), {}, "team", from_start=True)
@@ -141,7 +127,8 @@ async def test_a_burst_becomes_a_few_alerts_and_digests_each_event_in_one_of_the
     await publish(kafka_bootstrap, config.topic("changes"),
                   [change(i, "status_changed", "failed") for i in range(500)])
     receiver = Receiver()
-    async with receiving(receiver) as url:
+    async with serving({"/hook": receiver.handle}, "POST") as base:
+        url = base + "/hook"
         service = AlertService(config, targets(url, digest_after=5, digest_window=2.0, digest_list=10),
                                {}, "team", from_start=True)
 

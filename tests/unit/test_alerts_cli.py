@@ -3,9 +3,7 @@ line each, never the destination's URL or signing key."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from aiohttp import web
 
 from batchscope.cli import main
 from pipeline.alerts.messages import signature, signing_key
+from tests.loopback import serving_in_thread
 
 KEY = "whsec_" + base64.b64encode(b"a-signing-key-of-32-bytes-long!!").decode()
 
@@ -23,38 +22,14 @@ def receiver() -> Iterator[tuple[str, list[web.Request], list[bytes]]]:
     """A webhook receiver on its own thread (the CLI runs its own event loop)."""
     seen: list[web.Request] = []
     bodies: list[bytes] = []
-    started = threading.Event()
-    loop = asyncio.new_event_loop()
-    where: list[str] = []
 
     async def hook(request: web.Request) -> web.Response:
         seen.append(request)
         bodies.append(await request.read())
         return web.Response(status=200)
 
-    async def serve() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        where.append(f"http://127.0.0.1:{runner.addresses[0][1]}/hook")
-        return runner
-
-    def thread() -> None:
-        asyncio.set_event_loop(loop)
-        runner = loop.run_until_complete(serve())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    t = threading.Thread(target=thread, daemon=True)
-    t.start()
-    started.wait(10)
-    yield where[0], seen, bodies
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
-    loop.close()
+    with serving_in_thread({"/hook": hook}) as url:
+        yield url + "/hook", seen, bodies
 
 
 def config(tmp_path: Path, extra: str = "") -> str:
