@@ -111,6 +111,15 @@ def _add_pipeline_commands(commands: _Commands) -> None:
         "  batchscope worker\n  batchscope worker --agents sink")
     worker.add_argument("--agents", default="normalise,track,sink", type=_agent_list,
                         help="comma-separated subset of normalise,track,sink (default: all three)")
+    alerts = commands.add(
+        "alerts", "send the alerts the [[alerts]] rules ask for, to Slack or a signed webhook",
+        "Reads <prefix>.changes in its own consumer group (<app_id>-alerts) and delivers each\n"
+        "(rule, event) once, recorded in <prefix>.alerts-sent; a burst becomes digests.\n"
+        "'batchscope alerts test RULE' sends a sample alert to RULE's destination instead, to\n"
+        "check the wiring. Logs a progress line every 10 s; Ctrl-C stops it. See docs/alerts.md.",
+        "  batchscope alerts\n  batchscope alerts test failures")
+    alerts.add_argument("action", nargs="?", choices=["test"], help="test: send one sample alert")
+    alerts.add_argument("rule", nargs="?", help="the rule whose destination 'test' sends to")
 
 
 def _add_admin_commands(commands: _Commands) -> None:
@@ -295,6 +304,39 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from agents.worker import serve
 
     return serve(settings, args.agents)
+
+
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.alerts.service import send_test, service_of
+    from pipeline.polling.metrics import REPORT_EVERY, MetricsServer, report_every, start_metrics
+
+    if args.action == "test":
+        if not args.rule:
+            raise ConfigError("alerts test: name the rule to test (batchscope alerts test RULE)")
+        failure = asyncio.run(send_test(settings, args.rule))
+        if failure is not None:
+            raise BatchscopeError(f"alerts test: {args.rule}: not delivered: {failure}")
+        print(f"alerts test: {args.rule}: delivered a sample alert")
+        return 0
+    if args.rule:
+        raise ConfigError(f"alerts: unexpected argument {args.rule!r} (did you mean 'alerts test RULE'?)")
+    service = service_of(settings)
+    p = settings.pipeline
+    server = MetricsServer(p.metrics_host, p.metrics_port, service.counts.exposition)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        _on_signals(stop.set)
+        await start_metrics(server)
+        report = asyncio.create_task(report_every(REPORT_EVERY, service.counts.line))
+        try:
+            await service.run(stop)
+        finally:
+            report.cancel()
+            await server.stop()
+
+    asyncio.run(go())
+    return 0
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -486,6 +528,7 @@ SECRETS: dict[str, Secrets] = {
     "health": Secrets.NONE,
     "normalise": Secrets.NONE,
     "simulate": Secrets.NONE,
+    "alerts": Secrets.ALERT_SECRETS,
 }
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
@@ -500,6 +543,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "normalise": cmd_normalise,
     "status": cmd_status,
     "simulate": cmd_simulate,
+    "alerts": cmd_alerts,
 }
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ must be finite; URLs carry no credentials.
 
 Secrets are read only for the commands that use them (:class:`Secrets`, chosen per command by
 the CLI): a source's key (the environment variable or file it names) by the commands that poll,
-the ClickHouse password by the commands that open ClickHouse. They are held as :class:`Secret`,
+the ClickHouse password by the commands that open ClickHouse, the alert destinations' URLs and
+signing keys by the alerts service. They are held as :class:`Secret`,
 which never prints its value.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from pipeline.alerts.rules import Rule, Secretref, parse_rules
 from pipeline.core.errors import ConfigError
 from pipeline.core.secret import Secret
 from pipeline.core.transitions import Rules
@@ -54,6 +56,7 @@ class Secrets(enum.Flag):
     NONE = 0
     SOURCE_KEYS = enum.auto()  # each source's api_key_env / api_key_file: the commands that poll
     CLICKHOUSE_PASSWORD = enum.auto()  # clickhouse.password_env: the commands that open ClickHouse
+    ALERT_SECRETS = enum.auto()  # each [[alerts]] rule's url and signing key: the alerts service
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,19 @@ class SpendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertingConfig:
+    """The alerts service (``batchscope alerts``; the rules are the ``[[alerts]]`` tables)."""
+
+    # a new consumer group starts at the changes topic's start (true) or at its end (false: no
+    # alert for history)
+    from_start: bool = False
+    max_attempts: int = bounded(6, 1, 50)  # deliveries tried per alert before it is dead-lettered
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "alerting")
+
+
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
     """One provider account. ``api_key_env`` / ``api_key_file`` name where its key is; the key
     itself (``api_key``) is read only when the settings are loaded with ``Secrets.SOURCE_KEYS``.
@@ -285,8 +301,12 @@ class Settings:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     spend: SpendConfig = field(default_factory=SpendConfig)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
     sources: tuple[SourceConfig, ...] = ()
+    alerts: tuple[Rule, ...] = ()
     clickhouse_secret: Secret | None = field(default=None, repr=False)
+    # rule name -> (its destination URL, its signing key), read with ``Secrets.ALERT_SECRETS``
+    alert_secrets: Mapping[str, tuple[Secret, Secret | None]] = field(default_factory=dict, repr=False)
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -311,6 +331,7 @@ SECTIONS: dict[str, type[Any]] = {
     "pipeline": PipelineConfig,
     "track": TrackConfig,
     "spend": SpendConfig,
+    "alerting": AlertingConfig,
 }
 # By default an active batch far from its expected end is refreshed every 10 poll intervals (5 min
 # at the default 30 s): far from its end only an unforeseen cancel or failure changes it, and 5 min
@@ -343,10 +364,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     read the secrets ``secrets`` names, and no other."""
     environ = os.environ if env is None else env
     raw = _read_toml(path, environ)
-    unknown = set(raw) - set(SECTIONS) - {"sources"}
+    unknown = set(raw) - set(SECTIONS) - {"sources", "alerts"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{key}: unknown section (known: {', '.join([*SECTIONS, 'sources'])})")
+        raise ConfigError(f"{key}: unknown section (known: {', '.join([*SECTIONS, 'sources', 'alerts'])})")
     _check_env_names(environ)
     parts = {name: _section(name, cls, raw.get(name, {}), environ) for name, cls in SECTIONS.items()}
     sources = raw.get("sources", [])
@@ -364,7 +385,27 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         password = _secret_from_env(pw_env, "clickhouse.password_env", environ)
         require(CONTROL.search(password.reveal()) is None, "clickhouse.password_env",
                  f"the value of {pw_env} holds control characters (it is not shown)")
-    return Settings(sources=loaded, clickhouse_secret=password, **parts)
+    rules = parse_rules(raw.get("alerts"))
+    alert_secrets = ({r.name: _alert_secrets(i, r, environ) for i, r in enumerate(rules)}
+                     if Secrets.ALERT_SECRETS in secrets else {})
+    return Settings(sources=loaded, clickhouse_secret=password, alerts=rules, alert_secrets=alert_secrets,
+                    **parts)
+
+
+def _alert_secrets(index: int, rule: Rule, environ: Mapping[str, str]) -> tuple[Secret, Secret | None]:
+    """A rule's destination URL (a secret: a Slack webhook URL is a credential) and signing key, read."""
+    url = _secret_ref(rule.url, f"alerts[{index}].url", environ)
+    text = url.reveal()
+    require(text.startswith(("https://", "http://")) and CONTROL.search(text) is None and " " not in text,
+            f"alerts[{index}].url", "must be an http(s) URL without spaces (the value is not shown)")
+    key = _secret_ref(rule.signing_key, f"alerts[{index}].signing_key", environ) if rule.signing_key else None
+    return url, key
+
+
+def _secret_ref(ref: Secretref, key: str, environ: Mapping[str, str]) -> Secret:
+    if ref.env:
+        return _secret_from_env(ref.env, f"{key}_env", environ)
+    return _secret_from_file(ref.file, f"{key}_file")
 
 
 def _check_env_names(environ: Mapping[str, str]) -> None:

@@ -72,6 +72,11 @@ class TopicInfo:
     configs: dict[str, str]
 
 
+# The alerts service's record of what it delivered (pipeline/alerts/ledger.py): compacted, and
+# aged like the changes topic (an event older than that is never read again).
+ALERTS_SENT = "alerts-sent"
+
+
 def changelog_topic(config: KafkaConfig) -> str:
     """The track table's changelog, as Faust names it: ``<app_id>-<table>-changelog``."""
     return f"{config.app_id}-{STATE_TABLE}-changelog"
@@ -85,10 +90,12 @@ def topic_specs(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOPICS, *,
                 changelog: bool = False) -> list[TopicSpec]:
     """Partitions, replication and retention of each topic; the changelog is compacted, not aged."""
     retention = {"raw": config.retention_hours, "snapshots": config.retention_hours,
-                 "changes": config.changes_retention_hours, "dlq": config.dlq_retention_hours}
+                 "changes": config.changes_retention_hours, "dlq": config.dlq_retention_hours,
+                 ALERTS_SENT: config.changes_retention_hours}
     isr = {"min.insync.replicas": str(config.min_insync_replicas)}
     specs = [TopicSpec(config.topic(n), config.partitions, config.replication_factor,
-                       {"cleanup.policy": "delete", "retention.ms": _retention_ms(retention[n]), **isr})
+                       {"cleanup.policy": "compact,delete" if n == ALERTS_SENT else "delete",
+                        "retention.ms": _retention_ms(retention[n]), **isr})
              for n in names]
     if changelog:
         specs.append(TopicSpec(changelog_topic(config), config.partitions, config.replication_factor,

@@ -74,6 +74,17 @@ def stale_reason(all_metrics: list[SourceMetrics], intervals: int,
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+def family_lines(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:
+    """One metric family in the Prometheus text format: ``samples`` are (labels, value), the
+    labels already rendered (:func:`labels`)."""
+    return [f"# HELP batchscope_{name} {help_text}", f"# TYPE batchscope_{name} {kind}",
+            *(f"batchscope_{name}{{{labels}}} {value:g}" for labels, value in samples)]
+
+
+def labels(**pairs: str) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
+
+
 def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = None,
            clock: Callable[[], float] = time.monotonic) -> str:
     """The Prometheus text format for every source."""
@@ -81,13 +92,10 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
     lines: list[str] = []
 
     def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP batchscope_{name} {help_text}")
-        lines.append(f"# TYPE batchscope_{name} {kind}")
-        lines.extend(f"batchscope_{name}{{{labels}}} {value:g}" for labels, value in samples)
+        lines.extend(family_lines(name, kind, help_text, samples))
 
     def lab(m: SourceMetrics, **more: str) -> str:
-        pairs = {"source": m.source, "provider": m.provider, **more}
-        return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
+        return labels(source=m.source, provider=m.provider, **more)
 
     family("poller_requests_total", "counter", "HTTP requests by outcome",
            [(lab(m, outcome=o), n) for m in all_metrics for o, n in sorted(m.requests.items())])
