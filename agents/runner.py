@@ -1,4 +1,5 @@
-"""``batchscope run``: poller, agents and sink in one process, for one machine.
+"""``batchscope run``: poller, agents and sink in one process, for one machine (and the alerts
+service, when ``[[alerts]]`` rules are configured).
 
 Before the Faust worker starts: migrations are applied and the topics created, so the track
 table's co-partitioning holds from the first record. With no source configured the simulator
@@ -18,6 +19,7 @@ from mode import Service
 from agents.app import create_app
 from agents.counters import Counters
 from agents.plugins import install_plugins
+from pipeline.alerts.service import AlertService, service_of
 from pipeline.clickhouse import spend
 from pipeline.clickhouse.queryserver import QueryServer
 from pipeline.clickhouse.store import AsyncStore, Store, redact
@@ -68,6 +70,8 @@ class PipelineService(Service):
         # nothing to serve: `batchscope query` connects to the server itself.
         self.http = QueryServer(settings) if not settings.clickhouse.dsn else None
         self.polling: Polling | None = None  # once the sources are known (the demo's: once it serves)
+        self.alerts = _alert_service(settings)
+        self._alerts_stop = asyncio.Event()
 
     async def on_start(self) -> None:
         sources = self.settings.sources
@@ -78,9 +82,12 @@ class PipelineService(Service):
             await self.http.start()
         self.polling = Polling(self.settings, sources, self.counters.metrics)
         await self.polling.start()
+        if self.alerts is not None:
+            self.add_future(self.alerts.run(self._alerts_stop))
         self.add_future(self._report())
 
     async def on_stop(self) -> None:
+        self._alerts_stop.set()
         if self.polling is not None:
             await self.polling.stop()
         if self.http is not None:
@@ -95,6 +102,13 @@ class PipelineService(Service):
             c = self.counters
             log.info("pipeline: observed %d, normalised %d, changes %d, sunk %d, dead letters %d",
                      observed, c.normalised, c.changes, c.sunk, c.dead_letters)
+            if self.alerts is not None:
+                log.info("%s", self.alerts.counts.line())
+
+
+def _alert_service(settings: Settings) -> AlertService | None:
+    """The alerts service of the settings' rules, None without rules."""
+    return service_of(settings) if settings.alerts else None
 
 
 async def prepare(settings: Settings, store: AsyncStore) -> None:

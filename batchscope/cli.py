@@ -517,7 +517,7 @@ def table(result: QueryResult) -> str:
 # command reads which"). A source's key only where sources are polled; the ClickHouse password only
 # where ClickHouse may be opened (query and status open it when no pipeline serves the endpoint).
 SECRETS: dict[str, Secrets] = {
-    "run": Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD,
+    "run": Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD | Secrets.ALERT_SECRETS,
     "poll": Secrets.SOURCE_KEYS,
     "worker": Secrets.CLICKHOUSE_PASSWORD,
     "migrate": Secrets.CLICKHOUSE_PASSWORD,

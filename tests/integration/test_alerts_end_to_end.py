@@ -188,3 +188,22 @@ def _metrics(alerts: Proc) -> str:
     assert found, "the alerts service served no /metrics"
     with urllib.request.urlopen(found[-1], timeout=10) as resp:  # noqa: S310 - loopback
         return str(resp.read().decode())
+
+
+def test_run_sends_the_alerts_itself_when_rules_are_configured(
+        tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, destinations: Destinations) -> None:
+    """No ``batchscope alerts`` beside it: ``run`` starts the service, and logs its counts."""
+    sim_port = free_port()
+    fleet = Fleet(batches=30, sources=2, speed=3000.0, providers=("openai", "mistral"))
+    config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port=sim_port, fleet=fleet,
+                          extern_sim=False, extra=RULES)
+    env = {"E2E_SLACK_URL": destinations.url + SLACK_PATH, "E2E_HOOK_URL": destinations.url + "/hook",
+           "E2E_HOOK_KEY": KEY}
+    run = Proc(config, tmp_path / "run.log", "run", env=env).start()
+    try:
+        wait_for(lambda: destinations.slack or destinations.hooks, "an alert from batchscope run", 120, run)
+        wait_for(lambda: "alerts: sent" in run.text(), "the alerts' progress line", 30, run)
+    finally:
+        run.stop()
+    for secret in (SLACK_PATH, KEY):
+        assert secret not in run.text()
