@@ -24,6 +24,7 @@ from pipeline.config import Settings, SourceConfig
 from pipeline.kafka import ensure_topics
 from pipeline.polling.metrics import REPORT_EVERY
 from pipeline.polling.service import Polling
+from pipeline.webhooks.receiver import Receiver
 
 if TYPE_CHECKING:
     from simulator.server import Simulator
@@ -65,6 +66,8 @@ class PipelineService(Service):
         # nothing to serve: `batchscope query` connects to the server itself.
         self.http = QueryServer(settings) if not settings.clickhouse.dsn else None
         self.polling: Polling | None = None  # once the sources are known (the demo's: once it serves)
+        # the webhook receiver, when a source takes webhooks (docs/webhooks.md)
+        self.receiver = Receiver(settings) if any(s.webhooks for s in settings.sources) else None
 
     async def on_start(self) -> None:
         sources = self.settings.sources
@@ -73,13 +76,18 @@ class PipelineService(Service):
             sources = simulator_sources(self.settings, self.simulator)
         if self.http is not None:
             await self.http.start()
-        self.polling = Polling(self.settings, sources, self.counters.metrics)
+        if self.receiver is not None:
+            await self.receiver.start()
+        text = self.receiver.metrics_text if self.receiver is not None else None
+        self.polling = Polling(self.settings, sources, self.counters.metrics, text)
         await self.polling.start()
         self.add_future(self._report())
 
     async def on_stop(self) -> None:
         if self.polling is not None:
             await self.polling.stop()
+        if self.receiver is not None:
+            await self.receiver.stop()
         if self.http is not None:
             await self.http.stop()
         if self.simulator is not None:

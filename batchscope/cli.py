@@ -104,6 +104,16 @@ def _add_pipeline_commands(commands: _Commands) -> None:
                  "at least one [[sources]] table and publishes to the <prefix>.raw topic; run\n"
                  "'batchscope worker' to process it. Serves /metrics and /health on\n"
                  "pipeline.metrics_port. Logs a progress line every 10 s; Ctrl-C stops it.")
+    commands.add("webhooks", "receive the providers' signed batch webhooks and hand them to the poller",
+                 "Serves every source that has webhook_secret_env or webhook_secret_file on its\n"
+                 "webhook_path (default /webhooks/<name>), on webhooks.host:webhooks.port. Each\n"
+                 "request is verified (Standard Webhooks signature, timestamp within\n"
+                 "webhooks.tolerance, body under webhooks.max_body_kib) and its event published to\n"
+                 "<prefix>.hints before it is answered 2xx; the poller fetches the batch at once.\n"
+                 "'batchscope run' serves the same receiver itself when a source has a webhook\n"
+                 "secret. Serves /metrics and /health on pipeline.metrics_port. Put it behind a TLS\n"
+                 "reverse proxy that forwards only its paths (docs/webhooks.md).",
+                 "  batchscope webhooks --config batchscope.toml")
     worker = commands.add(
         "worker", "process what the poller published: normalise, track changes, store in ClickHouse",
         "The processing stages alone, as the 'worker' service of a multi-process deployment.\n"
@@ -264,6 +274,16 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
             await polling.stop()
 
     asyncio.run(go())
+    return 0
+
+
+def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.webhooks.receiver import serve
+
+    if not any(s.webhooks for s in settings.sources):
+        raise ConfigError("sources: none has webhook_secret_env or webhook_secret_file; 'webhooks' "
+                          "needs at least one")
+    asyncio.run(serve(settings, _on_signals))
     return 0
 
 
@@ -440,7 +460,8 @@ def table(result: QueryResult) -> str:
 # command reads which"). A source's key only where sources are polled; the ClickHouse password only
 # where ClickHouse may be opened (query and status open it when no pipeline serves the endpoint).
 SECRETS: dict[str, Secrets] = {
-    "run": Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD,
+    "run": Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD | Secrets.WEBHOOK_SECRETS,
+    "webhooks": Secrets.WEBHOOK_SECRETS,
     "poll": Secrets.SOURCE_KEYS,
     "worker": Secrets.CLICKHOUSE_PASSWORD,
     "migrate": Secrets.CLICKHOUSE_PASSWORD,
@@ -455,6 +476,7 @@ SECRETS: dict[str, Secrets] = {
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
     "poll": cmd_poll,
+    "webhooks": cmd_webhooks,
     "worker": cmd_worker,
     "migrate": cmd_migrate,
     "topics": cmd_topics,
