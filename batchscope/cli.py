@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -409,11 +410,18 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)
+    secret = None
+    if config.webhook_url:
+        name = config.webhook_secret_env
+        secret = os.environ.get(name) if name else None
+        if not secret:
+            raise ConfigError("simulator.webhook_secret_env: must name a set environment variable holding "
+                              "the whsec_ secret the webhooks are signed with")
 
     async def go() -> None:
         stop = asyncio.Event()
         _on_signals(stop.set)
-        async with Simulator(config) as sim:
+        async with Simulator(config, webhook_secret=secret) as sim:
             for name in sim.sources:
                 list_path = sim.sources[name].adapter.list_path
                 print(f"{name} ({sim.provider(name)}): {sim.source_url(name)}{list_path}", flush=True)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from pipeline.config import KafkaConfig
 from pipeline.core.webhooks import Hint
@@ -27,6 +28,7 @@ log = logging.getLogger("pipeline.polling.poller")
 
 MAX_RECORDS = 500  # hints read per fetch
 GROUP_SUFFIX = "-hints"
+RESTART_AFTER = 1.0  # seconds before the reader starts again after a Kafka error
 
 
 class Hinted(Protocol):
@@ -90,7 +92,17 @@ class HintReader:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def run(self) -> None:
-        """Until cancelled."""
+        """Until cancelled; a Kafka error is logged and the reader starts again a second later
+        (from the committed offsets: nothing handled is lost, a hint may be handled twice)."""
+        while True:
+            try:
+                await self._consume()
+            except KafkaError as exc:
+                log.warning("hints: reading %s failed (%r): again in %g s", self._config.topic("hints"),
+                            exc, RESTART_AFTER)
+                await asyncio.sleep(RESTART_AFTER)
+
+    async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
             self._config.topic("hints"), bootstrap_servers=self._config.bootstrap,
             group_id=f"{self._config.app_id}{GROUP_SUFFIX}", enable_auto_commit=False,
