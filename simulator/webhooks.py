@@ -94,6 +94,7 @@ class WebhookSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.to_come = -1  # batch ends not pushed yet (-1: not started)
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
@@ -108,7 +109,7 @@ class WebhookSender:
             await self._session.close()
 
     def report(self) -> dict[str, Any]:
-        return {"sent": dict(self.sent), "events": [e.report() for e in self.events]}
+        return {"sent": dict(self.sent), "events": [e.report() for e in self.events], "to_come": self.to_come}
 
     async def _watch(self) -> None:
         ends = sorted((b.timeline[-1][1], s.name, i) for s in self._sources for i, b in enumerate(s.fleet)
@@ -116,11 +117,13 @@ class WebhookSender:
         by_name = {s.name: s for s in self._sources}
         start = self._now()
         pending = [e for e in ends if e[0] > start]  # ends before the simulator started were not seen
+        self.to_come = len(pending)
         while pending:
             now = self._now()
             while pending and pending[0][0] <= now:
                 at, name, index = pending.pop(0)
                 self._push(by_name[name], index, at)
+            self.to_come = len(pending)
             await asyncio.sleep(TICK)
 
     def _push(self, source: Fleet, index: int, at: float) -> None:
