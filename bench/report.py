@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 REPORT = HERE / "RESULTS.md"
 # Report order: the stages in pipeline order, then end to end.
-ORDER = ("poller", "normaliser", "normalise", "track_logic", "track", "worker", "sink", "backfill",
+ORDER = ("poller", "webhooks", "normaliser", "normalise", "track_logic", "track", "worker", "sink", "backfill",
          "backfill_run", "e2e")
 
 INTRO = """# Benchmark results
