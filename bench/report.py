@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 REPORT = HERE / "RESULTS.md"
 # Report order: the stages in pipeline order, then end to end.
-ORDER = ("poller", "webhooks", "normaliser", "normalise", "track_logic", "track", "worker", "sink", "backfill",
-         "backfill_run", "e2e")
+ORDER = ("poller", "webhooks", "normaliser", "normalise", "track_logic", "track", "worker", "sink",
+         "backfill", "backfill_run", "e2e")
 
 INTRO = """# Benchmark results
 

@@ -551,16 +551,25 @@ def _key_refs(where: str, table: dict[str, Any], kind: str = "api_key") -> tuple
     return env_name, file_name
 
 
+def _read_ref(index: int, kind: str, env_name: str, file_name: str,
+              environ: Mapping[str, str]) -> tuple[str, Secret] | None:
+    """A source's secret of ``kind`` (``api_key``, ``webhook_secret``) from the variable or the
+    file it names, with the setting's name for errors; None when it names neither."""
+    if env_name:
+        key = f"sources[{index}].{kind}_env"
+        return key, _secret_from_env(env_name, key, environ)
+    if file_name:
+        key = f"sources[{index}].{kind}_file"
+        return key, _secret_from_file(file_name, key)
+    return None
+
+
 def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
     """The source with its key read (the commands that poll); Bedrock's format checked."""
-    if source.api_key_env:
-        key = f"sources[{index}].api_key_env"
-        api_key = _secret_from_env(source.api_key_env, key, environ)
-    elif source.api_key_file:
-        key = f"sources[{index}].api_key_file"
-        api_key = _secret_from_file(source.api_key_file, key)
-    else:
+    found = _read_ref(index, "api_key", source.api_key_env, source.api_key_file, environ)
+    if found is None:
         return source
+    key, api_key = found
     require(KEY_TEXT.fullmatch(api_key.reveal()) is not None, key,
              "the key must be printable ASCII without spaces (it is not shown)")
     if source.provider == "bedrock":
@@ -570,14 +579,11 @@ def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> S
 
 def _with_webhook_secret(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
     """The source with its webhook secret(s) read and checked (``whsec_`` + base64 each)."""
-    if source.webhook_secret_env:
-        key = f"sources[{index}].webhook_secret_env"
-        secret = _secret_from_env(source.webhook_secret_env, key, environ)
-    elif source.webhook_secret_file:
-        key = f"sources[{index}].webhook_secret_file"
-        secret = _secret_from_file(source.webhook_secret_file, key)
-    else:
+    found = _read_ref(index, "webhook_secret", source.webhook_secret_env, source.webhook_secret_file,
+                      environ)
+    if found is None:
         return source
+    key, secret = found
     try:
         keys = secret_keys(secret)
     except ValueError as exc:

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -36,7 +32,8 @@ from pipeline.config import load_settings
 from pipeline.core import webhooks as wh
 from pipeline.core.models import TERMINAL
 from simulator.wire import BASE_PATHS
-from tests.support.kafka import FAST_GROUP, read_all, run_toml, wait_committed
+from tests.reliability.harness import Proc
+from tests.support.kafka import read_all, run_toml, wait_committed
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -92,36 +89,6 @@ webhook_secret_env = "E2E_WHSEC"
     return path
 
 
-class Proc:
-    """One ``batchscope`` command as a subprocess, its output in a log file."""
-
-    def __init__(self, config: Path, command: str, log: Path, env: Mapping[str, str]) -> None:
-        self.args = [sys.executable, "-m", "batchscope.cli", "--config", str(config), command]
-        self.log, self.env = log, {**os.environ, "PYTHONUNBUFFERED": "1", **FAST_GROUP, **env}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                         cwd=self.log.parent)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
 def get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test servers
         return bytes(resp.read())
@@ -151,7 +118,7 @@ def deployment(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Itera
     config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port, hook_port)
     env = {"E2E_WHSEC": SECRET}
     ports = {"worker": free_port(), "webhooks": hook_metrics, "poll": poll_metrics, "simulate": free_port()}
-    procs = {name: Proc(config, name, tmp_path / f"{name}.log", {**env, METRICS_PORT: str(port)})
+    procs = {name: Proc(config, tmp_path / f"{name}.log", name, env={**env, METRICS_PORT: str(port)})
              for name, port in ports.items()}
     try:
         yield {"config": config, "procs": procs, "sim": f"http://127.0.0.1:{sim_port}",
