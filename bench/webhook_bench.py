@@ -36,9 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from bench import report
 from bench.poller_delay import percentile
 from pipeline.config import KafkaConfig, Settings, SimulatorConfig, SourceConfig, WebhooksConfig
+from pipeline.core.errors import BatchscopeError
 from pipeline.core.models import TERMINAL, Envelope
 from pipeline.core.secret import Secret
 from pipeline.core.timeutil import iso_ms, utcnow
@@ -55,12 +58,12 @@ SECRET = "whsec_" + base64.b64encode(b"webhook-bench-secret").decode()
 PROVIDERS = ("openai", "azure_openai", "gemini")
 POLL, ACTIVE = 30.0, 300.0  # deployment seconds
 TUNED_SECONDS = 20.0  # wall seconds of the tuned arm (its cost needs no transitions)
-NOTES = """The tuned arm polls every active batch at the webhooks' p99: its delays are few (at x1 few
-batches end in its window), its calls per hour are what matter. The webhooks delay starts when the
-simulator's batch ends and includes its delivery (a 50 ms tick), not a real provider's own delay
-before it sends. Polling alone at 300 s detects well within the active interval: batches in
-validating, and near their expected end, are refreshed at the poll interval; cancellations,
-failures and expiries far from it wait for the active interval. With webhooks the calls per hour
+NOTES = """The tuned arm polls every active batch at the webhooks' p99: its delays are few (at x1
+few batches end in its window), its calls per hour are what matter. The webhooks delay starts when
+the simulator's batch ends and includes its delivery (a 50 ms tick), not a real provider's own
+delay before it sends. Polling alone at 300 s: p99 about the active interval (a cancellation,
+failure or expiry far from a batch's expected end waits for it), p50 lower (batches in validating
+and near their expected end are refreshed at the poll interval). With webhooks the calls per hour
 are those of polling at 300 s plus one GET per batch end (a hint for a batch the poller already
 saw terminal costs none)."""
 
@@ -180,12 +183,20 @@ class Countdown:
 async def _poll(poller: SourcePoller, stop: asyncio.Event, wall_interval: float, first: Countdown) -> None:
     """As ``SourcePoller.run``, the interval in wall seconds (the source's is simulated)."""
     async with poller.client.session() as session:
-        await poller.poll_once(session)
+        await _cycle(poller, session)
         first.one()
         while not stop.is_set():
             await poller.hints.serve(stop, wall_interval, lambda b: poller.on_hint(session, b))
             if not stop.is_set():
-                await poller.poll_once(session)
+                await _cycle(poller, session)
+
+
+async def _cycle(poller: SourcePoller, session: aiohttp.ClientSession) -> None:
+    """One cycle; a failed one is reported and the next runs, as in ``SourcePoller.run``."""
+    try:
+        await poller.poll_once(session)
+    except BatchscopeError as exc:
+        say(f"source {poller.source.name}: cycle failed: {exc}")
 
 
 def _calls(pollers: list[SourcePoller]) -> int:
