@@ -36,6 +36,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.config import Settings, SourceConfig, WebhooksConfig
 from pipeline.core import webhooks as wh
+from pipeline.core.errors import BatchscopeError
 from pipeline.kafka import ensure_topics, start_producer
 from pipeline.polling.metrics import MetricsServer, start_metrics
 
@@ -108,7 +109,12 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        try:
+            await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        except OSError as exc:
+            await self.stop()
+            raise BatchscopeError(f"webhooks: cannot listen on {self.config.host}:{self.config.port}: "
+                                  f"{exc.strerror or exc} (set webhooks.host and webhooks.port)") from None
         self.port = int(self._runner.addresses[0][1])
         log.info("webhook receiver on %s:%d for %d sources: %s", self.config.host, self.port,
                  len(self.routes), ", ".join(f"{r.source.name} {p}" for p, r in self.routes.items()))

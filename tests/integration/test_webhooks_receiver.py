@@ -8,6 +8,7 @@ import base64
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aiohttp
 import orjson
@@ -15,6 +16,7 @@ import pytest
 
 from pipeline.config import KafkaConfig, Settings, SourceConfig, WebhooksConfig
 from pipeline.core import webhooks as wh
+from pipeline.core.errors import BatchscopeError
 from pipeline.core.secret import Secret
 from pipeline.kafka import ensure_topics
 from pipeline.webhooks.receiver import Receiver
@@ -109,3 +111,10 @@ async def test_the_recent_ids_are_bounded(receiver: Receiver) -> None:
     assert await post(r, "/webhooks/oa", event("b0"), "m0") == 200  # forgotten: published again
     assert (r.accepted["oa"], r.duplicates["oa"]) == (6, 1)
 
+
+
+async def test_a_taken_port_is_one_line(receiver: Receiver) -> None:
+    settings = replace(receiver.settings, webhooks=WebhooksConfig(port=receiver.port))
+    taken = r"webhooks: cannot listen on 127\.0\.0\.1:\d+: .*webhooks\.port"
+    with pytest.raises(BatchscopeError, match=taken):
+        await Receiver(settings).start()
