@@ -153,7 +153,9 @@ class Stack:
         self.root = root
         self.sockets = sockets
         self.unshare, self.nsenter = namespaces
-        ours = [n for n, s in compose["services"].items() if s.get("image") == OUR_IMAGE]
+        # as `--profile demo`: the services of no profile and of that one (not `webhooks`)
+        ours = [n for n, s in compose["services"].items()
+                if s.get("image") == OUR_IMAGE and (not s.get("profiles") or "demo" in s["profiles"])]
         self.exports = {n: self._published(compose["services"][n]) for n in ours}
         self.addresses = {n: f"127.0.1.{i + 1}" for i, n in enumerate(ours)}
         self.services = {n: self._service(n, compose["services"][n]) for n in ours}
