@@ -58,6 +58,7 @@ kafka-status: ## is the local Kafka broker running?
 
 bench: install kafka-up ## run the standard benchmarks (about 25 min) and regenerate bench/RESULTS.md from their figures
 	$(BIN)/python -m bench.poller_bench --record
+	$(BIN)/python -m bench.webhook_bench --record
 	$(BIN)/python -m bench.normaliser_bench --record
 	$(BIN)/python -m bench.normalise_bench --record
 	$(BIN)/python -m bench.track_logic_bench --record

@@ -27,6 +27,7 @@ from pipeline.config import Settings, SourceConfig
 from pipeline.kafka import ensure_topics
 from pipeline.polling.metrics import REPORT_EVERY
 from pipeline.polling.service import Polling
+from pipeline.webhooks.receiver import Receiver
 
 if TYPE_CHECKING:
     from simulator.server import Simulator
@@ -72,6 +73,8 @@ class PipelineService(Service):
         self.polling: Polling | None = None  # once the sources are known (the demo's: once it serves)
         self.alerts = _alert_service(settings)
         self._alerts_stop = asyncio.Event()
+        # the webhook receiver, when a source takes webhooks (docs/webhooks.md)
+        self.receiver = Receiver(settings) if any(s.webhooks for s in settings.sources) else None
 
     async def on_start(self) -> None:
         sources = self.settings.sources
@@ -80,7 +83,10 @@ class PipelineService(Service):
             sources = simulator_sources(self.settings, self.simulator)
         if self.http is not None:
             await self.http.start()
-        self.polling = Polling(self.settings, sources, self.counters.metrics)
+        if self.receiver is not None:
+            await self.receiver.start()
+        text = self.receiver.metrics_text if self.receiver is not None else None
+        self.polling = Polling(self.settings, sources, self.counters.metrics, text)
         await self.polling.start()
         if self.alerts is not None:
             self.add_future(self.alerts.run(self._alerts_stop))
@@ -90,6 +96,8 @@ class PipelineService(Service):
         self._alerts_stop.set()
         if self.polling is not None:
             await self.polling.stop()
+        if self.receiver is not None:
+            await self.receiver.stop()
         if self.http is not None:
             await self.http.stop()
         if self.simulator is not None:

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -104,6 +105,16 @@ def _add_pipeline_commands(commands: _Commands) -> None:
                  "at least one [[sources]] table and publishes to the <prefix>.raw topic; run\n"
                  "'batchscope worker' to process it. Serves /metrics and /health on\n"
                  "pipeline.metrics_port. Logs a progress line every 10 s; Ctrl-C stops it.")
+    commands.add("webhooks", "receive the providers' signed batch webhooks and hand them to the poller",
+                 "Serves every source that has webhook_secret_env or webhook_secret_file on its\n"
+                 "webhook_path (default /webhooks/<name>), on webhooks.host:webhooks.port. Each\n"
+                 "request is verified (Standard Webhooks signature, timestamp within\n"
+                 "webhooks.tolerance, body under webhooks.max_body_kib) and its event published to\n"
+                 "<prefix>.hints before it is answered 2xx; the poller fetches the batch at once.\n"
+                 "'batchscope run' serves the same receiver itself when a source has a webhook\n"
+                 "secret. Serves /metrics and /health on pipeline.metrics_port. Put it behind a TLS\n"
+                 "reverse proxy that forwards only its paths (docs/webhooks.md).",
+                 "  batchscope webhooks --config batchscope.toml")
     worker = commands.add(
         "worker", "process what the poller published: normalise, track changes, store in ClickHouse",
         "The processing stages alone, as the 'worker' service of a multi-process deployment.\n"
@@ -289,6 +300,16 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.webhooks.receiver import serve
+
+    if not any(s.webhooks for s in settings.sources):
+        raise ConfigError("sources: none has webhook_secret_env or webhook_secret_file; 'webhooks' "
+                          "needs at least one")
+    asyncio.run(serve(settings, _on_signals))
+    return 0
+
+
 def _agent_list(text: str) -> list[str]:
     from agents.app import AGENTS
 
@@ -466,11 +487,18 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in knobs
                  if getattr(args, k) is not None}
     config = replace(settings.simulator, **overrides)
+    secret = None
+    if config.webhook_url:
+        name = config.webhook_secret_env
+        secret = os.environ.get(name) if name else None
+        if not secret:
+            raise ConfigError("simulator.webhook_secret_env: must name a set environment variable holding "
+                              "the whsec_ secret the webhooks are signed with")
 
     async def go() -> None:
         stop = asyncio.Event()
         _on_signals(stop.set)
-        async with Simulator(config) as sim:
+        async with Simulator(config, webhook_secret=secret) as sim:
             for name in sim.sources:
                 list_path = sim.sources[name].adapter.list_path
                 print(f"{name} ({sim.provider(name)}): {sim.source_url(name)}{list_path}", flush=True)
@@ -517,7 +545,9 @@ def table(result: QueryResult) -> str:
 # command reads which"). A source's key only where sources are polled; the ClickHouse password only
 # where ClickHouse may be opened (query and status open it when no pipeline serves the endpoint).
 SECRETS: dict[str, Secrets] = {
-    "run": Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD | Secrets.ALERT_SECRETS,
+    "run": (Secrets.SOURCE_KEYS | Secrets.CLICKHOUSE_PASSWORD | Secrets.WEBHOOK_SECRETS
+            | Secrets.ALERT_SECRETS),
+    "webhooks": Secrets.WEBHOOK_SECRETS,
     "poll": Secrets.SOURCE_KEYS,
     "worker": Secrets.CLICKHOUSE_PASSWORD,
     "migrate": Secrets.CLICKHOUSE_PASSWORD,
@@ -534,6 +564,7 @@ SECRETS: dict[str, Secrets] = {
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "run": cmd_run,
     "poll": cmd_poll,
+    "webhooks": cmd_webhooks,
     "worker": cmd_worker,
     "migrate": cmd_migrate,
     "prices": cmd_prices,

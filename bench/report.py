@@ -24,7 +24,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 REPORT = HERE / "RESULTS.md"
 # Report order: the stages in pipeline order, then end to end.
-ORDER = ("poller", "normaliser", "normalise", "track_logic", "track", "worker", "sink", "spend", "results",
+ORDER = ("poller", "webhooks", "normaliser", "normalise", "track_logic", "track", "worker", "sink", "spend",
+         "results",
          "backfill", "backfill_run", "e2e")
 
 INTRO = """# Benchmark results

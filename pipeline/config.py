@@ -32,6 +32,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.secret import Secret
 from pipeline.core.transitions import Rules
 from pipeline.core.validate import CONTROL, bounded, check_base_url, check_bounds, check_dsn, finite, require
+from pipeline.core.webhooks import BATCH_EVENTS, secret_keys
 from pipeline.polling.sigv4 import credentials
 from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT, PROVIDERS
 
@@ -46,6 +47,9 @@ STORES = ("memory", "rocksdb")
 KEY_TEXT = re.compile(r"[\x21-\x7e]+")
 MAX_KEY_BYTES = 64 * 1024
 INT64 = 2**63 - 1
+WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,200}")
+WEBHOOK_PROVIDERS = tuple(BATCH_EVENTS)  # the providers whose batch webhooks the receiver reads
+MAX_WEBHOOK_SECRETS = 2
 DAY = 86_400.0
 
 
@@ -57,6 +61,7 @@ class Secrets(enum.Flag):
     SOURCE_KEYS = enum.auto()  # each source's api_key_env / api_key_file: the commands that poll
     CLICKHOUSE_PASSWORD = enum.auto()  # clickhouse.password_env: the commands that open ClickHouse
     ALERT_SECRETS = enum.auto()  # each [[alerts]] rule's url and signing key: the alerts service
+    WEBHOOK_SECRETS = enum.auto()  # each source's webhook_secret_env / _file: the webhook receiver
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,8 @@ class KafkaConfig:
     keeps records forever."""
 
     bootstrap: str = "127.0.0.1:9092"  # the brokers, ``host:port[,host:port...]``
-    topic_prefix: str = "batchscope"  # topics are ``<prefix>.raw``, ``.snapshots``, ``.changes``, ``.dlq``
+    # topics are ``<prefix>.raw``, ``.snapshots``, ``.changes``, ``.dlq``, ``.hints``
+    topic_prefix: str = "batchscope"
     partitions: int = bounded(4, 1, 10_000)  # of every topic; at most this many workers do work
     app_id: str = "batchscope"  # Faust consumer group and changelog prefix
     # replicas of each topic batchscope creates (3 on a cluster; Kafka's limit is an int16)
@@ -152,9 +158,25 @@ class SimulatorConfig:
     # simulated hours over which the batches are created, half before start (at most a year)
     creation_span: float = bounded(4.0, 0, 8_760, above=True)
     history: int = bounded(0, 0, 100_000)  # batches per source created 2-30 simulated days earlier
+    # Signed webhooks (simulator/webhooks.py) for the terminal transitions of its OpenAI, Azure
+    # OpenAI and Gemini sources, POSTed to ``<webhook_url>/<source>``; empty: none sent
+    webhook_url: str = ""
+    # the NAME of the environment variable holding the ``whsec_`` secret the webhooks are signed with
+    webhook_secret_env: str = ""
+    webhook_duplicate: float = bounded(0.0, 0, 1)  # share of webhooks sent twice
+    webhook_delayed: float = bounded(0.0, 0, 1)  # share held back, so that they arrive out of order
+    webhook_delay: float = bounded(2.0, 0, 3_600)  # the longest hold of a delayed webhook, real seconds
+    # share of webhooks preceded by a forged copy (bad signature, or a replay with a stale
+    # timestamp), which the receiver must refuse
+    webhook_forged: float = bounded(0.0, 0, 1)
+    webhook_lost: float = bounded(0.0, 0, 1)  # share never sent (polling must find those batches)
 
     def __post_init__(self) -> None:
         check_bounds(self, "simulator")
+        if self.webhook_url:
+            check_base_url("simulator.webhook_url", self.webhook_url)
+        require(not self.webhook_secret_env or ENV_NAME.fullmatch(self.webhook_secret_env) is not None,
+                "simulator.webhook_secret_env", "must be the NAME of an environment variable")
         require(bool(self.providers), "simulator.providers", "must name at least one provider")
         for name in self.providers:
             require(name in PROVIDERS, "simulator.providers",
@@ -198,6 +220,26 @@ class PipelineConfig:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """The webhook receiver (``batchscope webhooks``, and ``batchscope run`` when a source has a
+    webhook secret): where it listens and what it accepts. Expose it only behind a TLS reverse
+    proxy, and only its paths (docs/webhooks.md)."""
+
+    # where it listens; the compose service sets 0.0.0.0 inside its container
+    host: str = "127.0.0.1"
+    port: int = bounded(8791, 0, 65_535)  # its port (0: any free port)
+    # seconds a ``webhook-timestamp`` may be off the receiver's clock, either way
+    tolerance: float = bounded(300.0, 1, DAY)
+    max_body_kib: int = bounded(64, 1, 16_384)  # a request body over this is refused (413)
+    # webhook-ids remembered per source, so that a redelivery is answered 2xx and not published
+    # again; the oldest is forgotten first
+    recent_ids: int = bounded(100_000, 1, 10_000_000)
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "webhooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +327,23 @@ class SourceConfig:
     max_body_mib: int = bounded(32, 1, 1024)  # a response body over this (decompressed) is refused
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     api_key_file: str = ""  # or the path of the file holding it (e.g. a secret under ``/run/secrets/``)
+    # the NAME of the environment variable holding the source's webhook signing secret(s):
+    # ``whsec_...``, two separated by a space while a rotation is under way; set (or
+    # ``webhook_secret_file``) to receive the provider's webhooks
+    webhook_secret_env: str = ""
+    webhook_secret_file: str = ""  # or the path of the file holding it
+    # the path the receiver takes this source's webhooks on; empty: ``/webhooks/<name>``
+    webhook_path: str = ""
+    webhook_secret: Secret | None = None
+
+    @property
+    def webhooks(self) -> bool:
+        """The source's provider pushes its webhooks to the receiver."""
+        return bool(self.webhook_secret_env or self.webhook_secret_file)
+
+    @property
+    def hook_path(self) -> str:
+        return self.webhook_path or f"/webhooks/{self.name}"
 
     @property
     def refresh_interval(self) -> float:
@@ -302,6 +361,7 @@ class Settings:
     track: TrackConfig = field(default_factory=TrackConfig)
     spend: SpendConfig = field(default_factory=SpendConfig)
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     sources: tuple[SourceConfig, ...] = ()
     alerts: tuple[Rule, ...] = ()
     clickhouse_secret: Secret | None = field(default=None, repr=False)
@@ -332,6 +392,7 @@ SECTIONS: dict[str, type[Any]] = {
     "track": TrackConfig,
     "spend": SpendConfig,
     "alerting": AlertingConfig,
+    "webhooks": WebhooksConfig,
 }
 # By default an active batch far from its expected end is refreshed every 10 poll intervals (5 min
 # at the default 30 s): far from its end only an unforeseen cancel or failure changes it, and 5 min
@@ -341,7 +402,8 @@ SECTIONS: dict[str, type[Any]] = {
 ACTIVE_FACTOR = 10.0
 SOURCE_TABLE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
                      "active_interval", "sweep_interval", "page_limit", "tags", "max_rps",
-                     "breaker_threshold", "breaker_reset", "request_timeout", "max_body_mib"}
+                     "breaker_threshold", "breaker_reset", "request_timeout", "max_body_mib",
+                     "webhook_secret_env", "webhook_secret_file", "webhook_path"}
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
@@ -377,8 +439,13 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     names = [s.name for s in loaded]
     dupes = sorted({n for n in names if names.count(n) > 1})
     require(not dupes, "sources", f"duplicate source name {dupes[0]!r}" if dupes else "")
+    paths = [s.hook_path for s in loaded if s.webhooks]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    require(not twice, "sources", f"two sources take webhooks on {twice[0]!r}" if twice else "")
     if Secrets.SOURCE_KEYS in secrets:
         loaded = tuple(_with_key(i, s, environ) for i, s in enumerate(loaded))
+    if Secrets.WEBHOOK_SECRETS in secrets:
+        loaded = tuple(_with_webhook_secret(i, s, environ) for i, s in enumerate(loaded))
     pw_env = parts["clickhouse"].password_env
     password = None
     if pw_env and Secrets.CLICKHOUSE_PASSWORD in secrets:
@@ -516,10 +583,19 @@ def _source(index: int, table: object) -> SourceConfig:
     flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
     max_body = _get(table, where, "max_body_mib", int, 32)
     key_env, key_file = _key_refs(where, table)
+    hook_env, hook_file = _key_refs(where, table, "webhook_secret")
+    hook_path = _get(table, where, "webhook_path", str, "")
+    require(hook_path == "" or WEBHOOK_PATH.fullmatch(hook_path) is not None, f"{where}.webhook_path",
+            "must be a path such as /webhooks/openai-prod (letters, digits, - _ . /)")
+    require(provider in WEBHOOK_PROVIDERS or not (hook_env or hook_file), f"{where}.webhook_secret_env",
+            f"provider {provider!r} sends no webhooks batchscope takes (those that do: "
+            f"{', '.join(WEBHOOK_PROVIDERS)})")
     chosen = active if "active_interval" in table else None
     source = SourceConfig(name=name, provider=provider, base_url=base_url.rstrip("/"), poll_interval=interval,
                           active_interval=chosen, sweep_interval=sweep, page_limit=limit, tags=dict(tags),
-                          max_body_mib=max_body, api_key_env=key_env, api_key_file=key_file, **flow)
+                          max_body_mib=max_body, api_key_env=key_env, api_key_file=key_file,
+                          webhook_secret_env=hook_env, webhook_secret_file=hook_file, webhook_path=hook_path,
+                          **flow)
     check_bounds(source, where)
     require(active >= interval, f"{where}.active_interval",
             f"must be at least poll_interval ({interval:g} s)")
@@ -532,32 +608,58 @@ def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T)
     return value
 
 
-def _key_refs(where: str, table: dict[str, Any]) -> tuple[str, str]:
-    """Where a source's key is (a variable's name, a file's path), checked without reading it."""
-    env_name, file_name = table.get("api_key_env", ""), table.get("api_key_file", "")
-    require(not (env_name and file_name), where, "set api_key_env or api_key_file, not both")
+def _key_refs(where: str, table: dict[str, Any], kind: str = "api_key") -> tuple[str, str]:
+    """Where a source's key (or webhook secret) is (a variable's name, a file's path), checked
+    without reading it."""
+    env_name, file_name = table.get(f"{kind}_env", ""), table.get(f"{kind}_file", "")
+    require(not (env_name and file_name), where, f"set {kind}_env or {kind}_file, not both")
     ok = env_name == "" or (isinstance(env_name, str) and ENV_NAME.fullmatch(env_name) is not None)
-    require(ok, f"{where}.api_key_env",
+    require(ok, f"{where}.{kind}_env",
              "must be the NAME of an environment variable (the value given is not shown)")
-    require(isinstance(file_name, str), f"{where}.api_key_file", "must be a string")
+    require(isinstance(file_name, str), f"{where}.{kind}_file", "must be a string")
     return env_name, file_name
+
+
+def _read_ref(index: int, kind: str, env_name: str, file_name: str,
+              environ: Mapping[str, str]) -> tuple[str, Secret] | None:
+    """A source's secret of ``kind`` (``api_key``, ``webhook_secret``) from the variable or the
+    file it names, with the setting's name for errors; None when it names neither."""
+    if env_name:
+        key = f"sources[{index}].{kind}_env"
+        return key, _secret_from_env(env_name, key, environ)
+    if file_name:
+        key = f"sources[{index}].{kind}_file"
+        return key, _secret_from_file(file_name, key)
+    return None
 
 
 def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
     """The source with its key read (the commands that poll); Bedrock's format checked."""
-    if source.api_key_env:
-        key = f"sources[{index}].api_key_env"
-        api_key = _secret_from_env(source.api_key_env, key, environ)
-    elif source.api_key_file:
-        key = f"sources[{index}].api_key_file"
-        api_key = _secret_from_file(source.api_key_file, key)
-    else:
+    found = _read_ref(index, "api_key", source.api_key_env, source.api_key_file, environ)
+    if found is None:
         return source
+    key, api_key = found
     require(KEY_TEXT.fullmatch(api_key.reveal()) is not None, key,
              "the key must be printable ASCII without spaces (it is not shown)")
     if source.provider == "bedrock":
         credentials(api_key, key)
     return replace(source, api_key=api_key)
+
+
+def _with_webhook_secret(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
+    """The source with its webhook secret(s) read and checked (``whsec_`` + base64 each)."""
+    found = _read_ref(index, "webhook_secret", source.webhook_secret_env, source.webhook_secret_file,
+                      environ)
+    if found is None:
+        return source
+    key, secret = found
+    try:
+        keys = secret_keys(secret)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    require(0 < len(keys) <= MAX_WEBHOOK_SECRETS, key,
+            f"holds {len(keys)} secrets: one, or two while a rotation is under way")
+    return replace(source, webhook_secret=secret)
 
 
 def _secret_from_file(name: str, key: str) -> Secret:

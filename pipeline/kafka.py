@@ -37,7 +37,8 @@ from pipeline.core.records import Packed, pack_raw
 
 log = logging.getLogger(__name__)
 
-PIPELINE_TOPICS = ("raw", "snapshots", "changes", "dlq")
+# hints: the webhook receiver's verified provider events, read by the poller (pipeline/webhooks/).
+PIPELINE_TOPICS = ("raw", "snapshots", "changes", "dlq", "hints")
 # The track agent's Faust table (agents.app.STATE_TABLE); Faust names its changelog after it.
 STATE_TABLE = "batch_state"
 HOUR_MS = 3_600_000
@@ -91,7 +92,7 @@ def topic_specs(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOPICS, *,
     """Partitions, replication and retention of each topic; the changelog is compacted, not aged."""
     retention = {"raw": config.retention_hours, "snapshots": config.retention_hours,
                  "changes": config.changes_retention_hours, "dlq": config.dlq_retention_hours,
-                 ALERTS_SENT: config.changes_retention_hours}
+                 "hints": config.retention_hours, ALERTS_SENT: config.changes_retention_hours}
     isr = {"min.insync.replicas": str(config.min_insync_replicas)}
     specs = [TopicSpec(config.topic(n), config.partitions, config.replication_factor,
                        {"cleanup.policy": "compact,delete" if n == ALERTS_SENT else "delete",
@@ -196,6 +197,19 @@ def _config_values(responses: list[object]) -> dict[str, dict[str, str]]:
 PUBLISH_LINGER_MS = 0
 
 
+async def start_producer(config: KafkaConfig, *, linger_ms: int = 0) -> AIOKafkaProducer:
+    """A started idempotent producer (``acks=all``): a record is acknowledged once every in-sync
+    replica has it. :class:`KafkaUnavailable` when the brokers cannot be reached."""
+    producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, enable_idempotence=True, acks="all",
+                                linger_ms=linger_ms, compression_type=None)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise KafkaUnavailable(f"Kafka at {config.bootstrap} is unreachable: {exc!r}") from exc
+    return producer
+
+
 class Publisher:
     """An idempotent (``acks=all``) producer of raw envelopes keyed ``source/batch_id``.
 
@@ -213,18 +227,8 @@ class Publisher:
         self.dropped = 0
 
     async def start(self) -> None:
-        if self._producer is not None:
-            return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._config.bootstrap, enable_idempotence=True, acks="all",
-            linger_ms=PUBLISH_LINGER_MS, compression_type=None,
-        )
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
-            raise KafkaUnavailable(f"Kafka at {self._config.bootstrap} is unreachable: {exc!r}") from exc
-        self._producer = producer
+        if self._producer is None:
+            self._producer = await start_producer(self._config, linger_ms=PUBLISH_LINGER_MS)
 
     async def stop(self) -> None:
         if self._producer is not None:

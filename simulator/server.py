@@ -36,6 +36,7 @@ from simulator import wire as simwire
 from simulator.faults import FaultInjector
 from simulator.fleet import SimBatch, build_fleet
 from simulator.paging import BadParam, list_page
+from simulator.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,10 @@ class Simulator:
     """The aiohttp server. ``async with Simulator(cfg) as sim:`` then poll ``sim.source_url(name)``."""
 
     def __init__(self, config: SimulatorConfig, *, api_key: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 webhook_secret: str | None = None) -> None:
+        """``webhook_secret``: the ``whsec_`` secret its webhooks are signed with (none are sent
+        without it, or without ``config.webhook_url``)."""
         self.config = config
         self._api_key = api_key
         self._clock = clock
@@ -177,6 +181,9 @@ class Simulator:
         self.port = config.port
         self.faults = FaultInjector(config.fault_rate, config.retry_after, config.hang_seconds, config.seed)
         self.hostile = HostileFeed(config.hostile, config.seed)
+        self.webhooks = None
+        if config.webhook_url and webhook_secret:
+            self.webhooks = WebhookSender(config, webhook_secret, self.sources, self.now)
 
     def now(self) -> float:
         """Simulated seconds since the epoch."""
@@ -206,11 +213,15 @@ class Simulator:
         await site.start()
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
+        if self.webhooks is not None:
+            self.webhooks.start()
         providers = sorted({s.provider for s in self.sources.values()})
         log.info("simulator serving %d sources x %d batches (%s) on port %d (speed x%g)",
                  len(self.sources), self.config.batches, ", ".join(providers), self.port, self.config.speed)
 
     async def stop(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -317,7 +328,8 @@ class Simulator:
                    for s in self.sources.values()]
         return {"now": int(self.epoch + t), "all_terminal": all_terminal, "batches": batches,
                 "sources": sources, "malformed": malformed, "faults": self.faults.report(),
-                "hostile": self.hostile.report()}
+                "hostile": self.hostile.report(),
+                "webhooks": self.webhooks.report() if self.webhooks is not None else None}
 
     def _batch_truth(self, source: SimSource, b: SimBatch, t: float) -> dict[str, Any]:
         timeline = simwire.projected_timeline(source.provider, b)

@@ -10,9 +10,6 @@ Pure: the secret is handed in, the time too.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +18,8 @@ from typing import Any
 import orjson
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.webhooks import decode_secret, sign
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
 # Where a provider's console shows one batch (only where the page is known to exist).
 CONSOLE = {"openai": "https://platform.openai.com/batches/{batch_id}"}
 EMOJI = {"failed": ":x:", "expired": ":hourglass:", "cancelled": ":no_entry_sign:",
@@ -146,29 +143,20 @@ def body(message: Mapping[str, Any]) -> bytes:
 
 
 def signing_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64); a :class:`ConfigError`
-    that does not show the secret when it is malformed."""
-    text = secret.removeprefix(SECRET_PREFIX)
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64, :mod:`pipeline.core.webhooks`);
+    a :class:`ConfigError` that does not show the secret when it is malformed or too short."""
     try:
-        key = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise ConfigError("the signing key is not a Standard Webhooks secret "
-                          "(whsec_ + base64; not shown)") from None
+        key = decode_secret(secret)
+    except ValueError as exc:
+        raise ConfigError(f"the signing key: {exc}") from None
     if len(key) < 16:
         raise ConfigError("the signing key is shorter than 16 bytes (not shown)")
     return key
 
 
-def signature(key: bytes, msg_id: str, timestamp: int, payload: bytes) -> str:
-    """``v1,<base64>``: HMAC-SHA256 of ``{id}.{timestamp}.{body}``."""
-    signed = b".".join((msg_id.encode(), str(timestamp).encode(), payload))
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
 def signed_headers(key: bytes, msg_id: str, timestamp: int, payload: bytes) -> dict[str, str]:
-    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature(key, msg_id, timestamp, payload),
-            "content-type": "application/json"}
+    """The Standard Webhooks headers of ``payload`` (:func:`pipeline.core.webhooks.sign`), as JSON."""
+    return {**sign(key, msg_id, timestamp, payload), "content-type": "application/json"}
 
 
 def _escape(text: str) -> str:

@@ -37,6 +37,9 @@ class SourceMetrics:
     purged: int = 0  # terminal batches the provider stopped returning
     list_pages: int = 0  # list requests of finished cycles (discovery and refresh)
     gets: int = 0  # single-batch requests of finished cycles (refreshes)
+    hints: int = 0  # webhook hints handled (pipeline/polling/hints.py)
+    hint_gets: int = 0  # single-batch requests for hints
+    hints_known: int = 0  # hints for a batch known terminal: no request
     tracked: int = 0
     active: int = 0
     breaker_state: str = "closed"
@@ -115,6 +118,12 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
            [(lab(m), m.list_pages) for m in all_metrics])
     family("poller_batch_gets_total", "counter", "single batches requested by the refresh schedule",
            [(lab(m), m.gets) for m in all_metrics])
+    family("poller_hints_total", "counter", "webhook hints handled",
+           [(lab(m), m.hints) for m in all_metrics])
+    family("poller_hint_gets_total", "counter", "single batches requested for a webhook hint",
+           [(lab(m), m.hint_gets) for m in all_metrics])
+    family("poller_hints_known_total", "counter", "webhook hints for a batch known terminal (no request)",
+           [(lab(m), m.hints_known) for m in all_metrics])
     family("poller_batches_tracked", "gauge", "batches known", [(lab(m), m.tracked) for m in all_metrics])
     family("poller_batches_active", "gauge", "batches not yet terminal",
            [(lab(m), m.active) for m in all_metrics])

@@ -36,7 +36,6 @@ signing, retries, breaker, rate limiter, masking). :class:`SourcePoller` runs th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
@@ -47,16 +46,21 @@ import aiohttp
 
 from pipeline.config import SourceConfig
 from pipeline.core.errors import BatchscopeError, SourceError
-from pipeline.core.models import Envelope
+from pipeline.core.models import TERMINAL, Envelope
 from pipeline.core.timeutil import iso_ms, utcnow
 from pipeline.polling import schedule
 from pipeline.polling.client import ProviderClient
+from pipeline.polling.hints import HintQueue
 from pipeline.polling.metrics import SourceMetrics
 from pipeline.polling.retry import RetryPolicy
 from pipeline.polling.tracker import Known, Listing, Tracker
 from pipeline.providers import adapter
 
 log = logging.getLogger(__name__)
+
+# Seconds a source serves webhook hints between two cycles, at least: with cycles back to back
+# (each longer than the poll interval) hints would otherwise wait for a quiet moment.
+HINTS_AT_LEAST = 0.05
 
 
 class Sink(Protocol):
@@ -80,6 +84,7 @@ class SourcePoller:
         self.tracker = Tracker(source.name, self.adapter, cadence, self.metrics, clock)
         self._clock = clock
         self.last_cycle = (0, 0)  # list pages and GETs of the last cycle
+        self.hints = HintQueue()  # from the webhooks (pipeline/polling/hints.py)
 
     @property
     def known(self) -> dict[str, Known]:
@@ -109,8 +114,37 @@ class SourcePoller:
                 started = time.monotonic()
                 await _until_stopped(self._cycle(session), stop)
                 rest = self.next_delay() - (time.monotonic() - started)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=max(rest, 0.0))
+                await self.hints.serve(stop, max(rest, HINTS_AT_LEAST),
+                                       lambda batch_id: _until_stopped(self.on_hint(session, batch_id), stop))
+
+    async def hinted(self, batch_id: str) -> None:
+        """A webhook said ``batch_id`` ended: returns once it was fetched (or needed no call)."""
+        await self.hints.put(batch_id)
+
+    async def on_hint(self, session: aiohttp.ClientSession, batch_id: str) -> None:
+        """One GET for a hinted batch, published as a cycle would; none for a batch known
+        terminal. A known batch that answers 404 is gone, as in a cycle (:meth:`_get_one`). A
+        failure is counted and logged: polling finds the batch later."""
+        known = self.tracker.known.get(batch_id)
+        self.metrics.hints += 1
+        if known is not None and known.status in TERMINAL:
+            self.metrics.hints_known += 1
+            return
+        self.metrics.hint_gets += 1
+        try:
+            obj = await self._get_one(session, batch_id)
+        except SourceError as exc:
+            log.warning("source %s: the hinted batch %s was not fetched: %s", self.source.name, batch_id,
+                        self.client.masked(str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - as in a cycle: counted, logged, polling goes on
+            self._unexpected(exc)
+            return
+        if obj is None:
+            self.metrics.errors["hint_not_found"] += 1
+            return
+        await self._publish([obj], set())
+        self.tracker.update_gauges()
 
     def next_delay(self) -> float:
         """The poll interval, halved (not under 1 s) while an active batch nears its expiry."""

@@ -66,7 +66,7 @@ def test_topics_command_creates_and_describes(kafka_bootstrap: str, topic_prefix
     run = [sys.executable, "-m", "batchscope.cli", "topics"]
     out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:-1]}
-    assert set(lines) == {f"{topic_prefix}.{n}" for n in ("raw", "snapshots", "changes", "dlq")} | {
+    assert set(lines) == {f"{topic_prefix}.{n}" for n in ("raw", "snapshots", "changes", "dlq", "hints")} | {
         f"{topic_prefix}-batch_state-changelog"}
     assert lines[f"{topic_prefix}-batch_state-changelog"][1:4] == ["2", "1", "compact"]
     described = subprocess.run([*run, "--describe"], env=env, capture_output=True, text=True, timeout=120,

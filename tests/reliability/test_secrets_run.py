@@ -1,10 +1,12 @@
-"""Scenario 6: a whole run with known fake API keys and a ClickHouse password; none of them may
-appear anywhere the pipeline writes.
+"""Scenario 6: a whole run with known fake API keys, a webhook signing secret and a ClickHouse
+password; none of them may appear anywhere the pipeline writes.
 
 The simulator (in this process, on a thread) requires ``Authorization: Bearer <KEY>`` and injects
 faults on 30% of requests; ``batchscope run`` (log level debug) polls two sources with the key
 from ``api_key_env`` and a third with a wrong key (401 on every request: error paths and the
-breaker), and reads a ClickHouse password from ``clickhouse.password_env`` (chDB ignores it; the
+breaker), receives the first source's signed webhooks (its secret from ``webhook_secret_env``;
+a share forged, so refusals are logged and counted), and reads a ClickHouse password from
+``clickhouse.password_env`` (chDB ignores it; the
 settings and store still carry it). Nothing the test writes itself contains a secret, so any
 occurrence was put there by the pipeline.
 
@@ -45,16 +47,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 KEY = "sk-proj-RELFAKE-7c1e0b9a8f6d5e4c3b2a1908"
 WRONG = "sk-proj-RELWRONG-0f1e2d3c4b5a69788796a5b4"
 PASSWORD = "chpw-RELFAKE-Zq8xWv7u6t5s"
-SECRETS = (KEY, WRONG, PASSWORD)
+HOOK_KEY = "whk-RELFAKE-3d4c5b6a7988"  # the raw HMAC key of the webhook secret
+WHSEC = "whsec_" + base64.b64encode(HOOK_KEY.encode()).decode()
+SECRETS = (KEY, WRONG, PASSWORD, HOOK_KEY, WHSEC)
 KEY_ENV = {"openai": "REL_API_KEY", "anthropic": "REL_API_KEY", "bedrock": "REL_AWS_KEY"}
 
 
 class SimThread:
     """The simulator on its own event loop thread, so the test can keep blocking calls."""
 
-    def __init__(self, config: SimulatorConfig, api_key: str) -> None:
+    def __init__(self, config: SimulatorConfig, api_key: str, webhook_secret: str | None = None) -> None:
         self.loop = asyncio.new_event_loop()
-        self.sim = Simulator(config, api_key=api_key)
+        self.sim = Simulator(config, api_key=api_key, webhook_secret=webhook_secret)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> Simulator:
@@ -106,17 +110,25 @@ async def all_records(bootstrap: str, prefix: str) -> dict[str, list[Any]]:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def hook_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def sim(hook_port: int) -> Iterator[Simulator]:
     # Three auth styles: a bearer token, Anthropic's x-api-key (sim-3: the wrong key), and Bedrock's
-    # SigV4, whose secret key signs the request and is never sent.
+    # SigV4, whose secret key signs the request and is never sent. The OpenAI source (sim-1) also
+    # pushes signed webhooks to the run's receiver, a share of them forged (refused).
     config = SimulatorConfig(port=0, batches=30, sources=3, seed=5, speed=3000.0, fault_rate=0.3,
-                             retry_after=0.2, hang_seconds=0.5, providers=("openai", "bedrock", "anthropic"))
-    with SimThread(config, KEY) as simulator:
+                             retry_after=0.2, hang_seconds=0.5, providers=("openai", "bedrock", "anthropic"),
+                             webhook_url=f"http://127.0.0.1:{hook_port}/webhooks", webhook_forged=0.3,
+                             webhook_duplicate=0.2)
+    with SimThread(config, KEY, WHSEC) as simulator:
         yield simulator
 
 
 def test_no_secret_reaches_logs_metrics_topics_tables_or_errors(
-        tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, sim: Simulator) -> None:
+        tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, sim: Simulator, hook_port: int) -> None:
     http_port, metrics_port = free_port(), free_port()
     sources = "".join(f"""
 [[sources]]
@@ -129,13 +141,14 @@ request_timeout = 1.0
 breaker_threshold = 3
 breaker_reset = 1.0
 max_rps = 100.0
+{'webhook_secret_env = "REL_WHSEC"' if name == "sim-1" else ""}
 """ for name in sim.sources)
-    extra = '\n[clickhouse]\npassword_env = "REL_CH_PASSWORD"\n'
+    extra = f'\n[clickhouse]\npassword_env = "REL_CH_PASSWORD"\n\n[webhooks]\nport = {hook_port}\n'
     config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port=sim.port, fleet=Fleet(),
                           http_port=http_port, metrics_port=metrics_port, extern_sim=False, extra=extra)
     config.write_text(config.read_text().replace('log_level = "info"', "") + sources, encoding="utf-8")
     env = {"REL_API_KEY": KEY, "REL_AWS_KEY": simulator_secret("bedrock", KEY), "REL_WRONG_KEY": WRONG,
-           "REL_CH_PASSWORD": PASSWORD,
+           "REL_CH_PASSWORD": PASSWORD, "REL_WHSEC": WHSEC,
            "BATCHSCOPE_PIPELINE_LOG_LEVEL": "debug"}
     run = Proc(config, tmp_path / "run.log", "run", env=env).start()
     query = tmp_path / "data"  # the endpoint's pipeline.json and token
@@ -167,6 +180,8 @@ max_rps = 100.0
     assert refused, "the wrong key was never refused"
     assert 'source="sim-3"' in metrics, metrics[:2000]
     assert "batchscope_poller_requests_total" in metrics, metrics[:2000]
+    assert 'batchscope_webhooks_refused_total{source="sim-1",reason="' in metrics, metrics[-3000:]
+    assert 'batchscope_webhooks_accepted_total{source="sim-1"} 0' not in metrics, metrics[-3000:]
     assert failing.returncode != 0
     assert failing.stderr
     found = leaks(log, "the run's log") + leaks(metrics, "/metrics")

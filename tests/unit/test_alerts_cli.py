@@ -4,6 +4,7 @@ line each, never the destination's URL or signing key."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from aiohttp import web
 
 from batchscope.cli import main
-from pipeline.alerts.messages import signature, signing_key
+from pipeline.alerts.messages import signing_key
+from pipeline.core.webhooks import verify
 from tests.loopback import serving_in_thread
 
 KEY = "whsec_" + base64.b64encode(b"a-signing-key-of-32-bytes-long!!").decode()
@@ -53,8 +55,7 @@ def test_alerts_test_sends_a_signed_sample(tmp_path: Path, receiver: Received,
     assert "delivered a sample alert" in out.out
     (request,) = seen
     h = request.headers
-    assert signature(signing_key(KEY), h["webhook-id"], int(h["webhook-timestamp"]), bodies[0]) == \
-        h["webhook-signature"]
+    assert verify([signing_key(KEY)], h, bodies[0], now=time.time()).msg_id == h["webhook-id"]
     assert url not in out.out + out.err
     assert KEY not in out.out + out.err
 
@@ -64,7 +65,7 @@ def test_alerts_test_sends_a_signed_sample(tmp_path: Path, receiver: Received,
     (["alerts", "test", "nope"], {}, "alerts: no rule named 'nope' (configured: failures)"),
     (["alerts"], {"HOOK_URL": ""}, "alerts[0].url_env: environment variable HOOK_URL is not set or empty"),
     (["alerts"], {"HOOK_URL": "ftp://x"}, "alerts[0].url: must be an http(s) URL"),
-    (["alerts"], {"HOOK_KEY": "whsec_***"}, "alerts rule 'failures': the signing key is not a Standard"),
+    (["alerts"], {"HOOK_KEY": "whsec_***"}, "alerts rule 'failures': the signing key: a webhook secret is not whsec_"),
 ])
 def test_alerts_errors_are_one_line_without_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str], argv: list[str],

@@ -89,7 +89,7 @@ def test_parser_commands() -> None:
     sim = parser.parse_args(["simulate", "--batches", "5", "--speed", "2.5", "--port", "0"])
     assert (sim.batches, sim.speed, sim.port, sim.seed, sim.sources) == (5, 2.5, 0, None, None)
     assert set(COMMANDS) == {"run", "poll", "worker", "migrate", "query", "simulate", "normalise", "status",
-                             "topics", "health", "prices", "alerts"}
+                             "topics", "health", "prices", "alerts", "webhooks"}
     assert parser.parse_args(["worker"]).agents == ["normalise", "track", "sink"]
     assert parser.parse_args(["worker", "--agents", "track, sink"]).agents == ["track", "sink"]
     saved = parser.parse_args(["query", "--saved", "stalled", "-p", "stall_minutes=5", "-p", "x=1"])

@@ -67,7 +67,8 @@ KNOWN_EXECUTABLES = {
 # provider key.
 TEST_ENV = {"CLICKHOUSE_ADMIN_PASSWORD": "admin-pw-TEST-1", "CLICKHOUSE_SINK_PASSWORD": "sink-pw-TEST-2",
             "CLICKHOUSE_READER_PASSWORD": "reader-pw-TEST-3", "GRAFANA_ADMIN_PASSWORD": "grafana-pw-TEST-4",
-            "OPENAI_API_KEY": "sk-TEST-openai-5", "SLACK_ALERTS_URL": "https://hooks.slack.test/TEST-6",
+            "OPENAI_API_KEY": "sk-TEST-openai-5", "OPENAI_WEBHOOK_SECRET": "whsec_VEVTVC1vcGVuYWktNg==",
+            "GEMINI_WEBHOOK_SECRET": "whsec_VEVTVC1nZW1pbmktNw==", "SLACK_ALERTS_URL": "https://hooks.slack.test/TEST-6",
             "ALERTS_WEBHOOK_URL": "https://alerts.test/TEST-7",
             "ALERTS_SIGNING_KEY": "whsec_VEVTVC1zaWduaW5nLTg="}
 PASSWORDS = sorted(k for k in TEST_ENV if k.endswith("_PASSWORD"))
@@ -75,6 +76,7 @@ PASSWORDS = sorted(k for k in TEST_ENV if k.endswith("_PASSWORD"))
 SECRETS_OF = {
     "poller": {"OPENAI_API_KEY"},
     "alerts": {"SLACK_ALERTS_URL", "ALERTS_WEBHOOK_URL", "ALERTS_SIGNING_KEY"},
+    "webhooks": {"OPENAI_WEBHOOK_SECRET", "GEMINI_WEBHOOK_SECRET"},
     "worker": {"CLICKHOUSE_SINK_PASSWORD"},
     "migrate": {"CLICKHOUSE_ADMIN_PASSWORD"},
     "topics": set(),
@@ -148,6 +150,7 @@ def test_the_roles_are_all_there() -> None:
     assert SERVICES["simulator"]["profiles"] == ["demo"]
     assert SERVICES["grafana"]["profiles"] == ["ui"]
     assert SERVICES["alerts"]["profiles"] == ["alerts"]
+    assert SERVICES["webhooks"]["profiles"] == ["webhooks"]
     assert one_shots() == {"migrate", "topics"}
 
 
@@ -161,7 +164,7 @@ def test_command_is_a_real_batchscope_command(name: str) -> None:
 
 def test_roles_run_the_commands_they_are_named_for() -> None:
     wanted = {"migrate": "migrate", "topics": "topics", "poller": "poll", "worker": "worker",
-              "simulator": "simulate", "alerts": "alerts"}
+              "simulator": "simulate", "alerts": "alerts", "webhooks": "webhooks"}
     assert {n: SERVICES[n]["command"][0] for n in wanted} == wanted
 
 

@@ -304,7 +304,9 @@ async def test_api_key_is_enforced(clock: SimClock, http: aiohttp.ClientSession)
 
 async def test_truth_shape(sim: Simulator, http: aiohttp.ClientSession) -> None:
     truth = await get_json(http, f"http://127.0.0.1:{sim.port}/_sim/truth")
-    assert set(truth) == {"now", "all_terminal", "batches", "faults", "sources", "malformed", "hostile"}
+    assert set(truth) == {"now", "all_terminal", "batches", "faults", "sources", "malformed", "hostile",
+                          "webhooks"}
+    assert truth["webhooks"] is None  # none sent without webhook_url and a secret
     assert truth["hostile"] == {"objects": 0, "bodies": 0, "kinds": {}, "left": 0}
     assert truth["malformed"] == []
     assert truth["sources"] == [{"name": n, "provider": "openai", "base_url": sim.source_url(n)}
