@@ -127,12 +127,16 @@ digest_after = 10000
 def test_every_failure_expiry_and_risk_is_alerted_once_through_a_sigkill(
         tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, destinations: Destinations) -> None:
     sim_port, http_port = free_port(), free_port()
+    # run without rules (it would run the alerts service itself); the alerts process with them
     config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port=sim_port, fleet=FLEET,
-                          http_port=http_port, extern_sim=False, extra=RULES)
+                          http_port=http_port, extern_sim=False)
+    (tmp_path / "alerts").mkdir()
+    rules = write_config(tmp_path / "alerts", kafka_bootstrap, topic_prefix, sim_port=sim_port, fleet=FLEET,
+                         extern_sim=False, extra=RULES)
     env = {"E2E_SLACK_URL": destinations.url + SLACK_PATH, "E2E_HOOK_URL": destinations.url + "/hook",
            "E2E_HOOK_KEY": KEY}
     run = Proc(config, tmp_path / "run.log", "run").start()
-    alerts = Proc(config, tmp_path / "alerts.log", "alerts", env=env)
+    alerts = Proc(rules, tmp_path / "alerts.log", "alerts", env=env)
     truth_url = f"http://127.0.0.1:{sim_port}/_sim/truth"
 
     def sql(text: str) -> list[tuple[Any, ...]]:
