@@ -31,6 +31,7 @@ from pipeline.polling import sigv4
 from pipeline.providers import adapter as adapter_of
 from pipeline.providers.base import Adapter
 from simulator import hostile
+from simulator import results as simresults
 from simulator import usage as simusage
 from simulator import wire as simwire
 from simulator.faults import FaultInjector
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SIM_ACCESS_KEY = "AKIDBATCHSCOPESIM"  # a Bedrock source's access key id when api_key has none
 HOSTILE_SHARE = 0.3  # of the answers, while hostile payloads are left
+RESULTS_TAIL = "/results"  # an Anthropic batch's results: the batch path + this
 
 
 class SimSource:
@@ -255,7 +257,7 @@ class Simulator:
         response: web.StreamResponse = await handler(request)
         return response
 
-    async def _api(self, request: web.Request) -> web.Response:
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         source = self.sources.get(request.match_info["source"])
         if source is None:
             raise web.HTTPNotFound(text=f"no simulated source {request.match_info['source']!r}")
@@ -268,6 +270,9 @@ class Simulator:
             return _error(source.provider, 400, "invalid_request", f"missing or wrong {missing[0]}")
         if rest == a.list_path:
             return self._list(source, request)
+        head = f"{a.list_path}/"
+        if source.provider == "anthropic" and rest and rest.startswith(head) and rest.endswith(RESULTS_TAIL):
+            return await self._results(source, request, unquote(rest[len(head):-len(RESULTS_TAIL)]))
         before, _, after = a.get_path.partition("{id}")
         if rest is not None and rest.startswith(before) and rest.endswith(after) and len(rest) > len(before):
             return self._get(source, unquote(rest[len(before):len(rest) - len(after)]))
@@ -304,6 +309,20 @@ class Simulator:
             return _raw(bad[1])
         return web.json_response(source.serve(batch, t, self.epoch))
 
+    async def _results(self, source: SimSource, request: web.Request, batch_id: str) -> web.StreamResponse:
+        """An ended Anthropic batch's results file (:mod:`simulator.results`), streamed."""
+        t = self.now()
+        batch = source.by_path_id.get(batch_id)
+        if batch is None or batch.status_at(t) not in TERMINAL or source.vanish.get(batch.index, t + 1) <= t:
+            return _error(source.provider, 404, None, f"No results for batch '{batch_id}'.")
+        counts = source.render(batch, t, self.epoch)["request_counts"]
+        response = web.StreamResponse(headers={"Content-Type": "application/binary"})
+        await response.prepare(request)
+        for chunk in simresults.lines(batch, counts):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
     async def _truth(self, request: web.Request) -> web.Response:
         return web.json_response(self.truth())
 
@@ -332,8 +351,17 @@ class Simulator:
             "served": list(source.served.get(b.id, [])),
             "malformed": b.index in source.malformed,
             "vanishes_at": None if vanishes is None else int(self.epoch + vanishes),
-            **simusage.truth(source.provider, b),
+            **self._usage_truth(source, b, t),
         }
+
+    def _usage_truth(self, source: SimSource, b: SimBatch, t: float) -> dict[str, Any]:
+        """The batch's model, team and final usage: an Anthropic batch's from its results file
+        once it ended (its object carries neither), and no team (its object has no metadata)."""
+        found = simusage.truth(source.provider, b)
+        if source.provider != "anthropic" or b.status_at(t) not in TERMINAL:
+            return found
+        counts = source.render(b, t, self.epoch)["request_counts"]
+        return {**found, **simresults.truth(b, counts), "team": None}
 
 
 def _json(obj: Any) -> web.Response:

@@ -37,6 +37,8 @@ class SourceMetrics:
     purged: int = 0  # terminal batches the provider stopped returning
     list_pages: int = 0  # list requests of finished cycles (discovery and refresh)
     gets: int = 0  # single-batch requests of finished cycles (refreshes)
+    # results files (the results reader) by outcome: read, or why no usage came of it
+    results: Counter[str] = field(default_factory=Counter)
     tracked: int = 0
     active: int = 0
     breaker_state: str = "closed"
@@ -107,6 +109,9 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
            [(lab(m), m.list_pages) for m in all_metrics])
     family("poller_batch_gets_total", "counter", "single batches requested by the refresh schedule",
            [(lab(m), m.gets) for m in all_metrics])
+    family("poller_results_total", "counter",
+           "results files by outcome: read (usage published), unreadable, too_large, failed, gone",
+           [(lab(m, outcome=o), n) for m in all_metrics for o, n in sorted(m.results.items())])
     family("poller_batches_tracked", "gauge", "batches known", [(lab(m), m.tracked) for m in all_metrics])
     family("poller_batches_active", "gauge", "batches not yet terminal",
            [(lab(m), m.active) for m in all_metrics])
