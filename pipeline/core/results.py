@@ -7,8 +7,8 @@ message batch results first: one JSON object a line, ``result.type`` ``succeeded
 ``result.message.usage``, or ``errored`` / ``canceled`` / ``expired`` (not billed, no usage).
 
 A file that cannot be read whole (a line that is not a result, a count that is not a count, the
-caps) gives no figure: :data:`~pipeline.core.usage.NO_USAGE`, never a partial sum. The wiring
-that fetches the file after a batch ends is not built yet (docs/spend.md).
+caps) gives no figure: :data:`~pipeline.core.usage.NO_USAGE`, never a partial sum. The reader
+that fetches the file once a batch ended and feeds it here is :mod:`pipeline.polling.results`.
 """
 
 from __future__ import annotations
