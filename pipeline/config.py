@@ -268,8 +268,8 @@ class SourceConfig:
     sweep_interval: float = bounded(3600.0, 0, 30 * DAY)
     max_body_mib: int = bounded(32, 1, 1024)  # a response body over this (decompressed) is refused
     # read each ended batch's results file once and publish its summed token usage
-    # (``usage_source = results``; [spend](spend.md#the-results-reader)): Anthropic only; one more GET per
-    # batch, under this source's rate limit
+    # (``usage_source = results``; [spend](spend.md#the-results-reader)): Anthropic and Gemini; one more
+    # GET per batch, under this source's rate limit
     read_results: bool = False
     # a results file over this many MiB (decompressed) gives no usage, never a partial sum
     results_max_mib: int = bounded(1024, 1, 16_384)
@@ -330,7 +330,7 @@ SOURCE_TABLE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_fil
                      "breaker_threshold", "breaker_reset", "request_timeout", "max_body_mib",
                      "read_results", "results_max_mib", "results_max_lines"}
 
-RESULTS_PROVIDERS = ("anthropic",)  # whose results files the results reader sums (docs/spend.md)
+RESULTS_PROVIDERS = ("anthropic", "gemini")  # whose results files the results reader sums (docs/spend.md)
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),

@@ -1,4 +1,4 @@
-"""The results files of the simulated Anthropic message batches, and their ground truth.
+"""The results files of the simulated Anthropic and Gemini batches, and their ground truth.
 
 An ended Anthropic batch serves ``GET .../messages/batches/{id}/results``: JSONL, one line per
 request, as Anthropic writes it: ``succeeded`` with the message's ``usage`` (the per-request
@@ -7,6 +7,12 @@ input tokens), then ``errored``, ``canceled`` and ``expired`` lines (not billed,
 as the batch object's final ``request_counts`` say. Each batch's requests name one Claude model
 (:data:`CLAUDE`, chosen from its simulated model; one is unpriced on purpose). ``/_sim/truth``
 gives the sums a reader must find (:func:`truth`): exact tokens, so a test prices them itself.
+
+An ended Gemini batch with an ``output.responsesFile`` serves it at
+``GET .../download/v1beta/{responsesFile}:download?alt=media``: one ``{"key", "response"}`` line
+per successful request, with ``usageMetadata`` (prompt tokens, cached ones among them, candidate
+and thought tokens), then one ``{"key", "error"}`` line per failed request (:func:`gemini_lines`,
+:func:`gemini_truth`).
 """
 
 from __future__ import annotations
@@ -66,3 +72,38 @@ def truth(batch: SimBatch, counts: dict[str, int]) -> dict[str, Any]:
     return {"model": CLAUDE[batch.model] if n else None,  # no succeeded line: the file names no model
             "usage": {"input_tokens": (fresh + written + read) * n, "cached_input_tokens": read * n,
                       "output_tokens": out * n, "reasoning_tokens": 0}}
+
+
+def thoughts(batch: SimBatch) -> int:
+    """One successful Gemini request's thought tokens (part of its output tokens)."""
+    return per_request(batch)[2] // 4 if batch.index % 2 else 0
+
+
+def gemini_lines(batch: SimBatch, succeeded: int, failed: int) -> Iterator[bytes]:
+    """A Gemini responses file in chunks of :data:`LINES_PER_CHUNK` lines."""
+    inputs, cached, outputs, _ = per_request(batch)
+    thought = thoughts(batch)
+    response = orjson.dumps({
+        "candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": inputs, "cachedContentTokenCount": cached,
+                          "candidatesTokenCount": outputs - thought, "thoughtsTokenCount": thought,
+                          "totalTokenCount": inputs + outputs},
+        "modelVersion": "gemini-2.5-flash"})
+    error = orjson.dumps({"code": 3, "message": "simulated error", "status": "INVALID_ARGUMENT"})
+    chunk: list[bytes] = []
+    for n in range(succeeded + failed):
+        body = b'"response":%s' % response if n < succeeded else b'"error":%s' % error
+        chunk.append(b'{"key":"req-%d",%s}\n' % (n, body))
+        if len(chunk) == LINES_PER_CHUNK:
+            yield b"".join(chunk)
+            chunk = []
+    if chunk:
+        yield b"".join(chunk)
+
+
+def gemini_truth(batch: SimBatch, succeeded: int) -> dict[str, Any]:
+    """The usage a reader of the whole responses file finds."""
+    inputs, cached, outputs, _ = per_request(batch)
+    n = succeeded
+    return {"usage": {"input_tokens": inputs * n, "cached_input_tokens": cached * n,
+                      "output_tokens": outputs * n, "reasoning_tokens": thoughts(batch) * n}}

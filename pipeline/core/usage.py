@@ -93,7 +93,7 @@ def results_dict(usage: Usage, model: str | None) -> dict[str, Any]:
     """What the results reader publishes beside the batch object (the raw envelope's ``results``,
     docs/records.md): the summed counts and the one model its requests named, if one."""
     return {"input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
-            "output_tokens": usage.output_tokens, "model": model}
+            "output_tokens": usage.output_tokens, "reasoning_tokens": usage.reasoning_tokens, "model": model}
 
 
 def results_usage(results: object) -> tuple[Usage, str | None]:
@@ -101,10 +101,10 @@ def results_usage(results: object) -> tuple[Usage, str | None]:
     not counts (a cached count over the input count included) gives :data:`NO_USAGE`."""
     if type(results) is not dict:
         return NO_USAGE, None
-    counts = [_count(results.get(name)) for name in RESULTS_FIELDS]
+    inputs, cached, outputs = (_count(results.get(name)) for name in RESULTS_FIELDS)
+    reasoning = _count(results.get("reasoning_tokens", 0))
     model = results.get("model")
     found = model if isinstance(model, str) and model else None
-    inputs, cached, outputs = counts
-    if inputs is None or cached is None or outputs is None or cached > inputs:
+    if inputs is None or cached is None or outputs is None or reasoning is None or cached > inputs:
         return NO_USAGE, found
-    return Usage(inputs, cached, outputs, 0, "results"), found
+    return Usage(inputs, cached, outputs, reasoning, "results"), found

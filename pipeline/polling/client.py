@@ -115,12 +115,12 @@ class ProviderClient:
         body = await self._retrying(url, lambda: self._get(session, url))
         return self._ok(url, body)
 
-    async def stream(self, session: aiohttp.ClientSession, path: str, start: Callable[[], Feed]) -> Feed:
-        """GET ``path`` as :meth:`request` does (retries, rate limiter, breaker, no redirect), its
-        200 body fed as it arrives to a fresh ``start()`` per attempt, never held whole; the feed
-        of the attempt that succeeded. A feed that raises ``ValueError`` (its cap passed) ends the
-        read: :class:`~pipeline.polling.fetch.Refused` of kind ``results_too_large``, not retried."""
-        url = self.url(path, {})
+    async def stream(self, session: aiohttp.ClientSession, url: str, start: Callable[[], Feed]) -> Feed:
+        """GET ``url`` (on the source's host) as :meth:`request` does (retries, rate limiter,
+        breaker, no redirect), its 200 body fed as it arrives to a fresh ``start()`` per attempt,
+        never held whole; the feed of the attempt that succeeded. A feed that raises
+        ``ValueError`` (its cap passed) ends the read: :class:`~pipeline.polling.fetch.Refused` of
+        kind ``results_too_large``, not retried."""
         fed: list[Feed] = []
 
         async def once() -> tuple[int, dict[str, str], bytes | bytearray]:

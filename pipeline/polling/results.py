@@ -1,15 +1,16 @@
 """The results reader: each ended batch's results file, read once, its usage published.
 
-Opt-in per source (``read_results = true``; Anthropic message batches only, docs/spend.md). The
-poller :meth:`offers <ResultsReader.offer>` every object it publishes; an ended batch whose object
-names a ``results_url`` and whose results were not read yet is queued. After the cycle's listing
+Opt-in per source (``read_results = true``; Anthropic message batches and Gemini batches,
+docs/spend.md). The poller :meth:`offers <ResultsReader.offer>` every object it publishes; an
+ended batch whose object says it has results (Anthropic: a ``results_url``; Gemini: an
+``output.responsesFile``) and whose results were not read yet is queued. After the cycle's listing
 and refreshes the poller lets the reader :meth:`read <ResultsReader.read>` at most
 :data:`PER_CYCLE` of them: one streamed GET each through the source's own client (rate limit,
 retries, breaker, no redirect followed), summed by :class:`~pipeline.core.results.ResultsTally`
-(capped in bytes and lines: ``results_max_mib``, ``results_max_lines``), never held whole.
+(Gemini: :class:`~pipeline.core.results.GeminiTally`; capped in bytes and lines:
+``results_max_mib``, ``results_max_lines``), never held whole.
 
-- **The URL** is built from the source's ``base_url`` and the batch id
-  (``/messages/batches/{id}/results``, what Anthropic's ``results_url`` names), never taken from
+- **The URL** is built from the source's ``base_url`` (:func:`results_url`), never taken from
   the object: the source's key is sent to the source's own host only.
 - **What is published** is the batch's object as last seen plus the sums
   (:attr:`Envelope.results <pipeline.core.models.Envelope.results>`): the normaliser makes it a
@@ -29,6 +30,7 @@ retries, breaker, no redirect followed), summed by :class:`~pipeline.core.result
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -38,15 +40,17 @@ import aiohttp
 from pipeline.config import SourceConfig
 from pipeline.core.errors import SourceError
 from pipeline.core.models import TERMINAL, Envelope
-from pipeline.core.results import ResultsTally
+from pipeline.core.results import GeminiTally, ResultsTally
 from pipeline.core.timeutil import iso_ms, utcnow
 from pipeline.core.usage import results_dict
 from pipeline.polling import fetch
 from pipeline.polling.client import ProviderClient
+from pipeline.providers import gemini
 
 log = logging.getLogger("pipeline.polling.poller")
 
-RESULTS_PATHS = {"anthropic": "/messages/batches/{id}/results"}
+TALLIES: dict[str, type[ResultsTally]] = {"anthropic": ResultsTally, "gemini": GeminiTally}
+GEMINI_FILE = re.compile(r"files/[A-Za-z0-9_-]{1,256}")  # a responsesFile name, as Gemini gives them
 PER_CYCLE = 20  # results files read per poll cycle at most (the rest wait for the next cycles)
 TRIES = 3  # cycles a results file is tried in, when its failures may pass
 MAX_READ = 1_000_000  # batch ids remembered as read (beyond: the oldest half is forgotten)
@@ -62,7 +66,7 @@ class ResultsReader:
     def __init__(self, source: SourceConfig, client: ProviderClient) -> None:
         self.source = source
         self.client = client
-        self.on = source.read_results and source.provider in RESULTS_PATHS
+        self.on = source.read_results and source.provider in TALLIES
         self.pending: dict[str, tuple[dict[str, Any], int]] = {}  # batch id -> (object, tries so far)
         self.read_ids: dict[str, None] = {}  # batch ids read or being read, oldest first
 
@@ -72,8 +76,8 @@ class ResultsReader:
         if not self.on:
             return
         for batch_id, obj, status in published:
-            if (batch_id is not None and status in TERMINAL and obj.get("results_url")
-                    and batch_id not in self.read_ids):
+            if (batch_id is not None and status in TERMINAL and batch_id not in self.read_ids
+                    and results_url(self.source, batch_id, obj) is not None):
                 tries = self.pending.get(batch_id, (obj, 0))[1]
                 self.pending[batch_id] = (obj, tries)
 
@@ -107,10 +111,12 @@ class ResultsReader:
     async def _tally(self, session: aiohttp.ClientSession, batch_id: str, obj: dict[str, Any],
                      tries: int) -> ResultsTally | None:
         """The whole file summed, or None (counted; put back for a later cycle if it may pass)."""
-        path = RESULTS_PATHS[self.source.provider].format(id=quote(batch_id, safe=""))
+        url = results_url(self.source, batch_id, obj)
+        assert url is not None  # offer() queued it for having one
         max_bytes, max_lines = self.source.results_max_mib * fetch.MIB, self.source.results_max_lines
+        tally = TALLIES[self.source.provider]
         try:
-            return await self.client.stream(session, path, lambda: ResultsTally(max_bytes, max_lines))
+            return await self.client.stream(session, url, lambda: tally(max_bytes, max_lines))
         except SourceError as exc:
             if isinstance(exc, fetch.Refused) and exc.kind == "results_too_large":
                 self._count("too_large", batch_id, str(exc))
@@ -143,3 +149,21 @@ class ResultsReader:
         if len(self.read_ids) > MAX_READ:
             for old in list(self.read_ids)[: MAX_READ // 2]:
                 del self.read_ids[old]
+
+
+def results_url(source: SourceConfig, batch_id: str, obj: dict[str, Any]) -> str | None:
+    """Where an ended batch's results are, on the source's own host (never a URL the object
+    names), or None when it has none: Anthropic, ``{base_url}/messages/batches/{id}/results`` once
+    the object names a ``results_url``; Gemini, its ``output.responsesFile`` through the download
+    root (``/download`` before the API version: ``/download/v1beta/files/...:download?alt=media``)."""
+    if source.provider == "anthropic":
+        return f"{source.base_url}/messages/batches/{quote(batch_id, safe='')}/results" \
+            if obj.get("results_url") else None
+    if source.provider == "gemini":
+        output = gemini.unwrap(obj).get("output")
+        name = output.get("responsesFile") if isinstance(output, dict) else None
+        if not isinstance(name, str) or GEMINI_FILE.fullmatch(name) is None:
+            return None
+        root, _, version = source.base_url.rpartition("/")
+        return f"{root}/download/{version}/{name}:download?alt=media"
+    return None

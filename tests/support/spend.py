@@ -84,12 +84,12 @@ def stored_spend(rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
 
 
 def run_fleet(tmp_path: Path, bootstrap: str, prefix: str, fleet: Fleet, table: str, *,
-              source_extra: str = "", settled: Callable[[], bool] = lambda: True,
+              source_extra: str = "", settled: Callable[[Truth], bool] = lambda truth: True,
               restart_poller: Callable[[], bool] | None = None) -> tuple[Path, Truth, Proc]:
     """The simulated fleet polled with 10% API faults into a migrated chDB whose operator's prices
     are ``table``, a worker SIGKILLed and restarted once changes flow (and the poller restarted
     once ``restart_poller()`` holds, if given), until every batch ended, was seen so and
-    ``settled()``; then drained. The config, the simulator's truth and the worker."""
+    ``settled(truth)``; then drained. The config, the simulator's truth and the worker."""
     sim_port = free_port()
     prices = tmp_path / "prices.csv"
     prices.write_text(table, encoding="utf-8")
@@ -118,7 +118,7 @@ def run_fleet(tmp_path: Path, bootstrap: str, prefix: str, fleet: Fleet, table: 
             t: Truth = get_json(truth_url)
             done = t["all_terminal"] and all(b["served"] and b["served"][-1] == b["final_status"]
                                              for b in t["batches"])
-            return t if done and settled() else None
+            return t if done and settled(t) else None
 
         truth = wait_for(terminal_and_served, "the fleet to end and be seen so", 120, sim, poll, worker)
         poll.stop()

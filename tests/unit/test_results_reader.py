@@ -19,6 +19,7 @@ from pipeline.core.normalise import normalise
 from pipeline.core.secret import Secret
 from pipeline.polling.metrics import render
 from pipeline.polling.poller import SourcePoller
+from pipeline.polling.results import results_url
 from pipeline.polling.retry import RetryPolicy
 from simulator.server import Simulator
 from tests import loopback
@@ -34,17 +35,21 @@ ENDED = {"id": "msgbatch_1", "type": "message_batch", "processing_status": "ende
          "expires_at": "2026-12-02T10:00:00.000000Z", "results_url": "https://elsewhere.example/results"}
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    config = SimulatorConfig(port=0, batches=12, speed=SPEED, seed=3, sources=1, providers=("anthropic",))
+@pytest.fixture(params=["anthropic", "gemini"])
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    config = SimulatorConfig(port=0, batches=12, speed=SPEED, seed=3, sources=1, providers=(request.param,))
     async with Simulator(config, api_key=KEY, clock=FakeClock(50.0)) as simulator:
         yield simulator
 
 
-def source(url: str, **more: object) -> SourceConfig:
-    config = SourceConfig(name="sim-1", provider="anthropic", base_url=url, api_key=Secret(KEY),
+def source(url: str, provider: str = "anthropic", **more: object) -> SourceConfig:
+    config = SourceConfig(name="sim-1", provider=provider, base_url=url, api_key=Secret(KEY),
                           poll_interval=0.01, max_rps=1000.0, read_results=True)
     return replace(config, **more)  # type: ignore[arg-type]
+
+
+def sim_source(sim: Simulator, **more: object) -> SourceConfig:
+    return source(sim.source_url("sim-1"), sim.provider("sim-1"), **more)
 
 
 async def cycles(poller: SourcePoller, n: int) -> None:
@@ -54,14 +59,14 @@ async def cycles(poller: SourcePoller, n: int) -> None:
 
 
 def ended_ids(sim: Simulator) -> set[str]:
-    return {b["batch_id"] for b in sim.truth()["batches"] if b["status"] in ("completed", "failed", "expired",
-                                                                              "cancelled")}
+    """The batches with results: every ended one (Anthropic), those with a responses file (Gemini)."""
+    return {b["batch_id"] for b in sim.truth()["batches"] if b["usage"] is not None}
 
 
 async def test_each_ended_batch_is_read_once_and_sums_to_the_truth(sim: Simulator) -> None:
     sim._clock.now += 48 * 3600 / SPEED  # type: ignore[attr-defined]  # every batch ended
     sink = CaptureSink()
-    poller = SourcePoller(source(sim.source_url("sim-1")), sink)
+    poller = SourcePoller(sim_source(sim), sink)
     await cycles(poller, 3)
     read = [e for e in sink.envelopes if e.results is not None]
     truth = {b["batch_id"]: b for b in sim.truth()["batches"]}
@@ -74,11 +79,12 @@ async def test_each_ended_batch_is_read_once_and_sums_to_the_truth(sim: Simulato
         got = {k: getattr(snap, k) for k in want["usage"]}
         assert got == want["usage"], snap.batch_id
     assert poller.metrics.results == {"read": len(read)}
-    assert 'batchscope_poller_results_total{source="sim-1",provider="anthropic",outcome="read"}' in \
+    provider = sim.provider("sim-1")
+    assert f'batchscope_poller_results_total{{source="sim-1",provider="{provider}",outcome="read"}}' in \
         render([poller.metrics])
     # a new poller (a restart) reads them again, once: batch_usage keeps one row per batch
     again = CaptureSink()
-    await cycles(SourcePoller(source(sim.source_url("sim-1")), again), 2)
+    await cycles(SourcePoller(sim_source(sim), again), 2)
     assert sorted(e.batch_id or "" for e in again.envelopes if e.results is not None) == \
         sorted(e.batch_id or "" for e in read)
 
@@ -86,7 +92,7 @@ async def test_each_ended_batch_is_read_once_and_sums_to_the_truth(sim: Simulato
 async def test_the_reader_is_off_by_default(sim: Simulator) -> None:
     sim._clock.now += 48 * 3600 / SPEED  # type: ignore[attr-defined]
     sink = CaptureSink()
-    poller = SourcePoller(source(sim.source_url("sim-1"), read_results=False), sink)
+    poller = SourcePoller(sim_source(sim, read_results=False), sink)
     await cycles(poller, 2)
     assert [e for e in sink.envelopes if e.results is not None] == []
     assert poller.metrics.results == {}
@@ -95,8 +101,9 @@ async def test_the_reader_is_off_by_default(sim: Simulator) -> None:
 async def test_a_file_over_its_line_cap_gives_no_usage(sim: Simulator) -> None:
     sim._clock.now += 48 * 3600 / SPEED  # type: ignore[attr-defined]
     sink = CaptureSink()
-    poller = SourcePoller(source(sim.source_url("sim-1"), results_max_lines=5), sink)
+    poller = SourcePoller(sim_source(sim, results_max_lines=5), sink)
     await cycles(poller, 2)
+    assert len(ended_ids(sim)) > 1
     assert [e for e in sink.envelopes if e.results is not None] == []
     assert poller.metrics.results["too_large"] == len(ended_ids(sim))
     assert poller.metrics.errors["results_too_large"] == len(ended_ids(sim))
@@ -149,7 +156,7 @@ async def test_the_results_url_of_the_object_is_not_followed() -> None:
         await cycles(poller, 2)
     (read,) = [e for e in sink.envelopes if e.results is not None]
     assert read.results == {"input_tokens": 15, "cached_input_tokens": 5, "output_tokens": 3,
-                            "model": "claude-haiku-4-5"}
+                            "reasoning_tokens": 0, "model": "claude-haiku-4-5"}
     assert seen == [KEY]
 
 
@@ -159,3 +166,18 @@ def test_read_results_is_refused_for_a_provider_without_a_reader(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"sources\[0\]\.read_results: the results reader reads anthropic"):
         load_settings(config)
 
+
+
+def test_where_the_results_are() -> None:
+    claude = source("https://api.anthropic.com/v1")
+    assert results_url(claude, "msgbatch_1/x", {"results_url": "https://evil.example/r"}) == \
+        "https://api.anthropic.com/v1/messages/batches/msgbatch_1%2Fx/results"
+    assert results_url(claude, "msgbatch_1", {"results_url": None}) is None
+    google = source("https://generativelanguage.googleapis.com/v1beta", "gemini")
+    op = {"name": "batches/b1", "metadata": {"state": "BATCH_STATE_SUCCEEDED",
+                                             "output": {"responsesFile": "files/out-1"}}}
+    assert results_url(google, "batches/b1", op) == \
+        "https://generativelanguage.googleapis.com/download/v1beta/files/out-1:download?alt=media"
+    for bad in ("https://evil.example/f", "files/../../x", "files/a?b", ""):
+        op["metadata"]["output"] = {"responsesFile": bad}  # type: ignore[index]
+        assert results_url(google, "batches/b1", op) is None, bad
