@@ -6,6 +6,7 @@ exactly the simulator's truth, and published as one observation that normalises 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -132,12 +133,15 @@ LINE = (b'{"custom_id":"a","result":{"type":"succeeded","message":{"model":"clau
     (LINE + b'{"custom_id":"b","result":{"type":"succeeded","message":{"usage":{"input_tokens":-1}}}}\n',
      200, "unreadable", 3),  # one bad line: no partial sum
     (b'{"type":"error","error":{"type":"not_found_error","message":"gone"}}', 404, "gone", 1),
+    (b'{"type":"error","error":{"type":"authentication_error","message":"key sk-ant-sim-key-77c1"}}', 401,
+     "failed", 1),
     (b"", 302, "failed", 1),  # a redirect is not followed
-    (b'{"type":"error","error":{"type":"api_error","message":"x"}}', 500, "failed", 3),
+    (b'{"type":"error","error":{"type":"api_error","message":"echo sk-ant-sim-key-77c1"}}', 500, "failed", 3),
 ])
 async def test_a_file_that_cannot_be_read_is_counted_and_publishes_nothing(
-        body: bytes, status: int, outcome: str, tries: int) -> None:
+        body: bytes, status: int, outcome: str, tries: int, caplog: pytest.LogCaptureFixture) -> None:
     seen: list[str] = []
+    caplog.set_level(logging.INFO)
     async with loopback.serving(results_app(body, status, seen)) as url:
         sink = CaptureSink()
         poller = SourcePoller(source(f"{url}/v1"), sink, FAST)
@@ -146,6 +150,8 @@ async def test_a_file_that_cannot_be_read_is_counted_and_publishes_nothing(
     assert poller.metrics.results == {outcome: 1}
     assert len(seen) == tries * (FAST.max_attempts if status == 500 else 1)
     assert set(seen) == {KEY}  # the source's own host, never the object's results_url
+    assert f"give no usage ({outcome})" in caplog.text
+    assert KEY not in caplog.text  # an error body echoing the key is masked
 
 
 async def test_the_results_url_of_the_object_is_not_followed() -> None:
