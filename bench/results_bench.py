@@ -1,12 +1,12 @@
-"""The results reader's core over a 100 MB Anthropic results file: throughput and peak memory.
+"""The results reader over a 100 MB Anthropic results file: throughput and peak memory.
 
 A results file of ``--mib`` MiB (default 100) is written to a temporary directory, a line at a
 time: Anthropic message batch results, 90% succeeded with usage, the rest errored, canceled or
 expired. Then ``--runs`` times :class:`pipeline.core.results.ResultsTally` fed the file in 64 KiB
-chunks (the reader's way: the file is never held whole), and after those ``--runs`` times the
-baseline, the naive way: read the whole file, split its lines, parse each (not interleaved: the
-peak RSS, the process's ``ru_maxrss``, only grows, so the streamed runs go first). Both must give
-the same sums.
+chunks (the reader's way: the file is never held whole), then ``--runs`` times the whole reader
+fetching it over HTTP from a loopback server, and after those the baseline, the naive way: read
+the whole file, split its lines, parse each (not interleaved: the peak RSS, the process's
+``ru_maxrss``, only grows, so the streamed runs go first). All must give the same sums.
 
     python -m bench.results_bench [--mib N] [--runs R] [--record]
 """
@@ -14,6 +14,7 @@ the same sums.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import resource
 import statistics
@@ -22,9 +23,18 @@ import time
 from pathlib import Path
 
 import orjson
+from aiohttp import web
 
 from bench.report import save
+from pipeline.config import SourceConfig
+from pipeline.core.models import Envelope
 from pipeline.core.results import ResultsTally
+from pipeline.core.secret import Secret
+from pipeline.polling.client import ProviderClient
+from pipeline.polling.metrics import SourceMetrics
+from pipeline.polling.results import ResultsReader
+from pipeline.polling.retry import RetryPolicy
+from pipeline.providers import adapter
 
 CHUNK = 64 << 10
 
@@ -62,6 +72,48 @@ def streamed(path: Path) -> tuple[int, int, int]:
     return used.input_tokens or 0, used.cached_input_tokens or 0, used.output_tokens or 0
 
 
+def reader(path: Path) -> tuple[int, int, int]:
+    """The whole results reader (:class:`pipeline.polling.results.ResultsReader`): the file served
+    by a loopback aiohttp app in this process, fetched by the source's client and summed as it
+    arrives; what it publishes is the result."""
+    return asyncio.run(_read_over_http(path))
+
+
+async def _read_over_http(path: Path) -> tuple[int, int, int]:
+    async def results(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, chunk_size=CHUNK)
+
+    app = web.Application()
+    app.router.add_get("/v1/messages/batches/msgbatch_bench/results", results)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        source = SourceConfig(name="bench", provider="anthropic", base_url=url, api_key=Secret("sk-bench"),
+                              read_results=True, max_rps=100.0)
+        sink = Captured()
+        metrics = SourceMetrics("bench", "anthropic")
+        client = ProviderClient(source, adapter("anthropic"), RetryPolicy(), metrics)
+        read = ResultsReader(source, client)
+        read.offer([("msgbatch_bench", {"id": "msgbatch_bench", "results_url": "x"}, "completed")])
+        async with client.session() as session:
+            await read.read(session, sink)
+    finally:
+        await runner.cleanup()
+    (envelope,) = sink.envelopes
+    got = envelope.results or {}
+    return got["input_tokens"], got["cached_input_tokens"], got["output_tokens"]
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        self.envelopes += envelopes
+
+
 def whole(path: Path) -> tuple[int, int, int]:
     """The baseline: the whole file in memory, every line parsed."""
     inputs = cached = outputs = 0
@@ -92,10 +144,12 @@ def main() -> None:
         lines = write_file(path, args.mib)
         size = path.stat().st_size / (1 << 20)
         before = peak_mib()
-        times: dict[str, list[float]] = {"streamed (ResultsTally)": [], "whole file (baseline)": []}
+        paths = (("streamed (ResultsTally)", streamed), ("the reader over HTTP (ResultsReader)", reader),
+                 ("whole file (baseline)", whole))
+        times: dict[str, list[float]] = {name: [] for name, _ in paths}
         peaks: dict[str, float] = {}
         sums = set()
-        for name, fn in (("streamed (ResultsTally)", streamed), ("whole file (baseline)", whole)):
+        for name, fn in paths:
             for _ in range(args.runs):
                 start = time.perf_counter()
                 sums.add(fn(path))
@@ -109,16 +163,19 @@ def main() -> None:
         print(row)
     print(f"peak RSS before either: {before:,.0f} MiB")
     if args.record:
-        save("results", f"Results reader core: a {args.mib} MiB Anthropic results file, streamed (issue 16)",
+        save("results", f"Results reader: a {args.mib} MiB Anthropic results file, streamed (issue 16)",
              figures, notes=NOTES.format(before=before))
 
 
 NOTES = """
 The core of the results reader (`pipeline.core.results.ResultsTally`: streamed in 64 KiB
-chunks, capped in bytes and lines, one line held at a time) against reading the whole file and
-parsing every line; the streamed runs come first, so the baseline's peak RSS includes the whole
-file in memory. Peak RSS before either: {before:,.0f} MiB (the interpreter, orjson). The reader's
-fetch and its wiring into the poller are not built yet (docs/spend.md).
+chunks, capped in bytes and lines, one line held at a time) reading the file from disk; the whole
+reader (`pipeline.polling.results.ResultsReader`: one GET through the source's client, the body
+fed to the tally as it arrives, the sums published) with the file served by a loopback aiohttp
+app in the same process (so its time includes serving it, on the same cores); and the baseline,
+reading the whole file and parsing every line. Runs in that order, so each peak RSS includes the
+paths before it, and the baseline's the whole file in memory. Peak RSS before any: {before:,.0f}
+MiB (the interpreter, orjson, aiohttp).
 """
 
 

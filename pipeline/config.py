@@ -325,6 +325,13 @@ class SourceConfig:
     # provider stopped returning are found (``purged`` events); 0: only the first listing does
     sweep_interval: float = bounded(3600.0, 0, 30 * DAY)
     max_body_mib: int = bounded(32, 1, 1024)  # a response body over this (decompressed) is refused
+    # read each ended batch's results file once and publish its summed token usage
+    # (``usage_source = results``; [spend](spend.md#the-results-reader)): Anthropic and Gemini; one more
+    # GET per batch, under this source's rate limit
+    read_results: bool = False
+    # a results file over this many MiB (decompressed) gives no usage, never a partial sum
+    results_max_mib: int = bounded(1024, 1, 16_384)
+    results_max_lines: int = bounded(10_000_000, 1, 100_000_000)  # and one over this many lines
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     api_key_file: str = ""  # or the path of the file holding it (e.g. a secret under ``/run/secrets/``)
     # the NAME of the environment variable holding the source's webhook signing secret(s):
@@ -403,7 +410,10 @@ ACTIVE_FACTOR = 10.0
 SOURCE_TABLE_KEYS = {"name", "provider", "base_url", "api_key_env", "api_key_file", "poll_interval",
                      "active_interval", "sweep_interval", "page_limit", "tags", "max_rps",
                      "breaker_threshold", "breaker_reset", "request_timeout", "max_body_mib",
-                     "webhook_secret_env", "webhook_secret_file", "webhook_path"}
+                     "webhook_secret_env", "webhook_secret_file", "webhook_path", "read_results",
+                     "results_max_mib", "results_max_lines"}
+
+RESULTS_PROVIDERS = ("anthropic", "gemini")  # whose results files the results reader sums (docs/spend.md)
 
 FLOW_KEYS: tuple[tuple[str, type[Any], Any], ...] = (
     ("max_rps", float, 5.0), ("breaker_threshold", int, 5),
@@ -582,6 +592,7 @@ def _source(index: int, table: object) -> SourceConfig:
     require(ok_tags, f"{where}.tags", "must be a table of strings")
     flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
     max_body = _get(table, where, "max_body_mib", int, 32)
+    reader = _results_reader(table, where, provider)
     key_env, key_file = _key_refs(where, table)
     hook_env, hook_file = _key_refs(where, table, "webhook_secret")
     hook_path = _get(table, where, "webhook_path", str, "")
@@ -595,7 +606,7 @@ def _source(index: int, table: object) -> SourceConfig:
                           active_interval=chosen, sweep_interval=sweep, page_limit=limit, tags=dict(tags),
                           max_body_mib=max_body, api_key_env=key_env, api_key_file=key_file,
                           webhook_secret_env=hook_env, webhook_secret_file=hook_file, webhook_path=hook_path,
-                          **flow)
+                          **flow, **reader)
     check_bounds(source, where)
     require(active >= interval, f"{where}.active_interval",
             f"must be at least poll_interval ({interval:g} s)")
@@ -606,6 +617,15 @@ def _get(table: dict[str, Any], where: str, key: str, kind: type[T], default: T)
     value = _coerce(f"{where}.{key}", kind, table.get(key, default))
     assert isinstance(value, kind)
     return value
+
+
+def _results_reader(table: dict[str, Any], where: str, provider: str) -> dict[str, Any]:
+    """The results reader's settings of one source: on only for a provider it can read."""
+    on = _get(table, where, "read_results", bool, False)
+    require(not on or provider in RESULTS_PROVIDERS, f"{where}.read_results",
+            f"the results reader reads {', '.join(RESULTS_PROVIDERS)} results only, not {provider!r}")
+    return {"read_results": on, "results_max_mib": _get(table, where, "results_max_mib", int, 1024),
+            "results_max_lines": _get(table, where, "results_max_lines", int, 10_000_000)}
 
 
 def _key_refs(where: str, table: dict[str, Any], kind: str = "api_key") -> tuple[str, str]:

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -31,6 +31,7 @@ from pipeline.polling import sigv4
 from pipeline.providers import adapter as adapter_of
 from pipeline.providers.base import Adapter
 from simulator import hostile
+from simulator import results as simresults
 from simulator import usage as simusage
 from simulator import wire as simwire
 from simulator.faults import FaultInjector
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 SIM_ACCESS_KEY = "AKIDBATCHSCOPESIM"  # a Bedrock source's access key id when api_key has none
 HOSTILE_SHARE = 0.3  # of the answers, while hostile payloads are left
+RESULTS_TAIL = "/results"  # an Anthropic batch's results: the batch path + this
+GEMINI_TAIL = ":download"  # a Gemini responses file: /download + the API root + its name + this
 
 
 class SimSource:
@@ -266,7 +269,7 @@ class Simulator:
         response: web.StreamResponse = await handler(request)
         return response
 
-    async def _api(self, request: web.Request) -> web.Response:
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         source = self.sources.get(request.match_info["source"])
         if source is None:
             raise web.HTTPNotFound(text=f"no simulated source {request.match_info['source']!r}")
@@ -279,6 +282,8 @@ class Simulator:
             return _error(source.provider, 400, "invalid_request", f"missing or wrong {missing[0]}")
         if rest == a.list_path:
             return self._list(source, request)
+        if (results := self._results_route(source, request, raw)) is not None:
+            return await results
         before, _, after = a.get_path.partition("{id}")
         if rest is not None and rest.startswith(before) and rest.endswith(after) and len(rest) > len(before):
             return self._get(source, unquote(rest[len(before):len(rest) - len(after)]))
@@ -315,6 +320,42 @@ class Simulator:
             return _raw(bad[1])
         return web.json_response(source.serve(batch, t, self.epoch))
 
+    def _results_route(self, source: SimSource, request: web.Request,
+                       raw: str) -> Awaitable[web.StreamResponse] | None:
+        """The answer to a results file's path (:mod:`simulator.results`), or None for another path."""
+        base = simwire.BASE_PATHS[source.provider]
+        if source.provider == "gemini":
+            head = f"/download{base}/"
+            if raw.startswith(f"{head}files/") and raw.endswith(GEMINI_TAIL):
+                return self._gemini_results(source, request, raw[len(head):-len(GEMINI_TAIL)])
+        if source.provider == "anthropic":
+            head = f"{base}{source.adapter.list_path}/"
+            if raw.startswith(head) and raw.endswith(RESULTS_TAIL):
+                return self._results(source, request, unquote(raw[len(head):-len(RESULTS_TAIL)]))
+        return None
+
+    async def _results(self, source: SimSource, request: web.Request, batch_id: str) -> web.StreamResponse:
+        """An ended Anthropic batch's results file (:mod:`simulator.results`), streamed."""
+        t = self.now()
+        batch = source.by_path_id.get(batch_id)
+        if batch is None or batch.status_at(t) not in TERMINAL or source.vanish.get(batch.index, t + 1) <= t:
+            return _error(source.provider, 404, None, f"No results for batch '{batch_id}'.")
+        counts = source.render(batch, t, self.epoch)["request_counts"]
+        return await _stream(request, simresults.lines(batch, counts))
+
+    async def _gemini_results(self, source: SimSource, request: web.Request, name: str) -> web.StreamResponse:
+        """An ended Gemini batch's responses file (``files/out-NNNNNN``), streamed."""
+        t = self.now()
+        index = name.removeprefix("files/out-")
+        batch = source.fleet[int(index)] if index.isdigit() and int(index) < len(source.fleet) else None
+        output = (source.render(batch, t, self.epoch)["metadata"].get("output")
+                  if batch is not None and batch.status_at(t) in TERMINAL else None)
+        if batch is None or output is None or request.query.get("alt") != "media":
+            return _error(source.provider, 404, None, f"File {name} not found.")
+        stats = source.render(batch, t, self.epoch)["metadata"]["batchStats"]
+        return await _stream(request, simresults.gemini_lines(batch, int(stats["successfulRequestCount"]),
+                                                              int(stats["failedRequestCount"])))
+
     async def _truth(self, request: web.Request) -> web.Response:
         return web.json_response(self.truth())
 
@@ -344,8 +385,34 @@ class Simulator:
             "served": list(source.served.get(b.id, [])),
             "malformed": b.index in source.malformed,
             "vanishes_at": None if vanishes is None else int(self.epoch + vanishes),
-            **simusage.truth(source.provider, b),
+            **self._usage_truth(source, b, t),
         }
+
+    def _usage_truth(self, source: SimSource, b: SimBatch, t: float) -> dict[str, Any]:
+        """The batch's model, team and final usage: an Anthropic or Gemini batch's from its
+        results file once it ended (its object carries none; an Anthropic object no model), and
+        no team (their objects have no metadata)."""
+        found = simusage.truth(source.provider, b)
+        if source.provider not in ("anthropic", "gemini") or b.status_at(t) not in TERMINAL:
+            return found
+        obj = source.render(b, t, self.epoch)
+        if source.provider == "anthropic":
+            return {**found, **simresults.truth(b, obj["request_counts"]), "team": None}
+        if "output" not in obj["metadata"]:
+            return {**found, "model": obj["metadata"]["model"], "team": None}  # no responses file
+        succeeded = int(obj["metadata"]["batchStats"]["successfulRequestCount"])
+        return {**found, **simresults.gemini_truth(b, succeeded), "model": obj["metadata"]["model"],
+                "team": None}
+
+
+async def _stream(request: web.Request, chunks: Iterable[bytes]) -> web.StreamResponse:
+    """A results file written as it is rendered, chunk by chunk."""
+    response = web.StreamResponse(headers={"Content-Type": "application/binary"})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def _json(obj: Any) -> web.Response:

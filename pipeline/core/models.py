@@ -58,6 +58,9 @@ class Envelope:
     # Not an object but the poller's word that the provider no longer returns batch ``batch_id``
     # (``payload`` is empty): published as a raw record of version 3 (docs/records.md).
     vanished: bool = False
+    # The results reader's sums beside the batch object as last seen (``usage.results_dict``):
+    # published as a raw record of version 1 with a ``results`` key (docs/records.md).
+    results: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def vanish(cls, source: str, provider: str, observed_at: str, batch_id: str) -> Envelope:
@@ -74,8 +77,11 @@ class Envelope:
         if self.vanished:
             return dumps({"v": 3, "source": self.source, "provider": self.provider,
                           "observed_at": self.observed_at, "vanished": [self.batch_id]})
-        return dumps({"source": self.source, "provider": self.provider, "observed_at": self.observed_at,
-                      "payload": self.payload})
+        record = {"source": self.source, "provider": self.provider, "observed_at": self.observed_at,
+                  "payload": self.payload}
+        if self.results is not None:
+            record["results"] = self.results
+        return dumps(record)
 
     @classmethod
     def from_json(cls, data: bytes, loads: Loads = orjson.loads) -> Envelope:
@@ -89,7 +95,9 @@ class Envelope:
                 if not isinstance(obj.get(name), str) or not obj[name]:
                     raise InvalidRecord(f"raw envelope: {name!r} missing or not a string")
             raise InvalidRecord("raw envelope: 'payload' missing or not an object")
-        return cls(source, provider, observed_at, payload)
+        results = get("results")
+        return cls(source, provider, observed_at, payload,
+                   results=results if isinstance(results, dict) else None)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pipeline.core.errors import InvalidRecord
 from pipeline.core.models import Envelope, Snapshot
 from pipeline.core.records import MAX_ENTRY, Rejected, read_raw, vanish_entry
 from pipeline.core.timeutil import iso_ms, parse_iso
+from pipeline.core.usage import results_usage
 from pipeline.providers import ADAPTERS, adapter
 from pipeline.providers import envelope as envelope_of
 
@@ -22,7 +23,22 @@ def normalise(envelope: Envelope) -> Snapshot:
     found = ADAPTERS.get(envelope.provider)
     if found is None:
         found = adapter(envelope.provider)  # raises InvalidRecord for an unknown provider name
-    return found.normalise(envelope.payload, envelope.source, envelope.observed_at)
+    snap = found.normalise(envelope.payload, envelope.source, envelope.observed_at)
+    if envelope.results is not None:
+        return with_results(snap, envelope.results)
+    return snap
+
+
+def with_results(snap: Snapshot, results: object) -> Snapshot:
+    """The snapshot with the results reader's usage (``usage_source = results``) and model (when
+    the object names none), unless its object carries usage already; results that cannot be read
+    as counts leave it as it is (``none``: never a wrong figure)."""
+    usage, model = results_usage(results)
+    if usage.usage_source == "none" or snap.usage_source != "none":
+        return snap
+    return replace(snap, input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
+                   output_tokens=usage.output_tokens, reasoning_tokens=usage.reasoning_tokens,
+                   usage_source=usage.usage_source, model=snap.model or model)
 
 
 def normalise_record(data: bytes, codec: Codec = ORJSON) -> tuple[bytes, bytes]:

@@ -9,7 +9,9 @@ with one snapshot record per raw record. The contract (``docs/records.md``):
   observations' keys falls in (Kafka's default partitioner: murmur2 of the key). A batch's
   observations therefore keep their partition and their order, as with one record each.
 * **Raw, version 1**: one envelope ``{"source", "provider", "observed_at", "payload"}``: still
-  valid input (tests and replay tools publish it), and what a lone observation is sent as.
+  valid input (tests and replay tools publish it), and what a lone observation is sent as. The
+  results reader's observation is one too, with a ``results`` key: the usage summed from the
+  batch's results file beside its object (``pipeline.core.usage.results_dict``); always alone.
 * **Raw, version 3**: ``{"v": 3, "source", "provider", "observed_at", "vanished": [batch_id, ...]}``:
   the batches the poller found the provider no longer returns (same key and partition rules).
   Never inside ``payloads``: a provider object cannot pass for one.
@@ -113,6 +115,10 @@ def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTE
     out: list[Packed] = []
     for (source, provider, observed_at, vanished), group in _same_head(envelopes).items():
         head = [orjson.dumps(x) for x in (source, provider, observed_at)]
+        alone = [i for i in group if envelopes[i].results is not None]
+        if alone:  # the results reader's observations: version 1 records with their ``results``
+            out += [_pack_alone(envelopes[i], i, partitions) for i in alone]
+            group = [i for i in group if envelopes[i].results is None]
         if vanished:
             out += _pack_vanished(envelopes, group, head, partitions, budget)
             continue
@@ -129,6 +135,12 @@ def pack_raw(envelopes: list[Envelope], partitions: int, budget: int = PACK_BYTE
                     value = b"".join((many, b",".join(v for _, v, _ in run), b"]}"))
                     out.append(Packed(run[0][0], value, partition, indices))
     return out
+
+
+def _pack_alone(envelope: Envelope, index: int, partitions: int) -> Packed:
+    """One envelope as its own record of version 1 (with its ``results``)."""
+    key = envelope.key.encode()
+    return Packed(key, envelope.to_json(), partition_of(key, partitions), (index,))
 
 
 def _pack_vanished(envelopes: list[Envelope], group: list[int], head: list[bytes], partitions: int,
@@ -218,7 +230,10 @@ def _envelope(obj: dict[str, Any]) -> Envelope:
     _check_head(source, provider, observed_at, "raw envelope")
     if not isinstance(payload, dict):
         raise InvalidRecord("raw envelope: 'payload' missing or not an object")
-    return Envelope(str(source), str(provider), str(observed_at), payload)
+    results = obj.get("results")
+    if results is not None and not isinstance(results, dict):
+        raise InvalidRecord("raw envelope: 'results' not an object")
+    return Envelope(str(source), str(provider), str(observed_at), payload, results=results)
 
 
 def _raw_head(obj: dict[str, Any]) -> tuple[str, str, str, list[Any]]:

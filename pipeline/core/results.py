@@ -3,12 +3,13 @@
 Pure (no I/O): the caller feeds the file's bytes in chunks as they arrive (:meth:`ResultsTally.feed`)
 and asks for the batch's usage at the end (:meth:`ResultsTally.usage`); the file is never held
 whole, only the current line. Capped in bytes and lines (:class:`ResultsTooLarge`). Anthropic
-message batch results first: one JSON object a line, ``result.type`` ``succeeded`` with
-``result.message.usage``, or ``errored`` / ``canceled`` / ``expired`` (not billed, no usage).
+message batch results: one JSON object a line, ``result.type`` ``succeeded`` with
+``result.message.usage``, or ``errored`` / ``canceled`` / ``expired`` (not billed, no usage);
+Gemini batch responses files: :class:`GeminiTally`.
 
 A file that cannot be read whole (a line that is not a result, a count that is not a count, the
-caps) gives no figure: :data:`~pipeline.core.usage.NO_USAGE`, never a partial sum. The wiring
-that fetches the file after a batch ends is not built yet (docs/spend.md).
+caps) gives no figure: :data:`~pipeline.core.usage.NO_USAGE`, never a partial sum. The reader
+that fetches the file once a batch ended and feeds it here is :mod:`pipeline.polling.results`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class ResultsTally:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
     models: Counter[str] = field(default_factory=Counter)
     _rest: bytes = b""
 
@@ -68,7 +70,8 @@ class ResultsTally:
             self._rest = b""
         if self.unreadable or self.input_tokens > MAX_TOKENS or self.output_tokens > MAX_TOKENS:
             return NO_USAGE
-        return Usage(self.input_tokens, self.cached_input_tokens, self.output_tokens, 0, "results")
+        return Usage(self.input_tokens, self.cached_input_tokens, self.output_tokens, self.reasoning_tokens,
+                     "results")
 
     @property
     def model(self) -> str | None:
@@ -81,6 +84,19 @@ class ResultsTally:
         self.lines += 1
         if self.lines > self.max_lines:
             raise ResultsTooLarge(f"results over {self.max_lines} lines")
+        self._result(line)
+
+    def _add(self, inputs: int, cached: int, outputs: int, reasoning: int, model: object) -> None:
+        """One billed request's counts (already checked)."""
+        self.succeeded += 1
+        self.input_tokens += inputs
+        self.cached_input_tokens += cached
+        self.output_tokens += outputs
+        self.reasoning_tokens += reasoning
+        self.models[model if isinstance(model, str) else ""] += 1
+
+    def _result(self, line: bytes) -> None:
+        """One Anthropic result line."""
         try:
             result = orjson.loads(line)["result"]
             kind = result["type"]
@@ -98,9 +114,32 @@ class ResultsTally:
         if kind != "succeeded" or not all(type(n) is int and n >= 0 for n in counts):
             self.unreadable += 1
             return
-        self.succeeded += 1
-        self.input_tokens += fresh + written + read
-        self.cached_input_tokens += read
-        self.output_tokens += out
-        model = message.get("model")
-        self.models[model if isinstance(model, str) else ""] += 1
+        self._add(fresh + written + read, read, out, 0, message.get("model"))
+
+
+@dataclass(slots=True)
+class GeminiTally(ResultsTally):
+    """The running sums of one Gemini batch responses file: one ``{"key", "response"}`` (with
+    ``response.usageMetadata``) or ``{"key", "error"}`` (a failed request: no usage, not billed)
+    a line. ``input_tokens``: ``promptTokenCount`` (cached included), ``cached_input_tokens``:
+    ``cachedContentTokenCount``, ``output_tokens``: ``candidatesTokenCount`` + ``thoughtsTokenCount``
+    (thinking is billed as output), ``reasoning_tokens``: ``thoughtsTokenCount``."""
+
+    def _result(self, line: bytes) -> None:
+        try:
+            entry = orjson.loads(line)
+            if "response" not in entry and "error" in entry:
+                self.not_billed += 1
+                return
+            response = entry["response"]
+            used = response["usageMetadata"]
+            prompt, cached = used["promptTokenCount"], used.get("cachedContentTokenCount") or 0
+            shown, thoughts = used.get("candidatesTokenCount") or 0, used.get("thoughtsTokenCount") or 0
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.unreadable += 1
+            return
+        counts = (prompt, cached, shown, thoughts)
+        if not all(type(n) is int and n >= 0 for n in counts) or cached > prompt:
+            self.unreadable += 1
+            return
+        self._add(prompt, cached, shown + thoughts, thoughts, response.get("modelVersion"))

@@ -3,7 +3,8 @@
 
 Which providers carry usage where (docs/spend.md): the OpenAI family (OpenAI, Azure OpenAI,
 orq.ai, Groq) on the batch object, in OpenAI's shape; Anthropic, Gemini, Vertex, Mistral,
-Bedrock and Together do not, so their snapshots say ``usage_source = none``.
+Bedrock and Together do not, so their snapshots say ``usage_source = none``, unless the results
+reader summed the batch's results file (:func:`results_usage`: ``usage_source = results``).
 
 A usage object that cannot be read as counts (a count that is not a non-negative integer, a
 missing ``input_tokens`` or ``output_tokens``) gives no typed figures and ``usage_source = none``:
@@ -83,3 +84,27 @@ CAMEL = {"inputTokens": "input_tokens", "outputTokens": "output_tokens", "totalT
 def camel_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """The camelCase usage object of an SDK in wire (snake_case) names, one level deep."""
     return {CAMEL.get(k, k): camel_usage(v) if type(v) is dict else v for k, v in usage.items()}
+
+
+RESULTS_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens")
+
+
+def results_dict(usage: Usage, model: str | None) -> dict[str, Any]:
+    """What the results reader publishes beside the batch object (the raw envelope's ``results``,
+    docs/records.md): the summed counts and the one model its requests named, if one."""
+    return {"input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
+            "output_tokens": usage.output_tokens, "reasoning_tokens": usage.reasoning_tokens, "model": model}
+
+
+def results_usage(results: object) -> tuple[Usage, str | None]:
+    """The usage and model of an envelope's ``results`` (:func:`results_dict`); anything that is
+    not counts (a cached count over the input count included) gives :data:`NO_USAGE`."""
+    if type(results) is not dict:
+        return NO_USAGE, None
+    inputs, cached, outputs = (_count(results.get(name)) for name in RESULTS_FIELDS)
+    reasoning = _count(results.get("reasoning_tokens", 0))
+    model = results.get("model")
+    found = model if isinstance(model, str) and model else None
+    if inputs is None or cached is None or outputs is None or reasoning is None or cached > inputs:
+        return NO_USAGE, found
+    return Usage(inputs, cached, outputs, reasoning, "results"), found

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -35,6 +35,14 @@ from pipeline.providers.base import Adapter
 log = logging.getLogger("pipeline.polling.poller")
 
 MAX_MESSAGE = 500  # characters of an error message logged
+Answer = tuple[int, dict[str, str], bytes | bytearray]  # status, headers, body (empty when streamed)
+
+
+class Feeds(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+
+Feed = TypeVar("Feed", bound=Feeds)
 
 
 class ProviderClient:
@@ -104,17 +112,40 @@ class ProviderClient:
     async def request(self, session: aiohttp.ClientSession, path: str, params: Mapping[str, str]) -> Any:
         """GET with the retry policy, the rate limiter and the circuit breaker; the parsed JSON."""
         url = self.url(path, params)
+        body = await self._retrying(url, lambda: self._get(session, url))
+        return self._ok(url, body)
+
+    async def stream(self, session: aiohttp.ClientSession, url: str, start: Callable[[], Feed]) -> Feed:
+        """GET ``url`` (on the source's host) as :meth:`request` does (retries, rate limiter,
+        breaker, no redirect), its 200 body fed as it arrives to a fresh ``start()`` per attempt,
+        never held whole; the feed of the attempt that succeeded. A feed that raises
+        ``ValueError`` (its cap passed) ends the read: :class:`~pipeline.polling.fetch.Refused` of
+        kind ``results_too_large``, not retried."""
+        fed: list[Feed] = []
+
+        async def once() -> tuple[int, dict[str, str], bytes | bytearray]:
+            fed[:] = [start()]
+            return await self._stream(session, url, fed[0])
+
+        await self._retrying(url, once)
+        self.metrics.requests["ok"] += 1
+        self.breaker.success()
+        return fed[0]
+
+    async def _retrying(self, url: str, attempt_once: Callable[[], Awaitable[Answer]]) -> bytes | bytearray:
+        """The body of the first attempt answered 200, waiting before each for the breaker, any
+        ``Retry-After`` and the rate limiter; a failure retried by the policy."""
         for attempt in range(self.policy.max_attempts):
             await self._wait_for_breaker()
             await self._wait_retry_after()
             await self.limiter.acquire()
             try:
-                status, headers, body = await self._get(session, url)
+                status, headers, body = await attempt_once()
             except SourceError as exc:
                 delay = self._failed(attempt, exc, {})
             else:
                 if status == 200:
-                    return self._ok(url, body)
+                    return body
                 delay = self._failed(attempt, self._http_error(url, status, body), headers)
             await asyncio.sleep(delay)
         attempts = self.policy.max_attempts
@@ -170,8 +201,7 @@ class ProviderClient:
             self.metrics.breaker_state = self.breaker.state.value
             await asyncio.sleep(wait)
 
-    async def _get(self, session: aiohttp.ClientSession,
-                   url: str) -> tuple[int, dict[str, str], bytes | bytearray]:
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> Answer:
         """One GET (:mod:`pipeline.polling.fetch`: no redirect followed, the body capped in bytes and
         in JSON values)."""
         signed = {} if self._aws is None else sigv4.sign(self._aws, "GET", url, region=self._region,
@@ -183,6 +213,21 @@ class ProviderClient:
             raise SourceError(f"{where}: {type(exc).__name__} calling {url}", retriable=True) from exc
         if got.status == 200:
             fetch.check_values(got.body, where)
+        return got.status, got.headers, got.body
+
+
+    async def _stream(self, session: aiohttp.ClientSession, url: str, feed: Feed) -> Answer:
+        """One streamed GET (:func:`pipeline.polling.fetch.stream`)."""
+        signed = {} if self._aws is None else sigv4.sign(self._aws, "GET", url, region=self._region,
+                                                          now=utcnow())
+        where = f"source {self.source.name}"
+        try:
+            got = await fetch.stream(session, url, signed, feed.feed, where=where)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SourceError(f"{where}: {type(exc).__name__} calling {url}", retriable=True) from exc
+        except ValueError as exc:
+            raise fetch.Refused(f"{where}: {url.split('?', 1)[0]}: {exc}", status=200,
+                                kind="results_too_large") from None
         return got.status, got.headers, got.body
 
 

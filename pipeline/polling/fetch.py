@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -60,14 +60,33 @@ async def get(session: aiohttp.ClientSession, url: str, headers: Mapping[str, st
               max_body: int, where: str) -> Response:
     """GET ``url`` exactly as given; ``where`` starts every error message (the source's name)."""
     async with session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as resp:
-        if 300 <= resp.status < 400:
-            target = origin(resp.headers.get("Location"), url)
-            raise Refused(f"{where}: HTTP {resp.status}: redirect to {target} not followed "
-                          "(fix base_url)", status=resp.status, kind="redirect")
-        if resp.status != 200:
-            return Response(resp.status, dict(resp.headers), await read_upto(resp.content, ERROR_BODY))
+        if (refused := await _not_200(resp, url, where)) is not None:
+            return refused
         body = await read_capped(resp, max_body, where)
         return Response(resp.status, dict(resp.headers), body)
+
+
+async def stream(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str],
+                 feed: Callable[[bytes], None], *, where: str) -> Response:
+    """GET ``url`` as :func:`get` does, but hand a 200 body to ``feed`` chunk by chunk as it
+    arrives, never held whole (the caller caps it: ``feed`` raises); the Response's body is empty."""
+    async with session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as resp:
+        if (refused := await _not_200(resp, url, where)) is not None:
+            return refused
+        async for chunk in resp.content.iter_chunked(CHUNK):
+            feed(chunk)
+        return Response(resp.status, dict(resp.headers), b"")
+
+
+async def _not_200(resp: aiohttp.ClientResponse, url: str, where: str) -> Response | None:
+    """A redirect refused (raised), another non-200 answer with its error body cut, or None for a 200."""
+    if 300 <= resp.status < 400:
+        target = origin(resp.headers.get("Location"), url)
+        raise Refused(f"{where}: HTTP {resp.status}: redirect to {target} not followed "
+                      "(fix base_url)", status=resp.status, kind="redirect")
+    if resp.status != 200:
+        return Response(resp.status, dict(resp.headers), await read_upto(resp.content, ERROR_BODY))
+    return None
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int, where: str) -> bytearray:

@@ -40,6 +40,8 @@ class SourceMetrics:
     hints: int = 0  # webhook hints handled (pipeline/polling/hints.py)
     hint_gets: int = 0  # single-batch requests for hints
     hints_known: int = 0  # hints for a batch known terminal: no request
+    # results files (the results reader) by outcome: read, or why no usage came of it
+    results: Counter[str] = field(default_factory=Counter)
     tracked: int = 0
     active: int = 0
     breaker_state: str = "closed"
@@ -124,6 +126,9 @@ def render(all_metrics: list[SourceMetrics], extra: dict[str, float] | None = No
            [(lab(m), m.hint_gets) for m in all_metrics])
     family("poller_hints_known_total", "counter", "webhook hints for a batch known terminal (no request)",
            [(lab(m), m.hints_known) for m in all_metrics])
+    family("poller_results_total", "counter",
+           "results files by outcome: read (usage published), unreadable, too_large, failed, gone",
+           [(lab(m, outcome=o), n) for m in all_metrics for o, n in sorted(m.results.items())])
     family("poller_batches_tracked", "gauge", "batches known", [(lab(m), m.tracked) for m in all_metrics])
     family("poller_batches_active", "gauge", "batches not yet terminal",
            [(lab(m), m.active) for m in all_metrics])

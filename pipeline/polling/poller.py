@@ -52,6 +52,7 @@ from pipeline.polling import schedule
 from pipeline.polling.client import ProviderClient
 from pipeline.polling.hints import HintQueue
 from pipeline.polling.metrics import SourceMetrics
+from pipeline.polling.results import ResultsReader
 from pipeline.polling.retry import RetryPolicy
 from pipeline.polling.tracker import Known, Listing, Tracker
 from pipeline.providers import adapter
@@ -82,6 +83,7 @@ class SourcePoller:
         self.client = ProviderClient(source, self.adapter, policy or RetryPolicy(), self.metrics)
         cadence = schedule.Cadence(source.poll_interval, source.refresh_interval, source.sweep_interval)
         self.tracker = Tracker(source.name, self.adapter, cadence, self.metrics, clock)
+        self.results = ResultsReader(source, self.client)  # opt-in: read_results
         self._clock = clock
         self.last_cycle = (0, 0)  # list pages and GETs of the last cycle
         self.hints = HintQueue()  # from the webhooks (pipeline/polling/hints.py)
@@ -197,6 +199,7 @@ class SourcePoller:
                 if obj is not None:
                     self.tracker.answered(batch_id)
                     await self._publish([obj], seen)
+            await self.results.read(session, self._sink)
         finally:
             self.last_cycle = (listing.pages, gets)
             self.metrics.list_pages += listing.pages
@@ -250,10 +253,15 @@ class SourcePoller:
         finally:
             refused = self.tracker.handed_over()
         self.tracker.published(fresh, seen, refused)
+        self.results.offer((f.batch_id, f.obj, f.known.status) for f in fresh)
 
     def refused(self, envelope: Envelope, error_class: str) -> None:
         """Kafka refused one of this source's envelopes (the publisher dead-lettered or dropped
-        it): counted, and its batch settled as rejected, so that it is not published again unchanged."""
+        it): counted, and its batch settled as rejected, so that it is not published again unchanged
+        (a results reader's observation only counted: its batch's object was published apart)."""
+        if envelope.results is not None:
+            self.metrics.errors[error_class] += 1
+            return
         self.tracker.refused(envelope, error_class)
 
 

@@ -1,11 +1,12 @@
-"""The results reader's core: an Anthropic results file streamed in chunks of any size."""
+"""The results reader's core: an Anthropic results file (and a Gemini responses file) streamed
+in chunks of any size."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from pipeline.core.results import ResultsTally, ResultsTooLarge
+from pipeline.core.results import GeminiTally, ResultsTally, ResultsTooLarge
 from pipeline.core.usage import NO_USAGE, Usage
 
 
@@ -61,3 +62,34 @@ def test_caps_in_bytes_and_lines() -> None:
     tally = ResultsTally(max_lines=2)
     with pytest.raises(ResultsTooLarge, match="over 2 lines"):
         tally.feed(line() * 3)
+
+
+def gemini(**usage: object) -> bytes:
+    used = {"promptTokenCount": 100, "cachedContentTokenCount": 40, "candidatesTokenCount": 20,
+            "thoughtsTokenCount": 5, "totalTokenCount": 125, **usage}
+    response = {"usageMetadata": used, "modelVersion": "gemini-2.5-flash"}
+    return orjson.dumps({"key": "k", "response": response}) + b"\n"
+
+
+GEMINI_FILE = gemini() + gemini(cachedContentTokenCount=None, thoughtsTokenCount=None) + \
+    orjson.dumps({"key": "e", "error": {"code": 3, "message": "bad"}}) + b"\n"
+
+
+@pytest.mark.parametrize("size", [1, 13, len(GEMINI_FILE)])
+def test_gemini_sums_usage_metadata_thoughts_as_output(size: int) -> None:
+    tally = GeminiTally()
+    for start in range(0, len(GEMINI_FILE), size):
+        tally.feed(GEMINI_FILE[start:start + size])
+    # input = prompt (cached included); output = candidates + thoughts; a failed request costs nothing
+    assert tally.usage() == Usage(200, 40, 25 + 20, 5, "results")
+    assert (tally.lines, tally.succeeded, tally.not_billed, tally.model) == (3, 2, 1, "gemini-2.5-flash")
+
+
+@pytest.mark.parametrize("bad", [
+    gemini(promptTokenCount=-1), gemini(cachedContentTokenCount=101), gemini(promptTokenCount="100"),
+    b'{"key": "k", "response": {}}\n', b'{"key": "k"}\n', b"[]\n",
+])
+def test_gemini_one_unreadable_line_gives_no_figure(bad: bytes) -> None:
+    tally = GeminiTally()
+    tally.feed(gemini() + bad)
+    assert tally.usage() == NO_USAGE
