@@ -31,13 +31,22 @@ from pipeline.alerts.rules import Rule, Secretref, parse_rules
 from pipeline.core.errors import ConfigError
 from pipeline.core.secret import Secret
 from pipeline.core.transitions import Rules
-from pipeline.core.validate import CONTROL, bounded, check_base_url, check_bounds, check_dsn, finite, require
+from pipeline.core.validate import (
+    CONTROL,
+    ENV_NAME,
+    bounded,
+    check_base_url,
+    check_bounds,
+    check_dsn,
+    finite,
+    require,
+    secret_refs,
+)
 from pipeline.core.webhooks import BATCH_EVENTS, secret_keys
 from pipeline.polling.sigv4 import credentials
 from pipeline.providers import DEFAULT_BASE_URLS, NO_DEFAULT_HINT, PROVIDERS
 
 ENV_PREFIX = "BATCHSCOPE_"
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_CONFIG = "batchscope.toml"
 # The simulator's default provider mix, assigned round-robin to its sources.
 SIM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "mistral", "together", "vertex",
@@ -471,18 +480,18 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 
 def _alert_secrets(index: int, rule: Rule, environ: Mapping[str, str]) -> tuple[Secret, Secret | None]:
     """A rule's destination URL (a secret: a Slack webhook URL is a credential) and signing key, read."""
-    url = _secret_ref(rule.url, f"alerts[{index}].url", environ)
+    url = _alert_secret(index, "url", rule.url, environ)
     text = url.reveal()
     require(text.startswith(("https://", "http://")) and CONTROL.search(text) is None and " " not in text,
             f"alerts[{index}].url", "must be an http(s) URL without spaces (the value is not shown)")
-    key = _secret_ref(rule.signing_key, f"alerts[{index}].signing_key", environ) if rule.signing_key else None
+    key = _alert_secret(index, "signing_key", rule.signing_key, environ) if rule.signing_key else None
     return url, key
 
 
-def _secret_ref(ref: Secretref, key: str, environ: Mapping[str, str]) -> Secret:
-    if ref.env:
-        return _secret_from_env(ref.env, f"{key}_env", environ)
-    return _secret_from_file(ref.file, f"{key}_file")
+def _alert_secret(index: int, kind: str, ref: Secretref, environ: Mapping[str, str]) -> Secret:
+    found = _read_ref(f"alerts[{index}]", kind, ref.env, ref.file, environ)
+    assert found is not None, "parse_rules requires the URL and a webhook's key"
+    return found[1]
 
 
 def _check_env_names(environ: Mapping[str, str]) -> None:
@@ -593,8 +602,8 @@ def _source(index: int, table: object) -> SourceConfig:
     flow = {key: _get(table, where, key, kind, default) for key, kind, default in FLOW_KEYS}
     max_body = _get(table, where, "max_body_mib", int, 32)
     reader = _results_reader(table, where, provider)
-    key_env, key_file = _key_refs(where, table)
-    hook_env, hook_file = _key_refs(where, table, "webhook_secret")
+    key_env, key_file = secret_refs(where, table, "api_key")
+    hook_env, hook_file = secret_refs(where, table, "webhook_secret")
     hook_path = _get(table, where, "webhook_path", str, "")
     require(hook_path == "" or WEBHOOK_PATH.fullmatch(hook_path) is not None, f"{where}.webhook_path",
             "must be a path such as /webhooks/openai-prod (letters, digits, - _ . /)")
@@ -628,34 +637,23 @@ def _results_reader(table: dict[str, Any], where: str, provider: str) -> dict[st
             "results_max_lines": _get(table, where, "results_max_lines", int, 10_000_000)}
 
 
-def _key_refs(where: str, table: dict[str, Any], kind: str = "api_key") -> tuple[str, str]:
-    """Where a source's key (or webhook secret) is (a variable's name, a file's path), checked
-    without reading it."""
-    env_name, file_name = table.get(f"{kind}_env", ""), table.get(f"{kind}_file", "")
-    require(not (env_name and file_name), where, f"set {kind}_env or {kind}_file, not both")
-    ok = env_name == "" or (isinstance(env_name, str) and ENV_NAME.fullmatch(env_name) is not None)
-    require(ok, f"{where}.{kind}_env",
-             "must be the NAME of an environment variable (the value given is not shown)")
-    require(isinstance(file_name, str), f"{where}.{kind}_file", "must be a string")
-    return env_name, file_name
-
-
-def _read_ref(index: int, kind: str, env_name: str, file_name: str,
+def _read_ref(where: str, kind: str, env_name: str, file_name: str,
               environ: Mapping[str, str]) -> tuple[str, Secret] | None:
-    """A source's secret of ``kind`` (``api_key``, ``webhook_secret``) from the variable or the
-    file it names, with the setting's name for errors; None when it names neither."""
+    """The secret of ``kind`` (a source's ``api_key`` or ``webhook_secret``, an alert's ``url`` or
+    ``signing_key``) from the variable or the file it names, with the setting's name for errors;
+    None when it names neither."""
     if env_name:
-        key = f"sources[{index}].{kind}_env"
+        key = f"{where}.{kind}_env"
         return key, _secret_from_env(env_name, key, environ)
     if file_name:
-        key = f"sources[{index}].{kind}_file"
+        key = f"{where}.{kind}_file"
         return key, _secret_from_file(file_name, key)
     return None
 
 
 def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
     """The source with its key read (the commands that poll); Bedrock's format checked."""
-    found = _read_ref(index, "api_key", source.api_key_env, source.api_key_file, environ)
+    found = _read_ref(f"sources[{index}]", "api_key", source.api_key_env, source.api_key_file, environ)
     if found is None:
         return source
     key, api_key = found
@@ -668,8 +666,8 @@ def _with_key(index: int, source: SourceConfig, environ: Mapping[str, str]) -> S
 
 def _with_webhook_secret(index: int, source: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
     """The source with its webhook secret(s) read and checked (``whsec_`` + base64 each)."""
-    found = _read_ref(index, "webhook_secret", source.webhook_secret_env, source.webhook_secret_file,
-                      environ)
+    found = _read_ref(f"sources[{index}]", "webhook_secret", source.webhook_secret_env,
+                      source.webhook_secret_file, environ)
     if found is None:
         return source
     key, secret = found

@@ -18,12 +18,11 @@ from typing import Any
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.models import CHANGE_KINDS
-from pipeline.core.validate import require
+from pipeline.core.validate import require, secret_refs
 
 UNATTRIBUTED = "unattributed"
 DESTINATIONS = ("slack", "webhook")
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MATCH_KEYS = ("kind", "to_status", "source", "provider", "model", "team")
 RULE_KEYS = {"name", "destination", "url_env", "url_file", "signing_key_env", "signing_key_file",
              "min_requests", "all_failed", "digest_after", "digest_window", "digest_list", *MATCH_KEYS}
@@ -124,13 +123,7 @@ def _rule(index: int, table: object) -> Rule:
 
 
 def _secretref(table: Mapping[str, Any], where: str, stem: str) -> Secretref:
-    env, path = table.get(f"{stem}_env", ""), table.get(f"{stem}_file", "")
-    require(not (env and path), where, f"set {stem}_env or {stem}_file, not both")
-    ok = env == "" or (isinstance(env, str) and ENV_NAME.fullmatch(env) is not None)
-    require(ok, f"{where}.{stem}_env",
-            "must be the NAME of an environment variable (the value given is not shown)")
-    require(isinstance(path, str), f"{where}.{stem}_file", "must be a path")
-    return Secretref(str(env), str(path))
+    return Secretref(*secret_refs(where, table, stem))
 
 
 def _values(value: object, where: str) -> frozenset[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -18,6 +19,7 @@ from pipeline.core.errors import ConfigError
 SECRET_PARAM = re.compile(r"password|secret|token", re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 T = TypeVar("T")
 
@@ -115,3 +117,15 @@ def _valid_host_port(key: str, url: str, hidden: str) -> None:
         port = -1
     require(port is None or 0 < port <= 65_535, key, f"has an invalid port {hidden}")
     require(bool(parts.hostname), key, f"must name a host {hidden}")
+
+
+def secret_refs(where: str, table: Mapping[str, Any], kind: str) -> tuple[str, str]:
+    """Where a secret of ``kind`` is (``<kind>_env``: a variable's NAME, ``<kind>_file``: a file's
+    path), checked without reading it: a source's key or webhook secret, an alert's URL or key."""
+    env_name, file_name = table.get(f"{kind}_env", ""), table.get(f"{kind}_file", "")
+    require(not (env_name and file_name), where, f"set {kind}_env or {kind}_file, not both")
+    ok = env_name == "" or (isinstance(env_name, str) and ENV_NAME.fullmatch(env_name) is not None)
+    require(ok, f"{where}.{kind}_env",
+            "must be the NAME of an environment variable (the value given is not shown)")
+    require(isinstance(file_name, str), f"{where}.{kind}_file", "must be a string")
+    return env_name, file_name
