@@ -18,7 +18,7 @@ from faust.types import EventT
 
 from agents.counters import Counters
 from agents.deadletters import DeadLetters
-from agents.faustcore import ConsumerView, PartitionPause, check, size_producer_buffer
+from agents.faustcore import ConsumerView, PartitionPause, check, idempotent_producer, size_producer_buffer
 from agents.inflight import InFlight
 from agents.normalise import NormaliseAgent
 from agents.redelivery import REPAIR_INTERVAL, Redelivery
@@ -53,6 +53,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     check(app)  # every private Faust attribute the guards use, before any record is handled
     consumer.set_fetch_wait(k.fetch_wait_ms)
     size_producer_buffer(app, PRODUCER_BUFFER)
+    idempotent_producer(app)
     counters = Counters()
     send = app.producer.send
     dead = DeadLetters(send, k.topic("dlq"), counters)

@@ -34,6 +34,8 @@ CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked
 THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread")
 AIOKAFKA_START_READS = "_fetch_max_wait_ms"  # AIOKafkaConsumer.start hands it to its Fetcher
 BUFFER_ATTRS = ("max_messages",)
+# Faust's producer: the step that adds settings to the aiokafka producer it builds.
+PRODUCER_ATTRS = ("_settings_extra",)
 # faust.streams' context variable of the event being handled: a RocksDB table store picks the
 # partition (the database) of a write from it.
 STREAMS_ATTRS = ("_current_event",)
@@ -112,8 +114,27 @@ def handling(event: EventT[Any]) -> Iterator[None]:
 
 
 def check_producer(app: faust.App) -> None:
-    buffer = app.producer.buffer
-    require(buffer, f"Faust producer buffer {type(buffer).__name__}", BUFFER_ATTRS)
+    producer = app.producer
+    require(producer, f"Faust producer {type(producer).__name__}", PRODUCER_ATTRS)
+    require(producer.buffer, f"Faust producer buffer {type(producer.buffer).__name__}", BUFFER_ATTRS)
+
+
+def idempotent_producer(app: faust.App) -> None:
+    """Make the worker's aiokafka producer idempotent (Faust does so only for exactly-once).
+
+    A produce request the broker wrote but could not answer (it was killed) is sent again by
+    aiokafka when the broker is back; without idempotence both copies land, a snapshot record
+    of many observations twice. With it the broker drops the copy by producer id and sequence.
+    Call before the worker starts: Faust builds the aiokafka producer on start.
+    """
+    check_producer(app)
+    producer: Any = app.producer  # the aiokafka driver's Producer: ``ProducerT`` lacks the step
+    extra = producer._settings_extra
+
+    def settings() -> dict[str, Any]:
+        return {**extra(), "acks": "all", "enable_idempotence": True}
+
+    producer._settings_extra = settings
 
 
 class ConsumerView:

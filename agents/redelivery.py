@@ -340,9 +340,12 @@ class Redelivery:
         self._next.clear()  # each agent starts again at the committed offsets
         self._holding.clear()
         assigned = self._consumer.assignment()
-        for books in (self._processed, self._start):
-            for tp in set(books) - assigned:  # another worker's now
-                del books[tp]
+        for tp in set(self._processed) - assigned:  # another worker's now
+            del self._processed[tp]
+        # Every start is looked up again: one found before the rebalance is stale (the partition
+        # has been committed since), and until Faust's seek restores the committed offset it
+        # would make the records since then look dropped, and read them all again.
+        self._start.clear()
         self._lookup = asyncio.ensure_future(self._find_starts_when_resumed())
 
     async def _find_starts_when_resumed(self) -> None:

@@ -5,6 +5,11 @@ envelopes (and every later one, in order) wait in a bounded buffer that a backgr
 every ``retry_every`` seconds; the poller keeps polling. When the buffer is full, ``publish``
 waits for room: the poller pauses rather than drop an observation it would never re-send.
 
+A delivery that outlasts ``timeout`` is not abandoned: its records are in the producer's queue
+and land when the broker is back, so the next attempt waits on that same delivery instead of
+sending the chunk again (a second send would store every observation of it twice). The chunk is
+sent again only once its delivery has failed.
+
 Only Kafka being unreachable holds the buffer: an envelope Kafka refuses for itself (too large) is
 dead-lettered or dropped by the publisher (:class:`pipeline.kafka.Publisher`), and the envelopes
 behind it go on. An error the publisher did not expect is logged and held like an outage (never
@@ -42,6 +47,8 @@ class BufferedPublisher:
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
+        self._delivery: asyncio.Task[None] | None = None  # the oldest chunk's, while unanswered
+        self._chunk = 0  # how many of the oldest held envelopes that delivery carries
         self.healthy = True
         self.outages = 0
 
@@ -60,6 +67,10 @@ class BufferedPublisher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush()
+        if self._delivery is not None:  # the producer's own stop still flushes its queue
+            self._delivery.cancel()
+            await asyncio.gather(self._delivery, return_exceptions=True)
+            self._delivery = None
         if self._pending:
             log.error("stopping with %d observations Kafka never acknowledged", len(self._pending))
 
@@ -76,24 +87,35 @@ class BufferedPublisher:
         """Send what is held, oldest first; on failure keep it and mark Kafka unhealthy."""
         async with self._lock:
             while self._pending:
-                chunk = [self._pending[i] for i in range(min(CHUNK, len(self._pending)))]
                 try:
-                    await asyncio.wait_for(self._downstream.publish(chunk), self._timeout)
-                except (BatchscopeError, TimeoutError) as exc:
-                    self._unhealthy(exc)
-                    return
+                    delivered = await self._deliver_oldest()
                 except Exception as exc:
-                    if self.healthy:
+                    if not isinstance(exc, (BatchscopeError, TimeoutError)) and self.healthy:
                         log.exception("publishing %d observations failed unexpectedly: holding them",
-                                      len(chunk))
+                                      self._chunk)
                     self._unhealthy(exc)
                     return
-                for _ in chunk:
+                for _ in range(delivered):
                     self._pending.popleft()
                 self._room.set()
             if not self.healthy:
                 log.warning("Kafka reachable again: held observations delivered")
                 self.healthy = True
+
+    async def _deliver_oldest(self) -> int:
+        """Deliver the oldest chunk, or wait (up to ``timeout``) on the delivery already under
+        way for it; how many envelopes were delivered. Raises what the delivery raised, or
+        ``TimeoutError`` with the delivery left running for the next attempt."""
+        if self._delivery is None:
+            self._chunk = min(CHUNK, len(self._pending))
+            chunk = [self._pending[i] for i in range(self._chunk)]
+            self._delivery = asyncio.create_task(self._downstream.publish(chunk))
+        done, _ = await asyncio.wait({self._delivery}, timeout=self._timeout)
+        if not done:
+            raise TimeoutError(f"{self._chunk} observations unacknowledged after {self._timeout:.0f} s")
+        delivery, self._delivery = self._delivery, None
+        delivery.result()
+        return self._chunk
 
     def _unhealthy(self, exc: Exception) -> None:
         if self.healthy:

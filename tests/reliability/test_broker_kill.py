@@ -9,7 +9,9 @@ truth covers both halves.
 
 Pass criteria: 0 observations lost and 0 transitions lost; 0 duplicate rows after FINAL (and no
 Kafka position stored twice); raw duplicates reported and at most what was in flight when the
-broker died (the consumer group's uncommitted records plus the poller's buffered observations);
+broker died: the observations in the raw records the consumer group had not committed (the
+normalise agent reads them again) plus the poller's buffered observations. Both are counted in
+observations, as the duplicates are: a raw record carries a page's worth;
 the consumer group's lag back to zero (everything that was in the topics when the broker came
 back committed) within 60 s of the broker accepting connections again.
 """
@@ -26,6 +28,7 @@ import pytest
 
 from pipeline.clickhouse.queries import query_running
 from pipeline.core.errors import BatchscopeError
+from pipeline.core.records import read_raw
 from tests.reliability.conftest import Broker
 from tests.reliability.harness import (
     Fleet,
@@ -41,7 +44,7 @@ from tests.reliability.harness import (
     wait_for,
     write_config,
 )
-from tests.support.kafka import committed, lag, topic_ends, wait_committed
+from tests.support.kafka import committed, lag, topic_ends, uncommitted_records, wait_committed
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -85,6 +88,7 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
         wait_for(rows, "the first rows in ClickHouse", 90, sim, run)
         time.sleep(2.0)
         in_flight = asyncio.run(lag(broker.bootstrap, prefix, topics))
+        unread = asyncio.run(uncommitted_records(broker.bootstrap, prefix, topics[0]))
         broker.kill()
         killed = time.monotonic()
         buffered = 0.0
@@ -128,12 +132,14 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
     stored = collect(tables, broker.bootstrap, prefix)
     reports = check_all(truth, stored)
     dups = raw_duplicates(reports)
-    print(f"broker down {DOWN:.0f}s; in flight at the kill: {in_flight} uncommitted + up to "
-          f"{buffered:.0f} buffered; lag zero {caught_up:.1f}s after recovery; raw duplicates {dups}\n"
+    again = sum(len(read_raw(r.value, r.key)) for r in unread)  # observations the agents read again
+    print(f"broker down {DOWN:.0f}s; in flight at the kill: {in_flight} uncommitted records "
+          f"({len(unread)} raw, holding {again} observations) + up to {buffered:.0f} buffered "
+          f"observations; lag zero {caught_up:.1f}s after recovery; raw duplicates {dups}\n"
           f"{summary(reports)}")
     # The issue's criteria for this scenario are about observations, transitions and FINAL rows;
     # a Kafka record missing from ClickHouse whose observation is stored anyway (a copy) shows in
     # the offset reports printed above. OPEN: it happened in 2 of 4 runs (docs/reliability.md).
     assert_clean({w: r for w, r in reports.items() if "offsets" not in w})
-    assert dups <= in_flight + buffered
+    assert dups <= again + buffered
     assert run.text().count("ClickHouse:") == 2  # it really restarted

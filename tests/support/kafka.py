@@ -259,6 +259,20 @@ async def uncommitted(bootstrap: str, group: str, topics: Iterable[str]) -> dict
     return {tp: end - done.get(tp, 0) for tp, end in ends.items() if done.get(tp, 0) < end}
 
 
+async def uncommitted_records(bootstrap: str, group: str, topic: str) -> list[Any]:
+    """The records of ``topic`` (``PARTITIONS`` partitions) the group has not committed, up to
+    the end offsets read after its committed offsets."""
+    _, done, ends = await group_offsets(bootstrap, group, [topic])
+    async with assigned(bootstrap, topic, from_start=False) as (consumer, parts, _):
+        for tp in parts:
+            consumer.seek(tp, done.get(tp, 0))
+        records: list[Any] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for tp, rs in batch.items() for r in rs if r.offset < ends[tp]]
+        return records
+
+
 class Watched(Protocol):
     """A process a wait gives up on as soon as it exits (``Worker``, the reliability ``Proc``)."""
 

@@ -107,3 +107,64 @@ async def test_an_unexpected_error_is_logged_and_held_and_the_retry_task_survive
     assert "publishing 1 observations failed unexpectedly: holding them" in caplog.text
     assert "RuntimeError: a bug in the publisher" in caplog.text
     await buffer.stop()
+
+
+class SlowKafka(FlakyKafka):
+    """Acknowledges nothing until ``answer`` is set, like a broker down with the records queued
+    in the producer: a delivery that outlasts the buffer's timeout still lands afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.calls = 0
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        self.calls += 1
+        await self.answer.wait()
+        await super().publish(envelopes)
+
+
+async def test_a_delivery_that_outlasts_the_timeout_is_waited_on_never_sent_again() -> None:
+    kafka = SlowKafka()
+    buffer = BufferedPublisher(kafka, timeout=0.02, retry_every=0.01)
+    await buffer.start()
+    await buffer.publish(envs("a", "b"))
+    assert not healthy(buffer)
+    await buffer.publish(envs("c"))
+    await asyncio.sleep(0.1)  # several retries, each timing out on the same delivery
+    assert kafka.calls == 1
+    kafka.answer.set()
+    for _ in range(200):
+        if buffer.pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert kafka.sent == ["a", "b", "c"]  # each once, in order
+    assert kafka.calls == 2  # the held chunk, then "c"
+    assert healthy(buffer)
+    await buffer.stop()
+
+
+async def test_a_failed_delivery_is_sent_again() -> None:
+    kafka = FlakyKafka()
+    buffer = BufferedPublisher(kafka, retry_every=0.01)
+    await buffer.start()
+    kafka.up = False
+    await buffer.publish(envs("a"))
+    await asyncio.sleep(0.05)
+    kafka.up = True
+    for _ in range(200):
+        if buffer.pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert kafka.sent == ["a"]
+    await buffer.stop()
+
+
+async def test_stop_abandons_a_delivery_still_unanswered() -> None:
+    kafka = SlowKafka()
+    buffer = BufferedPublisher(kafka, timeout=0.02, retry_every=0.01)
+    await buffer.start()
+    await buffer.publish(envs("a"))
+    await buffer.stop()
+    assert buffer.pending == 1
+    assert kafka.sent == []

@@ -66,10 +66,12 @@ def test_every_private_attribute_the_boundary_uses_is_checked() -> None:
         "consumer": set(re.findall(r"(?:\bconsumer|self\._consumer)\.(_[a-z]\w*)", text)),
         "thread": set(re.findall(r"\bthread\.(_[a-z]\w*)", text)),
         "client": set(re.findall(r"\bclient\.(_[a-z]\w*)", text)),
+        "producer": set(re.findall(r"\bproducer\.(_[a-z]\w*)", text)),
     }
     assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback"}  # those two are public
     assert used["thread"] == set(THREAD_ATTRS) - {"call_thread"}
     assert used["client"] == {faustcore.AIOKAFKA_START_READS}
+    assert used["producer"] == set(faustcore.PRODUCER_ATTRS)
     assert set(re.findall(r"faust\.streams\.(_[a-z]\w*)", text)) == set(faustcore.STREAMS_ATTRS)
 
 
@@ -106,6 +108,30 @@ async def test_the_real_app_passes_the_check_and_is_tuned(tmp_path: Path) -> Non
         assert app.conf.producer_linger == 0.005
     finally:
         store.close_now()
+
+
+async def test_the_worker_producer_is_idempotent(tmp_path: Path) -> None:
+    """A produce request retried after a broker kill must not land twice: the aiokafka producer
+    Faust builds for the worker has idempotence on (Faust turns it on only for exactly-once)."""
+    from agents.app import create_app
+
+    store = AsyncStore(Store("chdb:///unused", "batchscope"))
+    try:
+        app, _ = create_app(settings_in(tmp_path), store)
+        client = cast(Any, app.producer)._new_producer()
+        try:
+            assert client._txn_manager is not None  # what aiokafka builds for enable_idempotence
+            assert client._txn_manager.transactional_id is None  # idempotent, not transactional
+        finally:
+            await client.stop()
+    finally:
+        store.close_now()
+
+
+def test_a_faust_producer_without_its_settings_step_fails_the_check() -> None:
+    app = cast(Any, type("App", (), {"producer": type("Producer", (), {"buffer": object()})()})())
+    with pytest.raises(FaustCompatError, match="Faust producer Producer has no attribute '_settings_extra'"):
+        faustcore.idempotent_producer(app)
 
 
 async def test_the_worker_consumer_is_built_with_the_configured_fetch_wait(tmp_path: Path) -> None:

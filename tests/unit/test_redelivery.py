@@ -188,6 +188,29 @@ async def test_the_groups_committed_offset_is_the_start_of_a_restarted_worker() 
     assert await redelivery.admit("normalise", message(RAW, 7)) is Verdict.PROCESS
 
 
+async def test_a_start_looked_up_before_a_rebalance_is_not_used_after_it() -> None:
+    """Scenario 1 (the broker killed, the group rejoined): a partition never committed at start-up
+    started at 0; 34 records later Faust revoked it (dropping its committed offset) and assigned it
+    again, and record 34 arrived before Faust's seek restored the offset. The start of before the
+    rebalance made it look like 0-33 had been dropped: all 34 were read again, every observation
+    of them stored twice. After a rebalance the start is looked up again."""
+    consumer, _, redelivery, _ = guarded(committed=None, earliest=0)
+    await redelivery.repair()  # the start-up's lookup: never committed, starts at 0
+    for offset in range(34):
+        record = message(RAW, offset)
+        assert await redelivery.admit("normalise", record) is Verdict.PROCESS
+        consumer.ack(record)
+    assert consumer.commit(RAW) == 34
+    assert consumer.commit(RAW) is None  # the next commit's round forgets what is committed
+    consumer._thread.client.group[TopicPartition(RAW.topic, RAW.partition)] = 34
+    consumer._committed_offset.pop(RAW)  # Faust's on_partitions_revoked
+    redelivery.assigned()
+    assert await redelivery.admit("normalise", message(RAW, 34)) is Verdict.PROCESS
+    assert consumer.seeks == []
+    await redelivery.repair()  # the lookup again: the group's committed offset is the start
+    assert await redelivery.admit("normalise", message(RAW, 33)) is Verdict.DONE
+
+
 async def test_an_older_generations_acknowledgement_is_refused() -> None:
     consumer, app, _, tally = guarded(committed=10)
     app.consumer_generation_id = 2
