@@ -13,6 +13,7 @@ class Counters:
     sunk: int = 0
     stale_acks: int = 0  # acknowledgements of records from an older generation, refused
     rewinds: int = 0  # partitions read again from a record dropped at a rebalance
+    changelog_failed: int = 0  # track states the broker did not take into the table's changelog
 
     def metrics(self) -> dict[str, float]:
         """The counters as Prometheus gauges (``pipeline_*``)."""

@@ -11,6 +11,7 @@ state is read from ``pending``. Acknowledged by hand: a record held behind a dro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,8 @@ from pipeline.core.models import Snapshot
 from pipeline.core.records import Rejected, is_vanish, partition_of, read_snapshots, snapshot_key
 from pipeline.core.track import fold_bytes, vanish_bytes, vanished_snapshot
 from pipeline.core.transitions import Rules
+
+log = logging.getLogger(__name__)
 
 STAGE = "track"
 # What a record costs the producer's max_request_size beyond its key and value (aiokafka's
@@ -167,8 +170,18 @@ class TrackAgent:
     def persisted(self, fut: asyncio.Future[Any]) -> None:
         """A changelog record delivered: the store notes its offset (RocksDB reads the changelog
         from there at start-up), as Faust's own table write does. Faust flushes the producer
-        before every commit, so no offset is committed past a state not yet in the changelog."""
-        if not fut.cancelled() and fut.exception() is None:
-            meta = fut.result()
-            store = cast(StoreT[bytes, bytes], self.table.data)  # a Faust table's data is its store
-            store.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+        before every commit, so no offset is committed past a state not yet in the changelog;
+        but a delivery that *failed* does not stop the commit, so it is counted and logged, never
+        passed over in silence (after a restart the batch's next observation would fold against
+        the older state and emit again events with the same ids)."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.counters.changelog_failed += 1
+            log.error("a track state was not written to %s: %r (pipeline_changelog_failed counts them)",
+                      self.changelog, exc)
+            return
+        meta = fut.result()
+        store = cast(StoreT[bytes, bytes], self.table.data)  # a Faust table's data is its store
+        store.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)

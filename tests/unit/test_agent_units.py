@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
+import pytest
+from aiokafka.errors import KafkaTimeoutError
 from faust.events import Event
 from faust.types import TP, EventT, Message
 
@@ -166,3 +168,21 @@ async def test_the_sink_writes_through_its_block_sink_and_dead_letters_what_it_r
     letters = [orjson.loads(v) for _, _, v, _ in producer.on("t.dlq")]
     assert sorted((x["partition"], x["offset"]) for x in letters) == [(1, 9), (2, 4)]
     assert counters.dead_letters == 2
+
+
+def test_a_failed_changelog_write_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Faust's commit does not wait on a failed changelog delivery: it must not pass in silence."""
+    counters, table = Counters(), Table()
+    agent = TrackAgent(Producer().send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
+                       Rules(), ORJSON, 1_000_000, NONE, NONE, NONE, counters)
+    loop = asyncio.new_event_loop()
+    try:
+        failed: asyncio.Future[Any] = loop.create_future()
+        failed.set_exception(KafkaTimeoutError())
+        agent.persisted(failed)
+    finally:
+        loop.close()
+    assert counters.changelog_failed == 1
+    assert counters.metrics()["pipeline_changelog_failed"] == 1.0
+    assert table.data.persisted == []
+    assert "a track state was not written to t.changelog: KafkaTimeoutError" in caplog.text
