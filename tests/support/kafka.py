@@ -130,11 +130,17 @@ async def assigned(bootstrap: str, topic: str, *, from_start: bool) -> AsyncIter
 async def read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every record of a topic (with ``PARTITIONS`` partitions) up to its current end offsets."""
     async with assigned(bootstrap, topic, from_start=True) as (consumer, parts, ends):
-        records: list[Any] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            records += [r for rs in batch.values() for r in rs]
-        return records
+        return await read_to(consumer, parts, ends)
+
+
+async def read_to(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
+                  ends: Mapping[TopicPartition, int]) -> list[Any]:
+    """What ``consumer`` reads of ``parts`` from its positions up to ``ends`` (excluded)."""
+    records: list[Any] = []
+    while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+        batch = await consumer.getmany(timeout_ms=500)
+        records += [r for tp, rs in batch.items() for r in rs if r.offset < ends[tp]]
+    return records
 
 
 async def count(bootstrap: str, topic: str) -> int:
@@ -266,11 +272,7 @@ async def uncommitted_records(bootstrap: str, group: str, topic: str) -> list[An
     async with assigned(bootstrap, topic, from_start=False) as (consumer, parts, _):
         for tp in parts:
             consumer.seek(tp, done.get(tp, 0))
-        records: list[Any] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            records += [r for tp, rs in batch.items() for r in rs if r.offset < ends[tp]]
-        return records
+        return await read_to(consumer, parts, ends)
 
 
 class Watched(Protocol):
