@@ -16,9 +16,17 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from agents.batches import Batches
 from agents.counters import Counters
 from agents.deadletters import DeadLetters
-from agents.faustcore import ConsumerView, PartitionPause, check, idempotent_producer, size_producer_buffer
+from agents.faustcore import (
+    ConsumerView,
+    PartitionPause,
+    aiokafka_producer,
+    check,
+    idempotent_producer,
+    size_producer_buffer,
+)
 from agents.inflight import InFlight
 from agents.normalise import NormaliseAgent
 from agents.redelivery import REPAIR_INTERVAL, Redelivery
@@ -55,7 +63,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     size_producer_buffer(app, PRODUCER_BUFFER)
     idempotent_producer(app)
     counters = Counters()
-    send = app.producer.send
+    batches = Batches(aiokafka_producer(app), app.producer.send, app.conf.producer_max_request_size)
+    send = batches.send
     dead = DeadLetters(send, k.topic("dlq"), counters)
     redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
 
@@ -70,8 +79,9 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                                           value_serializer="raw"))
     normalise = NormaliseAgent(send, k.topic("snapshots"), k.partitions, codec, MAX_RECORD, dead,
                                InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
+    max_request = app.conf.producer_max_request_size
     track = TrackAgent(send, k.topic("changes"), state, state.changelog_topic.get_topic_name(), k.partitions,
-                       settings.track.rules(), codec, app.conf.producer_max_request_size, dead,
+                       settings.track.rules(), codec, max_request, batches.handed, dead,
                        InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
     p = settings.pipeline
     sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changes")}))

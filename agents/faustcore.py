@@ -34,8 +34,9 @@ CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked
 THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread")
 AIOKAFKA_START_READS = "_fetch_max_wait_ms"  # AIOKafkaConsumer.start hands it to its Fetcher
 BUFFER_ATTRS = ("max_messages",)
-# Faust's producer: the step that adds settings to the aiokafka producer it builds.
-PRODUCER_ATTRS = ("_settings_extra",)
+# Faust's producer: the step that adds settings to the aiokafka producer it builds, and the
+# aiokafka producer it started.
+PRODUCER_ATTRS = ("_settings_extra", "_ensure_producer")
 # faust.streams' context variable of the event being handled: a RocksDB table store picks the
 # partition (the database) of a write from it.
 STREAMS_ATTRS = ("_current_event",)
@@ -135,6 +136,14 @@ def idempotent_producer(app: faust.App) -> None:
         return {**extra(), "acks": "all", "enable_idempotence": True}
 
     producer._settings_extra = settings
+
+
+def aiokafka_producer(app: faust.App) -> Callable[[], aiokafka.AIOKafkaProducer]:
+    """The aiokafka producer Faust starts with the worker (looked up on each call: Faust builds
+    it on start), for :class:`agents.batches.Batches`."""
+    check_producer(app)
+    producer: Any = app.producer  # the aiokafka driver's Producer: ``ProducerT`` lacks the step
+    return cast(Callable[[], aiokafka.AIOKafkaProducer], producer._ensure_producer)
 
 
 class ConsumerView:

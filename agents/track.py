@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -43,13 +43,16 @@ STAGE = "track"
 RECORD_OVERHEAD = 128
 Entries = list[dict[str, Any] | Rejected]  # a snapshot record's entries (records.read_snapshots)
 Writes = dict[int, tuple[bytes, bytes]]  # the states to write, by the index of their snapshot
+Handed = Callable[[str, int], Awaitable[None]]  # once a partition's records are in the producer's queue
 
 
 @dataclass(slots=True)
 class TrackAgent:
     """What the agent needs, given: the producer's ``send``, the changes topic, the track table,
-    its changelog topic and partition count, the rules and codec, the producer's largest request (bytes), the
-    dead letters, the in-flight queue, the redelivery guard and the worker's counters."""
+    its changelog topic and partition count, the rules and codec, the producer's largest request (bytes),
+    what waits for a partition's records to be in the producer's queue (:meth:`Batches.handed
+    <agents.batches.Batches.handed>`), the dead letters, the in-flight queue, the redelivery guard
+    and the worker's counters."""
 
     send: Send
     topic: str
@@ -59,6 +62,7 @@ class TrackAgent:
     rules: Rules
     codec: Codec
     max_request: int
+    handed: Handed
     dead: DeadLetters
     in_flight: InFlight[EventT[bytes]]
     redelivery: Redelivery
@@ -157,15 +161,20 @@ class TrackAgent:
                    for owner, reason in refused.items() if owner >= 0]
             await self.dead.deliver(event.message, STAGE, bad, len(entries))
         partition = event.message.partition
+        noted: Awaitable[Any] | None = None
         with handling(event):  # the store of the record's partition
             for index, (key, value) in writes.items():
                 if index in refused:
                     continue
                 self.table.data[key] = value  # what ``table[key] = value`` does, less Faust's per-write send
                 sent = await self.send(self.changelog, key, value, partition, None, None)
-                cast(asyncio.Future[Any], sent).add_done_callback(self.persisted)
+                if sent is not noted:  # records of one batch share its future
+                    cast(asyncio.Future[Any], sent).add_done_callback(self.persisted)
+                    noted = sent
                 if self.pending.get(key) is value:
                     del self.pending[key]
+        if noted is not None:  # before the acknowledgement: Faust's flush before a commit covers them
+            await self.handed(self.changelog, partition)
 
     def persisted(self, fut: asyncio.Future[Any]) -> None:
         """A changelog record delivered: the store notes its offset (RocksDB reads the changelog

@@ -38,6 +38,7 @@ class Producer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.handed_at: list[tuple[str, int, int]] = []  # (topic, partition, records sent by then)
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
                    timestamp: None, headers: None) -> asyncio.Future[Any]:
@@ -46,6 +47,9 @@ class Producer:
         meta = {"topic": topic, "partition": partition or 0, "offset": len(self.sent)}
         done.set_result(type("Meta", (), meta))
         return done
+
+    async def handed(self, topic: str, partition: int) -> None:
+        self.handed_at.append((topic, partition, len(self.sent)))
 
     def on(self, topic: str) -> list[tuple[str, bytes | None, bytes, int | None]]:
         return [r for r in self.sent if r[0] == topic]
@@ -104,7 +108,8 @@ async def test_normalise_sends_each_good_observation_and_dead_letters_the_bad_on
 async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_delivered() -> None:
     producer, counters, table = Producer(), Counters(), Table()
     agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
-                       Rules(), ORJSON, 1_000_000, dead(producer, counters), NONE, NONE, counters)
+                       Rules(), ORJSON, 1_000_000, producer.handed, dead(producer, counters), NONE, NONE,
+                       counters)
     snap = NormaliseAgent(producer.send, "t.snapshots", PARTITIONS, ORJSON, 512 * 1024,
                           dead(producer, counters), NONE, NONE, counters)
     [record] = pack_raw(envelopes(1)[:1], PARTITIONS)
@@ -123,6 +128,8 @@ async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_d
     assert agent.pending == {}
     [(_, changelog_key, _, changelog_partition)] = producer.on("t.changelog")
     assert (changelog_key, changelog_partition) == (key, partition)
+    # Before the record is acknowledged, the changelog record is in the producer's queue.
+    assert producer.handed_at == [("t.changelog", partition, len(producer.sent))]
     await asyncio.sleep(0)  # the delivery callback
     assert [tp.partition for tp, _ in table.data.persisted] == [partition]
 
@@ -130,7 +137,8 @@ async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_d
 async def test_track_dead_letters_a_snapshot_in_another_partition_and_writes_nothing() -> None:
     producer, counters, table = Producer(), Counters(), Table()
     agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
-                       Rules(), ORJSON, 1_000_000, dead(producer, counters), NONE, NONE, counters)
+                       Rules(), ORJSON, 1_000_000, producer.handed, dead(producer, counters), NONE, NONE,
+                       counters)
     snapshot = {"source": "s", "batch_id": "b1"}
     wrong = (partition_of(b"s/b1", PARTITIONS) + 1) % PARTITIONS
     _out, writes, _ = await agent.fold_record(event("t.snapshots", wrong, 3, b"s/b1", orjson.dumps(snapshot)))
@@ -174,7 +182,7 @@ def test_a_failed_changelog_write_is_counted_and_logged(caplog: pytest.LogCaptur
     """Faust's commit does not wait on a failed changelog delivery: it must not pass in silence."""
     counters, table = Counters(), Table()
     agent = TrackAgent(Producer().send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
-                       Rules(), ORJSON, 1_000_000, NONE, NONE, NONE, counters)
+                       Rules(), ORJSON, 1_000_000, Producer().handed, NONE, NONE, NONE, counters)
     loop = asyncio.new_event_loop()
     try:
         failed: asyncio.Future[Any] = loop.create_future()

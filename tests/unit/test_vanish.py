@@ -124,7 +124,7 @@ async def test_normalise_passes_each_vanish_on_as_a_marker_to_its_partition() ->
 def track_agent() -> tuple[TrackAgent, Producer, Table]:
     producer, counters, table = Producer(), Counters(), Table()
     agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS, Rules(),
-                       ORJSON, 1_000_000, dead(producer, counters), NONE, NONE, counters)
+                       ORJSON, 1_000_000, producer.handed, dead(producer, counters), NONE, NONE, counters)
     return agent, producer, table
 
 
