@@ -97,8 +97,8 @@ class KafkaConfig:
     # The longest the worker's consumer waits for a fetch to fill (Faust hard-codes 1500 ms; with
     # one fetch per broker at a time, a fetch of idle partitions held back the busy ones that long).
     fetch_wait_ms: int = bounded(10, 1, 5_000)
-    # How long the worker's producer holds a batch open for more records. No agent awaits a
-    # delivery any more; 5 ms is the candidate default, not yet measured well enough (docs/faust.md).
+    # How long the worker's producer holds a batch open for more records: dead letters only. The
+    # agents' batches are closed when handed over and fill while the sender is busy (docs/faust.md).
     linger_ms: float = bounded(0.0, 0, 1_000)
 
     def __post_init__(self) -> None:
