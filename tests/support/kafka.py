@@ -94,6 +94,12 @@ class Worker:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
+    def cpu_seconds(self) -> float:
+        """The worker's CPU time so far, user and system, every thread (Linux ``/proc``)."""
+        assert self.proc is not None, "start() the worker first"
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], *,
                   max_request_size: int = 1_048_576) -> None:
