@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 from faust.types import EventT
+from faust.types.agents import AgentFun
 
 from agents.batches import Batches
 from agents.counters import Counters
@@ -103,8 +104,9 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         return app.topic(*(k.topic(n) for n in names), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", partitions=k.partitions)
 
-    chosen = {"normalise": (topic("raw"), normalise.run), "track": (topic("snapshots"), track.run),
-              "sink": (topic("snapshots", "changes"), sinking.run)}
+    chosen: dict[str, tuple[faust.TopicT, AgentFun[Any]]] = {
+        "normalise": (topic("raw"), normalise.run), "track": (topic("snapshots"), track.run),
+        "sink": (topic("snapshots", "changes"), sinking.run)}
     for name, (source, fn) in chosen.items():
         if name in agents:
             app.agent(source, name=name)(fn)

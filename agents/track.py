@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
@@ -73,7 +73,8 @@ class TrackAgent:
         """Partitions were revoked: their records (and so their pending states) go to a new owner."""
         self.pending.clear()
 
-    async def run(self, stream: StreamT[bytes]) -> AsyncIterator[None]:
+    async def run(self, stream: StreamT[bytes]) -> None:
+        """The agent (a coroutine: see :meth:`agents.normalise.NormaliseAgent.run`)."""
         manual = cast(Stream[bytes], stream).noack()
         self.in_flight.bind(manual.ack)
         async for event in manual.events():
@@ -84,7 +85,6 @@ class TrackAgent:
                 out, writes, entries = await self.fold_record(event)
                 then = partial(self.settle, event, out, writes, entries)
                 await self.in_flight.add(event, out.futures, then)
-            yield None
 
     async def fold_record(self, event: EventT[bytes]) -> tuple[Outputs, Writes, Entries]:
         """Send the change events and dead letters of one snapshot record; the states to write,
