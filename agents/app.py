@@ -93,7 +93,6 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         sink.forget()  # another worker may write these partitions now
         dropped = normalise.in_flight.drop() + track.in_flight.drop()  # their new owner reads them again
         track.forget()
-        normalise.forget()
         if dropped:
             log.info("partitions revoked: %d records in flight left to their new owner", dropped)
 

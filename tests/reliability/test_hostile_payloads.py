@@ -43,7 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
 from tests.reliability.hostile import bodies, raw_record
-from tests.support.kafka import PARTITIONS, delete_topics, end_offsets, publish, read_all, snapshot_entries
+from tests.support.kafka import PARTITIONS, delete_topics, end_offsets, publish, read_all
 from tests.support.workload import envelopes
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -78,12 +78,7 @@ def start(tmp: Path, bootstrap: str, prefix: str, records: list[tuple[bytes, byt
 
 def stamps(bootstrap: str, prefix: str) -> list[int]:
     """When each snapshot was produced (the record timestamps, producer time, ms), in order."""
-    return sorted(r.timestamp for r, _ in asyncio.run(snapshot_entries(bootstrap, f"{prefix}.snapshots")))
-
-
-def snapshots(bootstrap: str, prefix: str) -> int:
-    """The snapshots produced so far (records pack several)."""
-    return len(asyncio.run(snapshot_entries(bootstrap, f"{prefix}.snapshots")))
+    return sorted(r.timestamp for r in asyncio.run(read_all(bootstrap, f"{prefix}.snapshots")))
 
 
 def rate_within(times: list[int], first: int, last: int) -> float:
@@ -118,8 +113,8 @@ def test_hostile_payloads_go_to_the_dlq_without_slowing_valid_records(
     clean.start()
     worker.start()
     try:
-        wait_for(lambda: snapshots(kafka_bootstrap, clean_prefix) >= len(valid)
-                 and snapshots(kafka_bootstrap, mixed_prefix) >= len(valid)
+        wait_for(lambda: count(kafka_bootstrap, f"{clean_prefix}.snapshots") >= len(valid)
+                 and count(kafka_bootstrap, f"{mixed_prefix}.snapshots") >= len(valid)
                  and count(kafka_bootstrap, f"{mixed_prefix}.dlq") >= len(hostile),
                  "every record processed", 300, clean, worker)
     finally:
@@ -144,7 +139,7 @@ def test_hostile_payloads_go_to_the_dlq_without_slowing_valid_records(
     assert all(d["reason"] and d["stage"] == "normalise" and d["source"] == "hostile" for d in dead)
     assert {d["key"].split("/")[1] for d in dead} == {key.decode().split("/")[1] for _, key, _ in hostile}
     assert all(d.get("original_truncated") for d in dead if d["key"].split("/")[1].startswith("10mb"))
-    assert snapshots(kafka_bootstrap, mixed_prefix) == len(valid)
+    assert count(kafka_bootstrap, f"{mixed_prefix}.snapshots") == len(valid)
     # No hostile record stalls the stream: records (valid and hostile) flow at 80% of the clean rate
     # or better (a stall of a few seconds on a 10 MB record would fall below).
     assert per_record >= 0.8 * baseline, f"{per_record:,.0f} records/s against a clean {baseline:,.0f}/s"
