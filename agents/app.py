@@ -64,7 +64,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     size_producer_buffer(app, PRODUCER_BUFFER)
     idempotent_producer(app)
     counters = Counters()
-    batches = Batches(aiokafka_producer(app), app.producer.send, app.conf.producer_max_request_size)
+    max_request = app.conf.producer_max_request_size
+    batches = Batches(aiokafka_producer(app), app.producer.send, max_request)
     send = batches.send
     dead = DeadLetters(send, k.topic("dlq"), counters)
     redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
@@ -80,7 +81,6 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                                           value_serializer="raw"))
     normalise = NormaliseAgent(send, k.topic("snapshots"), k.partitions, codec, MAX_RECORD, dead,
                                InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
-    max_request = app.conf.producer_max_request_size
     track = TrackAgent(send, k.topic("changes"), state, state.changelog_topic.get_topic_name(), k.partitions,
                        settings.track.rules(), codec, max_request, batches.handed, dead,
                        InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)

@@ -21,10 +21,10 @@ A record without a partition (a dead letter: its key chooses it) goes through Fa
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -35,8 +35,6 @@ from aiokafka.structs import RecordMetadata
 from faust.exceptions import ProducerSendError
 
 from agents.outputs import Send
-
-log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 
@@ -111,7 +109,7 @@ class Batches:
             except Exception as exc:  # noqa: BLE001 - the batch's records fail: their agents stop
                 _fail(batch.future, exc)
             else:
-                delivered.add_done_callback(lambda done, batch=batch: _settled(batch, done))
+                delivered.add_done_callback(partial(_settled, batch))
             # Closed in the step that queued it: the sender counts a batch's records (its
             # idempotence sequence) when it takes it, before building it.
             batch.builder.close()
