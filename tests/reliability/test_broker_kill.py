@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.clickhouse.queries import query_running
+from pipeline.clickhouse.queries import query_running, running_endpoint
 from pipeline.core.errors import BatchscopeError
 from pipeline.core.records import read_raw
 from tests.reliability.conftest import Broker
@@ -113,6 +113,8 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
         time.sleep(3.0)
         assert run.stop() == 0, run.tail()  # the clean restart
         run.start()
+        # The fleet may already be terminal, so wait for the restarted pipeline's endpoint first.
+        wait_for(lambda: running_endpoint(query), "the restarted pipeline's query endpoint", 60, run)
         truth = wait_for(lambda: (t := get_json(truth_url))["all_terminal"] and t, "a terminal fleet",
                          180, sim, run)
         time.sleep(1.5)  # one more poll after the fleet turned terminal
