@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline.core.records import Rejected, read_snapshots
 from pipeline.core.transitions import Rules
 
 PARTITIONS = 4
@@ -152,6 +153,12 @@ async def read_to(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
 async def count(bootstrap: str, topic: str) -> int:
     """The number of records in a topic (sum of end offsets; nothing is deleted in these runs)."""
     return sum((await end_offsets(bootstrap, topic)).values())
+
+
+async def snapshot_entries(bootstrap: str, topic: str) -> list[tuple[Any, dict[str, Any] | Rejected]]:
+    """Every snapshot on a snapshots topic, with its record: the normalise agent packs the snapshots
+    of several raw records into one record, so records are not observations."""
+    return [(r, entry) for r in await read_all(bootstrap, topic) for entry in read_snapshots(r.value, r.key)]
 
 
 async def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
