@@ -1,32 +1,40 @@
 """Scenario 4 (raw-topic half): 10,000 hostile payloads produced straight into ``<prefix>.raw``
-among valid observations, against a clean run of the same valid observations.
+among valid observations, and the valid observations' rate with them against without them.
 
 Hostile kinds (``hostile.py``): truncated JSON, bad UTF-8, NaN and Infinity, 10 MB bodies (2
 garbage, 2 valid objects with a 10 MB string), 10,000-deep nesting (100 arrays of 20 KB, 100
 objects of 60 KB), wrong types, huge metadata (2 maps of 2 MB), non-objects, empty and null
-bodies; about 9,800 of them small. Spread at random through about 236,000 valid observations
-(hostile records 4% of the stream).
+bodies; about 9,800 of them small.
 Kafka's default limit is about 1 MB per record: the test's raw topic is created with
 ``max.message.bytes`` = 16 MiB and its producer with ``max_request_size`` = 16 MiB; the
 pipeline's own topics keep the broker default, which is why a dead letter keeps at most
 ``pipeline.core.dlq.MAX_ORIGINAL`` bytes of the original and a snapshot over
 ``agents.app.MAX_RECORD`` bytes is a dead letter, not a crash.
 
-Pass criteria: the worker (normalise agent) never crashes and exits cleanly; every hostile record
-is in ``<prefix>.dlq`` exactly once with a reason and its position (10 MB originals cut to
-``MAX_ORIGINAL`` and marked); every valid record becomes a snapshot; valid records flow at least
-at 90% of the clean baseline's rate measured in the same test (the issue's criterion; the two
-workers run side by side, each rate over the window in which both produced snapshots), and records
-(valid and hostile) at least at 80%, i.e. no hostile record stalls the stream.
-``--reliability-long`` runs twice the valid records.
+**How the rates are compared.** One normalise worker reads one raw topic made of 16 segments of
+about 29,000 valid single-observation records each (after a warm-up segment, not counted):
+clean and mixed alternately, the hostile records spread at random through the mixed ones (4% of
+their records, the 10,000 in all). Each segment's valid records have a source of their own, so
+each snapshot names its segment; a segment's rate is its snapshots over the time between its 5th
+and 95th percentile snapshot timestamps (the partitions cross a segment's edges at slightly
+different times). Clean and mixed rates are then of one process, interleaved in time, so the
+machine's load, its clock and the process's own speed hit both alike: 93%, 95%, 93% and 94% in
+four runs (2026-12-04). Two workers side by side, one clean and one mixed, gave 88-99%, and two
+clean ones 99-105%: one process of the same code is a few percent faster or slower than another,
+as much as the hostile records cost (docs/reliability.md, scenario 4).
 
-Why 4%: a dead letter used to cost the agent as much as a snapshot (one Faust send each); the
-agent now produces dead letters in bursts (``agents/deadletters.py``). What a hostile record still
-costs is Faust's per-record consumer work (about 200 us of a valid record's 300 us, paid before
-any of our code sees the record), and the few large ones cost more, so on average a hostile
-record costs about 1.5 valid ones and the valid-only rate is bounded by the hostile share: with
-the 10,000 among 59,000 valid records (14%) it measured 87% of the clean rate (2026-11-30, run
-one after the other), at 5% 92% and 94% side by side; at 4% it must reach 90%.
+Pass criteria: the worker never crashes and exits cleanly; every hostile record is in
+``<prefix>.dlq`` exactly once with a reason and its position (10 MB originals cut to
+``MAX_ORIGINAL`` and marked); every valid record becomes a snapshot; valid records flow in the
+mixed segments at least at 90% of their rate in the clean ones (the issue's criterion); and
+in every mixed segment, records (valid and hostile) flow at least at 80% of the clean rate, i.e.
+no hostile record stalls the stream (a stall of a few seconds on a 10 MB record would fall
+below). ``--reliability-long`` runs segments twice as long.
+
+What a hostile record costs: Faust's per-record consumer work, as a valid single-observation
+record does (50,000 small hostile records among 52,000 valid ones cost 290 µs of the worker's
+CPU each, a valid one 250-290 µs), and its dead letter. So at 4% of the records the valid rate
+is expected near 96% of the clean rate.
 """
 
 from __future__ import annotations
@@ -41,15 +49,18 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline.core.records import Rejected
 from tests.reliability.harness import Fleet, Proc, wait_for, write_config
 from tests.reliability.hostile import bodies, raw_record
-from tests.support.kafka import PARTITIONS, delete_topics, end_offsets, publish, read_all
+from tests.support.kafka import PARTITIONS, delete_topics, group_done, publish, read_all, snapshot_entries
 from tests.support.workload import envelopes
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 HOSTILE = 10_000  # fixed by the issue
-VALID_BATCHES = 36_000  # about 236,000 valid observations
+SEGMENTS = 16  # clean, mixed, clean, mixed, ...
+SEGMENT_BATCHES = 4_500  # about 29,000 valid observations a segment
+WARMUP_BATCHES = 3_000
 MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -63,10 +74,6 @@ async def create_raw(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
-def count(bootstrap: str, topic: str) -> int:
-    return sum(asyncio.run(end_offsets(bootstrap, topic)).values())
-
-
 def start(tmp: Path, bootstrap: str, prefix: str, records: list[tuple[bytes, bytes]]) -> Proc:
     """Publish ``records`` to ``<prefix>.raw`` and start a normalise worker on them."""
     asyncio.run(create_raw(bootstrap, prefix))
@@ -76,72 +83,98 @@ def start(tmp: Path, bootstrap: str, prefix: str, records: list[tuple[bytes, byt
     return Proc(config, tmp / f"{prefix}.log", "worker", "--agents", "normalise")
 
 
-def stamps(bootstrap: str, prefix: str) -> list[int]:
-    """When each snapshot was produced (the record timestamps, producer time, ms), in order."""
-    return sorted(r.timestamp for r in asyncio.run(read_all(bootstrap, f"{prefix}.snapshots")))
+Records = list[tuple[bytes, bytes]]
 
 
-def rate_within(times: list[int], first: int, last: int) -> float:
-    """Snapshots per second produced between ``first`` and ``last`` (ms)."""
-    return sum(first <= t <= last for t in times) / max((last - first) / 1000, 1e-3)
+def valid_records(batches: int, segment: str, seed: int) -> Records:
+    return [(e.key.encode(), e.to_json()) for e in envelopes(batches, seed=seed, source=segment)]
+
+
+def interleave(valid: Records, hostile: Records) -> Records:
+    """``hostile`` spread evenly through ``valid``."""
+    step = len(valid) // max(len(hostile), 1)
+    out: Records = []
+    for i, record in enumerate(hostile):
+        out += [*valid[i * step:(i + 1) * step], record]
+    return out + valid[len(hostile) * step:]
+
+
+def segment_rate(stamps: list[int]) -> tuple[float, float]:
+    """(snapshots, seconds) between a segment's 5th and 95th percentile snapshot timestamps."""
+    stamps = sorted(stamps)
+    lo, hi = stamps[len(stamps) // 20], stamps[len(stamps) * 19 // 20]
+    return sum(lo <= t <= hi for t in stamps), max(hi - lo, 1) / 1000
+
+
 @pytest.fixture
-def prefixes(kafka_bootstrap: str) -> Any:
-    names = [f"rel-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    yield names
-    for name in names:
-        asyncio.run(delete_topics(kafka_bootstrap, name))
+def prefix(kafka_bootstrap: str) -> Any:
+    name = f"rel-{uuid.uuid4().hex[:8]}"
+    yield name
+    asyncio.run(delete_topics(kafka_bootstrap, name))
 
 
+@pytest.mark.timeout(900)
 def test_hostile_payloads_go_to_the_dlq_without_slowing_valid_records(
-        tmp_path: Path, kafka_bootstrap: str, prefixes: list[str], long_run: bool) -> None:
-    valid = [(e.key.encode(), e.to_json()) for e in envelopes(VALID_BATCHES * (2 if long_run else 1))]
+        tmp_path: Path, kafka_bootstrap: str, prefix: str, long_run: bool) -> None:
+    size = SEGMENT_BATCHES * (2 if long_run else 1)
     hostile = [(kind, *raw_record(kind, body, i)) for i, (kind, body) in enumerate(bodies(HOSTILE))]
-    rng = random.Random(4)
-    rng.shuffle(hostile)  # the large ones spread through the stream
-    step = len(valid) // len(hostile)
-    mixed: list[tuple[bytes, bytes]] = []
-    for i, (_, key, value) in enumerate(hostile):
-        mixed += [*valid[i * step:(i + 1) * step], (key, value)]
-    mixed += valid[len(hostile) * step:]
+    random.Random(4).shuffle(hostile)  # the large ones spread through the mixed segments
+    share = len(hostile) // (SEGMENTS // 2)
+    stream = valid_records(WARMUP_BATCHES, "warmup", 10)
+    segments: dict[str, tuple[int, int]] = {}  # name -> (valid, hostile records)
+    for n in range(SEGMENTS):
+        name, good = f"segment{n}", valid_records(size, f"segment{n}", 11 + n)
+        mine = hostile[n // 2 * share:(n // 2 + 1) * share] if n % 2 else []
+        stream += interleave(good, [(key, value) for _, key, value in mine])
+        segments[name] = (len(good), len(mine))
 
-    clean_prefix, mixed_prefix = prefixes
-    clean, worker = (start(tmp_path, kafka_bootstrap, p, r) for p, r in ((clean_prefix, valid),
-                                                                          (mixed_prefix, mixed)))
-    # Both workers run at once, so the machine's load (other processes, the broker, CPU clock)
-    # is the same for the clean baseline and the hostile run; each rate is taken over the window
-    # in which both were producing snapshots, from the snapshot records' own timestamps.
-    clean.start()
+    worker = start(tmp_path, kafka_bootstrap, prefix, stream)
     worker.start()
     try:
-        wait_for(lambda: count(kafka_bootstrap, f"{clean_prefix}.snapshots") >= len(valid)
-                 and count(kafka_bootstrap, f"{mixed_prefix}.snapshots") >= len(valid)
-                 and count(kafka_bootstrap, f"{mixed_prefix}.dlq") >= len(hostile),
-                 "every record processed", 300, clean, worker)
+        # The worker commits a raw record once its snapshots and dead letters are delivered; the
+        # group's committed offsets are cheap to read (counting packed snapshots is not, and would
+        # take CPU from the worker while it is measured).
+        wait_for(lambda: asyncio.run(group_done(kafka_bootstrap, prefix, [f"{prefix}.raw"])) is not None,
+                 "every record processed", 600, worker)
     finally:
-        codes = clean.stop(), worker.stop()
-    assert codes == (0, 0), worker.tail()
-    clean_times, mixed_times = stamps(kafka_bootstrap, clean_prefix), stamps(kafka_bootstrap, mixed_prefix)
-    first = max(clean_times[0], mixed_times[0])
-    last = min(clean_times[-1], mixed_times[-1])
-    assert last - first > 10_000, "the two runs overlapped for less than 10 s: nothing to compare"
-    baseline, rate = rate_within(clean_times, first, last), rate_within(mixed_times, first, last)
-    per_record = rate * len(mixed) / len(valid)
-    print(f"valid records: {len(valid)}; hostile: {len(hostile)}; over {(last - first) / 1000:.0f} s side by "
-          f"side: clean {baseline:,.0f} valid/s; with hostile {rate:,.0f} valid/s ({rate / baseline:.0%}), "
-          f"{per_record:,.0f} records/s ({per_record / baseline:.0%})")
-
+        code = worker.stop()
+    assert code == 0, worker.tail()
     text = worker.text()
     assert "Traceback" not in text, text[-4000:]
     assert "crashed" not in text.lower(), text[-4000:]
-    dead = [orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, f"{mixed_prefix}.dlq"))]
+
+    entries = asyncio.run(snapshot_entries(kafka_bootstrap, f"{prefix}.snapshots"))
+    assert not [e for _, e in entries if isinstance(e, Rejected)]
+    assert len(entries) == len(stream) - len(hostile)
+    stamps: dict[str, list[int]] = {}
+    for record, entry in entries:
+        if isinstance(entry, dict):
+            stamps.setdefault(entry["source"], []).append(record.timestamp)
+    spans = {name: segment_rate(stamps[name]) for name in segments}
+    assert all(len(stamps[name]) == valid for name, (valid, _) in segments.items())
+    clean = [name for name, (_, bad) in segments.items() if not bad]
+    mixed = [name for name, (_, bad) in segments.items() if bad]
+    baseline, rate = (sum(spans[n][0] for n in names) / sum(spans[n][1] for n in names)
+                      for names in (clean, mixed))
+    for name in segments:
+        count, seconds = spans[name]
+        valid, bad = segments[name]
+        print(f"{name}: {valid:,} valid, {bad:,} hostile: {count / seconds:,.0f} valid/s, "
+              f"{count * (valid + bad) / valid / seconds:,.0f} records/s")
+    print(f"clean segments {baseline:,.0f} valid/s; mixed {rate:,.0f} valid/s ({rate / baseline:.0%})")
+
+    dead = [orjson.loads(r.value) for r in asyncio.run(read_all(kafka_bootstrap, f"{prefix}.dlq"))]
     positions = {(d["partition"], d["offset"]) for d in dead}
     assert len(dead) == len(positions) == len(hostile)
     assert all(d["reason"] and d["stage"] == "normalise" and d["source"] == "hostile" for d in dead)
     assert {d["key"].split("/")[1] for d in dead} == {key.decode().split("/")[1] for _, key, _ in hostile}
     assert all(d.get("original_truncated") for d in dead if d["key"].split("/")[1].startswith("10mb"))
-    assert count(kafka_bootstrap, f"{mixed_prefix}.snapshots") == len(valid)
-    # No hostile record stalls the stream: records (valid and hostile) flow at 80% of the clean rate
-    # or better (a stall of a few seconds on a 10 MB record would fall below).
-    assert per_record >= 0.8 * baseline, f"{per_record:,.0f} records/s against a clean {baseline:,.0f}/s"
+    # No hostile record stalls the stream: in every mixed segment, records (valid and hostile) flow
+    # at 80% of the clean rate or better (a stall of a few seconds on a 10 MB record would fall below).
+    for name in mixed:
+        count, seconds = spans[name]
+        valid, bad = segments[name]
+        records = count * (valid + bad) / valid / seconds
+        assert records >= 0.8 * baseline, f"{name}: {records:,.0f} records/s, clean {baseline:,.0f}/s"
     # The issue's figure: valid records alone.
     assert rate >= 0.9 * baseline, f"{rate:,.0f} valid/s against a clean {baseline:,.0f}/s"
