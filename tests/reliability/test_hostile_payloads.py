@@ -35,7 +35,7 @@ below). ``--reliability-long`` runs segments twice as long.
 What a hostile record costs: Faust's per-record consumer work, as a valid single-observation
 record does (50,000 small hostile records among 52,000 valid ones cost 290 µs of the worker's
 CPU each, a valid one 250-290 µs), and its dead letter. So at 4% of the records the valid rate
-is expected near 96% of the clean rate.
+is expected at about 96% of the clean rate.
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ def interleave(valid: Records, hostile: Records) -> Records:
     return out + valid[len(hostile) * step:]
 
 
-def segment_rate(stamps: list[int]) -> tuple[float, float]:
-    """(snapshots, seconds) between a segment's 5th and 95th percentile snapshot timestamps."""
+def segment_span(stamps: list[int]) -> tuple[float, float]:
+    """A segment's rate as (snapshots, seconds): those between its 5th and 95th percentile
+    snapshot timestamps."""
     stamps = sorted(stamps)
     lo, hi = stamps[len(stamps) // 20], stamps[len(stamps) * 19 // 20]
     return sum(lo <= t <= hi for t in stamps), max(hi - lo, 1) / 1000
@@ -151,7 +152,7 @@ def test_hostile_payloads_go_to_the_dlq_without_slowing_valid_records(
     for record, entry in entries:
         if isinstance(entry, dict):
             stamps.setdefault(entry["source"], []).append(record.timestamp)
-    spans = {name: segment_rate(stamps[name]) for name in segments}
+    spans = {name: segment_span(stamps[name]) for name in segments}
     assert all(len(stamps[name]) == valid for name, (valid, _) in segments.items())
     clean = [name for name, (_, bad) in segments.items() if not bad]
     mixed = [name for name, (_, bad) in segments.items() if bad]
