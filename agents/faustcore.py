@@ -30,7 +30,8 @@ VALIDATED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka":
 # What each object must have. Faust's Consumer: its books and two internal steps; its consumer
 # thread: the aiokafka client and its factory; Faust's producer buffer: its limit.
 CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked_messages",
-                  "_paused_partitions", "_new_offset", "_add_gap", "_thread", "ack", "callback")
+                  "_paused_partitions", "_new_offset", "_commit_offsets", "_add_gap", "_thread", "ack",
+                  "callback")
 THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread")
 AIOKAFKA_START_READS = "_fetch_max_wait_ms"  # AIOKafkaConsumer.start hands it to its Fetcher
 BUFFER_ATTRS = ("max_messages",)
@@ -262,6 +263,34 @@ class ConsumerView:
             return limit(tp, acked)
 
         consumer._new_offset = new_offset
+
+    def forget_failed_commits(self, failed: Callable[[Collection[TP]], None]) -> None:
+        """Keep Faust's committed offsets to commits the broker took.
+
+        Faust's ``_commit_offsets`` records a commit's offsets as committed whether or not it
+        succeeded. A commit that fails because the group rebalanced meanwhile returns quietly
+        (aiokafka's "already rebalanced"), often after the revocation cleared those books, so the
+        new generation starts with offsets the broker never took: records below them are taken
+        for done, and the commit stands until the partition passes them (docs/reliability.md,
+        "Findings"). After a failed commit, each offset it wrote is dropped from the books (the
+        group's committed offset is looked up again) and ``failed`` is told the partitions.
+        """
+        consumer = self._consumer
+        original: Callable[..., Awaitable[bool]] = consumer._commit_offsets
+
+        async def commit_offsets(offsets: dict[TP, int], *args: Any, **kwargs: Any) -> bool:
+            did_commit = await original(offsets, *args, **kwargs)
+            if not did_commit:
+                books = consumer._committed_offset
+                # Faust commits only past its committed offset, so an equal one is this commit's.
+                wrote = [tp for tp, offset in offsets.items() if books.get(tp) == offset]
+                for tp in wrote:
+                    del books[tp]
+                if wrote:
+                    failed(wrote)
+            return did_commit
+
+        consumer._commit_offsets = commit_offsets
 
     def intercept(self, wrap: Callable[[Deliver], Deliver]) -> None:
         """Replace the consumer's delivery callback with ``wrap(callback)``; before the worker

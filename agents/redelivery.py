@@ -153,6 +153,7 @@ class Redelivery:
             return
         self._consumer.guard_acks(self._current)
         self._consumer.limit_commits(self._topics, self._commit_limit)
+        self._consumer.forget_failed_commits(self._commit_failed)
         self._installed = True
 
     def _current(self, message: Message) -> bool:
@@ -171,6 +172,14 @@ class Redelivery:
         if committed is not None:
             processed.difference_update([o for o in processed if o < committed])
         return commit_limit(committed, processed)
+
+    def _commit_failed(self, tps: Collection[TP]) -> None:
+        """A commit failed (the group rebalanced while it ran): where these partitions stand is
+        the group's committed offset, looked up again (:meth:`_find_starts`)."""
+        for tp in tps:
+            self._start.pop(tp, None)
+        log.warning("a commit of %d partition(s) failed as the group rebalanced; their committed offsets "
+                    "are read from the broker again", len(tps))
 
     def _committed(self, tp: TP) -> int | None:
         """The next record to process: the committed offset, or where a partition never committed
@@ -338,6 +347,7 @@ class Redelivery:
         committed start (in the background: the rebalance is not held up by a broker call)."""
         self.install()
         self._next.clear()  # each agent starts again at the committed offsets
+        self._standing.clear()  # a commit that stands in the new generation is reported again
         self._holding.clear()
         assigned = self._consumer.assignment()
         for tp in set(self._processed) - assigned:  # another worker's now

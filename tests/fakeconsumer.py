@@ -78,6 +78,7 @@ class FakeConsumer:
         self.ends: dict[TP, int] = {}  # each partition's end (highwater), when fetched
         self.delivered: list[Message] = []
         self.callback: Callable[[Message], Awaitable[None]] = self._deliver
+        self.commits_fail = False  # the group rebalanced while a commit ran (aiokafka's "already rebalanced")
 
     async def _deliver(self, msg: Message) -> None:
         self.delivered.append(msg)
@@ -125,6 +126,12 @@ class FakeConsumer:
         if offset is not None:
             self._committed_offset[tp] = offset
         return offset
+
+    async def _commit_offsets(self, offsets: dict[TP, int], start_new_transaction: bool = True) -> bool:
+        """Faust's: the offsets are the committed ones afterwards, whether the commit succeeded
+        or not."""
+        self._committed_offset.update(offsets)
+        return not self.commits_fail
 
     async def _add_gap(self, tp: TP, first: int, last: int) -> None:
         self._gaps.append((tp, first, last))

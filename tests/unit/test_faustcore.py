@@ -173,6 +173,45 @@ async def test_a_real_faust_app_is_checked_too(monkeypatch: pytest.MonkeyPatch) 
         cast(Any, app.consumer)._thread.thread_loop.close()  # built with the consumer, never started
 
 
+async def test_faust_counts_a_failed_commit_as_committed_and_the_boundary_forgets_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Faust's own consumer: ``_commit_offsets`` writes the offsets of a commit its driver
+    refused (the group rebalanced) as committed. If a Faust upgrade stops doing so, the first
+    assertion says the boundary's repair is no longer needed."""
+    app = faust.App("fc-commit", broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
+    consumer: Any = app.consumer
+    try:
+        accepted: list[bool] = []
+
+        async def commit(offsets: Any) -> bool:
+            return accepted.pop()
+
+        async def flush() -> None:
+            return None
+
+        monkeypatch.setattr(consumer, "_commit", commit)
+        monkeypatch.setattr(consumer, "assignment", lambda: {RAW, SNAPS})
+        monkeypatch.setattr(app.producer, "flush", flush)
+        accepted.append(False)
+        assert await consumer._commit_offsets({RAW: 40}) is False
+        assert consumer._committed_offset[RAW] == 40  # Faust's flaw
+        consumer._committed_offset.pop(RAW)
+        failed: list[TP] = []
+        ConsumerView(cast(Any, app)).forget_failed_commits(failed.extend)
+        consumer._committed_offset[SNAPS] = 7
+        accepted.append(False)
+        assert await consumer._commit_offsets({RAW: 40, SNAPS: 9}) is False
+        assert consumer._committed_offset.get(RAW) is None
+        assert consumer._committed_offset.get(SNAPS) is None
+        assert failed == [RAW, SNAPS]
+        accepted.append(True)
+        assert await consumer._commit_offsets({RAW: 41}) is True
+        assert consumer._committed_offset[RAW] == 41
+        assert failed == [RAW, SNAPS]
+    finally:
+        consumer._thread.thread_loop.close()  # built with the consumer, never started
+
+
 def test_pause_holds_only_the_sinks_partitions() -> None:
     consumer = FakeConsumer([SNAPS, CHANGES, RAW])
     PartitionPause(ConsumerView(FakeApp(consumer)), {SNAPS.topic, CHANGES.topic}).pause()

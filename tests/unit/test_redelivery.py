@@ -211,6 +211,39 @@ async def test_a_start_looked_up_before_a_rebalance_is_not_used_after_it() -> No
     assert await redelivery.admit("normalise", message(RAW, 33)) is Verdict.DONE
 
 
+async def test_a_commit_that_failed_at_a_rebalance_does_not_count_as_committed() -> None:
+    """Scenario 1 again: the broker down, records 34-39 processed and their commit (to 40)
+    hanging; the group rejoined meanwhile, and the commit failed after the revocation. Faust
+    still wrote 40 as committed: records 34-39, read again from the group's 34, were taken for
+    new ones (their processed marks pruned below 40) and processed twice, or the commit stood
+    below the partition's end. The failed commit is forgotten and the start looked up again."""
+    consumer, _, redelivery, _ = guarded(committed=34)
+    for offset in range(34, 40):
+        record = message(RAW, offset)
+        assert await redelivery.admit("normalise", record) is Verdict.PROCESS
+        consumer.ack(record)
+    consumer._committed_offset.pop(RAW)  # Faust's on_partitions_revoked, while the commit hangs
+    consumer.commits_fail = True
+    assert await consumer._commit_offsets({RAW: 40}) is False
+    assert consumer._committed_offset.get(RAW) is None  # Faust alone: 40
+    consumer.commits_fail = False
+    consumer._thread.client.group[TopicPartition(RAW.topic, RAW.partition)] = 34
+    redelivery.assigned()
+    await redelivery.repair()  # the start: the group's committed offset
+    first = message(RAW, 40, generation=1)
+    assert await redelivery.admit("normalise", first) is Verdict.PROCESS
+    consumer.ack(first)
+    assert consumer.commit(RAW) == 41
+    for offset in range(34, 40):  # Faust's seek to the committed offset reads them again
+        assert await redelivery.admit("normalise", message(RAW, offset)) is Verdict.DONE
+
+
+async def test_a_commit_that_succeeded_stays_committed() -> None:
+    consumer, _, _, _ = guarded(committed=34)
+    assert await consumer._commit_offsets({RAW: 40}) is True
+    assert consumer._committed_offset[RAW] == 40
+
+
 async def test_an_older_generations_acknowledgement_is_refused() -> None:
     consumer, app, _, tally = guarded(committed=10)
     app.consumer_generation_id = 2
