@@ -65,7 +65,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     idempotent_producer(app)
     counters = Counters()
     max_request = app.conf.producer_max_request_size
-    batches = Batches(aiokafka_producer(app), app.producer.send, max_request)
+    batches = Batches(aiokafka_producer(app), max_request, {k.topic("dlq"): k.linger_ms / 1000.0})
     send = batches.send
     dead = DeadLetters(send, k.topic("dlq"), counters)
     redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
@@ -93,6 +93,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         sink.forget()  # another worker may write these partitions now
         dropped = normalise.in_flight.drop() + track.in_flight.drop()  # their new owner reads them again
         track.forget()
+        normalise.forget()
         if dropped:
             log.info("partitions revoked: %d records in flight left to their new owner", dropped)
 
@@ -129,7 +130,7 @@ def new_app(settings: Settings) -> faust.App:
         # that partition; at aiokafka's 16 KB a burst of dead letters
         # stalled the agent for round trips. A batch stays under the broker's ~1 MB limit.
         producer_max_batch_size=PRODUCER_BATCH,
-        producer_linger=k.linger_ms / 1000.0,
+        producer_linger=0.0,  # every agent record goes in a batch closed when handed (agents/batches.py)
         consumer_auto_offset_reset="earliest",
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,

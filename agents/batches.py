@@ -15,26 +15,31 @@ partition hands its batches in order, one at a time: the records of a partition 
 in the order they were appended. The producer's idempotence, retries and
 ``flush`` (Faust flushes before every commit) cover these batches as they do ``send``'s.
 
-A record without a partition (a dead letter: its key chooses it) goes through Faust's ``send``.
+A record without a partition (a dead letter) gets the one its key chooses, as Faust's ``send``
+would choose it (aiokafka's default partitioner over the topic's partitions), and joins that
+partition's batch. A topic given a linger (the dead letters') has its batches handed with the
+next batch of another topic (in the same loop step, so the sender takes them in the same produce
+request), or once the linger has passed: sparse bad records among good ones ride on the good
+records' requests, and a stream of bad records becomes a batch every linger, not a request each
+(a small bad record cost 1.7 valid ones when each was a request of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 from faust.exceptions import ProducerSendError
-
-from agents.outputs import Send
 
 TP = tuple[str, int]
 
@@ -61,11 +66,14 @@ class Batches:
     """Records to batches; ``send`` has the signature of Faust's ``Producer.send`` (the agents'
     :data:`~agents.outputs.Send`), so the agents do not know which one they hold."""
 
-    def __init__(self, producer: Callable[[], AIOKafkaProducer], fallback: Send, max_request: int) -> None:
+    def __init__(self, producer: Callable[[], AIOKafkaProducer], max_request: int,
+                 linger: Mapping[str, float] | None = None) -> None:
         self._producer = producer  # the aiokafka producer Faust starts (looked up on first use)
-        self._fallback = fallback
         self._max_request = max_request
+        self._linger = dict(linger or {})  # seconds a topic's batch stays open for more records
         self._partitions: dict[TP, Partition] = {}
+        self._choose = DefaultPartitioner()
+        self._lingering: list[asyncio.Future[None]] = []  # hand tasks waiting for the next hand-over
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
                    timestamp: None, headers: None) -> Awaitable[Any]:
@@ -73,7 +81,7 @@ class Batches:
         result: the metadata of the batch's last record). A record the producer would refuse for
         its size raises :class:`ProducerSendError`, as Faust's ``send`` does."""
         if partition is None:
-            return await self._fallback(topic, key, value, partition, timestamp, headers)
+            partition = await self._partition_of(topic, key)
         part = self._partitions.get((topic, partition))
         if part is None:
             part = self._partitions[(topic, partition)] = Partition()
@@ -90,6 +98,15 @@ class Batches:
             raise ProducerSendError(f"a record of {size} bytes to {topic}: no batch took it")
         return current.future
 
+    async def _partition_of(self, topic: str, key: bytes | None) -> int:
+        """The partition Faust's ``send`` would give a record without one: its key's (murmur2, as
+        Kafka's clients hash), or any, for no key; over the partitions the producer's metadata
+        knows now (it fetches them once for a topic it has not seen)."""
+        producer = self._producer()
+        known = producer.client.cluster.partitions_for_topic(topic)
+        partitions = known or await producer.partitions_for(topic)
+        return int(self._choose(key, sorted(partitions), sorted(partitions)))
+
     def _open(self, topic: str, partition: int, part: Partition) -> Open:
         loop = asyncio.get_running_loop()
         current = Open(self._producer().create_batch(), loop.create_future(), loop.create_future())
@@ -100,10 +117,16 @@ class Batches:
         return current
 
     async def _hand(self, topic: str, partition: int, part: Partition) -> None:
-        """Hand the partition's waiting batches to the producer, in order, one at a time."""
+        """Hand the partition's waiting batches to the producer, in order, one at a time (the
+        first after the topic's linger)."""
+        linger = self._linger.get(topic)
+        if linger:
+            await self._ride(linger)
         waiting = part.waiting
         while waiting:
             batch = waiting[0]
+            if not linger:
+                self._release()
             try:
                 delivered = await self._producer().send_batch(batch.builder, topic, partition=partition)
             except Exception as exc:  # noqa: BLE001 - the batch's records fail: their agents stop
@@ -116,6 +139,25 @@ class Batches:
             waiting.popleft()
             if not batch.handed.done():
                 batch.handed.set_result(None)
+
+    async def _ride(self, linger: float) -> None:
+        """Until another topic's batch is handed, or ``linger`` seconds at most."""
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lingering.append(wake)
+        timer = asyncio.get_running_loop().call_later(linger, _wake, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            if wake in self._lingering:  # woken by its timer
+                self._lingering.remove(wake)
+
+    def _release(self) -> None:
+        """Wake the lingering hand tasks: their batches join the batch being handed now."""
+        if self._lingering:
+            for wake in self._lingering:
+                _wake(wake)
+            self._lingering.clear()
 
     async def handed(self, topic: str, partition: int) -> None:
         """Once every record appended to the partition so far is in the producer's queue, where
@@ -137,6 +179,11 @@ def _settled(batch: Open, done: asyncio.Future[RecordMetadata]) -> None:
     else:
         first = done.result()
         batch.future.set_result(first._replace(offset=first.offset + batch.builder.record_count() - 1))
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

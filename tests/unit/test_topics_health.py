@@ -32,7 +32,7 @@ def test_topic_settings_defaults_and_environment(tmp_path: Path, monkeypatch: py
 def test_fetch_wait_and_linger_defaults_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     k = load_settings(None, {}).kafka
-    assert (k.fetch_wait_ms, k.linger_ms) == (10, 0.0)
+    assert (k.fetch_wait_ms, k.linger_ms) == (10, 20.0)
     assert load_settings(None, {"BATCHSCOPE_KAFKA_FETCH_WAIT_MS": "250"}).kafka.fetch_wait_ms == 250
     assert load_settings(None, {"BATCHSCOPE_KAFKA_LINGER_MS": "5"}).kafka.linger_ms == 5.0
 

@@ -107,6 +107,7 @@ async def test_normalise_passes_each_vanish_on_as_a_marker_to_its_partition() ->
                            dead(producer, counters), NONE, NONE, counters)
     for record in pack_raw([gone(f"b{i}") for i in range(8)], PARTITIONS):
         futures, then = await agent.one(event("t.raw", record.partition, 0, record.key, record.value))
+        await agent.packer.flush()
         await then(await settled(futures))
     markers = [(p, m) for _, _, value, p in producer.on("t.snapshots") for m in read_snapshots(value)]
     assert len(markers) == 8
