@@ -104,8 +104,8 @@ class Batches:
         knows now (it fetches them once for a topic it has not seen)."""
         producer = self._producer()
         known = producer.client.cluster.partitions_for_topic(topic)
-        partitions = known or await producer.partitions_for(topic)
-        return int(self._choose(key, sorted(partitions), sorted(partitions)))
+        partitions = sorted(known or await producer.partitions_for(topic))
+        return int(self._choose(key, partitions, partitions))  # all of them available
 
     def _open(self, topic: str, partition: int, part: Partition) -> Open:
         loop = asyncio.get_running_loop()

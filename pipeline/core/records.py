@@ -166,12 +166,6 @@ def _same_head(envelopes: list[Envelope]) -> dict[tuple[str, str, str, bool], li
     return groups
 
 
-def snapshot_runs(items: list[T], budget: int = PACK_BYTES) -> list[list[T]]:
-    """``(key, snapshot JSON, ...)`` items of one partition cut into the runs of one snapshot
-    record each (at most ``budget`` bytes of JSON, one item at least)."""
-    return list(_chunks(items, budget))
-
-
 def pack_snapshots(run: list[T]) -> tuple[bytes, bytes]:
     """``(key, value)`` of the snapshot record of one run: version 2, or a lone snapshot as itself."""
     if len(run) == 1:

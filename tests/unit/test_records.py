@@ -16,7 +16,6 @@ from pipeline.core.records import (
     partition_of,
     read_raw,
     read_snapshots,
-    snapshot_runs,
 )
 from pipeline.providers import envelope as observed
 
@@ -90,12 +89,10 @@ def test_unreadable_records_are_one_reject() -> None:
 
 def test_snapshot_records() -> None:
     items = [(b"k1", b'{"a":1}'), (b"k2", b'{"b":2}')]
-    (run,) = snapshot_runs(items)
-    packed = pack_snapshots(run)
+    packed = pack_snapshots(items)
     assert packed == (b"k1", b'{"v":2,"snapshots":[{"a":1},{"b":2}]}')
     assert read_snapshots(packed[1]) == [{"a": 1}, {"b": 2}]
     assert pack_snapshots(items[:1]) == items[0]
-    assert len(snapshot_runs(items, budget=8)) == 2
     assert read_snapshots(b'{"a":1}') == [{"a": 1}]
     got = read_snapshots(b'{"v":2,"snapshots":[{"a":1},3]}', b"k")
     assert got[0] == {"a": 1}
