@@ -33,7 +33,7 @@ from pipeline.clickhouse.store import AsyncStore
 from pipeline.core.backoff import full_jitter
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord, StoreError
-from pipeline.core.models import ChangeEvent, Snapshot
+from pipeline.core.models import SCHEMA_VERSION, SNAPSHOT_FIELDS, ChangeEvent, Snapshot, loads_object
 from pipeline.core.records import VERSION, Rejected, is_vanish, read_snapshots
 from pipeline.core.timeutil import iso_to_ms
 from pipeline.core.transitions import RANK
@@ -48,7 +48,16 @@ Mark = tuple[int, int]  # (offset, index): how far a partition is stored
 NOTHING: Mark = (-1, -1)
 T = TypeVar("T")
 SNAPSHOT_NAMES = frozenset(f.name for f in fields(Snapshot))
-REQUIRED = tuple(f.name for f in fields(Snapshot) if f.default is MISSING and f.default_factory is MISSING)
+
+
+def _required(cls: type[Any]) -> tuple[str, ...]:
+    """The fields of a dataclass without a default."""
+    return tuple(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
+
+
+REQUIRED = _required(Snapshot)
+CHANGE_NAMES = frozenset(f.name for f in fields(ChangeEvent))
+CHANGE_REQUIRED = _required(ChangeEvent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +108,12 @@ class Block:
         self._came_from(pos)
 
     def add_change(self, event: ChangeEvent, pos: Position) -> None:
+        self.add_change_row(change_row(event), pos)
+
+    def add_change_row(self, row: dict[str, Any], pos: Position) -> None:
+        """A ``batch_changes`` row (:func:`change_row`, :func:`read_change`) at its Kafka position."""
         kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
-        self.changes.append((pos.offset, 0, orjson_dumps({**change_row(event), **kafka})))
+        self.changes.append((pos.offset, 0, orjson_dumps({**row, **kafka})))
         self._came_from(pos)
 
     def tables(self) -> Iterator[tuple[str, list[Row]]]:
@@ -149,6 +162,41 @@ def change_row(event: ChangeEvent) -> dict[str, Any]:
         "at": event.at, "from_status": event.from_status, "to_status": event.to_status,
         "seconds_in_previous": event.seconds_in_previous, "status": event.snapshot.status,
         "snapshot": event.snapshot.to_json().decode(), "schema_version": event.schema_version,
+    }
+
+
+def read_change(value: bytes) -> dict[str, Any]:
+    """The ``batch_changes`` row of a change record: :func:`change_row` of
+    :meth:`ChangeEvent.from_json`, checked the same way (every required field, no unknown one, in
+    the event and in its snapshot) plus a string ``observed_at``, without building the dataclasses.
+    A snapshot with exactly the contract's fields in the contract's order (what the track agent
+    writes) is stored as its own JSON, re-serialised; any other goes through :class:`Snapshot`
+    (its defaults filled in, as before).
+    """
+    obj = loads_object(value, "change event")
+    snapshot = obj.get("snapshot")
+    if not isinstance(snapshot, dict):
+        raise InvalidRecord("change event: 'snapshot' missing or not an object")
+    unknown = obj.keys() - CHANGE_NAMES
+    if unknown:
+        raise InvalidRecord(f"change event: unexpected field {sorted(unknown)[0]!r}")
+    missing = [name for name in CHANGE_REQUIRED if name not in obj]
+    if missing:
+        raise InvalidRecord(f"change event: missing field {missing[0]!r}")
+    if not isinstance(obj["observed_at"], str):
+        raise InvalidRecord("change event: 'observed_at' is not a string")
+    if tuple(snapshot) == SNAPSHOT_FIELDS:
+        snapshot_json, status = orjson.dumps(snapshot), snapshot["status"]
+    else:
+        snap = Snapshot.from_dict(snapshot, "change event")
+        snapshot_json, status = snap.to_json(), snap.status
+    get = obj.get
+    return {
+        "event_id": obj["event_id"], "kind": obj["kind"], "source": obj["source"],
+        "provider": obj["provider"], "batch_id": obj["batch_id"], "observed_at": obj["observed_at"],
+        "at": obj["at"], "from_status": get("from_status"), "to_status": get("to_status"),
+        "seconds_in_previous": get("seconds_in_previous"), "status": status,
+        "snapshot": snapshot_json.decode(), "schema_version": get("schema_version", SCHEMA_VERSION),
     }
 
 
@@ -221,11 +269,11 @@ def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list
     for rec in sorted(records, key=lambda r: (r.pos.topic, r.pos.partition, r.pos.offset)):
         if rec.pos.topic == changes_topic:
             try:
-                change = ChangeEvent.from_json(rec.value)
+                row = read_change(rec.value)
             except InvalidRecord as exc:
                 dead.append(_whole(rec, str(exc)))
                 continue
-            _block(blocks, rec.pos, align, change.observed_at).add_change(change, rec.pos)
+            _block(blocks, rec.pos, align, row["observed_at"]).add_change_row(row, rec.pos)
             continue
         for found in snapshots_of(rec):
             if isinstance(found, Dead):

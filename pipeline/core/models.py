@@ -235,7 +235,7 @@ class ChangeEvent:
         if not isinstance(snapshot, dict):
             raise InvalidRecord("change event: 'snapshot' missing or not an object")
         try:
-            return cls(snapshot=Snapshot(**snapshot), **obj)
+            return cls(snapshot=Snapshot.from_dict(snapshot, "change event"), **obj)
         except TypeError as exc:
             raise InvalidRecord(f"change event: {exc}") from exc
 

@@ -19,6 +19,7 @@ from pipeline.clickhouse.sink import (
     Record,
     change_row,
     cut,
+    read_change,
     refused_letters,
     snapshot_row,
     token,
@@ -72,6 +73,41 @@ def test_change_row() -> None:
         "status": "in_progress", "snapshot": e.snapshot.to_json().decode(), "schema_version": 2,
     }
     assert Snapshot.from_json(row["snapshot"].encode()) == e.snapshot
+
+
+def test_read_change_is_the_row_of_the_parsed_event() -> None:
+    e = event()
+    assert read_change(e.to_json()) == change_row(e)
+    progress = replace(e, kind="progress", from_status=None, to_status=None, seconds_in_previous=None,
+                       deltas={"requests_completed": 3})
+    assert read_change(progress.to_json()) == change_row(progress)
+
+
+def test_read_change_fills_a_partial_snapshot_as_the_dataclass_does() -> None:
+    obj = orjson.loads(event().to_json())
+    del obj["snapshot"]["errors"], obj["snapshot"]["usage_source"], obj["schema_version"]
+    row = read_change(orjson.dumps(obj))
+    assert row == change_row(ChangeEvent.from_json(orjson.dumps(obj)))
+    assert orjson.loads(row["snapshot"])["errors"] == []
+    assert row["schema_version"] == 2
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"colour": "red"}, "change event: unexpected field 'colour'"),
+    ({"event_id": None}, "change event: missing field 'event_id'"),
+    ({"observed_at": 17}, "change event: 'observed_at' is not a string"),
+    ({"snapshot": [1]}, "change event: 'snapshot' missing or not an object"),
+    ({"snapshot": {"colour": "red"}}, "change event: "),
+])
+def test_read_change_refuses_what_the_dataclass_refuses(change: dict[str, Any], reason: str) -> None:
+    obj = {**orjson.loads(event().to_json()), **change}
+    obj = {k: v for k, v in obj.items() if v is not None}
+    with pytest.raises(InvalidRecord) as caught:
+        read_change(orjson.dumps(obj))
+    assert str(caught.value).startswith(reason)
+    if "'observed_at'" not in reason:  # the dataclass takes any observed_at; the row needs a string
+        with pytest.raises(InvalidRecord):
+            ChangeEvent.from_json(orjson.dumps(obj))
 
 
 def test_version_grows_with_rank_before_time() -> None:
