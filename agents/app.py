@@ -14,7 +14,7 @@ from collections.abc import Collection
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, TableT
 from faust.types.agents import AgentFun
 
 from agents.batches import Batches
@@ -57,10 +57,11 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     ``codec`` is the JSON codec of the normalise and track agents (stdlib: a benchmark baseline).
     """
     k = settings.kafka
-    app = new_app(settings)
+    app = new_app(settings, group_of(settings, agents))
     consumer = ConsumerView(app)
     check(app)  # every private Faust attribute the guards use, before any record is handled
     consumer.set_fetch_wait(k.fetch_wait_ms)
+    consumer.deliver_eagerly()
     size_producer_buffer(app, PRODUCER_BUFFER)
     idempotent_producer(app)
     counters = Counters()
@@ -74,16 +75,15 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         await redelivery.repair()
 
     app.timer(REPAIR_INTERVAL)(_repair_holes)
-    # key_type/value_type too, not only the schema: the store and changelog recovery take their
-    # serializers from the types (json otherwise, and recovery then fails on every record).
-    state = app.Table(STATE_TABLE, default=None, partitions=k.partitions, key_type=bytes, value_type=bytes,
-                      schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
-                                          value_serializer="raw"))
     normalise = NormaliseAgent(send, k.topic("snapshots"), k.partitions, codec, MAX_RECORD, dead,
                                InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
-    track = TrackAgent(send, k.topic("changes"), state, state.changelog_topic.get_topic_name(), k.partitions,
-                       settings.track.rules(), codec, max_request, batches.handed, dead,
-                       InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
+    track = None
+    if "track" in agents:  # the table only where its agent runs: its changelog is recovered at start
+        state = track_table(app, k.partitions)
+        changelog = state.changelog_topic.get_topic_name()
+        track = TrackAgent(send, k.topic("changes"), state, changelog, k.partitions, settings.track.rules(),
+                           codec, max_request, batches.handed, dead,
+                           InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
     p = settings.pipeline
     sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changes")}))
     sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changes"), dead, counters)
@@ -91,8 +91,10 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
-        dropped = normalise.in_flight.drop() + track.in_flight.drop()  # their new owner reads them again
-        track.forget()
+        dropped = normalise.in_flight.drop()  # their new owner reads them again
+        if track is not None:
+            dropped += track.in_flight.drop()
+            track.forget()
         normalise.forget()
         if dropped:
             log.info("partitions revoked: %d records in flight left to their new owner", dropped)
@@ -106,19 +108,44 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                          key_serializer="raw", value_serializer="raw", partitions=k.partitions)
 
     chosen: dict[str, tuple[faust.TopicT, AgentFun[Any]]] = {
-        "normalise": (topic("raw"), normalise.run), "track": (topic("snapshots"), track.run),
-        "sink": (topic("snapshots", "changes"), sinking.run)}
+        "normalise": (topic("raw"), normalise.run), "sink": (topic("snapshots", "changes"), sinking.run)}
+    if track is not None:
+        chosen["track"] = (topic("snapshots"), track.run)
     for name, (source, fn) in chosen.items():
         if name in agents:
             app.agent(source, name=name)(fn)
     return app, counters
 
 
-def new_app(settings: Settings) -> faust.App:
-    """The Faust app of these settings, tuned (docs/faust.md, "Tuning"); no topic or agent yet."""
+def track_table(app: faust.App, partitions: int) -> TableT[bytes, bytes]:
+    """The track agent's table: raw bytes both ways. key_type/value_type too, not only the schema:
+    the store and changelog recovery take their serializers from the types (json otherwise, and
+    recovery then fails on every record)."""
+    return app.Table(STATE_TABLE, default=None, partitions=partitions, key_type=bytes, value_type=bytes,
+                     schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                                         value_serializer="raw"))
+
+
+def group_of(settings: Settings, agents: Collection[str]) -> str:
+    """The consumer group (Faust's app id) of a worker running ``agents``: ``kafka.app_id``, except
+    for a sink that runs without the track agent, which reads in ``<app_id>-sink``.
+
+    Both agents read ``<prefix>.snapshots``, and a group gives each partition to one member: in
+    one group, a sink-only worker beside a ``normalise,track`` worker would take half the snapshot
+    partitions from the track agent (and the other half from the sink). Apart, each group reads
+    every partition once. The track table's changelog keeps its name (``<app_id>-batch_state-
+    changelog``): no sink-only worker has the table.
+    """
+    app_id = settings.kafka.app_id
+    return f"{app_id}-sink" if "sink" in agents and "track" not in agents else app_id
+
+
+def new_app(settings: Settings, group: str | None = None) -> faust.App:
+    """The Faust app of these settings, tuned (docs/faust.md, "Tuning"); no topic or agent yet.
+    ``group``: its consumer group (:func:`group_of`), ``kafka.app_id`` by default."""
     k = settings.kafka
     return faust.App(
-        k.app_id,
+        group or k.app_id,
         broker=f"kafka://{k.bootstrap}",
         store=store_url(settings),
         web_enabled=False,

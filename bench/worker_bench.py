@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ from tests.support.processes import stop_run
 DRAINED = ("raw", "snapshots", "changes")
 TIMEOUT = 600.0
 TARGET = 0.25
+
+
+# The two workers of the split deployment, and what each one's consumer group must have committed
+# (a sink without the track agent reads in <app_id>-sink: agents.app.group_of).
+SPLIT = (("normalise,track", "", ("raw", "snapshots")), ("sink", "-sink", ("snapshots", "changes")))
+ONE = (("", "", DRAINED),)  # `batchscope worker` as it comes: all three agents
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +182,7 @@ def snapshot_rows(current: Tree, config: Path) -> int:
     return int(orjson.loads(done.stdout)[0]["n"])
 
 
-def drain(args: argparse.Namespace, tree: Tree, current: Tree) -> Drain:
+def drain(args: argparse.Namespace, tree: Tree, current: Tree, *, split: bool = False) -> Drain:
     prefix = f"bench-worker-{uuid.uuid4().hex[:8]}"
     kafka = KafkaConfig(bootstrap=args.bootstrap, topic_prefix=prefix, app_id=prefix, partitions=PARTITIONS)
     sim_port = free_port()
@@ -185,11 +192,16 @@ def drain(args: argparse.Namespace, tree: Tree, current: Tree) -> Drain:
         try:
             asyncio.run(ensure_topics(kafka))
             raw = fill(args, tree, current, config, tmp, kafka, sim_port)
-            worker = Command(tree, config, tmp / "worker.log", "worker").start()
+            layout = SPLIT if split else ONE
+            workers = [Command(tree, config, tmp / f"worker-{i}.log", "worker",
+                               *(("--agents", agents) if agents else ())).start()
+                       for i, (agents, _, _) in enumerate(layout)]
             try:
-                done = wait_drained(args, worker, prefix, kafka)
+                groups = [(prefix + suffix, topics) for _, suffix, topics in layout]
+                done = wait_drained(args, workers, groups, kafka)
             finally:
-                worker.stop()
+                for worker in workers:
+                    worker.stop()
             seconds = done - asyncio.run(first_timestamp(args.bootstrap, kafka.topic("snapshots")))
             rows = snapshot_rows(current, config)
             bare = asyncio.run(bare_loop(args.bootstrap, kafka.topic("raw")))
@@ -198,24 +210,38 @@ def drain(args: argparse.Namespace, tree: Tree, current: Tree) -> Drain:
             asyncio.run(delete_topics(args.bootstrap, prefix))
 
 
-def wait_drained(args: argparse.Namespace, worker: Command, group: str, kafka: KafkaConfig) -> float:
-    topics = [kafka.topic(t) for t in DRAINED]
+Groups = Sequence[tuple[str, Sequence[str]]]  # consumer groups, each with the topics it must drain
+
+
+def wait_drained(args: argparse.Namespace, workers: list[Command], groups: Groups,
+                 kafka: KafkaConfig) -> float:
+    """When the last of ``groups`` was seen to have committed everything on its topics."""
     deadline = time.monotonic() + TIMEOUT
+    done: dict[str, float] = {}
     while True:
-        if not worker.alive() or time.monotonic() > deadline:
-            raise worker.fail("the worker stopped or did not drain in time")
+        for worker in workers:
+            if not worker.alive() or time.monotonic() > deadline:
+                raise worker.fail("the worker stopped or did not drain in time")
         if asyncio.run(count(args.bootstrap, kafka.topic("snapshots"))):
-            done = asyncio.run(group_done(args.bootstrap, group, topics))
-            if done is not None:
-                return done
+            for group, topics in groups:
+                if group not in done:
+                    seen = asyncio.run(group_done(args.bootstrap, group, [kafka.topic(t) for t in topics]))
+                    if seen is not None:
+                        done[group] = seen
+            if len(done) == len(groups):
+                return max(done.values())
         time.sleep(0.1)
 
 
-def summary_row(tree: Tree, runs: list[Drain], per_observation: float) -> dict[str, Any]:
+def label(tree: Tree, split: bool) -> str:
+    return f"{tree.label} ({tree.short})" + (", split: normalise,track | sink" if split else "")
+
+
+def summary_row(code: str, runs: list[Drain], per_observation: float) -> dict[str, Any]:
     rate = statistics.median(r.rate for r in runs)
     bare = statistics.median(r.bare.observations_per_s for r in runs)
     share = statistics.median(r.share for r in runs)
-    return {"code": f"{tree.label} ({tree.short})", "runs": len(runs),
+    return {"code": code, "runs": len(runs),
             "snapshot rows": statistics.median(r.rows for r in runs),
             "observations on raw": statistics.median(r.bare.observations for r in runs),
             "raw records": statistics.median(r.raw_records for r in runs),
@@ -238,6 +264,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--no-split", action="store_true", dest="no_split",
+                        help="skip the split deployment (normalise,track and sink as two workers)")
     parser.add_argument("--record", action="store_true", help="save the figures for bench/RESULTS.md")
     baseline.add_arguments(parser)
     return parser.parse_args(argv)
@@ -247,25 +275,28 @@ def main() -> None:
     args = parse()
     with baseline.materialise(args.baseline_ref) as base:
         current = baseline.current()
-        trees = [current, base]
-        runs: dict[Tree, list[Drain]] = {t: [] for t in trees}
+        variants = [(current, False), (current, True), (base, False)]  # the split: today's code only
+        if args.no_split:
+            variants.remove((current, True))
+        runs: dict[str, list[Drain]] = {label(t, split): [] for t, split in variants}
         for i in range(args.runs):
-            for tree in trees:
-                d = drain(args, tree, current)
-                runs[tree].append(d)
-                print(f"run {i + 1} {tree.label}: {d.rows:,} rows of {d.bare.observations:,} observations "
+            for tree, split in variants:
+                d = drain(args, tree, current, split=split)
+                code = label(tree, split)
+                runs[code].append(d)
+                print(f"run {i + 1} {code}: {d.rows:,} rows of {d.bare.observations:,} observations "
                       f"in {d.raw_records:,} raw records in "
                       f"{d.seconds:.2f} s: {d.rate:,.0f} obs/s; bare loop {d.bare.records_per_s:,.0f} rec/s, "
                       f"{d.bare.observations_per_s:,.0f} obs/s; share {d.share:.3f}", flush=True)
-    per_observation = statistics.median(r.bare.records_per_s for r in runs[base])
-    rows = [summary_row(t, rs, per_observation) for t, rs in runs.items()]
-    for tree, drains in runs.items():
+    per_observation = statistics.median(r.bare.records_per_s for r in runs[label(base, False)])
+    rows = [summary_row(code, rs, per_observation) for code, rs in runs.items()]
+    for code, drains in runs.items():
         for d in drains:
             if d.rows != d.bare.observations:
-                print(f"WARNING {tree.label}: {d.rows:,} rows in batch_snapshots for {d.bare.observations:,} "
+                print(f"WARNING {code}: {d.rows:,} rows in batch_snapshots for {d.bare.observations:,} "
                       "observations on raw: the worker did not write each observation once", flush=True)
     for row in rows:
-        print(f"{row['code']:>40}: {row['worker obs/s']:10,.0f} obs/s, share {row['share (same topic)']} "
+        print(f"{row['code']:>60}: {row['worker obs/s']:10,.0f} obs/s, share {row['share (same topic)']} "
               f"(target 0.25: {row['>= 0.25']}), of the per-observation loop "
               f"{row['share of the per-observation loop']}", flush=True)
     if args.record:

@@ -9,6 +9,7 @@ test sets up exactly the state a rebalance or a start-up leaves behind.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -79,6 +80,16 @@ class FakeConsumer:
         self.delivered: list[Message] = []
         self.callback: Callable[[Message], Awaitable[None]] = self._deliver
         self.commits_fail = False  # the group rebalanced while a commit ran (aiokafka's "already rebalanced")
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 (mode's signature)
+        """mode's, in short: the first coroutine to finish (the fetch loop's use)."""
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        return [t.result() for t in done]
 
     async def _deliver(self, msg: Message) -> None:
         self.delivered.append(msg)

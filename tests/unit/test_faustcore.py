@@ -3,6 +3,8 @@ the fetch wait, and the table's event context, against a fake consumer and a rea
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import re
 from pathlib import Path
 from typing import Any, cast
@@ -68,7 +70,7 @@ def test_every_private_attribute_the_boundary_uses_is_checked() -> None:
         "client": set(re.findall(r"\bclient\.(_[a-z]\w*)", text)),
         "producer": set(re.findall(r"\bproducer\.(_[a-z]\w*)", text)),
     }
-    assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback"}  # those two are public
+    assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback", "wait_first"}  # those are public
     assert used["thread"] == set(THREAD_ATTRS) - {"call_thread"}
     assert used["client"] == {faustcore.AIOKAFKA_START_READS}
     assert used["producer"] == set(faustcore.PRODUCER_ATTRS)
@@ -106,6 +108,31 @@ async def test_the_real_app_passes_the_check_and_is_tuned(tmp_path: Path) -> Non
         assert app.producer.buffer.max_messages == PRODUCER_BUFFER
         assert app.conf.topic_disable_leader is True
         assert app.conf.producer_linger == 0.0  # kafka.linger_ms lingers the dead letters' batches
+    finally:
+        store.close_now()
+
+
+@pytest.mark.parametrize(("agents", "group", "has_table"), [
+    (("normalise", "track", "sink"), "fc", True),
+    (("normalise", "track"), "fc", True),
+    (("sink",), "fc-sink", False),  # beside a normalise,track worker: its own group
+    (("normalise", "sink"), "fc-sink", False),
+    (("track", "sink"), "fc", True),
+    (("normalise",), "fc", False),
+])
+async def test_a_sink_without_the_track_agent_reads_in_its_own_group(
+        tmp_path: Path, agents: tuple[str, ...], group: str, has_table: bool) -> None:
+    from agents.app import create_app
+
+    store = AsyncStore(Store("chdb:///unused", "batchscope"))
+    try:
+        app, _ = create_app(settings_in(tmp_path), store, agents=agents)
+        assert app.conf.id == group
+        assert sorted(app.agents) == sorted(agents)
+        assert [t.name for t in app.tables.values()] == (["batch_state"] if has_table else [])
+        if has_table:  # the changelog keeps the name the topics are made with (pipeline.kafka)
+            (table,) = app.tables.values()
+            assert table.changelog_topic.get_topic_name() == "fc-batch_state-changelog"
     finally:
         store.close_now()
 
@@ -244,6 +271,120 @@ def test_set_fetch_wait_reaches_the_client_the_thread_builds() -> None:
     consumer = FakeConsumer([])
     ConsumerView(FakeApp(consumer)).set_fetch_wait(10)
     assert consumer._thread._create_worker_consumer(None)._fetch_max_wait_ms == 10
+
+
+def real_consumer(name: str) -> tuple[faust.App, Any]:
+    """A Faust app and its own consumer (never started): mode's real ``wait_first``."""
+    app = faust.App(name, broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
+    return app, app.consumer
+
+
+class Counting:
+    """Counts the tasks the loop creates meanwhile."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+        loop = asyncio.get_running_loop()
+        self._loop, self._before = loop, loop.get_task_factory()
+        loop.set_task_factory(self._factory)
+
+    def _factory(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        self.tasks += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    def __enter__(self) -> Counting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.set_task_factory(self._before)
+
+
+async def test_a_delivery_that_need_not_wait_takes_no_task(recwarn: pytest.WarningsRecorder) -> None:
+    app, consumer = real_consumer("fc-eager")
+    try:
+        delivered: list[int] = []
+
+        async def deliver(n: int) -> int:
+            delivered.append(n)
+            return n * 2
+
+        with Counting() as before:
+            await consumer.wait_first(deliver(1), consumer.suspend_flow.wait())
+        assert before.tasks == 4  # mode's: the delivery, the flow, stopped and crashed
+        ConsumerView(cast(Any, app)).deliver_eagerly()
+        with Counting() as after:
+            result = await consumer.wait_first(deliver(2), consumer.suspend_flow.wait())
+        assert after.tasks == 0
+        assert delivered == [1, 2]
+        assert result.results == [4]
+        assert not result.stopped
+        gc.collect()
+        assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    finally:
+        consumer._thread.thread_loop.close()
+
+
+async def test_a_delivery_that_waits_is_raced_against_the_flow_from_where_it_stopped() -> None:
+    app, consumer = real_consumer("fc-eager-wait")
+    try:
+        ConsumerView(cast(Any, app)).deliver_eagerly()
+        room = asyncio.Event()
+        steps: list[str] = []
+
+        async def deliver() -> str:
+            steps.append("tried")
+            await room.wait()  # a full queue
+            steps.append("delivered")
+            return "done"
+
+        waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        assert steps == ["tried"]
+        assert not waiting.done()
+        room.set()
+        result = await asyncio.wait_for(waiting, 1.0)
+        assert steps == ["tried", "delivered"]  # run once, continued, not started again
+        assert result.results == ["done"]
+
+        cancelled: list[bool] = []
+        room.clear()
+
+        async def stuck() -> None:
+            try:
+                await room.wait()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+        waiting = asyncio.ensure_future(consumer.wait_first(stuck(), consumer.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        consumer.suspend_flow.set()  # a rebalance: the fetch loop stops waiting on the delivery
+        await asyncio.wait_for(waiting, 1.0)
+        assert cancelled == [True]
+    finally:
+        consumer._thread.thread_loop.close()
+
+
+async def test_an_eager_delivery_that_fails_raises_and_other_calls_are_modes() -> None:
+    app, consumer = real_consumer("fc-eager-fail")
+    try:
+        ConsumerView(cast(Any, app)).deliver_eagerly()
+
+        async def broken() -> None:
+            raise ValueError("bad record")
+
+        with pytest.raises(ValueError, match="bad record"):
+            await consumer.wait_first(broken(), consumer.suspend_flow.wait())
+        with Counting() as timed:  # with a timeout: mode's own, tasks and all
+            await consumer.wait_first(asyncio.sleep(0), timeout=1.0)
+        assert timed.tasks == 3
+        consumer._crashed.set()
+        with Counting() as crashed:
+            result = await consumer.wait_first(asyncio.sleep(0))
+        assert crashed.tasks == 3
+        assert result.stopped
+    finally:
+        consumer._thread.thread_loop.close()
 
 
 def event_on(tp: TP, offset: int) -> Event:
