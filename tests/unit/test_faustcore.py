@@ -387,6 +387,50 @@ async def test_an_eager_delivery_that_fails_raises_and_other_calls_are_modes() -
         consumer._thread.thread_loop.close()
 
 
+def test_the_lean_monitor_keeps_the_statistics_faust_keeps() -> None:
+    from faust.sensors import Monitor
+
+    class Stream:
+        def __init__(self, name: str, owner: object) -> None:
+            self.name, self.task_owner = name, owner
+
+        def __str__(self) -> str:
+            return f"stream {self.name}"
+
+    class Owner:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __str__(self) -> str:
+            return f"task {self.name}"
+
+    one, two = Owner("one"), Owner("two")
+    a, b = Stream("a", one), Stream("b", two)
+    seen = [(SNAPS, a), (SNAPS, a), (CHANGES, b), (SNAPS, a), (CHANGES, b), (CHANGES, b)]
+    monitors = Monitor(), faustcore.LeanMonitor()
+    for mon in monitors:
+        for offset, (tp, stream) in enumerate(seen):
+            state = mon.on_stream_event_in(tp, offset, cast(Any, stream), cast(Any, None))
+            assert state is not None
+            assert set(state) == {"time_in", "time_out", "time_total"}
+        b.task_owner = one  # an agent restarted: its stream has a new task
+        mon.on_stream_event_in(CHANGES, 9, cast(Any, b), cast(Any, None))
+        b.task_owner = two
+    faust_own, lean = monitors
+    assert lean.events_total == faust_own.events_total == 7
+    assert lean.events_active == faust_own.events_active == 7
+    assert dict(lean.events_by_stream) == dict(faust_own.events_by_stream) == {"stream a": 3, "stream b": 4}
+    assert dict(lean.events_by_task) == dict(faust_own.events_by_task) == {"task one": 4, "task two": 3}
+    assert set(lean.stream_inbound_time) == {SNAPS, CHANGES}
+
+
+def test_the_app_uses_the_lean_monitor(tmp_path: Path) -> None:
+    from agents.app import new_app
+
+    app = new_app(settings_in(tmp_path))
+    assert type(app.monitor) is faustcore.LeanMonitor
+
+
 def event_on(tp: TP, offset: int) -> Event:
     return Event(app=None, key=b"k", value=b"v", headers={}, message=message(tp, offset))  # type: ignore[arg-type]
 
