@@ -87,7 +87,8 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                            InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
     p = settings.pipeline
     sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changes")}))
-    sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changes"), dead, counters)
+    sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changes"), dead, counters,
+                        lambda exc: _crash(app, exc))
 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -465,11 +465,21 @@ def size_producer_buffer(app: faust.App, max_messages: int) -> None:
     app.producer.buffer.max_messages = max_messages
 
 
-def withhold_acks(events: Sequence[EventT[Any]]) -> None:
-    """Keep the offsets of events not written from being committed when ``take_events`` acks them.
+def hold_acks(events: Sequence[EventT[Any]]) -> None:
+    """Keep ``events`` from being acknowledged by the stream until :func:`release_acks`.
 
-    ``take_events`` acks its buffer in a ``finally`` even when the agent is cancelled; a message
-    already marked acked is skipped by that final ack, so its offset is never marked safe.
+    ``take_events`` acknowledges a batch when the agent asks for the next one (in a ``finally``,
+    so also when the agent is cancelled). A message is acknowledged to the consumer when its last
+    reference is dropped (one per stream that took it), so one more reference held here makes
+    that acknowledgement only drop the hold's partner; until released, the offset is never
+    marked safe to commit, and a batch never released is read again by the next owner.
     """
     for event in events:
-        event.message.acked = True
+        event.message.incref()
+
+
+def release_acks(events: Sequence[EventT[Any]]) -> None:
+    """Drop the references :func:`hold_acks` took: a message whose streams are all done with it is
+    acknowledged to the consumer (through the redelivery guard's ``ack``)."""
+    for event in events:
+        event.ack()

@@ -197,3 +197,91 @@ def test_a_failed_changelog_write_is_counted_and_logged(caplog: pytest.LogCaptur
     assert counters.metrics()["pipeline_changelog_failed"] == 1.0
     assert table.data.persisted == []
     assert "a track state was not written to t.changelog: KafkaTimeoutError" in caplog.text
+
+
+class TakeEvents:
+    """A stream's ``take_events``: yields the batches, and acknowledges each (``event.ack()``) when
+    the agent asks for the next one, in a ``finally`` as Faust does."""
+
+    def __init__(self, batches: list[list[EventT[bytes]]]) -> None:
+        self.batches = batches
+
+    def take_events(self, n: int, within: float) -> Any:
+        async def batches() -> Any:
+            for batch in self.batches:
+                try:
+                    yield batch
+                finally:
+                    for e in batch:
+                        e.ack()
+
+        return batches()
+
+
+class GatedBlocks(Blocks):
+    """A block sink whose writes wait for ``gate``; it notes how many run at once."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.running = self.most = 0
+        self.fail = fail
+
+    async def write_all(self, blocks: Sequence[Block]) -> list[tuple[Block, StoreError]]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.gate.wait()
+            if self.fail:
+                raise RuntimeError("the store broke")
+            return await super().write_all(blocks)
+        finally:
+            self.running -= 1
+
+
+APP: Any = type("App", (), {"consumer": None})()
+
+
+def taken(offset: int) -> EventT[bytes]:
+    """A snapshot record as a stream hands it over: one reference, the stream's."""
+    snap = normalise(envelopes(1)[0])
+    msg = Message("t.snapshots", 0, offset, 0.0, 0, None, snap.key.encode(), snap.to_json(), None,
+                  tp=TP("t.snapshots", 0))
+    msg.incref()
+    return cast(EventT[bytes], Event(app=APP, key=msg.key, value=msg.value, headers={}, message=msg))
+
+
+async def test_the_sink_cuts_the_next_batch_while_one_is_written_and_acks_only_written_batches() -> None:
+    producer, counters, blocks = Producer(), Counters(), GatedBlocks()
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters)
+    first, second = [taken(0), taken(1)], [taken(2)]
+    run = agent.run(cast(Any, TakeEvents([first, second])))
+    await run.__anext__()  # the first batch is being written
+    nxt = asyncio.ensure_future(run.__anext__())
+    await asyncio.sleep(0.01)  # take_events acked the first batch and handed the second
+    assert not any(e.message.acked for e in first)  # held: not written yet
+    assert blocks.running == 1
+    blocks.gate.set()
+    await asyncio.wait_for(nxt, 1.0)
+    assert all(e.message.acked for e in first)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [b.positions[0].offset for b in blocks.written] == [0, 2]
+    assert blocks.most == 1  # one write at a time, in order
+    assert not any(e.message.acked for e in second)  # take_events has not acked it yet
+    await run.aclose()
+    assert counters.sunk == 3
+
+
+async def test_a_sink_write_that_fails_stops_the_worker_and_acks_nothing() -> None:
+    producer, counters, blocks = Producer(), Counters(), GatedBlocks(fail=True)
+    failures: list[BaseException] = []
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
+    batch = [taken(0)]
+    run = agent.run(cast(Any, TakeEvents([batch, [taken(1)]])))
+    await run.__anext__()
+    blocks.gate.set()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(run.__anext__(), 1.0)  # the agent ends: the worker is stopping
+    assert [str(f) for f in failures] == ["the store broke"]
+    assert not any(e.message.acked for e in batch)

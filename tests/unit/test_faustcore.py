@@ -16,6 +16,7 @@ import faust.transport.consumer
 import pytest
 from faust.events import Event
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from agents import faustcore
 from agents.faustcore import (
@@ -25,7 +26,8 @@ from agents.faustcore import (
     FaustCompatError,
     PartitionPause,
     check,
-    withhold_acks,
+    hold_acks,
+    release_acks,
 )
 from batchscope import cli
 from pipeline.clickhouse.store import AsyncStore, Store
@@ -435,12 +437,25 @@ def event_on(tp: TP, offset: int) -> Event:
     return Event(app=None, key=b"k", value=b"v", headers={}, message=message(tp, offset))  # type: ignore[arg-type]
 
 
-def test_withheld_events_are_skipped_by_the_final_ack() -> None:
-    events = [event_on(SNAPS, 1), event_on(SNAPS, 2)]
-    withhold_acks(events)
+def test_held_events_are_acknowledged_only_once_released() -> None:
+    """take_events' own ack (``event.ack()``) of a held batch leaves it unacknowledged; the
+    release acknowledges it to the consumer, whichever of the two comes first."""
     consumer = FakeConsumer([SNAPS])
-    assert not any(consumer.ack(e.message) for e in events)
+    app = cast(Any, type("App", (), {"consumer": consumer})())
+    events = [Event(app=app, key=b"k", value=b"v", headers={},
+                    message=ConsumerMessage(SNAPS.topic, SNAPS.partition, offset, 0.0, 0, None, b"k", b"v",
+                                            None, tp=SNAPS))
+              for offset in (1, 2)]
+    for e in events:
+        e.message.incref()  # the stream that took it (Faust's conductor)
+        consumer.hand(e.message)
+    hold_acks(events)
+    events[0].ack()  # take_events, asking for the next batch
     assert consumer._acked_index[SNAPS] == set()
+    release_acks(events)  # the batch is written
+    assert consumer._acked_index[SNAPS] == {1}  # the other still has its stream's reference
+    events[1].ack()
+    assert consumer._acked_index[SNAPS] == {1, 2}
 
 
 def test_versions_names_every_pinned_package() -> None:
