@@ -207,8 +207,10 @@ class PipelineConfig:
     metrics_port: int = bounded(9108, 0, 65_535)
     # most records the sink takes per batch; its insert blocks are cut at offsets aligned to it
     sink_batch_size: int = bounded(1000, 1, 1_000_000)
-    # longest the sink waits for a batch to fill before it writes what it has
-    sink_flush_seconds: float = bounded(1.0, 0, 3_600, above=True)
+    # longest the sink waits for a batch to fill before it writes what it has: a change's delay
+    # into ClickHouse when traffic is light; 0.25 s is at most 4 inserts a second per table and
+    # worker (bench/RESULTS.md, "Worker": 1 s was a second of each drain's tail)
+    sink_flush_seconds: float = bounded(0.25, 0, 3_600, above=True)
     log_level: str = "info"  # debug, info, warning or error
     # The query endpoint's limits (pipeline/clickhouse/queryserver.py), on every query it runs:
     query_timeout: float = bounded(30.0, 0, 3_600, above=True)  # seconds a query may run
