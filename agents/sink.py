@@ -1,8 +1,8 @@
 """The sink agent: snapshots and change events -> ClickHouse, batch by batch (one INSERT per table
-per batch, :meth:`~pipeline.clickhouse.sink.ClickHouseSink.write_all`). ``take_events``
-acknowledges a batch only when the loop asks for the next one, i.e. after every block of it was
-acknowledged by ClickHouse or its records were dead-lettered; a bad snapshot of a record of many
-is a dead letter alone, the record's others are written."""
+per batch, :meth:`~pipeline.clickhouse.sink.ClickHouseSink.write_all`), the next batch cut while
+the last is written. A batch is acknowledged only after every block of it was acknowledged by
+ClickHouse or its records were dead-lettered (:meth:`SinkAgent.run`); a bad snapshot of a record
+of many is a dead letter alone, the record's others are written."""
 
 from __future__ import annotations
 
