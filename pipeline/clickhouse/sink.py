@@ -179,14 +179,7 @@ def read_change(value: bytes) -> dict[str, Any]:
     snapshot = obj.get("snapshot")
     if not isinstance(snapshot, dict):
         raise InvalidRecord("change event: 'snapshot' missing or not an object")
-    unknown = obj.keys() - CHANGE_NAMES
-    if unknown:
-        raise InvalidRecord(f"change event: unexpected field {sorted(unknown)[0]!r}")
-    missing = [name for name in CHANGE_REQUIRED if name not in obj]
-    if missing:
-        raise InvalidRecord(f"change event: missing field {missing[0]!r}")
-    if not isinstance(obj["observed_at"], str):
-        raise InvalidRecord("change event: 'observed_at' is not a string")
+    check_fields(obj, "change event", CHANGE_NAMES, CHANGE_REQUIRED)
     if tuple(snapshot) == SNAPSHOT_FIELDS:
         snapshot_json, status = orjson.dumps(snapshot), snapshot["status"]
     else:
@@ -349,17 +342,23 @@ def check_snapshot(obj: dict[str, Any]) -> dict[str, Any]:
     """A parsed snapshot checked as :meth:`Snapshot.from_json` does (every required field, no
     unknown one) plus a readable ``observed_at``, without building the dataclass: the sink
     stores the snapshot's own JSON."""
-    unknown = obj.keys() - SNAPSHOT_NAMES
+    iso_to_ms(check_fields(obj, "snapshot", SNAPSHOT_NAMES, REQUIRED))  # the latest-state version needs it
+    return obj
+
+
+def check_fields(obj: dict[str, Any], what: str, names: frozenset[str], required: Sequence[str]) -> str:
+    """Refuse an object with a field outside ``names`` or without one of ``required``, or whose
+    ``observed_at`` is not a string (the blocks are cut by its month); its ``observed_at``."""
+    unknown = obj.keys() - names
     if unknown:
-        raise InvalidRecord(f"snapshot: unexpected field {sorted(unknown)[0]!r}")
-    missing = [name for name in REQUIRED if name not in obj]
-    if missing:
-        raise InvalidRecord(f"snapshot: missing field {missing[0]!r}")
+        raise InvalidRecord(f"{what}: unexpected field {sorted(unknown)[0]!r}")
+    missing = next((name for name in required if name not in obj), None)
+    if missing is not None:
+        raise InvalidRecord(f"{what}: missing field {missing!r}")
     observed = obj["observed_at"]
     if not isinstance(observed, str):
-        raise InvalidRecord("snapshot: 'observed_at' is not a string")
-    iso_to_ms(observed)  # the latest-state version needs it: refuse the record here
-    return obj
+        raise InvalidRecord(f"{what}: 'observed_at' is not a string")
+    return observed
 
 
 def refused_letters(block: Block, records: Mapping[Position, Record], reason: str) -> list[Dead]:
