@@ -311,14 +311,14 @@ class ConsumerView:
 
         Faust's fetch loop delivers every record with ``wait_first(callback(message),
         suspend_flow.wait())``: mode makes a task of each of those and of the consumer's stopped
-        and crashed events, waits for the first, and cancels the other three. That is the
-        largest single cost per record in the fetch loop (docs/faust.md, "Tuning"). The
-        delivery almost always finishes without waiting (the stream's queue has room), so the
-        consumer's ``wait_first`` (an instance attribute: the loop looks it up per record) first
-        runs its first coroutine one step: finished, it is the winner and the others, never
-        started, are closed. Only a delivery that must wait (a full queue) races the rest as
-        before, continued from where it stopped. Anything else (a timeout, a stopped or crashed
-        consumer, no coroutine first) goes to mode's own.
+        and crashed events, waits for the first, and cancels the other three, for every record
+        (docs/faust.md, "Delivery without tasks"). The delivery almost always finishes without
+        waiting (the stream's queue has room), so the consumer's ``wait_first`` (an instance
+        attribute: the loop looks it up per record) first runs its first coroutine one step:
+        finished, it is the winner and the others, never started, are closed. Only a delivery
+        that must wait (a full queue) races the rest as before, continued from where it stopped.
+        Anything else (a timeout, a stopped or crashed consumer, no coroutine first) goes to
+        mode's own.
         """
         consumer = self._consumer
         original: Callable[..., Awaitable[Any]] = consumer.wait_first
@@ -370,18 +370,15 @@ class Resumed:
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, yielded = self._coro, self._yielded
         while True:
+            sent, thrown = None, None
             try:
                 sent = yield yielded
             except BaseException as exc:  # noqa: BLE001 (a cancellation too: thrown into the coroutine)
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as finished:
-                    return finished.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as finished:
-                    return finished.value
+                thrown = exc
+            try:
+                yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as finished:
+                return finished.value
 
 
 def _close(coros: Sequence[Any]) -> None:

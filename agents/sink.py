@@ -48,7 +48,7 @@ class SinkAgent:
     changes_topic: str
     dead: DeadLetters
     counters: Counters
-    on_error: Callable[[BaseException], None] = lambda exc: None
+    on_error: Callable[[BaseException], None]
 
     async def run(self, stream: StreamT[bytes]) -> AsyncGenerator[None, None]:
         """Batches are written one at a time, in order, while the next is parsed and cut: a batch
@@ -98,10 +98,10 @@ class SinkAgent:
         for e in ready.batch:
             if not isinstance(e.value, bytes):
                 await self.dead.record(e.message, STAGE, f"expected bytes, got {type(e.value).__name__}")
-        dead = ready.dead
+        dead = list(ready.dead)
         rejected = await self.sink.write_all(ready.blocks)
         for block, exc in rejected:
-            dead = [*dead, *refused_letters(block, ready.records, f"ClickHouse rejected the block: {exc}")]
+            dead += refused_letters(block, ready.records, f"ClickHouse rejected the block: {exc}")
         for one in dead:
             await self.dead.deliver(ready.events[one.pos].message, STAGE, [one.rejected], one.count)
         self.counters.sunk += sum(b.rows for b in ready.blocks) - sum(b.rows for b, _ in rejected)

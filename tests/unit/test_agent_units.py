@@ -169,7 +169,8 @@ class Blocks:
 
 async def test_the_sink_writes_through_its_block_sink_and_dead_letters_what_it_refused() -> None:
     producer, counters, blocks = Producer(), Counters(), Blocks(refuse=1)
-    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters)
+    failures: list[BaseException] = []
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
     one, two = (normalise(e) for e in envelopes(2)[:2])
     batch = [event("t.snapshots", 0, 7, one.key.encode(), one.to_json()),
              event("t.snapshots", 1, 9, two.key.encode(), two.to_json()),
@@ -179,6 +180,7 @@ async def test_the_sink_writes_through_its_block_sink_and_dead_letters_what_it_r
     letters = [orjson.loads(v) for _, _, v, _ in producer.on("t.dlq")]
     assert sorted((x["partition"], x["offset"]) for x in letters) == [(1, 9), (2, 4)]
     assert counters.dead_letters == 2
+    assert failures == []
 
 
 def test_a_failed_changelog_write_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -253,7 +255,8 @@ def taken(offset: int) -> EventT[bytes]:
 
 async def test_the_sink_cuts_the_next_batch_while_one_is_written_and_acks_only_written_batches() -> None:
     producer, counters, blocks = Producer(), Counters(), GatedBlocks()
-    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters)
+    failures: list[BaseException] = []
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
     first, second = [taken(0), taken(1)], [taken(2)]
     run = agent.run(cast(Any, TakeEvents([first, second])))
     await run.__anext__()  # the first batch is being written
@@ -271,6 +274,7 @@ async def test_the_sink_cuts_the_next_batch_while_one_is_written_and_acks_only_w
     assert not any(e.message.acked for e in second)  # take_events has not acked it yet
     await run.aclose()
     assert counters.sunk == 3
+    assert failures == []
 
 
 async def test_a_sink_write_that_fails_stops_the_worker_and_acks_nothing() -> None:

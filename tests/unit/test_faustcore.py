@@ -4,8 +4,10 @@ the fetch wait, and the table's event context, against a fake consumer and a rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -191,15 +193,24 @@ def test_an_incompatible_faust_stops_the_cli_with_one_line(monkeypatch: pytest.M
     assert issubclass(FaustCompatError, BatchscopeError)
 
 
-async def test_a_real_faust_app_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = faust.App("fc-check", broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
+@contextlib.contextmanager
+def real_consumer(name: str) -> Iterator[tuple[faust.App, Any]]:
+    """A Faust app and its own consumer, never started (Faust's books, mode's ``wait_first``);
+    the loop built with the consumer is closed afterwards."""
+    app = faust.App(name, broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
+    consumer: Any = app.consumer
     try:
+        yield app, consumer
+    finally:
+        consumer._thread.thread_loop.close()
+
+
+async def test_a_real_faust_app_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    with real_consumer("fc-check") as (app, _):
         check(app)
         monkeypatch.delattr(faust.transport.consumer.Consumer, "_add_gap")
         with pytest.raises(FaustCompatError, match=r"^Faust consumer Consumer has no attribute '_add_gap': "):
             check(app)
-    finally:
-        cast(Any, app.consumer)._thread.thread_loop.close()  # built with the consumer, never started
 
 
 async def test_faust_counts_a_failed_commit_as_committed_and_the_boundary_forgets_it(
@@ -207,9 +218,7 @@ async def test_faust_counts_a_failed_commit_as_committed_and_the_boundary_forget
     """On Faust's own consumer: ``_commit_offsets`` writes the offsets of a commit its driver
     refused (the group rebalanced) as committed. If a Faust upgrade stops doing so, the first
     assertion says the boundary's repair is no longer needed."""
-    app = faust.App("fc-commit", broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
-    consumer: Any = app.consumer
-    try:
+    with real_consumer("fc-commit") as (app, consumer):
         accepted: list[bool] = []
 
         async def commit(offsets: Any) -> bool:
@@ -237,8 +246,6 @@ async def test_faust_counts_a_failed_commit_as_committed_and_the_boundary_forget
         assert await consumer._commit_offsets({RAW: 41}) is True
         assert consumer._committed_offset[RAW] == 41
         assert failed == [RAW, SNAPS]
-    finally:
-        consumer._thread.thread_loop.close()  # built with the consumer, never started
 
 
 def test_pause_holds_only_the_sinks_partitions() -> None:
@@ -275,12 +282,6 @@ def test_set_fetch_wait_reaches_the_client_the_thread_builds() -> None:
     assert consumer._thread._create_worker_consumer(None)._fetch_max_wait_ms == 10
 
 
-def real_consumer(name: str) -> tuple[faust.App, Any]:
-    """A Faust app and its own consumer (never started): mode's real ``wait_first``."""
-    app = faust.App(name, broker="kafka://127.0.0.1:9", autodiscover=False, web_enabled=False)
-    return app, app.consumer
-
-
 class Counting:
     """Counts the tasks the loop creates meanwhile."""
 
@@ -302,8 +303,7 @@ class Counting:
 
 
 async def test_a_delivery_that_need_not_wait_takes_no_task(recwarn: pytest.WarningsRecorder) -> None:
-    app, consumer = real_consumer("fc-eager")
-    try:
+    with real_consumer("fc-eager") as (app, consumer):
         delivered: list[int] = []
 
         async def deliver(n: int) -> int:
@@ -322,13 +322,10 @@ async def test_a_delivery_that_need_not_wait_takes_no_task(recwarn: pytest.Warni
         assert not result.stopped
         gc.collect()
         assert not [w for w in recwarn if "never awaited" in str(w.message)]
-    finally:
-        consumer._thread.thread_loop.close()
 
 
 async def test_a_delivery_that_waits_is_raced_against_the_flow_from_where_it_stopped() -> None:
-    app, consumer = real_consumer("fc-eager-wait")
-    try:
+    with real_consumer("fc-eager-wait") as (app, consumer):
         ConsumerView(cast(Any, app)).deliver_eagerly()
         room = asyncio.Event()
         steps: list[str] = []
@@ -363,13 +360,10 @@ async def test_a_delivery_that_waits_is_raced_against_the_flow_from_where_it_sto
         consumer.suspend_flow.set()  # a rebalance: the fetch loop stops waiting on the delivery
         await asyncio.wait_for(waiting, 1.0)
         assert cancelled == [True]
-    finally:
-        consumer._thread.thread_loop.close()
 
 
 async def test_an_eager_delivery_that_fails_raises_and_other_calls_are_modes() -> None:
-    app, consumer = real_consumer("fc-eager-fail")
-    try:
+    with real_consumer("fc-eager-fail") as (app, consumer):
         ConsumerView(cast(Any, app)).deliver_eagerly()
 
         async def broken() -> None:
@@ -385,8 +379,6 @@ async def test_an_eager_delivery_that_fails_raises_and_other_calls_are_modes() -
             result = await consumer.wait_first(asyncio.sleep(0))
         assert crashed.tasks == 3
         assert result.stopped
-    finally:
-        consumer._thread.thread_loop.close()
 
 
 def test_the_lean_monitor_keeps_the_statistics_faust_keeps() -> None:
