@@ -11,6 +11,7 @@ that silently stops guarding. ``docs/faust.md`` says why each one is needed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import weakref
@@ -21,7 +22,9 @@ from typing import Any, Protocol, cast
 
 import aiokafka
 import faust.streams
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.structs import TopicPartition
+from faust.exceptions import ConsumerNotStarted
 from faust.sensors import Monitor
 from faust.types import TP, EventT, Message
 from mode.services import WaitResults
@@ -35,9 +38,11 @@ VALIDATED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka":
 # thread: the aiokafka client and its factory; Faust's producer buffer: its limit.
 CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked_messages",
                   "_paused_partitions", "_new_offset", "_commit_offsets", "_add_gap", "_thread", "ack",
-                  "callback", "wait_first", "_stopped", "_crashed")
-THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread")
-AIOKAFKA_START_READS = "_fetch_max_wait_ms"  # AIOKafkaConsumer.start hands it to its Fetcher
+                  "callback", "wait_first", "_stopped", "_crashed", "on_buffer_drop", "resume_partitions")
+THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread", "thread_loop")
+# AIOKafkaConsumer.start hands the first to the Fetcher it builds, and sets the second to it.
+AIOKAFKA_START_READS = ("_fetch_max_wait_ms", "_fetcher")
+FETCHER_INIT_SETS = ("_fetch_waiters",)  # aiokafka's Fetcher: the getmany calls waiting for records
 BUFFER_ATTRS = ("max_messages",)
 # Faust's producer: the step that adds settings to the aiokafka producer it builds, and the
 # aiokafka producer it started.
@@ -97,13 +102,22 @@ def check(app: FaustApp) -> None:
     require(consumer, f"Faust consumer {type(consumer).__name__}", CONSUMER_ATTRS)
     thread = consumer._thread
     require(thread, f"Faust consumer thread {type(thread).__name__}", THREAD_ATTRS)
-    # An instance attribute of a client built only on the consumer thread's loop: the check is
-    # that ``start`` reads it (what builds the Fetcher), from the method's code.
-    start = getattr(aiokafka.AIOKafkaConsumer.start, "__code__", None)
-    if start is None or AIOKAFKA_START_READS not in start.co_names:
-        raise missing("aiokafka AIOKafkaConsumer (as read by start)", AIOKAFKA_START_READS)
+    # Instance attributes of a client built only on the consumer thread's loop: the check is
+    # that ``start`` reads them (what builds the Fetcher), and the Fetcher's ``__init__`` sets
+    # its own, from the methods' code.
+    _names_used(aiokafka.AIOKafkaConsumer.start, "aiokafka AIOKafkaConsumer (as read by start)",
+                AIOKAFKA_START_READS)
+    _names_used(Fetcher.__init__, "aiokafka Fetcher (as set by __init__)", FETCHER_INIT_SETS)
     require(Message, "faust Message", ["acked"])
     require(faust.streams, "faust.streams", STREAMS_ATTRS)
+
+
+def _names_used(function: Callable[..., Any], owner: str, attrs: Sequence[str]) -> None:
+    """Raise :class:`FaustCompatError` for the first of ``attrs`` that ``function``'s code never names."""
+    code = getattr(function, "__code__", None)
+    for attr in attrs:
+        if code is None or attr not in code.co_names:
+            raise missing(owner, attr)
 
 
 @contextlib.contextmanager
@@ -341,6 +355,47 @@ class ConsumerView:
 
         consumer.wait_first = wait_first
 
+    def wake_fetch_on_resume(self) -> None:
+        """Hand a partition's fetched records over as soon as it may be fetched again.
+
+        Faust takes a partition out of its fetch loop's active set while a stream's queue is
+        under pressure (``on_buffer_full``) and puts it back once the queue has drained to 40%
+        (``on_buffer_drop``); ``resume_partitions`` puts back a paused one. The loop's ``getmany``
+        meanwhile waits, on the consumer thread, up to a second for *new* records (aiokafka's
+        fetch waiters), and a partition put back whose records were already fetched brings none:
+        they waited the rest of that second. In a drain the sink's queue of change events passes
+        the mark again and again, and the worker stood idle about a second each time
+        (docs/faust.md, "Partitions put back"). So both steps are followed by a wake of the
+        waiting ``getmany``, which then takes the partition's records at once.
+        """
+        consumer = self._consumer
+        drop: Callable[[TP], None] = consumer.on_buffer_drop
+        resume: Callable[[Any], None] = consumer.resume_partitions
+
+        def on_buffer_drop(tp: TP) -> None:
+            drop(tp)
+            self.wake_fetch()
+
+        def resume_partitions(tps: Any) -> None:
+            resume(tps)
+            self.wake_fetch()
+
+        consumer.on_buffer_drop = on_buffer_drop
+        consumer.resume_partitions = resume_partitions
+
+    def wake_fetch(self) -> None:
+        """End the consumer thread's wait for new records: its ``getmany`` looks at the active
+        partitions' fetched records again. Nothing to do before the consumer has started."""
+        thread = self._consumer._thread
+        loop: asyncio.AbstractEventLoop | None = thread.thread_loop
+        try:
+            client = thread._ensure_consumer()
+        except ConsumerNotStarted:
+            return
+        fetcher = client._fetcher
+        if fetcher is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_wake_waiters, fetcher)
+
     def set_fetch_wait(self, ms: int) -> None:
         """The aiokafka consumer's ``fetch_max_wait_ms`` (Faust hard-codes 1500).
 
@@ -379,6 +434,13 @@ class Resumed:
                 yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
             except StopIteration as finished:
                 return finished.value
+
+
+def _wake_waiters(fetcher: Any) -> None:
+    """On the consumer thread: settle aiokafka's fetch waiters, as a fetch with new records does."""
+    for waiter in list(fetcher._fetch_waiters):
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _close(coros: Sequence[Any]) -> None:

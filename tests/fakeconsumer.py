@@ -42,16 +42,25 @@ class FakeClient:
     def __init__(self) -> None:
         self.group: dict[TopicPartition, int] = {}
         self._fetch_max_wait_ms = 1500  # what Faust passes
+        self._fetcher: FakeFetcher | None = None  # built by start (on the consumer thread)
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.group.get(tp)
 
 
+class FakeFetcher:
+    """aiokafka's Fetcher: the getmany calls waiting for new records."""
+
+    def __init__(self) -> None:
+        self._fetch_waiters: set[asyncio.Future[None]] = set()
+
+
 class FakeThread:
-    """Faust's consumer thread: the aiokafka client, its factory, and calls on its loop."""
+    """Faust's consumer thread: the aiokafka client, its factory, calls on its loop, and the loop."""
 
     def __init__(self) -> None:
         self.client = FakeClient()
+        self.thread_loop: asyncio.AbstractEventLoop | None = None  # the thread's own loop, once started
 
     def _ensure_consumer(self) -> FakeClient:
         return self.client
@@ -82,6 +91,7 @@ class FakeConsumer:
         self.commits_fail = False  # the group rebalanced while a commit ran (aiokafka's "already rebalanced")
         self._stopped = asyncio.Event()
         self._crashed = asyncio.Event()
+        self.put_back: list[TP] = []  # partitions on_buffer_drop put back
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 (mode's signature)
         """mode's, in short: the first coroutine to finish (the fetch loop's use)."""
@@ -159,6 +169,10 @@ class FakeConsumer:
 
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         self._paused_partitions.difference_update(tps)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """A stream's queue drained: Faust puts the partition back in its fetch loop's active set."""
+        self.put_back.append(tp)
 
 
 class FakeApp:

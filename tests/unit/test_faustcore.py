@@ -35,7 +35,7 @@ from batchscope import cli
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import KafkaConfig, PipelineConfig, Settings
 from pipeline.core.errors import BatchscopeError
-from tests.fakeconsumer import FakeApp, FakeConsumer, message
+from tests.fakeconsumer import FakeApp, FakeConsumer, FakeFetcher, message
 
 SNAPS, CHANGES, RAW = TP("p.snapshots", 0), TP("p.changes", 0), TP("p.raw", 0)
 
@@ -72,11 +72,14 @@ def test_every_private_attribute_the_boundary_uses_is_checked() -> None:
         "consumer": set(re.findall(r"(?:\bconsumer|self\._consumer)\.(_[a-z]\w*)", text)),
         "thread": set(re.findall(r"\bthread\.(_[a-z]\w*)", text)),
         "client": set(re.findall(r"\bclient\.(_[a-z]\w*)", text)),
+        "fetcher": set(re.findall(r"\bfetcher\.(_[a-z]\w*)", text)),
         "producer": set(re.findall(r"\bproducer\.(_[a-z]\w*)", text)),
     }
-    assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback", "wait_first"}  # those are public
-    assert used["thread"] == set(THREAD_ATTRS) - {"call_thread"}
-    assert used["client"] == {faustcore.AIOKAFKA_START_READS}
+    assert used["consumer"] == set(CONSUMER_ATTRS) - {"ack", "callback", "wait_first", "on_buffer_drop",
+                                                      "resume_partitions"}  # those are public
+    assert used["thread"] == set(THREAD_ATTRS) - {"call_thread", "thread_loop"}
+    assert used["client"] == set(faustcore.AIOKAFKA_START_READS)
+    assert used["fetcher"] == set(faustcore.FETCHER_INIT_SETS)
     assert used["producer"] == set(faustcore.PRODUCER_ATTRS)
     assert set(re.findall(r"faust\.streams\.(_[a-z]\w*)", text)) == set(faustcore.STREAMS_ATTRS)
 
@@ -467,3 +470,46 @@ def test_faust_without_its_current_event_fails_the_check(monkeypatch: pytest.Mon
     monkeypatch.delattr(faust.streams, "_current_event")
     with pytest.raises(FaustCompatError, match=r"faust\.streams has no attribute '_current_event'"):
         check(FakeApp(FakeConsumer([])))
+
+
+async def test_a_partition_put_back_wakes_the_fetch_loops_wait() -> None:
+    """Faust puts a partition back (its stream's queue drained, or resumed) while the consumer
+    thread's getmany waits for new records: the wait ends, so records already fetched for that
+    partition are handed over now, not when the getmany's second is up."""
+    consumer = FakeConsumer([TP("t", 0)])
+    view = ConsumerView(FakeApp(consumer))
+    view.wake_fetch_on_resume()
+    consumer.on_buffer_drop(TP("t", 0))  # before the consumer thread started: nothing to wake
+    assert consumer.put_back == [TP("t", 0)]
+    loop = asyncio.get_running_loop()
+    consumer._thread.thread_loop = loop  # the consumer thread's loop (here the test's own)
+    fetcher = consumer._thread.client._fetcher = FakeFetcher()
+    def drained() -> None:
+        consumer.on_buffer_drop(TP("t", 0))
+
+    def resumed() -> None:
+        view.resume({TP("t", 0)})
+
+    for put_back in (drained, resumed):
+        waiter: asyncio.Future[None] = loop.create_future()
+        fetcher._fetch_waiters.add(waiter)
+        put_back()
+        await asyncio.sleep(0)  # call_soon_threadsafe: on the thread's next turn
+        assert waiter.done()
+        fetcher._fetch_waiters.clear()
+    assert consumer.put_back == [TP("t", 0)] * 2  # Faust's own step still runs
+
+
+async def test_faust_puts_a_partition_back_through_the_wrapped_step() -> None:
+    """On Faust's own consumer (never started): the wrapped ``on_buffer_drop`` still puts the
+    partition back in the fetch loop's active set, and waking before the start is a no-op."""
+    with real_consumer("fc-wake") as (app, consumer):
+        ConsumerView(app).wake_fetch_on_resume()
+        tp = TP("t", 0)
+        consumer._set_active_tps({tp})
+        consumer.on_buffer_full(tp)
+        assert tp not in consumer._get_active_partitions()
+        consumer.on_buffer_drop(tp)
+        assert tp in consumer._get_active_partitions()
+        consumer.resume_partitions({tp})
+        assert tp in consumer._get_active_partitions()
