@@ -48,6 +48,7 @@ AGENTS = ("normalise", "track", "sink")
 MAX_RECORD = 512 * 1024
 PRODUCER_BATCH = 512 * 1024  # bytes per partition batch (aiokafka's default: 16 KB)
 PRODUCER_BUFFER = 10_000  # table changelog records queued before the fetch loop waits (Faust: 100)
+COMMIT_INTERVAL = 0.25  # seconds between commits: the last records of a burst commit this soon (Faust: 2.8)
 
 
 def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = AGENTS,
@@ -63,6 +64,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     check(app)  # every private Faust attribute the guards use, before any record is handled
     consumer.set_fetch_wait(k.fetch_wait_ms)
     consumer.deliver_eagerly()
+    consumer.wake_fetch_on_resume()
     size_producer_buffer(app, PRODUCER_BUFFER)
     idempotent_producer(app)
     counters = Counters()
@@ -93,13 +95,14 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
-        dropped = normalise.in_flight.drop()  # their new owner reads them again
+        dropped = normalise.in_flight.drop() + sinking.forget()  # their new owner reads them again
         if track is not None:
             dropped += track.in_flight.drop()
             track.forget()
         normalise.forget()
         if dropped:
-            log.info("partitions revoked: %d records in flight left to their new owner", dropped)
+            log.info("partitions revoked: %d records (and sink batches) in flight left to their new owner",
+                     dropped)
 
     @app.on_partitions_assigned.connect
     async def _guard_acks(sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -164,7 +167,7 @@ def new_app(settings: Settings, group: str | None = None) -> faust.App:
         datadir=str(settings.pipeline.data_path / "faust"),
         table_cleanup_interval=60.0,
         stream_wait_empty=False,
-        broker_commit_interval=1.0,
+        broker_commit_interval=COMMIT_INTERVAL,
         # No on_leader timers here: the always-empty leader topic only made fetches wait.
         topic_disable_leader=True,
         Monitor=LeanMonitor,  # Faust's statistics, without two weak-key lookups per event

@@ -8,6 +8,14 @@ writes: a state reaches the changelog only after the change events it made) and 
 acknowledged; then the next. So the committed offset never passes a record whose outputs could
 still be lost, and a crash replays it from the older state, with the same event ids.
 
+The records ready at once are released together: each one's follow-up runs, then the agent's
+``before_ack`` (given to :meth:`InFlight.bind`) once for them all, then their acknowledgements.
+The track agent's follow-up hands the record's states to the producer, and its ``before_ack``
+waits until they are in the producer's queue (where Faust's flush before a commit covers them):
+one wait a release, not one a record. A wait a record held the queue to one record per produce
+request, and the track agent waited on a full queue for seconds while the normalise agent's large
+snapshot records filled the requests.
+
 A delivery that fails stops the worker (like a failed Faust send): its records are read again.
 When partitions are revoked, what is queued is dropped, neither written nor acknowledged: the
 partitions' new owner reads those records again from the committed offset.
@@ -45,6 +53,7 @@ class InFlight(Generic[E]):
         self._limit = limit
         self._queue: deque[Pending[E]] = deque()
         self._ack: Callable[[E], Awaitable[Any]] | None = None
+        self._before_ack: Callable[[], Awaitable[None]] | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -52,9 +61,12 @@ class InFlight(Generic[E]):
     def __len__(self) -> int:
         return len(self._queue)
 
-    def bind(self, ack: Callable[[E], Awaitable[Any]]) -> None:
-        """The acknowledgement of the (manually acked) stream; starts the releasing task."""
+    def bind(self, ack: Callable[[E], Awaitable[Any]],
+             before_ack: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The acknowledgement of the (manually acked) stream, and what runs before the records
+        released together are acknowledged; starts the releasing task."""
         self._ack = ack
+        self._before_ack = before_ack
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
 
@@ -77,8 +89,10 @@ class InFlight(Generic[E]):
 
     async def release(self) -> None:
         """Acknowledge, in order, the records at the head whose outputs were all delivered
-        (the releasing task's work; raises the first failed delivery)."""
+        (the releasing task's work; raises the first failed delivery). Each one's follow-up runs
+        first, then ``before_ack`` once, then the acknowledgements."""
         queue = self._queue
+        released: list[E] = []
         while queue and queue[0].delivered.done():
             entry = queue.popleft()
             if entry.delivered.cancelled():
@@ -90,8 +104,14 @@ class InFlight(Generic[E]):
                 failed = next((r for r in results if isinstance(r, BaseException)), None)
                 if failed is not None:
                     raise failed
-            assert self._ack is not None, "bind() the stream before records are added"
-            await self._ack(entry.event)
+            released.append(entry.event)
+        if not released:
+            return
+        if self._before_ack is not None:
+            await self._before_ack()
+        assert self._ack is not None, "bind() the stream before records are added"
+        for event in released:
+            await self._ack(event)
 
     async def _run(self) -> None:
         while True:

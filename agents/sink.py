@@ -1,15 +1,15 @@
 """The sink agent: snapshots and change events -> ClickHouse, batch by batch (one INSERT per table
-per batch, :meth:`~pipeline.clickhouse.sink.ClickHouseSink.write_all`), the next batch cut while
-the last is written. A batch is acknowledged only after every block of it was acknowledged by
-ClickHouse or its records were dead-lettered (:meth:`SinkAgent.run`); a bad snapshot of a record
-of many is a dead letter alone, the record's others are written."""
+per batch, :meth:`~pipeline.clickhouse.sink.ClickHouseSink.write_all`) by the agent's writer, the
+next batch cut while the last is written. A batch is acknowledged only after every block of it
+was acknowledged by ClickHouse or its records were dead-lettered (:meth:`SinkAgent.run`); a bad
+snapshot of a record of many is a dead letter alone, the record's others are written."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from faust.streams import Stream
@@ -23,6 +23,7 @@ from pipeline.clickhouse.sink import Block, BlockSink, Dead, Position, Record, c
 log = logging.getLogger(__name__)
 
 STAGE = "sink"
+AHEAD = 4  # batches that may wait for the sink's writer
 
 
 @dataclass(slots=True)
@@ -49,35 +50,81 @@ class SinkAgent:
     dead: DeadLetters
     counters: Counters
     on_error: Callable[[BaseException], None]
+    _waiting: asyncio.Queue[Sequence[EventT[bytes]]] = field(
+        default_factory=lambda: asyncio.Queue(AHEAD), init=False, repr=False)  # batches for the writer
+    _failed: bool = field(default=False, init=False, repr=False)  # a write failed: the worker is stopping
 
     async def run(self, stream: StreamT[bytes]) -> AsyncGenerator[None, None]:
-        """Batches are written one at a time, in order, while the next is parsed and cut: a batch
-        is made ready while ClickHouse inserts the one before (on the store's thread). Its events
-        are held (:func:`~agents.faustcore.hold_acks`) when it arrives, so ``take_events``' own
-        acknowledgement, when the loop asks for the next batch, leaves them unacknowledged; they
-        are released once the batch is written. A batch whose write never finished (the worker
-        stopped, say while ClickHouse was down) is read again by the next owner."""
+        """Batches are written one at a time, in order, by the agent's writer
+        (:meth:`write_from`), while the next is parsed and cut. The agent only hands each batch
+        over and asks for the next at once: ``take_events`` fills its buffer only while the agent
+        is not holding a batch, so an agent that waited for a write there let Faust's queue fill,
+        and Faust then stopped fetching the snapshots and change events, the track agent's input
+        too. At most :data:`AHEAD` batches wait; beyond that the agent waits (the backpressure).
+
+        A batch's events are held (:func:`~agents.faustcore.hold_acks`) when it arrives, so
+        ``take_events``' own acknowledgement, when the loop asks for the next batch, leaves them
+        unacknowledged; they are released once the batch is written. A batch whose write never
+        finished (the worker stopped, say while ClickHouse was down) is read again by the next owner."""
         batches = cast(Stream[bytes], stream).take_events(self.batch_size, within=self.within)
-        writing: asyncio.Future[None] | None = None
+        writer = asyncio.ensure_future(self.write_from(self._waiting))
+        writer.add_done_callback(self._written)
         try:
             async for batch in batches:
                 hold_acks(batch)
-                prepared = self.prepare(batch)
+                if not await self._hand(batch, writer):
+                    return  # the writer stopped on a failed write (reported by _written)
+                yield None
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _hand(self, batch: Sequence[EventT[bytes]], writer: asyncio.Future[None]) -> bool:
+        """Queue ``batch`` for the writer, waiting while :data:`AHEAD` batches wait; False once a
+        write failed or the writer stopped."""
+        if self._failed or writer.done():
+            return False
+        if not self._waiting.full():
+            self._waiting.put_nowait(batch)
+            return True
+        put = asyncio.ensure_future(self._waiting.put(batch))
+        await asyncio.wait([put, writer], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            return False
+        return True
+
+    async def write_from(self, waiting: asyncio.Queue[Sequence[EventT[bytes]]]) -> None:
+        """The writer: each batch from ``waiting`` parsed and cut while the one before is written
+        (on the store's thread), then written; returns after a failed write."""
+        writing: asyncio.Future[None] | None = None
+        try:
+            while True:
+                prepared = self.prepare(await waiting.get())
                 if writing is not None:
                     await asyncio.wait([writing])
                     if writing.cancelled() or writing.exception() is not None:
                         return  # reported by _written: the worker stops
                 writing = asyncio.ensure_future(self.finish(prepared, release=True))
                 writing.add_done_callback(self._written)
-                yield None
         finally:
             if writing is not None and not writing.done():
                 writing.cancel()
                 await asyncio.gather(writing, return_exceptions=True)
 
+    def forget(self) -> int:
+        """Partitions were revoked: the batches still waiting are dropped, neither written nor
+        acknowledged (their partitions' new owner reads them again); how many."""
+        dropped = 0
+        while not self._waiting.empty():
+            self._waiting.get_nowait()
+            dropped += 1
+        return dropped
+
     def _written(self, writing: asyncio.Future[None]) -> None:
         if not writing.cancelled() and (exc := writing.exception()) is not None:
             log.error("the sink could not write a batch: %r; stopping", exc)
+            self._failed = True
             self.on_error(exc)
 
     async def write(self, batch: Sequence[EventT[bytes]]) -> None:

@@ -68,6 +68,7 @@ class TrackAgent:
     redelivery: Redelivery
     counters: Counters
     pending: dict[bytes, bytes] = field(default_factory=dict)  # states whose events are on their way
+    unhanded: set[int] = field(default_factory=set)  # partitions with states not yet in the producer's queue
 
     def forget(self) -> None:
         """Partitions were revoked: their records (and so their pending states) go to a new owner."""
@@ -76,7 +77,7 @@ class TrackAgent:
     async def run(self, stream: StreamT[bytes]) -> None:
         """The agent (a coroutine: see :meth:`agents.normalise.NormaliseAgent.run`)."""
         manual = cast(Stream[bytes], stream).noack()
-        self.in_flight.bind(manual.ack)
+        self.in_flight.bind(manual.ack, self.all_handed)
         async for event in manual.events():
             verdict = await self.redelivery.admit(STAGE, event.message)
             if verdict is Verdict.DONE:
@@ -173,8 +174,15 @@ class TrackAgent:
                     noted = sent
                 if self.pending.get(key) is value:
                     del self.pending[key]
-        if noted is not None:  # before the acknowledgement: Faust's flush before a commit covers them
-            await self.handed(self.changelog, partition)
+        if noted is not None:  # handed before the acknowledgement (all_handed)
+            self.unhanded.add(partition)
+
+    async def all_handed(self) -> None:
+        """Before the records settled together are acknowledged: until their states are in the
+        producer's queue, where Faust's flush before a commit covers them (a commit never passes
+        a state that is not on its way to the changelog)."""
+        while self.unhanded:
+            await self.handed(self.changelog, self.unhanded.pop())
 
     def persisted(self, fut: asyncio.Future[Any]) -> None:
         """A changelog record delivered: the store notes its offset (RocksDB reads the changelog

@@ -17,7 +17,7 @@ from faust.types import TP, EventT, Message
 from agents.counters import Counters
 from agents.deadletters import DeadLetters
 from agents.normalise import NormaliseAgent
-from agents.sink import SinkAgent
+from agents.sink import AHEAD, SinkAgent
 from agents.track import TrackAgent
 from pipeline.clickhouse.sink import Block
 from pipeline.core.codec import ORJSON
@@ -131,8 +131,13 @@ async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_d
     assert agent.pending == {}
     [(_, changelog_key, _, changelog_partition)] = producer.on("t.changelog")
     assert (changelog_key, changelog_partition) == (key, partition)
-    # Before the record is acknowledged, the changelog record is in the producer's queue.
+    # Before the record is acknowledged (the in-flight queue's before_ack, once for the records
+    # settled together), the changelog record is in the producer's queue.
+    assert producer.handed_at == []
+    assert agent.unhanded == {partition}
+    await agent.all_handed()
     assert producer.handed_at == [("t.changelog", partition, len(producer.sent))]
+    assert agent.unhanded == set()
     await asyncio.sleep(0)  # the delivery callback
     assert [tp.partition for tp, _ in table.data.persisted] == [partition]
 
@@ -253,28 +258,54 @@ def taken(offset: int) -> EventT[bytes]:
     return cast(EventT[bytes], Event(app=APP, key=msg.key, value=msg.value, headers={}, message=msg))
 
 
-async def test_the_sink_cuts_the_next_batch_while_one_is_written_and_acks_only_written_batches() -> None:
+async def test_the_sink_asks_for_the_next_batch_while_one_is_written_and_acks_only_written_batches() -> None:
     producer, counters, blocks = Producer(), Counters(), GatedBlocks()
     failures: list[BaseException] = []
     agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
     first, second = [taken(0), taken(1)], [taken(2)]
     run = agent.run(cast(Any, TakeEvents([first, second])))
-    await run.__anext__()  # the first batch is being written
-    nxt = asyncio.ensure_future(run.__anext__())
-    await asyncio.sleep(0.01)  # take_events acked the first batch and handed the second
-    assert not any(e.message.acked for e in first)  # held: not written yet
+    await run.__anext__()  # the first batch is handed to the writer
+    # The agent takes the next batch at once, while the first is written: take_events keeps filling
+    # its buffer only while the agent is not holding a batch.
+    await asyncio.wait_for(run.__anext__(), 1.0)
+    await turns(5)
     assert blocks.running == 1
+    assert not any(e.message.acked for e in first)  # take_events acked it, but it is held: not written yet
     blocks.gate.set()
-    await asyncio.wait_for(nxt, 1.0)
+    await turns(10)
     assert all(e.message.acked for e in first)
-    for _ in range(5):
-        await asyncio.sleep(0)
     assert [b.positions[0].offset for b in blocks.written] == [0, 2]
     assert blocks.most == 1  # one write at a time, in order
-    assert not any(e.message.acked for e in second)  # take_events has not acked it yet
-    await run.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await run.__anext__()
+    assert all(e.message.acked for e in second)  # written, and acked by take_events at the end
     assert counters.sunk == 3
     assert failures == []
+
+
+async def test_the_sink_waits_once_its_writer_has_ahead_batches_waiting_and_forget_drops_them() -> None:
+    producer, counters, blocks = Producer(), Counters(), GatedBlocks()
+    failures: list[BaseException] = []
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
+    batches = [[taken(i)] for i in range(AHEAD + 3)]
+    run = agent.run(cast(Any, TakeEvents(batches)))
+    for _ in range(AHEAD + 2):  # one being written, one cut and waiting for it, AHEAD in the queue
+        await asyncio.wait_for(run.__anext__(), 1.0)
+        await turns(5)
+    blocked = asyncio.ensure_future(run.__anext__())
+    await turns(10)
+    assert not blocked.done()  # the backpressure: the agent waits, Faust's queue fills
+    assert agent.forget() == AHEAD  # revoked: the waiting batches are left to the new owner
+    await asyncio.wait_for(blocked, 1.0)  # room again
+    await run.aclose()
+    assert blocks.written == []
+    assert not any(e.message.acked for batch in batches[2:2 + AHEAD] for e in batch)
+    assert failures == []
+
+
+async def turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 async def test_a_sink_write_that_fails_stops_the_worker_and_acks_nothing() -> None:
@@ -282,10 +313,11 @@ async def test_a_sink_write_that_fails_stops_the_worker_and_acks_nothing() -> No
     failures: list[BaseException] = []
     agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
     batch = [taken(0)]
-    run = agent.run(cast(Any, TakeEvents([batch, [taken(1)]])))
+    run = agent.run(cast(Any, TakeEvents([batch, [taken(1)], [taken(2)]])))
     await run.__anext__()
     blocks.gate.set()
-    with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(run.__anext__(), 1.0)  # the agent ends: the worker is stopping
+    await turns(10)  # the write fails and the writer stops
     assert [str(f) for f in failures] == ["the store broke"]
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(run.__anext__(), 1.0)  # the next batch finds it stopped: the agent ends
     assert not any(e.message.acked for e in batch)

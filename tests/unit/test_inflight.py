@@ -115,3 +115,41 @@ async def test_drop_forgets_what_is_queued() -> None:
     await settle()
     assert acks.acked == []
     await queue.stop()
+
+
+async def test_records_ready_together_run_their_follow_ups_then_one_before_ack_then_their_acks() -> None:
+    """The track agent's wait for its states to reach the producer's queue runs once for the
+    records released together, after their follow-ups and before any of their acknowledgements."""
+    errors: list[BaseException] = []
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def ack(event: str) -> None:
+        order.append(f"ack {event}")
+
+    async def before_ack() -> None:
+        order.append("before_ack")
+        await gate.wait()
+
+    def then(name: str) -> Any:
+        async def follow_up(results: list[Any]) -> None:
+            order.append(f"then {name}")
+        return follow_up
+
+    queue = InFlight[str](errors.append)
+    queue.bind(ack, before_ack)
+    outputs = [future(), future(), future()]
+    for name, out in zip(("e1", "e2", "e3"), outputs, strict=True):
+        await queue.add(name, [out], then(name))
+    outputs[1].set_result("b")
+    outputs[0].set_result("a")  # e1 and e2 are ready together, e3 is not
+    await settle()
+    assert order == ["then e1", "then e2", "before_ack"]  # no ack while before_ack waits
+    gate.set()
+    await settle()
+    assert order == ["then e1", "then e2", "before_ack", "ack e1", "ack e2"]
+    outputs[2].set_result("c")
+    await settle()
+    assert order[5:] == ["then e3", "before_ack", "ack e3"]
+    assert errors == []
+    await queue.stop()
