@@ -385,7 +385,8 @@ class ConsumerView:
 
     def wake_fetch(self) -> None:
         """End the consumer thread's wait for new records: its ``getmany`` looks at the active
-        partitions' fetched records again. Nothing to do before the consumer has started."""
+        partitions' fetched records again. Nothing to do before the consumer has started, or once
+        its thread's loop has closed."""
         thread = self._consumer._thread
         loop: asyncio.AbstractEventLoop | None = thread.thread_loop
         try:
@@ -393,7 +394,9 @@ class ConsumerView:
         except ConsumerNotStarted:
             return
         fetcher = client._fetcher
-        if fetcher is not None and loop is not None and not loop.is_closed():
+        if fetcher is None or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the thread's loop closed meanwhile: the worker is stopping
             loop.call_soon_threadsafe(_wake_waiters, fetcher)
 
     def set_fetch_wait(self, ms: int) -> None:

@@ -498,6 +498,10 @@ async def test_a_partition_put_back_wakes_the_fetch_loops_wait() -> None:
         assert waiter.done()
         fetcher._fetch_waiters.clear()
     assert consumer.put_back == [TP("t", 0)] * 2  # Faust's own step still runs
+    closed = asyncio.new_event_loop()
+    closed.close()
+    consumer._thread.thread_loop = closed  # the worker is stopping: nothing to wake, no error
+    drained()
 
 
 async def test_faust_puts_a_partition_back_through_the_wrapped_step() -> None:
