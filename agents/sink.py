@@ -88,11 +88,13 @@ class SinkAgent:
             self._waiting.put_nowait(batch)
             return True
         put = asyncio.ensure_future(self._waiting.put(batch))
-        await asyncio.wait([put, writer], return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-            return False
-        return True
+        try:
+            await asyncio.wait([put, writer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            queued = put.done()
+            if not queued:  # the writer stopped, or the agent is cancelled: the batch is not queued
+                put.cancel()
+        return queued
 
     async def write_from(self, waiting: asyncio.Queue[Sequence[EventT[bytes]]]) -> None:
         """The writer: each batch from ``waiting`` parsed and cut while the one before is written

@@ -303,6 +303,24 @@ async def test_the_sink_waits_once_its_writer_has_ahead_batches_waiting_and_forg
     assert failures == []
 
 
+async def test_a_sink_waiting_for_room_ends_when_the_write_fails() -> None:
+    producer, counters, blocks = Producer(), Counters(), GatedBlocks(fail=True)
+    failures: list[BaseException] = []
+    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append)
+    batches = [[taken(i)] for i in range(AHEAD + 3)]
+    run = agent.run(cast(Any, TakeEvents(batches)))
+    for _ in range(AHEAD + 2):
+        await asyncio.wait_for(run.__anext__(), 1.0)
+        await turns(5)
+    blocked = asyncio.ensure_future(run.__anext__())
+    await turns(5)
+    blocks.gate.set()  # the first write fails: the writer stops, the agent stops waiting for room
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(blocked, 1.0)
+    assert [str(f) for f in failures] == ["the store broke"]
+    assert not any(e.message.acked for batch in batches for e in batch)
+
+
 async def turns(n: int) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
