@@ -95,14 +95,15 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         sink.forget()  # another worker may write these partitions now
-        dropped = normalise.in_flight.drop() + sinking.forget()  # their new owner reads them again
+        dropped = normalise.in_flight.drop()  # their new owner reads them again
+        batches = sinking.forget()
         if track is not None:
             dropped += track.in_flight.drop()
             track.forget()
         normalise.forget()
-        if dropped:
-            log.info("partitions revoked: %d records (and sink batches) in flight left to their new owner",
-                     dropped)
+        if dropped or batches:
+            log.info("partitions revoked: %d records and %d sink batches in flight left to their new owner",
+                     dropped, batches)
 
     @app.on_partitions_assigned.connect
     async def _guard_acks(sender: Any, /, *args: Any, **kwargs: Any) -> None:

@@ -67,7 +67,7 @@ class SinkAgent:
         unacknowledged; they are released once the batch is written. A batch whose write never
         finished (the worker stopped, say while ClickHouse was down) is read again by the next owner."""
         batches = cast(Stream[bytes], stream).take_events(self.batch_size, within=self.within)
-        writer = asyncio.ensure_future(self.write_from(self._waiting))
+        writer = asyncio.ensure_future(self.write_from())
         writer.add_done_callback(self._written)
         try:
             async for batch in batches:
@@ -96,13 +96,13 @@ class SinkAgent:
                 put.cancel()
         return queued
 
-    async def write_from(self, waiting: asyncio.Queue[Sequence[EventT[bytes]]]) -> None:
-        """The writer: each batch from ``waiting`` parsed and cut while the one before is written
-        (on the store's thread), then written; returns after a failed write."""
+    async def write_from(self) -> None:
+        """The writer: each batch handed over parsed and cut while the one before is written (on
+        the store's thread), then written; returns after a failed write."""
         writing: asyncio.Future[None] | None = None
         try:
             while True:
-                prepared = self.prepare(await waiting.get())
+                prepared = self.prepare(await self._waiting.get())
                 if writing is not None:
                     await asyncio.wait([writing])
                     if writing.cancelled() or writing.exception() is not None:
@@ -129,10 +129,6 @@ class SinkAgent:
             self._failed = True
             self.on_error(exc)
 
-    async def write(self, batch: Sequence[EventT[bytes]]) -> None:
-        """Write one batch; its dead letters are with the broker when this returns."""
-        await self.finish(self.prepare(batch))
-
     def prepare(self, batch: Sequence[EventT[bytes]]) -> Prepared:
         """Parse and cut a batch (no I/O)."""
         events = {_position(e): e for e in batch}
@@ -142,8 +138,8 @@ class SinkAgent:
         return Prepared(batch, events, records, blocks, dead)
 
     async def finish(self, ready: Prepared, *, release: bool = False) -> None:
-        """Write a prepared batch and deliver its dead letters; then, with ``release``, let its
-        events be acknowledged."""
+        """Write a prepared batch and deliver its dead letters (with the broker when this returns);
+        then, with ``release``, let its events be acknowledged."""
         for e in ready.batch:
             if not isinstance(e.value, bytes):
                 await self.dead.record(e.message, STAGE, f"expected bytes, got {type(e.value).__name__}")

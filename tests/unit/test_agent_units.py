@@ -180,7 +180,7 @@ async def test_the_sink_writes_through_its_block_sink_and_dead_letters_what_it_r
     batch = [event("t.snapshots", 0, 7, one.key.encode(), one.to_json()),
              event("t.snapshots", 1, 9, two.key.encode(), two.to_json()),
              event("t.snapshots", 2, 4, b"s/d", {"not": "bytes"})]
-    await agent.write(batch)
+    await agent.finish(agent.prepare(batch))
     assert {b.partition[1] for b in blocks.written} == {0, 1}
     letters = [orjson.loads(v) for _, _, v, _ in producer.on("t.dlq")]
     assert sorted((x["partition"], x["offset"]) for x in letters) == [(1, 9), (2, 4)]
