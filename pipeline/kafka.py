@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
@@ -50,7 +50,15 @@ LOGGED_KEY = 120  # characters of a refused envelope's key in a log line
 
 
 class KafkaUnavailable(BatchscopeError):
+    """Kafka could not be reached. ``delivered``: the indexes of the envelopes of the failed
+    :meth:`Publisher.publish` call the broker acknowledged all the same (sending them again would
+    store them twice)."""
+
     retriable = True
+
+    def __init__(self, message: str, delivered: Collection[int] = ()) -> None:
+        super().__init__(message)
+        self.delivered = frozenset(delivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +272,10 @@ class Publisher:
             sent.append((record, future))
         outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, REFUSED)]
-        if failed:
-            raise _unavailable(self._topic, failed[0])
+        if failed:  # the records the broker did acknowledge are not to be sent again
+            delivered = [i for (record, _), outcome in zip(sent, outcomes, strict=True)
+                         if not isinstance(outcome, BaseException) for i in record.members]
+            raise _unavailable(self._topic, failed[0], delivered)
         for (record, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, REFUSED):
                 refused.extend(await self._unpacked(envelopes, record, outcome, alone=False))
@@ -347,5 +357,5 @@ def _record(envelope: Envelope) -> tuple[Envelope, bytes, bytes]:
     return envelope, envelope.key.encode(), envelope.to_json()
 
 
-def _unavailable(topic: str, exc: BaseException) -> KafkaUnavailable:
-    return KafkaUnavailable(f"publishing to {topic} failed: {exc!r}")
+def _unavailable(topic: str, exc: BaseException, delivered: Collection[int] = ()) -> KafkaUnavailable:
+    return KafkaUnavailable(f"publishing to {topic} failed: {exc!r}", delivered)

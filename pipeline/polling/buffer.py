@@ -8,7 +8,9 @@ waits for room: the poller pauses rather than drop an observation it would never
 A delivery that outlasts ``timeout`` is not abandoned: its records are in the producer's queue
 and land when the broker is back, so the next attempt waits on that same delivery instead of
 sending the chunk again (a second send would store every observation of it twice). The chunk is
-sent again only once its delivery has failed.
+sent again only once its delivery has failed, and then without the envelopes the broker
+acknowledged before it failed (:attr:`KafkaUnavailable.delivered <pipeline.kafka.KafkaUnavailable>`):
+a broker killed mid-chunk used to get the whole chunk again, and the part it had stored twice.
 
 Only Kafka being unreachable holds the buffer: an envelope Kafka refuses for itself (too large) is
 dead-lettered or dropped by the publisher (:class:`pipeline.kafka.Publisher`), and the envelopes
@@ -25,6 +27,7 @@ from typing import Protocol
 
 from pipeline.core.errors import BatchscopeError
 from pipeline.core.models import Envelope
+from pipeline.kafka import KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,21 @@ class BufferedPublisher:
         if not done:
             raise TimeoutError(f"{self._chunk} observations unacknowledged after {self._timeout:.0f} s")
         delivery, self._delivery = self._delivery, None
-        delivery.result()
+        try:
+            delivery.result()
+        except KafkaUnavailable as exc:
+            self._forget_delivered(exc.delivered)
+            raise
         return self._chunk
+
+    def _forget_delivered(self, delivered: frozenset[int]) -> None:
+        """Drop from the oldest chunk the envelopes (by index in it) the broker acknowledged
+        before the chunk failed; the others stay at the head, in order."""
+        if not delivered:
+            return
+        chunk = [self._pending.popleft() for _ in range(self._chunk)]
+        self._pending.extendleft(reversed([e for i, e in enumerate(chunk) if i not in delivered]))
+        self._room.set()
 
     def _unhealthy(self, exc: Exception) -> None:
         if self.healthy:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
+from pipeline.config import KafkaConfig
 from pipeline.core.errors import BatchscopeError
 from pipeline.core.models import Envelope
+from pipeline.core.records import partition_of
+from pipeline.kafka import KafkaUnavailable, Publisher
 from pipeline.polling.buffer import BufferedPublisher
 
 
@@ -151,3 +156,52 @@ async def test_stop_abandons_a_delivery_still_unanswered() -> None:
     await buffer.stop()
     assert buffer.pending == 1
     assert kafka.sent == []
+
+
+class PartlyDelivered:
+    """A broker killed mid-chunk: the first publish stores some envelopes, then fails."""
+
+    def __init__(self, stored: set[int]) -> None:
+        self.stored = stored
+        self.calls: list[list[str]] = []
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        self.calls.append([e.payload["id"] for e in envelopes])
+        if len(self.calls) == 1:
+            raise KafkaUnavailable("broker killed", delivered=self.stored)
+
+
+async def test_a_chunk_that_failed_part_way_is_sent_again_without_what_the_broker_stored() -> None:
+    kafka = PartlyDelivered({0, 2})
+    buffer = BufferedPublisher(kafka, retry_every=0.01)
+    await buffer.start()
+    await buffer.publish(envs("a", "b", "c", "d"))
+    assert not healthy(buffer)
+    assert buffer.pending == 2  # "a" and "c" are stored: held no more
+    await drained(buffer, 100)
+    await buffer.stop()
+    assert kafka.calls == [["a", "b", "c", "d"], ["b", "d"]]  # the rest, in order, once
+    assert buffer.pending == 0
+
+
+class HalfBroker:
+    """An aiokafka producer whose records for partition 0 land and for partition 1 time out."""
+
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if partition == 0:
+            future.set_result(object())
+        else:
+            future.set_exception(KafkaTimeoutError())
+        return future
+
+
+async def test_a_publish_that_fails_part_way_names_the_envelopes_the_broker_stored() -> None:
+    publisher = Publisher(KafkaConfig(partitions=2))
+    publisher._producer = cast(Any, HalfBroker())
+    envelopes = envs(*(f"b{i}" for i in range(12)))
+    on_0 = {i for i, e in enumerate(envelopes) if partition_of(e.key.encode(), 2) == 0}
+    assert 0 < len(on_0) < len(envelopes)  # both partitions are in the page
+    with pytest.raises(KafkaUnavailable) as failed:
+        await publisher.publish(envelopes)
+    assert failed.value.delivered == on_0
