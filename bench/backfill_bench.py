@@ -43,7 +43,7 @@ from typing import Any
 from bench import baseline
 from bench.baseline import Tree
 from bench.report import save
-from bench.worker_bench import DRAINED, Command, free_port, group_done, snapshot_rows, wait_port
+from bench.worker_bench import DRAINED, Command, free_port, snapshot_rows, wait_port
 from bench.worker_bench import write_config as services_config
 from pipeline.clickhouse.queries import query_running
 from pipeline.config import KafkaConfig, SourceConfig
@@ -52,6 +52,7 @@ from pipeline.kafka import ensure_topics
 from tests.support.kafka import (
     FAST_GROUP,
     PARTITIONS,
+    CommitWatch,
     delete_topics,
     first_timestamp,
     last_timestamp,
@@ -185,17 +186,23 @@ def observations_total(metrics: str) -> int:
 def wait_services(args: argparse.Namespace, poll: Command, worker: Command, metrics_port: int, want: int,
                   group: str, kafka: KafkaConfig) -> float:
     """The wall time the group was seen drained after the poller published ``want`` observations."""
+    return asyncio.run(watch_services(args.bootstrap, poll, worker, metrics_port, want, group,
+                                      [kafka.topic(t) for t in DRAINED]))
+
+
+async def watch_services(bootstrap: str, poll: Command, worker: Command, metrics_port: int, want: int,
+                         group: str, topics: list[str]) -> float:
     deadline = time.monotonic() + TIMEOUT
-    topics = [kafka.topic(t) for t in DRAINED]
-    while time.monotonic() < deadline:
-        for proc in (poll, worker):
-            if not proc.alive():
-                raise proc.fail("exited during the backfill")
-        if (published(metrics_port) or 0) >= want:
-            done = asyncio.run(group_done(args.bootstrap, group, topics))
-            if done is not None:
-                return done
-        time.sleep(POLL_SECONDS)
+    async with CommitWatch(bootstrap) as watch:
+        while time.monotonic() < deadline:
+            for proc in (poll, worker):
+                if not proc.alive():
+                    raise proc.fail("exited during the backfill")
+            if (published(metrics_port) or 0) >= want:
+                done = await watch.done(group, topics)
+                if done is not None:
+                    return done
+            await asyncio.sleep(POLL_SECONDS)
     raise worker.fail(f"not drained within {TIMEOUT:.0f} s")
 
 

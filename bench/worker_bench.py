@@ -49,7 +49,15 @@ from bench.report import save
 from pipeline.config import KafkaConfig, SimulatorConfig
 from pipeline.kafka import ensure_topics
 from simulator.server import Simulator
-from tests.support.kafka import FAST_GROUP, PARTITIONS, count, delete_topics, first_timestamp, run_toml
+from tests.support.kafka import (
+    FAST_GROUP,
+    PARTITIONS,
+    CommitWatch,
+    count,
+    delete_topics,
+    first_timestamp,
+    run_toml,
+)
 from tests.support.kafka import drained as drained  # re-exported: moved to tests/support
 from tests.support.kafka import group_done as group_done  # re-exported: moved to tests/support
 from tests.support.processes import free_port as free_port  # re-exported: moved to tests/support
@@ -58,6 +66,7 @@ from tests.support.processes import stop_run
 DRAINED = ("raw", "snapshots", "changes")
 TIMEOUT = 600.0
 TARGET = 0.25
+LOOK = 0.02  # seconds between looks at the group's commits
 
 
 # The two workers of the split deployment, and what each one's consumer group must have committed
@@ -201,7 +210,7 @@ def drain(args: argparse.Namespace, tree: Tree, current: Tree, *, split: bool = 
                                *(("--agents", agents) if agents else ())).start()
                        for i, (agents, _, _) in enumerate(layout)]
             try:
-                groups = [(prefix + suffix, topics) for _, suffix, topics in layout]
+                groups = [(prefix + suffix, [kafka.topic(t) for t in topics]) for _, suffix, topics in layout]
                 done = wait_drained(args, workers, groups, kafka)
             finally:
                 for worker in workers:
@@ -219,22 +228,26 @@ Groups = Sequence[tuple[str, Sequence[str]]]  # consumer groups, each with the t
 
 def wait_drained(args: argparse.Namespace, workers: list[Command], groups: Groups,
                  kafka: KafkaConfig) -> float:
-    """When the last of ``groups`` was seen to have committed everything on its topics."""
+    """When the last of ``groups`` was seen to have committed everything on its topics (looked at
+    every :data:`LOOK` seconds, with clients kept open: :class:`~tests.support.kafka.CommitWatch`)."""
+    return asyncio.run(watch_drained(args.bootstrap, workers, groups, kafka.topic("snapshots")))
+
+
+async def watch_drained(bootstrap: str, workers: list[Command], groups: Groups, first: str) -> float:
     deadline = time.monotonic() + TIMEOUT
     done: dict[str, float] = {}
-    while True:
-        for worker in workers:
-            if not worker.alive() or time.monotonic() > deadline:
-                raise worker.fail("the worker stopped or did not drain in time")
-        if asyncio.run(count(args.bootstrap, kafka.topic("snapshots"))):
-            for group, topics in groups:
-                if group not in done:
-                    seen = asyncio.run(group_done(args.bootstrap, group, [kafka.topic(t) for t in topics]))
-                    if seen is not None:
+    async with CommitWatch(bootstrap) as watch:
+        while True:
+            for worker in workers:
+                if not worker.alive() or time.monotonic() > deadline:
+                    raise worker.fail("the worker stopped or did not drain in time")
+            if await watch.count(first):
+                for group, topics in groups:
+                    if group not in done and (seen := await watch.done(group, topics)) is not None:
                         done[group] = seen
-            if len(done) == len(groups):
-                return max(done.values())
-        time.sleep(0.1)
+                if len(done) == len(groups):
+                    return max(done.values())
+            await asyncio.sleep(LOOK)
 
 
 def label(tree: Tree, split: bool) -> str:

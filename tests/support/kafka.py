@@ -264,6 +264,46 @@ async def group_offsets(bootstrap: str, group: str, topics: Iterable[str]
         await admin.close()
 
 
+class CommitWatch:
+    """Clients kept open to read, as often as asked, whether consumer groups have committed every
+    record of their topics. :func:`group_done` starts its clients for every look (0.3 s here):
+    a benchmark polling it sees a commit up to that late, and its client start-ups take CPU from
+    the worker it times."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def __aenter__(self) -> CommitWatch:
+        await self._admin.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._admin.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._admin.close()
+
+    async def count(self, topic: str) -> int:
+        """The records ``topic`` holds (:func:`count`)."""
+        ends = await self._consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return sum(ends.values())
+
+    async def done(self, group: str, topics: Iterable[str]) -> float | None:
+        """As :func:`group_done`: the wall time ``group`` was seen to have committed everything
+        on ``topics`` (committed offsets read before the end offsets), or None."""
+        parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        offsets = await self._admin.list_consumer_group_offsets(group, partitions=parts)
+        seen = time.time()
+        committed = {tp: m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
+        return seen if drained(committed, await self._consumer.end_offsets(parts)) else None
+
+
 async def group_done(bootstrap: str, group: str, topics: Iterable[str]) -> float | None:
     """The wall time at which the group was seen to have committed everything on ``topics``
     (committed offsets read before the end offsets), or None."""
