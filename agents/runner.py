@@ -10,6 +10,7 @@ API key. Signals are handled once, by the Faust worker, which stops services in 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import TYPE_CHECKING
 
@@ -139,11 +140,30 @@ def run(settings: Settings) -> int:
     return execute(app, loop, settings, store, PipelineService(settings, counters))
 
 
+# Container allocations between two young-generation passes of CPython's cyclic collector (its
+# default is 700). The agents make a dict for every JSON object they read and free it by
+# reference count, so those passes found nothing; but every 100 or so of them came a full pass
+# over the whole heap (Faust, aiokafka, the app): 0.6 s of the 3.5 s of a worker_bench drain.
+GC_YOUNG = 50_000
+
+
+def tune_gc() -> None:
+    """Freeze what start-up built (the collector never scans it again) and run the young pass
+    every :data:`GC_YOUNG` allocations: the full passes become rare and short. Cycles are still
+    collected, later."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, middle, old)
+
+
 def execute(app: faust.App, loop: asyncio.AbstractEventLoop, settings: Settings, store: AsyncStore,
             *services: Service) -> int:
     """Run the Faust worker (and ``services``) until a signal; returns its exit code. The plugins
-    named in ``BATCHSCOPE_PLUGINS`` are installed first (:mod:`agents.plugins`)."""
+    named in ``BATCHSCOPE_PLUGINS`` are installed first (:mod:`agents.plugins`), and the garbage
+    collector is tuned for the agents' allocations (:func:`tune_gc`)."""
     install_plugins(app, store)
+    tune_gc()
     worker = faust.Worker(app, *services, loop=loop, loglevel=settings.pipeline.log_level, quiet=True,
                           redirect_stdouts=False, override_logging=False)
     try:
