@@ -330,8 +330,10 @@ poll`, poll interval {poll:g} s, every active batch due each interval, 100 reque
 fills fresh topics' `<prefix>.raw` for {fill:g} s after its first record, with no worker running.
 Then the tree's `batchscope worker` (normalise, track, sink; embedded chDB) drains it, timed from
 its first snapshot record (broker timestamp) to the moment its consumer group has committed
-everything on raw, snapshots and changes (offsets polled every 0.1 s; today's worker commits every
-0.25 s and the baseline's every second, so up to that much of this is commit interval). `worker obs/s`
+everything on raw, snapshots and changes (looked at every 20 ms with clients kept open, since
+cf20cdb; before it, every 0.5 s or so, with clients started for each look, which made a drain look
+up to that much longer); today's worker commits every 0.25 s and the baseline's every second, so up
+to that much of this is commit interval. `worker obs/s`
 = rows in `batch_snapshots` / that time
 (`observations on raw` beside it: they must be equal). The bare loop (`bench/bareloop.py`: aiokafka
 consume -> orjson parse -> produce, one fetched batch in flight) then reads the same raw topic.

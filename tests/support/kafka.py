@@ -247,21 +247,9 @@ def drained(committed: Mapping[TopicPartition, int], ends: Mapping[TopicPartitio
 async def group_offsets(bootstrap: str, group: str, topics: Iterable[str]
                         ) -> tuple[float, dict[TopicPartition, int], dict[TopicPartition, int]]:
     """The wall time at which the group's committed offsets on ``topics`` were read, those
-    offsets, and the end offsets read after them."""
-    parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=parts)
-        seen = time.time()
-        done = {tp: m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
-        ends = await consumer.end_offsets(parts)
-        return seen, done, ends
-    finally:
-        await consumer.stop()
-        await admin.close()
+    offsets, and the end offsets read after them (clients started for this one look)."""
+    async with CommitWatch(bootstrap) as watch:
+        return await watch.offsets(group, topics)
 
 
 class CommitWatch:
@@ -294,14 +282,21 @@ class CommitWatch:
         ends = await self._consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
         return sum(ends.values())
 
-    async def done(self, group: str, topics: Iterable[str]) -> float | None:
-        """As :func:`group_done`: the wall time ``group`` was seen to have committed everything
-        on ``topics`` (committed offsets read before the end offsets), or None."""
+    async def offsets(self, group: str, topics: Iterable[str]
+                      ) -> tuple[float, dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """The wall time at which the group's committed offsets on ``topics`` were read, those
+        offsets, and the end offsets read after them."""
         parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
         offsets = await self._admin.list_consumer_group_offsets(group, partitions=parts)
         seen = time.time()
         committed = {tp: m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
-        return seen if drained(committed, await self._consumer.end_offsets(parts)) else None
+        return seen, committed, await self._consumer.end_offsets(parts)
+
+    async def done(self, group: str, topics: Iterable[str]) -> float | None:
+        """As :func:`group_done`: the wall time ``group`` was seen to have committed everything
+        on ``topics`` (committed offsets read before the end offsets), or None."""
+        seen, committed, ends = await self.offsets(group, topics)
+        return seen if drained(committed, ends) else None
 
 
 async def group_done(bootstrap: str, group: str, topics: Iterable[str]) -> float | None:
