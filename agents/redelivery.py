@@ -34,6 +34,7 @@ import asyncio
 import enum
 import logging
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -142,6 +143,9 @@ class Redelivery:
         self._lookup: asyncio.Future[None] | None = None
         self._next: dict[tuple[str, TP], int] = {}  # (agent, tp) -> the next offset it must see
         self._holding: dict[TP, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
+        # Records held (:attr:`Verdict.HOLD`): never acknowledged, they stay in Faust's books of
+        # records in flight until freed, but no agent works on them (see :meth:`views`).
+        self._held: weakref.WeakSet[Message] = weakref.WeakSet()
         self._generation = -1
         self._installed = False
         self._standing: dict[TP, tuple[int, int]] = {}  # tp -> (committed offset, checks unchanged)
@@ -215,6 +219,7 @@ class Redelivery:
             self._next[key] = offset + 1
             self._holding.pop(tp, None)
             return Verdict.PROCESS
+        self._held.add(message)
         await self._seek_back(tp, expected, offset)
         return Verdict.HOLD
 
@@ -262,10 +267,15 @@ class Redelivery:
                 consumer.resume({tp})
 
     def views(self) -> dict[TP, PartitionView]:
-        consumer = self._consumer
+        """What the consumer knows of each partition the guards watch (not paused). A record
+        in flight is one an agent works on: not one of an older generation (it comes again), and
+        not one :meth:`admit` held, which stays in Faust's books, unacknowledged, until freed
+        (its copy read again is the one processed). Counted, a held record would keep its
+        topic busy, and a lost last record of another partition would never be read again."""
+        consumer, held = self._consumer, self._held
         in_flight: dict[TP, set[int]] = defaultdict(set)
         for message in consumer.in_flight():
-            if message.generation_id in (None, consumer.generation):  # a stale one comes again
+            if message.generation_id in (None, consumer.generation) and message not in held:
                 in_flight[message.tp].add(message.offset)
         paused = consumer.paused()
         assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
@@ -333,11 +343,12 @@ class Redelivery:
             standing[tp] = (committed, checks)
             if checks == STUCK_CHECKS:
                 mine = sorted((m.offset, m.generation_id) for m in in_flight if m.tp == tp)
+                held = sorted(m.offset for m in self._held if m.tp == tp)
                 log.warning("%s[%d]: the commit has stood at %d (end %d) for %d checks: acked %s, in flight "
-                            "(offset, generation) %s of generation %s, paused %s, topic busy %s, "
+                            "(offset, generation) %s (held %s) of generation %s, paused %s, topic busy %s, "
                             "holding %s, next %s", tp.topic, tp.partition, committed, end, checks,
                             sorted(self._processed.get(tp, set()) | set(consumer.acked(tp)))[:10],
-                            mine[:10], consumer.generation, tp in consumer.paused(),
+                            mine[:10], held[:10], consumer.generation, tp in consumer.paused(),
                             any(m.tp.topic == tp.topic for m in in_flight), self._holding.get(tp),
                             {a: o for (a, t), o in self._next.items() if t == tp})
         self._standing = standing

@@ -300,6 +300,29 @@ async def test_repair_leaves_a_partition_end_alone_while_its_topic_is_busy() -> 
     assert consumer.seeks == []
 
 
+async def test_a_held_record_left_in_fausts_books_does_not_keep_its_topic_busy() -> None:
+    """A held record is never acknowledged, and stays in Faust's records in flight until freed;
+    its copy read again is the one processed. Counted as in flight, it kept its topic busy, so a
+    partition of that topic whose last records the consumer lost was never read again, and its
+    commit stood below its end for good."""
+    consumer, _, redelivery, _ = guarded(committed=5, assigned=(RAW, OTHER))
+    consumer._committed_offset[OTHER] = 3
+    consumer.ends[OTHER] = 4  # OTHER's last record (3) was lost to the consumer
+    early = message(RAW, 6)
+    consumer.hand(early)  # fetched before 5: held, the partition read again from 5
+    assert await redelivery.admit("normalise", early) is Verdict.HOLD
+    for offset in (5, 6):  # read again, processed, acknowledged
+        again = message(RAW, offset)
+        consumer.hand(again)
+        assert await redelivery.admit("normalise", again) is Verdict.PROCESS
+        consumer.ack(again)
+    consumer._committed_offset[RAW] = 7
+    assert early in consumer._unacked_messages  # the held copy is still in Faust's books
+    for _ in range(TAIL_PATIENCE):
+        await redelivery.repair()
+    assert consumer.seeks[-1] == (OTHER, 3)
+
+
 async def test_repair_leaves_records_being_processed_and_paused_partitions_alone() -> None:
     consumer, _, redelivery, _ = guarded(committed=5, assigned=(RAW, OTHER))
     consumer.hand(message(RAW, 5))  # in a stream, not acknowledged yet
