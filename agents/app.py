@@ -91,7 +91,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     p = settings.pipeline
     sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changesets")}))
     sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changesets"), dead, counters,
-                        lambda exc: _crash(app, exc), consumer.commit_soon)
+                        lambda exc: _crash(app, exc))
 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Iterator, Sequence
 from importlib import metadata
@@ -31,8 +30,6 @@ from faust.types import TP, EventT, Message
 from mode.services import WaitResults
 
 from pipeline.core.errors import BatchscopeError
-
-log = logging.getLogger(__name__)
 
 # The versions the guards were validated on (pyproject.toml pins them; docs/faust.md says why).
 VALIDATED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
@@ -173,7 +170,6 @@ class ConsumerView:
 
     def __init__(self, app: FaustApp) -> None:
         self._app = app
-        self._committing: asyncio.Task[None] | None = None
 
     @property
     def _consumer(self) -> Any:
@@ -192,23 +188,6 @@ class ConsumerView:
 
     def assignment(self) -> set[TP]:
         return set(self._consumer.assignment())
-
-    def commit_soon(self) -> None:
-        """Commit now, in the background: what Faust's commit timer does at its next tick
-        (``Consumer.commit``: the producer flushed, then what the agents acknowledged, as far as
-        the guards allow). For the sink's write that ends a burst, so the burst's last records
-        are committed without waiting up to a commit interval. One at a time: a call while a
-        commit runs does nothing. A failure is logged; the timer commits again."""
-        if self._committing is None or self._committing.done():
-            self._committing = asyncio.ensure_future(self._commit())
-
-    async def _commit(self) -> None:
-        try:
-            await self._consumer.commit()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - logged: the commit timer commits again
-            log.warning("a commit after the sink's write failed: %r; the next timed commit retries", exc)
 
     def committed(self, tp: TP) -> int | None:
         """The committed offset Faust knows (None until it committed or learnt it)."""

@@ -41,8 +41,7 @@ class Prepared:
 class SinkAgent:
     """What the agent needs, given: where blocks go, the batch size (also the block alignment)
     and the longest wait for a batch, the change-set topic (whose rows go to ``batch_changes``),
-    the dead letters, the worker's counters, what stops the worker when a write fails, and what
-    runs once the writer has nothing more to write (the worker commits)."""
+    the dead letters, the worker's counters, and what stops the worker when a write fails."""
 
     sink: BlockSink
     batch_size: int
@@ -51,9 +50,6 @@ class SinkAgent:
     dead: DeadLetters
     counters: Counters
     on_error: Callable[[BaseException], None]
-    # Called when a written batch is released and no other waits for the writer: the end of a
-    # burst, whose records the worker then commits at once (ConsumerView.commit_soon).
-    drained: Callable[[], None] = lambda: None
     _waiting: asyncio.Queue[Sequence[EventT[bytes]]] = field(
         default_factory=lambda: asyncio.Queue(AHEAD), init=False, repr=False)  # batches for the writer
     _failed: bool = field(default=False, init=False, repr=False)  # a write failed: the worker is stopping
@@ -156,8 +152,6 @@ class SinkAgent:
         self.counters.sunk += sum(b.rows for b in ready.blocks) - sum(b.rows for b, _ in rejected)
         if release:
             release_acks(ready.batch)
-            if self._waiting.empty():
-                self.drained()
 
 
 def _position(event: EventT[bytes]) -> Position:

@@ -335,26 +335,6 @@ async def test_the_sink_asks_for_the_next_batch_while_one_is_written_and_acks_on
     assert failures == []
 
 
-async def test_the_sink_says_when_it_has_written_all_it_was_handed() -> None:
-    """So the worker commits the end of a burst at once, not at its next commit tick."""
-    producer, counters, blocks = Producer(), Counters(), GatedBlocks()
-    drained: list[int] = []
-    failures: list[BaseException] = []
-    agent = SinkAgent(blocks, 1000, 1.0, "t.changes", dead(producer, counters), counters, failures.append,
-                      lambda: drained.append(len(blocks.written)))
-    run = agent.run(cast(Any, TakeEvents([[taken(0)], [taken(1)]])))
-    await run.__anext__()
-    await run.__anext__()
-    await turns(5)
-    assert drained == []  # nothing written yet
-    blocks.gate.set()
-    await turns(20)
-    assert drained[-1:] == [2]  # once the last batch handed over was written
-    with pytest.raises(StopAsyncIteration):
-        await run.__anext__()
-    assert failures == []
-
-
 async def test_the_sink_waits_once_its_writer_has_ahead_batches_waiting_and_forget_drops_them() -> None:
     producer, counters, blocks = Producer(), Counters(), GatedBlocks()
     failures: list[BaseException] = []

@@ -517,33 +517,3 @@ async def test_faust_puts_a_partition_back_through_the_wrapped_step() -> None:
         assert tp in consumer._get_active_partitions()
         consumer.resume_partitions({tp})
         assert tp in consumer._get_active_partitions()
-
-
-async def test_commit_soon_runs_one_commit_at_a_time_and_logs_a_failure(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """The sink asks for a commit when a burst is written: Faust's own commit, in the
-    background; a call while one runs adds nothing, and a failed one is logged, not raised."""
-    with real_consumer("fc-commit-soon") as (app, consumer):
-        gate, calls = asyncio.Event(), []
-
-        async def commit(*args: Any, **kwargs: Any) -> bool:
-            calls.append(args)
-            await gate.wait()
-            if len(calls) == 2:
-                raise RuntimeError("the coordinator moved")
-            return True
-
-        monkeypatch.setattr(consumer, "commit", commit)
-        view = ConsumerView(app)
-        view.commit_soon()
-        view.commit_soon()
-        await asyncio.sleep(0)
-        assert calls == [()]  # Faust's commit of everything committable, asked for once
-        gate.set()
-        for _ in range(3):
-            await asyncio.sleep(0)
-        view.commit_soon()
-        for _ in range(3):
-            await asyncio.sleep(0)
-        assert len(calls) == 2
-        assert "a commit after the sink's write failed: RuntimeError('the coordinator moved')" in caplog.text
