@@ -342,9 +342,8 @@ its first snapshot record (broker timestamp) to the moment its consumer group ha
 everything it reads: raw, snapshots, and the sink's feed of change events (`changesets` today,
 `changes` in the baseline). Commits are looked at every 20 ms with clients kept open (since
 cf20cdb; before it, every 0.5 s or so, with clients started for each look, which made a drain look
-up to that much longer); today's worker commits every 0.25 s, and since 416e13f also right after
-the sink's write that ends a burst; the baseline's every second, so up to that much of its drain is
-commit interval. `worker obs/s`
+up to that much longer); today's worker commits every 0.25 s and
+the baseline's every second, so up to that much of this is commit interval. `worker obs/s`
 = rows in `batch_snapshots` / that time
 (`observations on raw` beside it: they must be equal). The bare loop (`bench/bareloop.py`: aiokafka
 consume -> orjson parse -> produce, one fetched batch in flight) then reads the same raw topic.
