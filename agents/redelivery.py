@@ -370,8 +370,15 @@ class Redelivery:
         self._lookup = asyncio.ensure_future(self._find_starts_when_resumed())
 
     async def _find_starts_when_resumed(self) -> None:
+        """The lookup after an assignment, in the background: nothing awaits this task, so a
+        failed lookup (the broker just back from an outage) is logged here; until the next hole
+        check looks again, the partitions Faust knows no committed offset of do not commit."""
         await self._consumer.wait_flowing()  # the streams resume after the seek to committed
-        await self._find_starts()
+        try:
+            await self._find_starts()
+        except Exception as exc:  # noqa: BLE001 - logged, and looked up again by repair()
+            log.warning("looking up where the assigned partitions start failed: %r; the next hole "
+                        "check looks again within %.0f s", exc, REPAIR_INTERVAL)
 
     async def _find_starts(self) -> None:
         """Where the partitions start whose committed offset Faust does not know: a restarted

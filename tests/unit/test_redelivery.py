@@ -211,6 +211,33 @@ async def test_a_start_looked_up_before_a_rebalance_is_not_used_after_it() -> No
     assert await redelivery.admit("normalise", message(RAW, 33)) is Verdict.DONE
 
 
+async def test_a_failed_lookup_after_an_assignment_is_logged_and_looked_up_again(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The lookup after an assignment runs in a task nothing awaits: a failure there (the broker
+    just back) is logged, not lost, and the next hole check looks again."""
+    consumer, _, redelivery, _ = guarded(committed=None, earliest=0)
+    consumer._thread.client.group[TopicPartition(RAW.topic, RAW.partition)] = 7
+    view = ConsumerView(FakeApp(consumer))
+    calls: list[int] = []
+
+    async def unavailable(self: ConsumerView, tps: object) -> dict[TP, int | None]:
+        calls.append(1)
+        raise ConnectionError("the coordinator is not available")
+
+    real = ConsumerView.group_committed
+    monkeypatch.setattr(ConsumerView, "group_committed", unavailable)
+    redelivery.assigned()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == [1]
+    assert "looking up where the assigned partitions start failed: ConnectionError(" in caplog.text
+    assert await redelivery.admit("normalise", message(RAW, 5)) is Verdict.PROCESS  # start unknown
+    monkeypatch.setattr(ConsumerView, "group_committed", real)
+    await redelivery.repair()
+    assert await redelivery.admit("normalise", message(RAW, 5)) is Verdict.DONE
+    assert view.committed(RAW) is None  # Faust's own books untouched
+
+
 async def test_a_commit_that_failed_at_a_rebalance_does_not_count_as_committed() -> None:
     """Scenario 1 again: the broker down, records 34-39 processed and their commit (to 40)
     hanging; the group rejoined meanwhile, and the commit failed after the revocation. Faust
