@@ -266,17 +266,23 @@ class Redelivery:
             if tp in consumer.assignment():
                 consumer.resume({tp})
 
+    def _working(self) -> list[Message]:
+        """The records in flight an agent works on: of the current generation (a stale one comes
+        again) and not held by :meth:`admit` (see :meth:`views`)."""
+        consumer, held = self._consumer, self._held
+        return [m for m in consumer.in_flight()
+                if m.generation_id in (None, consumer.generation) and m not in held]
+
     def views(self) -> dict[TP, PartitionView]:
         """What the consumer knows of each partition the guards watch (not paused). A record
         in flight is one an agent works on: not one of an older generation (it comes again), and
         not one :meth:`admit` held, which stays in Faust's books, unacknowledged, until freed
         (its copy read again is the one processed). Counted, a held record would keep its
         topic busy, and a lost last record of another partition would never be read again."""
-        consumer, held = self._consumer, self._held
+        consumer = self._consumer
         in_flight: dict[TP, set[int]] = defaultdict(set)
-        for message in consumer.in_flight():
-            if message.generation_id in (None, consumer.generation) and message not in held:
-                in_flight[message.tp].add(message.offset)
+        for message in self._working():
+            in_flight[message.tp].add(message.offset)
         paused = consumer.paused()
         assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
         busy = {tp.topic for tp in in_flight}
@@ -334,6 +340,7 @@ class Redelivery:
         that does not drain."""
         consumer, standing = self._consumer, {}
         in_flight = consumer.in_flight()
+        busy = {m.tp.topic for m in self._working()}  # as the repair sees it (views)
         for tp in consumer.assignment():
             committed, end = self._committed(tp), consumer.end(tp)
             if tp.topic not in self._topics or committed is None or end is None or committed >= end:
@@ -349,7 +356,7 @@ class Redelivery:
                             "holding %s, next %s", tp.topic, tp.partition, committed, end, checks,
                             sorted(self._processed.get(tp, set()) | set(consumer.acked(tp)))[:10],
                             mine[:10], held[:10], consumer.generation, tp in consumer.paused(),
-                            any(m.tp.topic == tp.topic for m in in_flight), self._holding.get(tp),
+                            tp.topic in busy, self._holding.get(tp),
                             {a: o for (a, t), o in self._next.items() if t == tp})
         self._standing = standing
 
