@@ -23,7 +23,7 @@ unacknowledged, and the partition is read again from the hole at once, so a batc
 observations are never processed out of order (a hole repaired later would fold the transition
 the dropped record alone shows into the next one). :meth:`Redelivery.repair`, on a timer, is
 the backstop for the other topics (a hole at the committed offset that persists: the sink's
-``changesets``) and for records retention deleted before they were read. Records read again that
+``changes``) and for records retention deleted before they were read. Records read again that
 an agent already finished are recognised by :meth:`Redelivery.done` and skipped, so nothing is
 produced twice; the sink has its own high-water marks.
 """
