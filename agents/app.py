@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from functools import partial
 from typing import Any
 
 import faust
@@ -29,7 +30,7 @@ from agents.faustcore import (
     idempotent_producer,
     size_producer_buffer,
 )
-from agents.inflight import InFlight
+from agents.inflight import InFlight, settle
 from agents.normalise import NormaliseAgent
 from agents.redelivery import REPAIR_INTERVAL, Redelivery
 from agents.sink import SinkAgent
@@ -104,6 +105,9 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         if dropped or batches:
             log.info("partitions revoked: %d records and %d sink batches in flight left to their new owner",
                      dropped, batches)
+
+    queues = [normalise.in_flight] + ([track.in_flight] if track is not None else [])
+    consumer.before_last_commit(partial(settle, queues))  # a clean stop commits what was processed
 
     @app.on_partitions_assigned.connect
     async def _guard_acks(sender: Any, /, *args: Any, **kwargs: Any) -> None:

@@ -37,7 +37,8 @@ VALIDATED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka":
 # What each object must have. Faust's Consumer: its books and two internal steps; its consumer
 # thread: the aiokafka client and its factory; Faust's producer buffer: its limit.
 CONSUMER_ATTRS = ("_acked_index", "_committed_offset", "_read_offset", "_unacked_messages",
-                  "_paused_partitions", "_new_offset", "_commit_offsets", "_add_gap", "_thread", "ack",
+                  "_paused_partitions", "_new_offset", "_commit", "_commit_offsets", "_add_gap", "_thread",
+                  "ack", "on_stop",
                   "callback", "wait_first", "_stopped", "_crashed", "on_buffer_drop", "resume_partitions")
 THREAD_ATTRS = ("_ensure_consumer", "_create_worker_consumer", "call_thread", "thread_loop")
 # AIOKafkaConsumer.start hands the first to the Fetcher it builds, and sets the second to it.
@@ -287,28 +288,69 @@ class ConsumerView:
 
         Faust's ``_commit_offsets`` records a commit's offsets as committed whether or not it
         succeeded. A commit that fails because the group rebalanced meanwhile returns quietly
-        (aiokafka's "already rebalanced"), often after the revocation cleared those books, so the
-        new generation starts with offsets the broker never took: records below them are taken
-        for done, and the commit stands until the partition passes them (docs/reliability.md,
-        "Findings"). After a failed commit, each offset it wrote is dropped from the books (the
-        group's committed offset is looked up again) and ``failed`` is told the partitions.
+        (aiokafka's "already rebalanced"), often after the revocation cleared those books and the
+        new assignment wrote the group's committed offsets in them, so the new generation would
+        start with offsets the broker never took: records below them are taken for done, and
+        the commit stands until the partition passes them (docs/reliability.md, "Findings").
+        After a failed commit, each offset it wrote is put back to what the books held when the
+        driver's commit returned (the group's committed offset as Faust last knew it), or
+        dropped if they held none; ``failed`` is told the partitions dropped, whose committed
+        offset must be looked up again.
+
+        Dropping every offset instead (the first version) left a partition committing nothing
+        until the lookup: a worker stopped within the next hole check committed none of what it
+        processed since the rebalance, and its successor read it all again (docs/reliability.md,
+        "Findings").
         """
         consumer = self._consumer
+        books: dict[TP, int] = consumer._committed_offset
         original: Callable[..., Awaitable[bool]] = consumer._commit_offsets
+        driver: Callable[[Any], Awaitable[bool]] = consumer._commit
+        held: dict[TP, int | None] = {}  # the books when the driver refused the last commit
+
+        async def commit(offsets: Any) -> bool:
+            held.clear()
+            did_commit = await driver(offsets)
+            if not did_commit:  # nothing runs between this and Faust's update of the books
+                held.update({tp: books.get(tp) for tp in offsets})
+            return did_commit
 
         async def commit_offsets(offsets: dict[TP, int], *args: Any, **kwargs: Any) -> bool:
             did_commit = await original(offsets, *args, **kwargs)
             if not did_commit:
-                books = consumer._committed_offset
                 # Faust commits only past its committed offset, so an equal one is this commit's.
                 wrote = [tp for tp, offset in offsets.items() if books.get(tp) == offset]
+                dropped = []
                 for tp in wrote:
-                    del books[tp]
-                if wrote:
-                    failed(wrote)
+                    before = held.get(tp)
+                    if before is None:
+                        del books[tp]
+                        dropped.append(tp)
+                    else:
+                        books[tp] = before
+                if dropped:
+                    failed(dropped)
             return did_commit
 
+        consumer._commit = commit
         consumer._commit_offsets = commit_offsets
+
+    def before_last_commit(self, settle: Callable[[], Awaitable[None]]) -> None:
+        """Await ``settle`` when the consumer stops, before its last commit.
+
+        Faust's consumer commits what the agents acknowledged when it stops (``on_stop``), after
+        the app stopped its fetcher. Records an agent processed but has not acknowledged yet (its
+        outputs still being delivered) are left out, and the next worker processes them again:
+        duplicates after every clean restart. ``settle`` lets them be acknowledged first.
+        """
+        consumer = self._consumer
+        original: Callable[[], Awaitable[None]] = consumer.on_stop
+
+        async def on_stop() -> None:
+            await settle()
+            await original()
+
+        consumer.on_stop = on_stop
 
     def intercept(self, wrap: Callable[[Deliver], Deliver]) -> None:
         """Replace the consumer's delivery callback with ``wrap(callback)``; before the worker

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
+STOP_SETTLE_SECONDS = 10.0  # the longest a clean stop waits for the records in flight
 LIMIT = 256  # records queued at most per agent; the agent waits for the oldest beyond it
 
 E = TypeVar("E")  # the stream's event (Faust's EventT)
@@ -57,6 +59,7 @@ class InFlight(Generic[E]):
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._releasing = False  # records popped and being acknowledged
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -117,6 +120,7 @@ class InFlight(Generic[E]):
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._releasing = True
             try:
                 await self.release()
             except asyncio.CancelledError:
@@ -127,7 +131,15 @@ class InFlight(Generic[E]):
                 self._on_error(exc)
                 return
             finally:
+                self._releasing = False
                 self._room.set()
+
+    async def settled(self) -> None:
+        """Return once every queued record was released or dropped (at a clean stop: the
+        consumer's last commit then takes them, and the next worker does not read them again)."""
+        while self._queue or self._releasing:  # _room is set after each release and on a drop
+            self._room.clear()
+            await self._room.wait()
 
     def drop(self) -> int:
         """Forget what is queued (partitions revoked): neither written nor acknowledged."""
@@ -147,3 +159,21 @@ def _done() -> asyncio.Future[Any]:
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     fut.set_result([])
     return fut
+
+
+async def settle(queues: Sequence[InFlight[Any]], within: float = STOP_SETTLE_SECONDS) -> None:
+    """At a clean stop, before the consumer's last commit: wait up to ``within`` seconds for the
+    records in flight in ``queues`` to be acknowledged (logged either way)."""
+    waiting = sum(len(q) for q in queues)
+    if not waiting:
+        return
+    start = time.monotonic()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(q.settled() for q in queues)), within)
+    except TimeoutError:
+        log.warning("stopping: %d of %d records in flight not acknowledged within %.0f s; the next "
+                    "worker processes them again", sum(len(q) for q in queues), waiting, within)
+    else:
+        log.info("stopping: %d records in flight acknowledged in %.2f s, before the last commit",
+                 waiting, time.monotonic() - start)
+

@@ -52,6 +52,7 @@ PATIENCE = 2  # checks in a row that must see the same hole before the partition
 TAIL_PATIENCE = 4
 STUCK_CHECKS = 6  # checks a partition's commit may stand still below its end before it is reported
 RESEEK_SECONDS = 1.0  # an order-keeping agent still held behind a hole seeks again after this long
+LOOKUP_SECONDS = 10.0  # the longest wait for the broker's answer to a start lookup
 SETTLE_SECONDS = 0.2  # a paused partition's fetched records pass before it is sought (_rewind)
 
 
@@ -140,7 +141,8 @@ class Redelivery:
         self._suspects: dict[TP, tuple[int, int]] = {}  # tp -> (hole offset, sightings)
         self._processed: dict[TP, set[int]] = defaultdict(set)  # acknowledged, not yet committed
         self._start: dict[TP, int] = {}  # where a partition never committed starts (earliest offset)
-        self._lookup: asyncio.Future[None] | None = None
+        self._lookups: set[asyncio.Future[None]] = set()  # start lookups running in the background
+        self._pausing: set[TP] = set()  # paused by a rewind that a rebalance kept from resuming them
         self._next: dict[tuple[str, TP], int] = {}  # (agent, tp) -> the next offset it must see
         self._holding: dict[TP, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
         # Records held (:attr:`Verdict.HOLD`): never acknowledged, they stay in Faust's books of
@@ -148,7 +150,7 @@ class Redelivery:
         self._held: weakref.WeakSet[Message] = weakref.WeakSet()
         self._generation = -1
         self._installed = False
-        self._standing: dict[TP, tuple[int, int]] = {}  # tp -> (committed offset, checks unchanged)
+        self._standing: dict[TP, tuple[int | None, int]] = {}  # tp -> (committed offset, checks unchanged)
 
     def install(self) -> None:
         """Guard the consumer's acknowledgements: a record of an older generation is not
@@ -178,12 +180,12 @@ class Redelivery:
         return commit_limit(committed, processed)
 
     def _commit_failed(self, tps: Collection[TP]) -> None:
-        """A commit failed (the group rebalanced while it ran): where these partitions stand is
-        the group's committed offset, looked up again (:meth:`_find_starts`)."""
-        for tp in tps:
-            self._start.pop(tp, None)
+        """A commit failed (the group rebalanced while it ran) for partitions Faust knew no
+        committed offset of: where they start is looked up now, not at the next hole check (a
+        worker stopped meanwhile would commit none of them)."""
         log.warning("a commit of %d partition(s) failed as the group rebalanced; their committed offsets "
                     "are read from the broker again", len(tps))
+        self._look_up_starts()
 
     def _committed(self, tp: TP) -> int | None:
         """The next record to process: the committed offset, or where a partition never committed
@@ -265,6 +267,8 @@ class Redelivery:
         finally:
             if tp in consumer.assignment():
                 consumer.resume({tp})
+            else:  # a rebalance under way: Faust keeps the pause of a partition assigned again
+                self._pausing.add(tp)
 
     def _working(self) -> list[Message]:
         """The records in flight an agent works on: of the current generation (a stale one comes
@@ -315,7 +319,7 @@ class Redelivery:
     async def repair(self) -> None:
         """The backstop: a hole no order-keeping agent ran into (the sink's topics), or one
         whose records retention deleted."""
-        await self._find_starts()
+        await self._try_find_starts()
         self._report_standing()
         stuck = {tp: offset for tp, (offset, since) in self._holding.items()
                  if time.monotonic() - since > REPAIR_INTERVAL}
@@ -343,7 +347,8 @@ class Redelivery:
         busy = {m.tp.topic for m in self._working()}  # as the repair sees it (views)
         for tp in consumer.assignment():
             committed, end = self._committed(tp), consumer.end(tp)
-            if tp.topic not in self._topics or committed is None or end is None or committed >= end:
+            # An unknown start (None) that stands is reported too: such a partition commits nothing.
+            if tp.topic not in self._topics or end is None or (committed or 0) >= end:
                 continue
             was, checks = self._standing.get(tp, (committed, 0))
             checks = checks + 1 if was == committed else 1
@@ -351,7 +356,7 @@ class Redelivery:
             if checks == STUCK_CHECKS:
                 mine = sorted((m.offset, m.generation_id) for m in in_flight if m.tp == tp)
                 held = sorted(m.offset for m in self._held if m.tp == tp)
-                log.warning("%s[%d]: the commit has stood at %d (end %d) for %d checks: acked %s, in flight "
+                log.warning("%s[%d]: the commit has stood at %s (end %d) for %d checks: acked %s, in flight "
                             "(offset, generation) %s (held %s) of generation %s, paused %s, topic busy %s, "
                             "holding %s, next %s", tp.topic, tp.partition, committed, end, checks,
                             sorted(self._processed.get(tp, set()) | set(consumer.acked(tp)))[:10],
@@ -368,19 +373,32 @@ class Redelivery:
         self._standing.clear()  # a commit that stands in the new generation is reported again
         self._holding.clear()
         assigned = self._consumer.assignment()
+        kept = self._pausing & assigned & self._consumer.paused()
+        if kept:  # nothing else would ever resume them
+            self._consumer.resume(kept)
+        self._pausing.clear()
         for tp in set(self._processed) - assigned:  # another worker's now
             del self._processed[tp]
         # Every start is looked up again: one found before the rebalance is stale (the partition
         # has been committed since), and until Faust's seek restores the committed offset it
         # would make the records since then look dropped, and read them all again.
         self._start.clear()
-        self._lookup = asyncio.ensure_future(self._find_starts_when_resumed())
+        self._look_up_starts()
+
+    def _look_up_starts(self) -> None:
+        """Start :meth:`_find_starts_when_resumed` in the background (kept until it ends)."""
+        lookup = asyncio.ensure_future(self._find_starts_when_resumed())
+        self._lookups.add(lookup)
+        lookup.add_done_callback(self._lookups.discard)
 
     async def _find_starts_when_resumed(self) -> None:
-        """The lookup after an assignment, in the background: nothing awaits this task, so a
-        failed lookup (the broker just back from an outage) is logged here; until the next hole
-        check looks again, the partitions Faust knows no committed offset of do not commit."""
+        """The lookup after an assignment or a failed commit, in the background."""
         await self._consumer.wait_flowing()  # the streams resume after the seek to committed
+        await self._try_find_starts()
+
+    async def _try_find_starts(self) -> None:
+        """:meth:`_find_starts`, a failure logged: until a lookup succeeds, the partitions Faust
+        knows no committed offset of do not commit, and the next hole check looks again."""
         try:
             await self._find_starts()
         except Exception as exc:  # noqa: BLE001 - logged, and looked up again by repair()
@@ -399,7 +417,9 @@ class Redelivery:
                    and consumer.committed(tp) is None and tp not in self._start]
         if not unknown:
             return
-        committed = await consumer.group_committed(unknown)
+        # Time-limited: a call that hangs (the coordinator just back) must not hold the hole
+        # checks behind it; the next check asks again.
+        committed = await asyncio.wait_for(consumer.group_committed(unknown), LOOKUP_SECONDS)
         never = [tp for tp in unknown if committed.get(tp) is None]
-        earliest = await consumer.earliest(*never) if never else {}
+        earliest = await asyncio.wait_for(consumer.earliest(*never), LOOKUP_SECONDS) if never else {}
         self._start.update({tp: committed.get(tp) or earliest[tp] for tp in unknown})

@@ -89,6 +89,8 @@ class FakeConsumer:
         self.delivered: list[Message] = []
         self.callback: Callable[[Message], Awaitable[None]] = self._deliver
         self.commits_fail = False  # the group rebalanced while a commit ran (aiokafka's "already rebalanced")
+        self.on_commit: Callable[[], None] | None = None
+        self.stops: list[str] = []  # what ran when the consumer stopped, in order
         self._stopped = asyncio.Event()
         self._crashed = asyncio.Event()
         self.put_back: list[TP] = []  # partitions on_buffer_drop put back
@@ -148,11 +150,23 @@ class FakeConsumer:
             self._committed_offset[tp] = offset
         return offset
 
-    async def _commit_offsets(self, offsets: dict[TP, int], start_new_transaction: bool = True) -> bool:
-        """Faust's: the offsets are the committed ones afterwards, whether the commit succeeded
-        or not."""
-        self._committed_offset.update(offsets)
+    async def on_stop(self) -> None:
+        """Faust's: the last commit, when the consumer stops."""
+        self.stops.append("last commit")
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        """The driver's commit: False when the group rebalanced while it ran; ``on_commit``
+        (when set) runs first, as a revocation or an assignment would while it waits."""
+        if self.on_commit is not None:
+            self.on_commit()
         return not self.commits_fail
+
+    async def _commit_offsets(self, offsets: dict[TP, int], start_new_transaction: bool = True) -> bool:
+        """Faust's: the driver's commit, then the offsets are the committed ones, whether the
+        commit succeeded or not."""
+        did_commit = await self._commit(offsets)
+        self._committed_offset.update(offsets)
+        return did_commit
 
     async def _add_gap(self, tp: TP, first: int, last: int) -> None:
         self._gaps.append((tp, first, last))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import pytest
+
 from agents.inflight import InFlight
+from agents.inflight import settle as stop_settle
 
 
 class Acks:
@@ -153,3 +157,41 @@ async def test_records_ready_together_run_their_follow_ups_then_one_before_ack_t
     assert order[5:] == ["then e3", "before_ack", "ack e3"]
     assert errors == []
     await queue.stop()
+
+
+async def test_a_clean_stop_waits_until_the_records_in_flight_are_acknowledged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before the consumer's last commit: a record whose outputs land during the stop is
+    acknowledged (committed, not processed again by the next worker), its ack included."""
+    caplog.set_level(logging.INFO, "agents.inflight")
+    slow = SlowAcks()
+    queue = InFlight[str](lambda exc: None)
+    queue.bind(slow)
+    pending = future()
+    await queue.add("e1", [pending])
+    stopping = asyncio.ensure_future(stop_settle([queue], within=5.0))
+    await settle()
+    assert not stopping.done()
+    pending.set_result("delivered")
+    await stopping
+    assert slow.acked == ["e1"]  # the ack itself finished, not only the queue emptied
+    assert "stopping: 1 records in flight acknowledged" in caplog.text
+    await queue.stop()
+
+
+async def test_a_clean_stop_waits_no_longer_than_its_limit(caplog: pytest.LogCaptureFixture) -> None:
+    acks, queue = Acks(), InFlight[str](lambda exc: None)
+    queue.bind(acks)
+    await queue.add("e1", [future()])  # never delivered
+    await stop_settle([queue], within=0.05)
+    assert acks.acked == []
+    assert "stopping: 1 of 1 records in flight not acknowledged within 0 s" in caplog.text
+    await stop_settle([InFlight[str](lambda exc: None)])  # nothing in flight: returns at once
+    queue.drop()
+    await queue.stop()
+
+
+class SlowAcks(Acks):
+    async def __call__(self, event: str) -> None:
+        await asyncio.sleep(0.01)
+        self.acked.append(event)

@@ -11,7 +11,16 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from agents.faustcore import ConsumerView
-from agents.redelivery import TAIL_PATIENCE, PartitionView, Redelivery, Verdict, commit_limit, hole, tail_hole
+from agents.redelivery import (
+    STUCK_CHECKS,
+    TAIL_PATIENCE,
+    PartitionView,
+    Redelivery,
+    Verdict,
+    commit_limit,
+    hole,
+    tail_hole,
+)
 from tests.fakeconsumer import FakeApp, FakeConsumer, message
 from tests.support.faults import drop_once
 
@@ -263,6 +272,75 @@ async def test_a_commit_that_failed_at_a_rebalance_does_not_count_as_committed()
     assert consumer.commit(RAW) == 41
     for offset in range(34, 40):  # Faust's seek to the committed offset reads them again
         assert await redelivery.admit("normalise", message(RAW, offset)) is Verdict.DONE
+
+
+async def test_a_commit_that_failed_after_the_new_assignment_keeps_what_the_group_committed() -> None:
+    """Scenario 1 with the change sets: the commit hanging through the outage failed only after
+    the group's new assignment had written the group's committed offset (34) in Faust's books.
+    Forgotten, the partition committed nothing until the next hole check's lookup: the worker was
+    stopped before it, committed none of what it processed since, and its successor read 120
+    observations again. Put back, the commit goes on at once."""
+    consumer, _, redelivery, _ = guarded(committed=34)
+    for offset in range(34, 40):
+        record = message(RAW, offset)
+        assert await redelivery.admit("normalise", record) is Verdict.PROCESS
+        consumer.ack(record)
+
+    def rebalanced() -> None:  # while the commit hangs: revoked, assigned again, sought to 34
+        consumer._committed_offset[RAW] = 34
+        redelivery.assigned()
+
+    consumer.on_commit, consumer.commits_fail = rebalanced, True
+    assert await consumer._commit_offsets({RAW: 40}) is False
+    assert consumer._committed_offset.get(RAW) == 34  # not Faust's 40, not forgotten
+    assert consumer.commit(RAW) == 40  # no lookup needed
+
+
+async def test_a_rewind_cut_by_a_rebalance_leaves_no_partition_paused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rewind that paused its partition while the group rebalanced cannot resume it (not
+    assigned at that moment); Faust keeps the pause of a partition assigned again, and nothing
+    would ever fetch it. The assignment resumes it."""
+    consumer, _, redelivery, _ = guarded(committed=10)
+    seek = consumer.seek
+
+    async def seek_while_revoked(tp: TP, offset: int) -> None:
+        consumer.assigned = set()  # revoked; the rewind's seek lands in the rebalance
+        await seek(tp, offset)
+
+    monkeypatch.setattr(consumer, "seek", seek_while_revoked)
+    assert await redelivery.admit("normalise", message(RAW, 12)) is Verdict.HOLD
+    assert RAW in consumer._paused_partitions
+    consumer.assigned = {RAW}
+    redelivery.assigned()
+    assert RAW not in consumer._paused_partitions
+
+
+async def test_a_start_lookup_that_hangs_does_not_hold_the_hole_checks(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _, _, redelivery, _ = guarded(committed=None)
+
+    async def hangs(self: ConsumerView, tps: object) -> dict[TP, int | None]:
+        await asyncio.Event().wait()
+        return {}
+
+    monkeypatch.setattr(ConsumerView, "group_committed", hangs)
+    monkeypatch.setattr("agents.redelivery.LOOKUP_SECONDS", 0.01)
+    await asyncio.wait_for(redelivery.repair(), 5)
+    assert "looking up where the assigned partitions start failed: TimeoutError(" in caplog.text
+
+
+async def test_a_partition_whose_start_stays_unknown_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    consumer, _, redelivery, _ = guarded(committed=None)
+    consumer.ends[RAW] = 5
+    redelivery._find_starts = _never  # type: ignore[method-assign]
+    for _ in range(STUCK_CHECKS):
+        await redelivery.repair()
+    assert "p.raw[0]: the commit has stood at None (end 5) for 6 checks" in caplog.text
+
+
+async def _never() -> None:
+    return None
 
 
 async def test_a_commit_that_succeeded_stays_committed() -> None:
