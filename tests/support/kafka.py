@@ -313,14 +313,17 @@ async def uncommitted(bootstrap: str, group: str, topics: Iterable[str]) -> dict
     return {tp: end - done.get(tp, 0) for tp, end in ends.items() if done.get(tp, 0) < end}
 
 
-async def uncommitted_records(bootstrap: str, group: str, topic: str) -> list[Any]:
-    """The records of ``topic`` (``PARTITIONS`` partitions) the group has not committed, up to
-    the end offsets read after its committed offsets."""
-    _, done, ends = await group_offsets(bootstrap, group, [topic])
-    async with assigned(bootstrap, topic, from_start=False) as (consumer, parts, _):
+async def records_created_since(bootstrap: str, topic: str, starts: Mapping[tuple[str, int], int],
+                                until_ms: int) -> list[Any]:
+    """The records of ``topic`` (``PARTITIONS`` partitions) from the offsets ``starts`` gives
+    (``(topic, partition) -> offset``, as :func:`committed` returns; 0 where absent) up to the
+    end, that their producer created at or before ``until_ms`` (epoch milliseconds): what was
+    in flight at that instant, including records the broker only took later."""
+    async with assigned(bootstrap, topic, from_start=False) as (consumer, parts, ends):
         for tp in parts:
-            consumer.seek(tp, done.get(tp, 0))
-        return await read_to(consumer, parts, ends)
+            consumer.seek(tp, starts.get((topic, tp.partition), 0))
+        records = await read_to(consumer, parts, ends)
+    return [r for r in records if r.timestamp <= until_ms]
 
 
 class Watched(Protocol):
