@@ -54,6 +54,7 @@ class BufferedPublisher:
         self._chunk = 0  # how many of the oldest held envelopes that delivery carries
         self.healthy = True
         self.outages = 0
+        self.held = 0  # observations held through an outage, in total (a counter)
 
     @property
     def pending(self) -> int:
@@ -85,6 +86,8 @@ class BufferedPublisher:
         self._pending.extend(envelopes)
         if self.healthy:
             await self.flush()
+        else:
+            self.held += len(envelopes)
 
     async def flush(self) -> None:
         """Send what is held, oldest first; on failure keep it and mark Kafka unhealthy."""
@@ -136,6 +139,7 @@ class BufferedPublisher:
     def _unhealthy(self, exc: Exception) -> None:
         if self.healthy:
             self.outages += 1
+            self.held += self.pending
             log.warning("Kafka unreachable (%s): holding %d observations, polling goes on",
                         type(exc).__name__, self.pending)
         self.healthy = False

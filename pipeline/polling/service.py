@@ -65,6 +65,7 @@ class Polling:
 
     def metrics_text(self) -> str:
         extra = {"poller_pending_observations": float(self.buffer.pending),
+                 "poller_held_observations_total": float(self.buffer.held),
                  **(self._extra() if self._extra is not None else {})}
         return render(self.poller.metrics(), extra) + (self._text() if self._text is not None else "")
 

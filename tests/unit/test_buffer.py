@@ -66,6 +66,9 @@ async def test_holds_during_an_outage_and_delivers_in_order_after() -> None:
     assert kafka.sent == ["a", "b", "c"]
     assert healthy(buffer)
     assert buffer.outages == 1
+    assert buffer.held == 3  # all three went through the buffer
+    await buffer.publish(envs("d"))  # healthy again: passed through, not held
+    assert buffer.held == 3
     await buffer.stop()
 
 
