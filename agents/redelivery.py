@@ -21,7 +21,9 @@ generation, and makes the commit exact: up to the first offset no agent acknowle
 order-keeping agents (normalise, track) in offset order: a record arriving after a hole is held,
 unacknowledged, and the partition is read again from the hole at once, so a batch's
 observations are never processed out of order (a hole repaired later would fold the transition
-the dropped record alone shows into the next one). :meth:`Redelivery.repair`, on a timer, is
+the dropped record alone shows into the next one); a copy of a record still being processed
+(Faust hands records over at start-up before and after its seek to the committed offsets) is
+dropped, its first copy acknowledged. :meth:`Redelivery.repair`, on a timer, is
 the backstop for the other topics (a hole at the committed offset that persists: the sink's
 ``changes``) and for records retention deleted before they were read. Records read again that
 an agent already finished are recognised by :meth:`Redelivery.done` and skipped, so nothing is
@@ -62,6 +64,7 @@ class Verdict(enum.Enum):
     PROCESS = "process"
     DONE = "done"  # finished before (read again after a seek): acknowledge it, nothing else
     HOLD = "hold"  # an earlier record has not come yet: neither process nor acknowledge it
+    AGAIN = "again"  # a copy of a record being processed (its first copy is acknowledged): drop it
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,10 @@ class Redelivery:
         self._lookups: set[asyncio.Future[None]] = set()  # start lookups running in the background
         self._pausing: set[TP] = set()  # paused by a rewind that a rebalance kept from resuming them
         self._next: dict[tuple[str, TP], int] = {}  # (agent, tp) -> the next offset it must see
+        # (agent, tp) -> offsets admitted in this generation and not yet committed: a copy of one
+        # delivered again (Faust's start-up hands records over before and after its seek to the
+        # committed offsets) is not processed a second time.
+        self._admitted: defaultdict[tuple[str, TP], set[int]] = defaultdict(set)
         self._holding: dict[TP, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
         # Records held (:attr:`Verdict.HOLD`): never acknowledged, they stay in Faust's books of
         # records in flight until freed, but no agent works on them (see :meth:`views`).
@@ -177,6 +184,9 @@ class Redelivery:
         committed = self._committed(tp)
         if committed is not None:
             processed.difference_update([o for o in processed if o < committed])
+            for (_, t), admitted in self._admitted.items():
+                if t == tp and admitted:
+                    admitted.difference_update([o for o in admitted if o < committed])
         return commit_limit(committed, processed)
 
     def _commit_failed(self, tps: Collection[TP]) -> None:
@@ -212,14 +222,23 @@ class Redelivery:
             return Verdict.DONE
         tp, offset = message.tp, message.offset
         key = (agent, tp)
+        admitted = self._admitted[key]
+        if offset in admitted:  # delivered again while its first copy is processed (start-up's seek)
+            self._held.add(message)  # never acknowledged: not a record an agent works on
+            return Verdict.AGAIN
         expected = self._next.get(key, self._committed(tp))
+        current = message.generation_id in (None, self._consumer.generation)  # a stale one is not acked
         if expected is None or offset < expected:  # unknown start, or read again before its ack
+            if current:
+                admitted.add(offset)
             return Verdict.PROCESS
         while expected < offset and self._finished(tp, expected):
             expected += 1
         if offset == expected:
             self._next[key] = offset + 1
             self._holding.pop(tp, None)
+            if current:
+                admitted.add(offset)
             return Verdict.PROCESS
         self._held.add(message)
         await self._seek_back(tp, expected, offset)
@@ -256,6 +275,9 @@ class Redelivery:
         log.warning("%s[%d]: the record at offset %d %s; reading the partition again from it",
                     tp.topic, tp.partition, offset, why)
         self._counters.rewinds += 1
+        for (_, t), admitted in self._admitted.items():  # whatever comes again is processed
+            if t.topic == tp.topic and t.partition == tp.partition:
+                admitted.difference_update([o for o in admitted if o >= offset])
         consumer, tp = self._consumer, TP(tp.topic, tp.partition)  # Faust's own type, not aiokafka's
         if tp in consumer.paused():
             await consumer.seek(tp, offset)
@@ -370,6 +392,7 @@ class Redelivery:
         committed start (in the background: the rebalance is not held up by a broker call)."""
         self.install()
         self._next.clear()  # each agent starts again at the committed offsets
+        self._admitted.clear()  # what was in flight was dropped: it is processed again
         self._standing.clear()  # a commit that stands in the new generation is reported again
         self._holding.clear()
         assigned = self._consumer.assignment()

@@ -12,6 +12,7 @@ from faust.types import TP
 
 from agents.faustcore import ConsumerView
 from agents.redelivery import (
+    PATIENCE,
     STUCK_CHECKS,
     TAIL_PATIENCE,
     PartitionView,
@@ -165,6 +166,47 @@ async def test_a_record_every_agent_finished_is_done_when_read_again() -> None:
     assert await redelivery.admit("normalise", first) is Verdict.PROCESS
     assert consumer.ack(first)
     assert await redelivery.admit("normalise", message(RAW, 10)) is Verdict.DONE  # acked, not committed
+
+
+async def test_a_record_delivered_again_while_it_is_processed_is_not_processed_twice() -> None:
+    """Scenario 1's clean restart: Faust handed the restarted worker records before its seek to
+    the committed offsets (the start still unknown) and again after it; the copies were
+    processed too, and a raw record's observations were stored twice, one snapshot record after
+    the other. A copy of a record in flight is dropped (its first copy is acknowledged), and not
+    counted as a record an agent works on."""
+    consumer, _, redelivery, _ = guarded(committed=None, earliest=0)
+    first = message(RAW, 5)
+    assert await redelivery.admit("normalise", first) is Verdict.PROCESS  # the start unknown
+    await redelivery.repair()  # the start looked up: the group committed nothing, earliest 0 ...
+    consumer._committed_offset[RAW] = 5  # ... and Faust's seek restores the group's offset 5
+    copy = message(RAW, 5)
+    consumer._unacked_messages.add(copy)
+    assert await redelivery.admit("normalise", copy) is Verdict.AGAIN
+    assert 5 not in redelivery.views()[RAW].in_flight
+    assert await redelivery.admit("track", message(RAW, 5)) is Verdict.PROCESS  # each agent its own
+    assert consumer.ack(first)
+    assert await redelivery.admit("normalise", message(RAW, 5)) is Verdict.DONE
+    consumer.commit(RAW)
+    redelivery.assigned()  # a rebalance drops what was in flight: read again, processed again
+    assert await redelivery.admit("normalise", message(RAW, 6)) is Verdict.PROCESS
+
+
+async def test_a_copy_of_a_stale_or_lost_first_copy_is_processed(caplog: pytest.LogCaptureFixture) -> None:
+    """A record of an older generation handed over after the rebalance is processed, but its
+    acknowledgement is refused: its copy of the new generation must be processed, not dropped as
+    a copy (scenario 1 stalled on that: the repair read the record again for minutes, each copy
+    dropped). And a record the repair reads again is processed again whatever came before."""
+    consumer, app, redelivery, _ = guarded(committed=10)
+    app.consumer_generation_id = 2
+    assert await redelivery.admit("track", message(RAW, 10, generation=1)) is Verdict.PROCESS
+    assert await redelivery.admit("track", message(RAW, 10, generation=2)) is Verdict.PROCESS
+    assert await redelivery.admit("track", message(RAW, 10, generation=2)) is Verdict.AGAIN
+    consumer.ends[RAW] = 12
+    consumer.ack(message(RAW, 11, generation=2))  # a later record done: 10 is a hole
+    for _ in range(PATIENCE):
+        await redelivery.repair()
+    assert "the record at offset 10 was dropped by the consumer" in caplog.text
+    assert await redelivery.admit("track", message(RAW, 10, generation=2)) is Verdict.PROCESS
 
 
 async def test_a_finished_record_does_not_count_as_a_hole() -> None:
