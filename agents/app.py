@@ -2,8 +2,9 @@
 sink), each a small unit with its dependencies given (:mod:`agents.normalise`,
 :mod:`agents.track`, :mod:`agents.sink`), wired here.
 
-``raw --normalise--> snapshots --track--> changes``; the sink reads snapshots and changes and
-writes them to ClickHouse. A record an agent cannot process becomes a dead letter in
+``raw --normalise--> snapshots --track--> changes`` (one event a record, for subscribers) and
+``changesets`` (the same events packed per snapshot record); the sink reads snapshots and change
+sets and writes them to ClickHouse. A record an agent cannot process becomes a dead letter in
 ``<prefix>.dlq`` (:mod:`agents.deadletters`) and the stream goes on.
 """
 
@@ -73,7 +74,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     batches = Batches(aiokafka_producer(app), max_request, {k.topic("dlq"): k.linger_ms / 1000.0})
     send = batches.send
     dead = DeadLetters(send, k.topic("dlq"), counters)
-    redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changes")}, counters)
+    redelivery = Redelivery(consumer, {k.topic("raw"), k.topic("snapshots"), k.topic("changesets")}, counters)
 
     async def _repair_holes() -> None:
         await redelivery.repair()
@@ -85,12 +86,12 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
     if "track" in agents:  # the table only where its agent runs: its changelog is recovered at start
         state = track_table(app, k.partitions)
         changelog = state.changelog_topic.get_topic_name()
-        track = TrackAgent(send, k.topic("changes"), state, changelog, k.partitions, settings.track.rules(),
-                           codec, max_request, batches.handed, dead,
+        track = TrackAgent(send, k.topic("changes"), k.topic("changesets"), state, changelog, k.partitions,
+                           settings.track.rules(), codec, max_request, batches.handed, dead,
                            InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
     p = settings.pipeline
-    sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changes")}))
-    sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changes"), dead, counters,
+    sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changesets")}))
+    sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changesets"), dead, counters,
                         lambda exc: _crash(app, exc))
 
     @app.on_partitions_revoked.connect
@@ -118,7 +119,7 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
                          key_serializer="raw", value_serializer="raw", partitions=k.partitions)
 
     chosen: dict[str, tuple[faust.TopicT, AgentFun[Any]]] = {
-        "normalise": (topic("raw"), normalise.run), "sink": (topic("snapshots", "changes"), sinking.run)}
+        "normalise": (topic("raw"), normalise.run), "sink": (topic("snapshots", "changesets"), sinking.run)}
     if track is not None:
         chosen["track"] = (topic("snapshots"), track.run)
     for name, (source, fn) in chosen.items():

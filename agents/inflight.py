@@ -8,6 +8,10 @@ writes: a state reaches the changelog only after the change events it made) and 
 acknowledged; then the next. So the committed offset never passes a record whose outputs could
 still be lost, and a crash replays it from the older state, with the same event ids.
 
+A follow-up may hand more outputs to the producer (the track agent's change sets, which name
+only the change events the broker took): the record then waits for those too before it is
+acknowledged, while the follow-ups of the records behind it run.
+
 The records ready at once are released together: each one's follow-up runs, then the agent's
 ``before_ack`` (given to :meth:`InFlight.bind`) once for them all, then their acknowledgements.
 The track agent's follow-up hands the record's states to the producer, and its ``before_ack``
@@ -39,11 +43,16 @@ LIMIT = 256  # records queued at most per agent; the agent waits for the oldest 
 E = TypeVar("E")  # the stream's event (Faust's EventT)
 
 
+# A record's follow-up: it gets the results of the record's outputs, and may return more outputs
+# the record waits for before it is acknowledged.
+Then = Callable[[list[Any]], Awaitable[Sequence[Awaitable[Any]] | None]]
+
+
 @dataclass(slots=True)
 class Pending(Generic[E]):
     event: E
     delivered: asyncio.Future[Any]
-    then: Callable[[list[Any]], Awaitable[None]] | None
+    then: Then | None
 
 
 class InFlight(Generic[E]):
@@ -73,40 +82,47 @@ class InFlight(Generic[E]):
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
 
-    async def add(self, event: E, outputs: Sequence[Awaitable[Any]],
-                  then: Callable[[list[Any]], Awaitable[None]] | None = None) -> None:
+    async def add(self, event: E, outputs: Sequence[Awaitable[Any]], then: Then | None = None) -> None:
         """Queue ``event`` behind its ``outputs`` (the producer's delivery futures). Once they are
-        all settled, ``then`` gets their results (an exception for a failed one) just before the
-        acknowledgement; without ``then`` a failed delivery stops the worker. Waits while the
-        queue is full."""
-        delivered: asyncio.Future[Any] = (asyncio.gather(*outputs, return_exceptions=True) if outputs
-                                          else _done())
-        self._queue.append(Pending(event, delivered, then))
-        delivered.add_done_callback(self._poke)
+        all settled, and those of the records before it, ``then`` gets their results (an
+        exception for a failed one) and may return more outputs to wait for; without ``then``
+        (and for the outputs ``then`` returns) a failed delivery stops the worker. Waits while
+        the queue is full."""
+        self._queue.append(Pending(event, self._gather(outputs), then))
         while len(self._queue) > self._limit:
             self._room.clear()
             await self._room.wait()
+
+    def _gather(self, outputs: Sequence[Awaitable[Any]]) -> asyncio.Future[Any]:
+        delivered: asyncio.Future[Any] = (asyncio.gather(*outputs, return_exceptions=True) if outputs
+                                          else _done())
+        delivered.add_done_callback(self._poke)
+        return delivered
 
     def _poke(self, _: asyncio.Future[Any]) -> None:
         self._wake.set()
 
     async def release(self) -> None:
-        """Acknowledge, in order, the records at the head whose outputs were all delivered
-        (the releasing task's work; raises the first failed delivery). Each one's follow-up runs
-        first, then ``before_ack`` once, then the acknowledgements."""
+        """Run, in order, the follow-ups of the records whose outputs (and those of every record
+        before them) were all delivered; then acknowledge, in order, the records at the head that
+        wait for nothing more (the releasing task's work; raises the first failed delivery not
+        given to a follow-up). ``before_ack`` runs once before the acknowledgements."""
         queue = self._queue
-        released: list[E] = []
-        while queue and queue[0].delivered.done():
-            entry = queue.popleft()
-            if entry.delivered.cancelled():
-                raise asyncio.CancelledError
-            results: list[Any] = entry.delivered.result() or []
+        index = 0
+        while index < len(queue) and queue[index].delivered.done():
+            entry = queue[index]
             if entry.then is not None:
-                await entry.then(results)
-            else:
-                failed = next((r for r in results if isinstance(r, BaseException)), None)
-                if failed is not None:
-                    raise failed
+                then, entry.then = entry.then, None
+                entry.delivered = self._gather(await then(_results(entry)) or ())
+                if index >= len(queue) or queue[index] is not entry:
+                    break  # dropped meanwhile (partitions revoked)
+            index += 1
+        released: list[E] = []
+        while queue and queue[0].then is None and queue[0].delivered.done():
+            entry = queue.popleft()
+            failed = next((r for r in _results(entry) if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
             released.append(entry.event)
         if not released:
             return
@@ -153,6 +169,14 @@ class InFlight(Generic[E]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+def _results(entry: Pending[Any]) -> list[Any]:
+    """The results of a settled entry's outputs (an exception for a failed one)."""
+    if entry.delivered.cancelled():
+        raise asyncio.CancelledError
+    results: list[Any] = entry.delivered.result() or []
+    return results
 
 
 def _done() -> asyncio.Future[Any]:

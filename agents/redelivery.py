@@ -25,7 +25,7 @@ the dropped record alone shows into the next one); a copy of a record still bein
 (Faust hands records over at start-up before and after its seek to the committed offsets) is
 dropped, its first copy acknowledged. :meth:`Redelivery.repair`, on a timer, is
 the backstop for the other topics (a hole at the committed offset that persists: the sink's
-``changes``) and for records retention deleted before they were read. Records read again that
+``changesets``) and for records retention deleted before they were read. Records read again that
 an agent already finished are recognised by :meth:`Redelivery.done` and skipped, so nothing is
 produced twice; the sink has its own high-water marks.
 """

@@ -1,4 +1,4 @@
-"""The sink agent: snapshots and change events -> ClickHouse, batch by batch (one INSERT per table
+"""The sink agent: snapshots and change sets -> ClickHouse, batch by batch (one INSERT per table
 per batch, :meth:`~pipeline.clickhouse.sink.ClickHouseSink.write_all`) by the agent's writer, the
 next batch cut while the last is written. A batch is acknowledged only after every block of it
 was acknowledged by ClickHouse or its records were dead-lettered (:meth:`SinkAgent.run`); a bad
@@ -40,13 +40,13 @@ class Prepared:
 @dataclass(slots=True)
 class SinkAgent:
     """What the agent needs, given: where blocks go, the batch size (also the block alignment)
-    and the longest wait for a batch, the changes topic (whose rows go to ``batch_changes``),
+    and the longest wait for a batch, the change-set topic (whose rows go to ``batch_changes``),
     the dead letters, the worker's counters, and what stops the worker when a write fails."""
 
     sink: BlockSink
     batch_size: int
     within: float  # seconds
-    changes_topic: str
+    changesets_topic: str
     dead: DeadLetters
     counters: Counters
     on_error: Callable[[BaseException], None]
@@ -134,7 +134,7 @@ class SinkAgent:
         events = {_position(e): e for e in batch}
         records = {pos: Record(pos, e.value, e.message.key) for pos, e in events.items()
                    if isinstance(e.value, bytes)}
-        blocks, dead = cut(list(records.values()), self.batch_size, self.changes_topic)
+        blocks, dead = cut(list(records.values()), self.batch_size, self.changesets_topic)
         return Prepared(batch, events, records, blocks, dead)
 
     async def finish(self, ready: Prepared, *, release: bool = False) -> None:

@@ -1,11 +1,14 @@
 """The track agent: fold the snapshots of each record into the table (the last state per batch)
 and emit their change events.
 
-A record's change events reach the broker before the states that made them are written
-(:mod:`agents.inflight`): a crash between the two replays the snapshots from the older states and
-emits the same events (same ids, same content) again, instead of losing them. Until written, a
-state is read from ``pending``. Acknowledged by hand: a record held behind a dropped one
-(:meth:`Redelivery.admit`) is not acknowledged.
+A record's change events go to ``<prefix>.changes`` one a record (the subscribers' contract),
+and again packed for the sink into change-set records (:func:`~pipeline.core.records.pack_changes`),
+sent once the broker took the events (a change set names only delivered events) and delivered
+before the record is acknowledged. A record's change events reach the broker before the states
+that made them are written (:mod:`agents.inflight`): a crash between the two replays the
+snapshots from the older states and emits the same events (same ids, same content) again,
+instead of losing them. Until written, a state is read from ``pending``. Acknowledged by hand: a
+record held behind a dropped one (:meth:`Redelivery.admit`) is not acknowledged.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from pipeline.core.codec import Codec
 from pipeline.core.dlq import reason_of
 from pipeline.core.errors import InvalidRecord
 from pipeline.core.models import Snapshot
-from pipeline.core.records import Rejected, is_vanish, partition_of, read_snapshots, snapshot_key
+from pipeline.core.records import (
+    Rejected,
+    is_vanish,
+    pack_changes,
+    partition_of,
+    read_snapshots,
+    snapshot_key,
+)
 from pipeline.core.track import fold_bytes, vanish_bytes, vanished_snapshot
 from pipeline.core.transitions import Rules
 
@@ -43,19 +53,21 @@ STAGE = "track"
 RECORD_OVERHEAD = 128
 Entries = list[dict[str, Any] | Rejected]  # a snapshot record's entries (records.read_snapshots)
 Writes = dict[int, tuple[bytes, bytes]]  # the states to write, by the index of their snapshot
+Emitted = dict[int, list[bytes]]  # the change events handed to the producer, by the index of their snapshot
 Handed = Callable[[str, int], Awaitable[None]]  # once a partition's records are in the producer's queue
 
 
 @dataclass(slots=True)
 class TrackAgent:
-    """What the agent needs, given: the producer's ``send``, the changes topic, the track table,
-    its changelog topic and partition count, the rules and codec, the producer's largest request (bytes),
-    what waits for a partition's records to be in the producer's queue (:meth:`Batches.handed
-    <agents.batches.Batches.handed>`), the dead letters, the in-flight queue, the redelivery guard
-    and the worker's counters."""
+    """What the agent needs, given: the producer's ``send``, the changes and change-set topics,
+    the track table, its changelog topic and partition count, the rules and codec, the
+    producer's largest request (bytes), what waits for a partition's records to be in the
+    producer's queue (:meth:`Batches.handed <agents.batches.Batches.handed>`), the dead letters,
+    the in-flight queue, the redelivery guard and the worker's counters."""
 
     send: Send
     topic: str
+    changesets: str
     table: TableT[bytes, bytes]
     changelog: str  # the table's changelog topic
     partitions: int
@@ -83,18 +95,19 @@ class TrackAgent:
             if verdict is Verdict.DONE:
                 await manual.ack(event)
             elif verdict is Verdict.PROCESS:
-                out, writes, entries = await self.fold_record(event)
-                then = partial(self.settle, event, out, writes, entries)
+                out, writes, emitted, entries = await self.fold_record(event)
+                then = partial(self.settle, event, out, writes, emitted, entries)
                 await self.in_flight.add(event, out.futures, then)
 
-    async def fold_record(self, event: EventT[bytes]) -> tuple[Outputs, Writes, Entries]:
+    async def fold_record(self, event: EventT[bytes]) -> tuple[Outputs, Writes, Emitted, Entries]:
         """Send the change events and dead letters of one snapshot record; the states to write,
-        and the record's entries (read once)."""
+        the change events sent, and the record's entries (read once)."""
         msg = event.message
         value = event.value if isinstance(event.value, bytes) else b""
         entries = read_snapshots(value, msg.key, self.codec.loads)
         out = Outputs(self.send)
         writes: Writes = {}
+        emitted: Emitted = {}
         bad: list[Rejected] = []
         for index, entry in enumerate(entries):
             if isinstance(entry, Rejected):
@@ -110,11 +123,13 @@ class TrackAgent:
                 bad.append(Rejected(refused, index, self.codec.dumps(entry), key))
                 continue
             self.counters.changes += len(values)
+            if values:
+                emitted[index] = values
             if state_value is not None:
                 self.pending[key] = state_value
                 writes[index] = (key, state_value)
         await self.dead.hand(msg, STAGE, bad, len(entries), out)
-        return out, writes, entries
+        return out, writes, emitted, entries
 
     async def send_changes(self, out: Outputs, key: bytes, values: list[bytes], index: int,
                            partition: int) -> str | None:
@@ -151,11 +166,13 @@ class TrackAgent:
             raise InvalidRecord(f"change event of {len(key) + size} bytes is over Kafka's "
                                 f"{self.max_request}-byte record limit")
 
-    async def settle(self, event: EventT[bytes], out: Outputs, writes: Writes, entries: Entries,
-                     results: list[Any]) -> None:
+    async def settle(self, event: EventT[bytes], out: Outputs, writes: Writes, emitted: Emitted,
+                     entries: Entries, results: list[Any]) -> list[Awaitable[Any]]:
         """Once a snapshot record's outputs are settled: a snapshot whose change event the broker
         refused is a dead letter and its state is not written; then the table writes, the store
-        and the changelog (the same partition: the table is co-partitioned with the snapshots)."""
+        and the changelog (the same partition: the table is co-partitioned with the snapshots);
+        then the change sets of the events the broker took, whose deliveries are returned (the
+        record waits for them before it is acknowledged)."""
         refused = await out.refused(results, "change event")
         if refused:  # an owner >= 0 is a snapshot that was folded: an object, not a Rejected
             bad = [Rejected(reason, owner, self.codec.dumps(entries[owner]), snapshot_key(entries[owner]))
@@ -176,6 +193,11 @@ class TrackAgent:
                     del self.pending[key]
         if noted is not None:  # handed before the acknowledgement (all_handed)
             self.unhanded.add(partition)
+        taken = [value for index, values in emitted.items() if index not in refused for value in values]
+        # No key: the partition is the snapshot record's, and a key would only take room that a
+        # change event as large as the changes topic allows (check_sizes) must have.
+        return [await self.send(self.changesets, None, value, partition, None, None)
+                for value in pack_changes(taken)]
 
     async def all_handed(self) -> None:
         """Before the records settled together are acknowledged: until their states are in the

@@ -11,7 +11,7 @@ once; nothing is active afterwards. In one of two shapes (``--topology``):
   providers, on their own process as remote APIs are), and the tree's ``batchscope worker``
   (embedded chDB) and ``batchscope poll``. Timed from the first raw record (broker timestamp) to
   the moment the poller's ``/metrics`` counts every batch published and the worker's group has
-  committed every record on raw, snapshots and changes (the sink commits after its insert); the
+  committed every record on raw, snapshots and changesets (the sink commits after its insert); the
   rows are counted afterwards.
 - ``run``: ``batchscope run`` of that tree (its in-process simulator, poller, agents and sink in
   one process: one interpreter lock for all of it). Timed to the first moment the query endpoint
@@ -43,7 +43,7 @@ from typing import Any
 from bench import baseline
 from bench.baseline import Tree
 from bench.report import save
-from bench.worker_bench import DRAINED, Command, free_port, snapshot_rows, wait_port
+from bench.worker_bench import DRAINED, Command, free_port, sink_feed, snapshot_rows, wait_port
 from bench.worker_bench import write_config as services_config
 from pipeline.clickhouse.queries import query_running
 from pipeline.config import KafkaConfig, SourceConfig
@@ -136,7 +136,7 @@ def services_run(args: argparse.Namespace, tree: Tree, current: Tree) -> Backfil
     """The deployed shape (compose): ``batchscope simulate`` (today's; the providers, on their own
     core), and the tree's ``batchscope worker`` and ``batchscope poll`` as separate processes.
     Done when the poller has published every batch and the worker's group has committed every
-    record on raw, snapshots and changes (the sink commits after its insert); the rows are
+    record on raw, snapshots and changesets (the sink commits after its insert); the rows are
     counted afterwards."""
     prefix = f"bench-backfill-{uuid.uuid4().hex[:8]}"
     kafka = KafkaConfig(bootstrap=args.bootstrap, topic_prefix=prefix, app_id=prefix, partitions=PARTITIONS)
@@ -155,7 +155,7 @@ def services_run(args: argparse.Namespace, tree: Tree, current: Tree) -> Backfil
             wait_port(sim_port, sim)
             worker.start()
             poll.start()
-            done = wait_services(args, poll, worker, metrics_port, want, prefix, kafka)
+            done = wait_services(args, tree, poll, worker, metrics_port, want, prefix, kafka)
             first = asyncio.run(first_timestamp(args.bootstrap, kafka.topic("raw")))
             last = asyncio.run(last_timestamp(args.bootstrap, kafka.topic("raw")))
         finally:
@@ -183,11 +183,11 @@ def observations_total(metrics: str) -> int:
                if line.startswith("batchscope_poller_observations_total{"))
 
 
-def wait_services(args: argparse.Namespace, poll: Command, worker: Command, metrics_port: int, want: int,
-                  group: str, kafka: KafkaConfig) -> float:
+def wait_services(args: argparse.Namespace, tree: Tree, poll: Command, worker: Command, metrics_port: int,
+                  want: int, group: str, kafka: KafkaConfig) -> float:
     """The wall time the group was seen drained after the poller published ``want`` observations."""
     return asyncio.run(watch_services(args.bootstrap, poll, worker, metrics_port, want, group,
-                                      [kafka.topic(t) for t in DRAINED]))
+                                      [kafka.topic(sink_feed(tree, t)) for t in DRAINED]))
 
 
 async def watch_services(bootstrap: str, poll: Command, worker: Command, metrics_port: int, want: int,
@@ -298,7 +298,7 @@ sources holding {batches:,} batches in all, every one terminal history (`simulat
 page of every source (newest first, 100 a page where the provider pages) and publishes each batch
 once; nothing is active afterwards. Time = first raw record (broker timestamp: the first page
 published) -> the moment the poller's `/metrics` counts every batch published and the worker's
-consumer group has committed every record on raw, snapshots and changes (the sink commits after
+consumer group has committed every record on raw, snapshots and changesets (the sink commits after
 its insert); `rows` = `batch_snapshots` counted afterwards.
 """
 

@@ -9,7 +9,7 @@ Per run and code tree (:mod:`bench.baseline`; the trees alternate):
    seconds after its first record, while no worker runs; then poller and simulator stop;
 2. the tree's ``batchscope worker`` (normalise, track, sink; embedded chDB) drains it, timed
    from its first snapshot record (broker timestamp) to the moment the consumer group has
-   committed every record on raw, snapshots and changes (committed offsets polled against end
+   committed every record on raw, snapshots and changesets (committed offsets polled against end
    offsets); observations/s = rows in ``batch_snapshots`` / that time;
 3. the bare loop (:mod:`bench.bareloop`) runs over the same raw topic.
 
@@ -63,7 +63,7 @@ from tests.support.kafka import group_done as group_done  # re-exported: moved t
 from tests.support.processes import free_port as free_port  # re-exported: moved to tests/support
 from tests.support.processes import stop_run
 
-DRAINED = ("raw", "snapshots", "changes")
+DRAINED = ("raw", "snapshots", "changesets")  # what `batchscope worker` reads
 TIMEOUT = 600.0
 TARGET = 0.25
 LOOK = 0.02  # seconds between looks at the group's commits
@@ -71,7 +71,7 @@ LOOK = 0.02  # seconds between looks at the group's commits
 
 # The two workers of the split deployment, and what each one's consumer group must have committed
 # (a sink without the track agent reads in <app_id>-sink: agents.app.group_of).
-SPLIT = (("normalise,track", "", ("raw", "snapshots")), ("sink", "-sink", ("snapshots", "changes")))
+SPLIT = (("normalise,track", "", ("raw", "snapshots")), ("sink", "-sink", ("snapshots", "changesets")))
 ONE = (("", "", DRAINED),)  # `batchscope worker` as it comes: all three agents
 
 
@@ -210,7 +210,8 @@ def drain(args: argparse.Namespace, tree: Tree, current: Tree, *, split: bool = 
                                *(("--agents", agents) if agents else ())).start()
                        for i, (agents, _, _) in enumerate(layout)]
             try:
-                groups = [(prefix + suffix, [kafka.topic(t) for t in topics]) for _, suffix, topics in layout]
+                groups = [(prefix + suffix, [kafka.topic(sink_feed(tree, t)) for t in topics])
+                          for _, suffix, topics in layout]
                 done = wait_drained(args, workers, groups, kafka)
             finally:
                 for worker in workers:
@@ -221,6 +222,14 @@ def drain(args: argparse.Namespace, tree: Tree, current: Tree, *, split: bool = 
             return Drain(tree.label, raw, rows, seconds, bare)
         finally:
             asyncio.run(delete_topics(args.bootstrap, prefix))
+
+
+def sink_feed(tree: Tree, topic: str) -> str:
+    """``topic``, or for a tree whose sink still reads ``<prefix>.changes`` (before the change
+    sets, ``sql/007_change_sets.sql``) that topic in place of ``changesets``."""
+    if topic == "changesets" and not (tree.path / "sql" / "007_change_sets.sql").exists():
+        return "changes"
+    return topic
 
 
 Groups = Sequence[tuple[str, Sequence[str]]]  # consumer groups, each with the topics it must drain
@@ -330,10 +339,11 @@ poll`, poll interval {poll:g} s, every active batch due each interval, 100 reque
 fills fresh topics' `<prefix>.raw` for {fill:g} s after its first record, with no worker running.
 Then the tree's `batchscope worker` (normalise, track, sink; embedded chDB) drains it, timed from
 its first snapshot record (broker timestamp) to the moment its consumer group has committed
-everything on raw, snapshots and changes (looked at every 20 ms with clients kept open, since
+everything it reads: raw, snapshots, and the sink's feed of change events (`changesets` today,
+`changes` in the baseline). Commits are looked at every 20 ms with clients kept open (since
 cf20cdb; before it, every 0.5 s or so, with clients started for each look, which made a drain look
-up to that much longer); today's worker commits every 0.25 s and the baseline's every second, so up
-to that much of this is commit interval. `worker obs/s`
+up to that much longer); today's worker commits every 0.25 s and
+the baseline's every second, so up to that much of this is commit interval. `worker obs/s`
 = rows in `batch_snapshots` / that time
 (`observations on raw` beside it: they must be equal). The bare loop (`bench/bareloop.py`: aiokafka
 consume -> orjson parse -> produce, one fetched batch in flight) then reads the same raw topic.

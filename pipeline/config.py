@@ -82,7 +82,7 @@ class KafkaConfig:
     keeps records forever."""
 
     bootstrap: str = "127.0.0.1:9092"  # the brokers, ``host:port[,host:port...]``
-    # topics are ``<prefix>.raw``, ``.snapshots``, ``.changes``, ``.dlq``, ``.hints``
+    # topics are ``<prefix>.raw``, ``.snapshots``, ``.changes``, ``.changesets``, ``.dlq``, ``.hints``
     topic_prefix: str = "batchscope"
     partitions: int = bounded(4, 1, 10_000)  # of every topic; at most this many workers do work
     app_id: str = "batchscope"  # Faust consumer group and changelog prefix
@@ -90,7 +90,7 @@ class KafkaConfig:
     replication_factor: int = bounded(1, 1, 32_767)
     # topic ``min.insync.replicas`` (2 with ``replication_factor = 3``); producers use ``acks=all``
     min_insync_replicas: int = bounded(1, 1, 32_767)
-    # raw and snapshots: 7 days, enough to replay into ClickHouse
+    # raw, snapshots and changesets: 7 days, enough to replay into ClickHouse
     retention_hours: int = bounded(168, 1, 876_000, also=-1)
     changes_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # the downstream contract: 30 days
     dlq_retention_hours: int = bounded(720, 1, 876_000, also=-1)  # dead letters: 30 days

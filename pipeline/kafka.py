@@ -38,7 +38,8 @@ from pipeline.core.records import Packed, pack_raw
 log = logging.getLogger(__name__)
 
 # hints: the webhook receiver's verified provider events, read by the poller (pipeline/webhooks/).
-PIPELINE_TOPICS = ("raw", "snapshots", "changes", "dlq", "hints")
+# changesets: the change events packed per snapshot record, the sink's feed (docs/records.md).
+PIPELINE_TOPICS = ("raw", "snapshots", "changes", "changesets", "dlq", "hints")
 # The track agent's Faust table (agents.app.STATE_TABLE); Faust names its changelog after it.
 STATE_TABLE = "batch_state"
 HOUR_MS = 3_600_000
@@ -99,8 +100,9 @@ def topic_specs(config: KafkaConfig, names: Iterable[str] = PIPELINE_TOPICS, *,
                 changelog: bool = False) -> list[TopicSpec]:
     """Partitions, replication and retention of each topic; the changelog is compacted, not aged."""
     retention = {"raw": config.retention_hours, "snapshots": config.retention_hours,
-                 "changes": config.changes_retention_hours, "dlq": config.dlq_retention_hours,
-                 "hints": config.retention_hours, ALERTS_SENT: config.changes_retention_hours}
+                 "changes": config.changes_retention_hours, "changesets": config.retention_hours,
+                 "dlq": config.dlq_retention_hours, "hints": config.retention_hours,
+                 ALERTS_SENT: config.changes_retention_hours}
     isr = {"min.insync.replicas": str(config.min_insync_replicas)}
     specs = [TopicSpec(config.topic(n), config.partitions, config.replication_factor,
                        {"cleanup.policy": "compact,delete" if n == ALERTS_SENT else "delete",

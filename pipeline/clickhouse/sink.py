@@ -2,7 +2,8 @@
 
 Row building and block cutting are pure. A snapshot record gives one row per snapshot it carries
 (one, or a version 2 list: ``docs/records.md``), each at the Kafka position ``(topic, partition,
-offset, index)``; a change record gives one row. A vanish marker among the snapshots
+offset, index)``; a change-set record (``<prefix>.changesets``) one ``batch_changes`` row per
+change event it carries, the same way. A vanish marker among the snapshots
 (:func:`pipeline.core.records.is_vanish`) gives none: it is an observation that the batch is
 gone, not of its fields; its ``purged`` or ``vanished`` change event is the row it leaves.
 ``batch_latest`` is fed from ``batch_snapshots`` by a materialized view (``sql/002_fleet.sql``),
@@ -34,7 +35,7 @@ from pipeline.core.backoff import full_jitter
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord, StoreError
 from pipeline.core.models import SCHEMA_VERSION, SNAPSHOT_FIELDS, ChangeEvent, Snapshot, loads_object
-from pipeline.core.records import VERSION, Rejected, is_vanish, read_snapshots
+from pipeline.core.records import VERSION, Rejected, is_vanish, read_changes, read_snapshots
 from pipeline.core.timeutil import iso_to_ms
 from pipeline.core.transitions import RANK
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 BASE_BACKOFF, MAX_BACKOFF = 0.5, 10.0  # seconds: the first retry waits up to 1 s
 SNAPSHOTS, CHANGES = "batch_snapshots", "batch_changes"
-INDEXED = frozenset({SNAPSHOTS})  # the tables with a kafka_index column (sql/004_kafka_index.sql)
+INDEXED = frozenset({SNAPSHOTS, CHANGES})  # with kafka_index: sql/004_kafka_index.sql, 007_change_sets.sql
 Row = tuple[int, int, bytes]  # (Kafka offset, index in its record, one JSONEachRow line)
 Mark = tuple[int, int]  # (offset, index): how far a partition is stored
 NOTHING: Mark = (-1, -1)
@@ -109,13 +110,14 @@ class Block:
         self.snapshots.append((pos.offset, index, body[:-1] + kafka))
         self._came_from(pos)
 
-    def add_change(self, event: ChangeEvent, pos: Position) -> None:
-        self.add_change_row(change_row(event), pos)
+    def add_change(self, event: ChangeEvent, pos: Position, index: int = 0) -> None:
+        self.add_change_row(change_row(event), pos, index)
 
-    def add_change_row(self, row: dict[str, Any], pos: Position) -> None:
-        """A ``batch_changes`` row (:func:`change_row`, :func:`read_change`) at its Kafka position."""
-        kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset}
-        self.changes.append((pos.offset, 0, orjson_dumps({**row, **kafka})))
+    def add_change_row(self, row: dict[str, Any], pos: Position, index: int = 0) -> None:
+        """A ``batch_changes`` row (:func:`change_row`, :func:`change_row_of`) at its Kafka position."""
+        kafka = {"kafka_topic": pos.topic, "kafka_partition": pos.partition, "kafka_offset": pos.offset,
+                 "kafka_index": index}
+        self.changes.append((pos.offset, index, orjson_dumps({**row, **kafka})))
         self._came_from(pos)
 
     def tables(self) -> Iterator[tuple[str, list[Row]]]:
@@ -168,14 +170,18 @@ def change_row(event: ChangeEvent) -> dict[str, Any]:
 
 
 def read_change(value: bytes) -> dict[str, Any]:
-    """The ``batch_changes`` row of a change record: :func:`change_row` of
+    """The ``batch_changes`` row of a change record of one (:func:`change_row_of`)."""
+    return change_row_of(loads_object(value, "change event"))
+
+
+def change_row_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """The ``batch_changes`` row of a parsed change event: :func:`change_row` of
     :meth:`ChangeEvent.from_json`, checked the same way (every required field, no unknown one, in
     the event and in its snapshot) plus a string ``observed_at``, without building the dataclasses.
     A snapshot with exactly the contract's fields in the contract's order (what the track agent
     writes) is stored as its own JSON, re-serialised; any other goes through :class:`Snapshot`
     (its defaults filled in, as before).
     """
-    obj = loads_object(value, "change event")
     snapshot = obj.get("snapshot")
     if not isinstance(snapshot, dict):
         raise InvalidRecord("change event: 'snapshot' missing or not an object")
@@ -251,23 +257,24 @@ def _whole(rec: Record, reason: str) -> Dead:
     return Dead(rec.pos, Rejected(reason, 0, rec.value, rec.key))
 
 
-def cut(records: Sequence[Record], align: int, changes_topic: str) -> tuple[list[Block], list[Dead]]:
+def cut(records: Sequence[Record], align: int, changesets_topic: str) -> tuple[list[Block], list[Dead]]:
     """Blocks per topic partition, cut at offsets aligned to ``align`` and at month changes.
 
     The same records always give the same blocks, whatever batches they arrived in, up to where a
     batch ended (the rows of one record may fall in two blocks: one per month). What cannot be
-    read is returned as dead letters: a whole record, or one snapshot of a record of many.
+    read is returned as dead letters: a whole record, or one snapshot or change event of a record
+    of many. Records of ``changesets_topic`` carry change events; any other topic's, snapshots.
     """
     blocks: dict[tuple[str, int, int, str], Block] = {}
     dead: list[Dead] = []
     for rec in sorted(records, key=lambda r: (r.pos.topic, r.pos.partition, r.pos.offset)):
-        if rec.pos.topic == changes_topic:
-            try:
-                row = read_change(rec.value)
-            except InvalidRecord as exc:
-                dead.append(_whole(rec, str(exc)))
-                continue
-            _block(blocks, rec.pos, align, row["observed_at"]).add_change_row(row, rec.pos)
+        if rec.pos.topic == changesets_topic:
+            for change in changes_of(rec):
+                if isinstance(change, Dead):
+                    dead.append(change)
+                else:
+                    index, row = change
+                    _block(blocks, rec.pos, align, row["observed_at"]).add_change_row(row, rec.pos, index)
             continue
         for found in snapshots_of(rec):
             if isinstance(found, Dead):
@@ -287,8 +294,9 @@ def _block(blocks: dict[tuple[str, int, int, str], Block], pos: Position, align:
     return block
 
 
-def entries(rec: Record) -> tuple[list[dict[str, Any] | Rejected], int | None]:
-    """The entries of a snapshot record (:func:`pipeline.core.records.read_snapshots`) and, for a
+def entries(rec: Record, changes: bool = False) -> tuple[list[dict[str, Any] | Rejected], int | None]:
+    """The entries of a snapshot record (:func:`pipeline.core.records.read_snapshots`), or with
+    ``changes`` of a change-set record (:func:`~pipeline.core.records.read_changes`), and, for a
     record of many (version 2), how many it carries; None for a record of one."""
     parsed: list[Any] = []
 
@@ -296,10 +304,29 @@ def entries(rec: Record) -> tuple[list[dict[str, Any] | Rejected], int | None]:
         parsed.append(orjson.loads(data))
         return parsed[0]
 
-    found = read_snapshots(rec.value, rec.key, loads)
+    read, field = (read_changes, "changes") if changes else (read_snapshots, "snapshots")
+    found = read(rec.value, rec.key, loads)
     top = parsed[0] if parsed else None
-    many = isinstance(top, dict) and top.get("v") == VERSION and isinstance(top.get("snapshots"), list)
+    many = isinstance(top, dict) and top.get("v") == VERSION and isinstance(top.get(field), list)
     return found, len(found) if many else None
+
+
+def changes_of(rec: Record) -> Iterator[tuple[int, dict[str, Any]] | Dead]:
+    """``(index, batch_changes row)`` of each valid change event of a change-set record, in order,
+    and a :class:`Dead` for each bad one (as :func:`snapshots_of`)."""
+    found, count = entries(rec, changes=True)
+    for index, entry in enumerate(found):
+        if isinstance(entry, Rejected):
+            yield _whole(rec, entry.reason) if count is None else \
+                Dead(rec.pos, replace(entry, key=entry.key or rec.key), count)
+            continue
+        try:
+            row = change_row_of(entry)
+        except InvalidRecord as exc:
+            yield _whole(rec, str(exc)) if count is None else \
+                Dead(rec.pos, Rejected(str(exc), index, orjson_dumps(entry), _key(entry) or rec.key), count)
+            continue
+        yield index, row
 
 
 def snapshots_of(rec: Record) -> Iterator[tuple[int, bytes, dict[str, Any]] | Dead]:
@@ -370,7 +397,7 @@ def refused_letters(block: Block, records: Mapping[Position, Record], reason: st
     for offset, index, _ in (*block.snapshots, *block.changes):
         rec = records[Position(topic, partition, offset)]
         if offset not in read:
-            read[offset] = entries(rec) if block.snapshots else ([], None)
+            read[offset] = entries(rec, changes=not block.snapshots)
         found, count = read[offset]
         entry = found[index] if count is not None else None
         if isinstance(entry, dict) and count is not None:

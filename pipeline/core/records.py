@@ -21,6 +21,11 @@ snapshots of consecutive raw records of a partition into one snapshot record
   "observed_at"}`` (:func:`vanish_entry`) in a batch's place among its snapshots: the track
   agent turns it into ``purged`` or ``vanished``, the sink writes no snapshot row for it.
 
+* **Change sets** (``<prefix>.changesets``, the sink's feed): ``{"v": 2, "changes": [event, ...]}``,
+  or one change event object: the change events the snapshots of one snapshot record made, in
+  order, keyed and partitioned as that record. ``<prefix>.changes`` keeps one event a record
+  for its subscribers.
+
 Readers never raise on one bad observation: it comes back as a :class:`Rejected` with its index
 in the record, so its dead letter names it and the good ones go on.
 """
@@ -50,6 +55,7 @@ Loads = Callable[[bytes], Any]
 T = TypeVar("T", tuple[bytes, bytes], tuple[bytes, bytes, int])
 _RAW_HEAD = (b'{"v":2,"source":', b',"provider":', b',"observed_at":', b',"payloads":[')
 _SNAP_HEAD = b'{"v":2,"snapshots":['
+_CHANGES_HEAD = b'{"v":2,"changes":['
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +179,14 @@ def pack_snapshots(run: list[T]) -> tuple[bytes, bytes]:
     return run[0][0], b"".join((_SNAP_HEAD, b",".join(item[1] for item in run), b"]}"))
 
 
+def pack_changes(values: list[bytes], budget: int = PACK_BYTES) -> list[bytes]:
+    """The change-set records of one snapshot record's change events (``values``, serialised), in
+    order: version 2, cut before a record passes ``budget`` bytes (one event at least)."""
+    items = [(b"", value) for value in values]
+    return [b"".join((_CHANGES_HEAD, b",".join(item[1] for item in run), b"]}"))
+            for run in _chunks(items, budget)]
+
+
 def read_raw(value: bytes, key: bytes | None = None,
              loads: Loads = orjson.loads) -> list[Envelope | Rejected]:
     """The envelopes of one raw record, in order; an unreadable record or observation is a
@@ -253,19 +267,31 @@ def read_snapshots(value: bytes, key: bytes | None = None,
     """The snapshot objects of one snapshot record, in order (fields not checked here: the
     caller builds its :class:`~pipeline.core.models.Snapshot`); an entry that is not an object is a
     :class:`Rejected` with its index."""
+    return read_entries(value, key, loads, "snapshot")
+
+
+def read_changes(value: bytes, key: bytes | None = None,
+                 loads: Loads = orjson.loads) -> list[dict[str, Any] | Rejected]:
+    """The change events of one change-set record, in order, as :func:`read_snapshots` reads
+    snapshots (fields not checked here)."""
+    return read_entries(value, key, loads, "change")
+
+
+def read_entries(value: bytes, key: bytes | None, loads: Loads, kind: str) -> list[dict[str, Any] | Rejected]:
+    """The objects of a record of many (``{"v": 2, "<kind>s": [...]}``) or of one (the object)."""
+    what, field = f"{kind} record", f"{kind}s"
     try:
-        obj = loads_object(value, "snapshot record", loads)
+        obj = loads_object(value, what, loads)
     except InvalidRecord as exc:
         return [Rejected(str(exc), 0, value, key)]
     if "v" not in obj:
         return [obj]
-    entries = obj.get("snapshots") if obj["v"] == VERSION else None
+    entries = obj.get(field) if obj["v"] == VERSION else None
     if not isinstance(entries, list):
-        why = "'snapshots' missing or not a list" if obj["v"] == VERSION else f"unknown version {obj['v']!r}"
-        return [Rejected(f"snapshot record: {why}", 0, value, key)]
+        why = f"{field!r} missing or not a list" if obj["v"] == VERSION else f"unknown version {obj['v']!r}"
+        return [Rejected(f"{what}: {why}", 0, value, key)]
     return [e if isinstance(e, dict) else
-            Rejected(f"snapshot record: entry {i} is not an object ({type(e).__name__})", i,
-                     orjson_dumps(e), key)
+            Rejected(f"{what}: entry {i} is not an object ({type(e).__name__})", i, orjson_dumps(e), key)
             for i, e in enumerate(entries)]
 
 

@@ -97,7 +97,7 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterato
         yield {"proc": proc, "log": log, "truth": f"http://127.0.0.1:{sim_port}/_sim/truth",
                "query": tmp_path / "data", "bootstrap": kafka_bootstrap,
                "changes": f"{topic_prefix}.changes", "dlq": f"{topic_prefix}.dlq", "group": topic_prefix,
-               "consumed": [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")]}
+               "consumed": [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changesets")]}
     finally:
         stop_run(proc)
 

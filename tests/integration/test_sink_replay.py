@@ -23,7 +23,7 @@ from pipeline.clickhouse.sink import ClickHouseSink, Position, Record, cut, entr
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.config import KafkaConfig
 from pipeline.core.models import Snapshot
-from pipeline.core.records import partition_of
+from pipeline.core.records import pack_changes, partition_of
 from pipeline.core.transitions import BatchState, apply
 from pipeline.kafka import ensure_topics
 from tests.support.workload import fleet_snapshots
@@ -39,6 +39,8 @@ COUNTS = {
     "changes_final": "SELECT count() FROM batch_changes FINAL",
     "distinct_positions": "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, kafka_index) "
                           "FROM batch_snapshots",
+    "distinct_change_positions": "SELECT uniqExact(kafka_topic, kafka_partition, kafka_offset, kafka_index) "
+                                 "FROM batch_changes",
 }
 
 
@@ -52,26 +54,29 @@ def changes_of(snaps: list[Snapshot]) -> list[bytes]:
 
 
 async def produce_and_read(config: KafkaConfig, snaps: list[Snapshot], per_record: int = 1) -> list[Record]:
-    """The snapshots (in records of ``per_record`` of one partition) and their change events,
-    produced and read back with their Kafka positions."""
-    await ensure_topics(config, ("snapshots", "changes"))
+    """The snapshots (in records of ``per_record`` of one partition) and their change events (in
+    change sets of ``per_record``, or alone), produced and read back with their Kafka positions."""
+    await ensure_topics(config, ("snapshots", "changesets"))
     producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     values = packed(snaps, config.partitions, per_record)
     try:
         for partition, key, value in values:
             await producer.send(config.topic("snapshots"), value, key=key, partition=partition)
-        for change in changes_of(snaps):
-            await producer.send(config.topic("changes"), change, key=b"k" + change[:40])
+        events = changes_of(snaps)
+        sets = [events[i] if per_record == 1 else pack_changes(events[i:i + per_record])[0]
+                for i in range(0, len(events), per_record)]
+        for change_set in sets:
+            await producer.send(config.topic("changesets"), change_set, key=b"k" + change_set[:40])
         await producer.flush()
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(config.topic("snapshots"), config.topic("changes"),
+    consumer = AIOKafkaConsumer(config.topic("snapshots"), config.topic("changesets"),
                                 bootstrap_servers=config.bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()
     records: list[Record] = []
-    want = len(values) + len(changes_of(snaps))
+    want = len(values) + len(sets)
     try:
         while len(records) < want:
             for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
@@ -132,9 +137,9 @@ async def test_replayed_offsets_change_no_row_count(
                          app_id=topic_prefix)
     snaps = fleet_snapshots(40, source="replay")
     records = await produce_and_read(config, snaps)
-    changes_topic = config.topic("changes")
-    n_changes = sum(r.pos.topic == changes_topic for r in records)
-    assert n_changes > 0
+    changes_topic = config.topic("changesets")
+    n_changes = sum(r.pos.topic == changes_topic for r in records)  # one event a record
+    assert n_changes == len(changes_of(snaps)) > 0
 
     before = datetime.now(UTC)
     await feed(store, records, 5, changes_topic)
@@ -145,7 +150,7 @@ async def test_replayed_offsets_change_no_row_count(
     assert before - timedelta(seconds=1) <= earliest.replace(tzinfo=UTC) <= latest.replace(tzinfo=UTC)
     assert latest.replace(tzinfo=UTC) <= datetime.now(UTC) + timedelta(seconds=1)
     assert first["snapshots"] == first["distinct_positions"] == len(snaps)  # nothing lost
-    assert first["changes"] == first["changes_final"] == n_changes
+    assert first["changes"] == first["changes_final"] == first["distinct_change_positions"] == n_changes
     assert first["latest_final"] == 40
     # The materialized view's version is pipeline.clickhouse.sink.version(), and FINAL keeps the newest.
     newest: dict[tuple[str, str], int] = {}
@@ -183,7 +188,7 @@ async def test_records_of_many_replayed_after_a_partial_write_are_stored_once(
                          app_id=topic_prefix)
     snaps = fleet_snapshots(60, source="many")
     records = await produce_and_read(config, snaps, per_record=7)
-    changes_topic = config.topic("changes")
+    changes_topic = config.topic("changesets")
     snapshot_records = [r for r in records if r.pos.topic != changes_topic]
     assert len(snapshot_records) < len(snaps) / 3  # mostly records of many
     # Snapshots first, partitions interleaved, as a consumer may deliver them.
@@ -217,6 +222,17 @@ async def test_records_of_many_replayed_after_a_partial_write_are_stored_once(
                                 "FROM batch_snapshots GROUP BY kafka_partition, kafka_offset")
     sizes = {(r.pos.partition, r.pos.offset): len(entries(r)[0]) for r in snapshot_records}
     assert {(p, o): (n, i) for p, o, n, i in positions.rows} == {at: (n, n - 1) for at, n in sizes.items()}
+
+    # And each change event, at its change set's position.
+    n_changes = len(changes_of(snaps))
+    assert first["changes"] == first["changes_final"] == first["distinct_change_positions"] == n_changes
+    sets = {(r.pos.partition, r.pos.offset): len(entries(r, changes=True)[0])
+            for r in records if r.pos.topic == changes_topic}
+    assert len(sets) < n_changes / 3  # mostly change sets of many
+    positions = await store.run(store.store.query,
+                                "SELECT kafka_partition, kafka_offset, count(), max(kafka_index) "
+                                "FROM batch_changes GROUP BY kafka_partition, kafka_offset")
+    assert {(p, o): (n, i) for p, o, n, i in positions.rows} == {at: (n, n - 1) for at, n in sets.items()}
 
     for batch in (7, 40, 1000):  # more restarts, other batch boundaries
         await feed_batches(store, records, batch, changes_topic)

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import KafkaConfig
 from pipeline.core.errors import BatchscopeError
-from pipeline.kafka import describe_topics, ensure_topics, topic_specs
+from pipeline.kafka import PIPELINE_TOPICS, describe_topics, ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,9 @@ def test_topics_command_creates_and_describes(kafka_bootstrap: str, topic_prefix
     run = [sys.executable, "-m", "batchscope.cli", "topics"]
     out = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:-1]}
-    assert set(lines) == {f"{topic_prefix}.{n}" for n in ("raw", "snapshots", "changes", "dlq", "hints")} | {
-        f"{topic_prefix}-batch_state-changelog"}
+    changelog = f"{topic_prefix}-batch_state-changelog"
+    assert set(lines) == {f"{topic_prefix}.{n}" for n in PIPELINE_TOPICS} | {changelog}
+    assert f"{topic_prefix}.changesets" in lines
     assert lines[f"{topic_prefix}-batch_state-changelog"][1:4] == ["2", "1", "compact"]
     described = subprocess.run([*run, "--describe"], env=env, capture_output=True, text=True, timeout=120,
                                check=True).stdout

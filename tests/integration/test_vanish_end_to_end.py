@@ -92,7 +92,7 @@ def test_each_vanished_batch_is_purged_or_vanished_once(pipeline: dict[str, Any]
     gone_kinds = "kind IN ('purged', 'vanished')"
     wait_for(lambda: sql(f"SELECT count() FROM batch_changes WHERE {gone_kinds}")[0][0] >= len(want),
              "ClickHouse to hold a purged or vanished event per vanished batch", proc, log)
-    topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+    topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
     wait_committed(pipeline["bootstrap"], prefix, topics)  # anything extra (a duplicate) has landed
 
     rows = sql(f"SELECT source, batch_id, kind, event_id, status FROM batch_changes WHERE {gone_kinds}")

@@ -203,7 +203,7 @@ def test_webhooks_end_to_end(deployment: dict[str, Any], kafka_bootstrap: str, t
 
     wait_for("an event into a terminal status for every batch", terminal_events, procs, deadline)
     wait_committed(kafka_bootstrap, f"{topic_prefix}-hints", [hints_topic])
-    consumed = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+    consumed = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
     wait_committed(kafka_bootstrap, topic_prefix, consumed)
     hook_text = get(deployment["hook_metrics"]).decode()
     poll_text = get(deployment["poll_metrics"]).decode()

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+import orjson
+
 from pipeline.core.models import TERMINAL
 from pipeline.core.transitions import RANK
 
@@ -69,6 +71,7 @@ class Change:
     partition: int
     offset: int
     content: Any = None
+    index: int = 0  # its place in a change-set record
 
     @property
     def key(self) -> Key:
@@ -76,7 +79,7 @@ class Change:
 
     @property
     def position(self) -> Position:
-        return (self.partition, self.offset, 0)
+        return (self.partition, self.offset, self.index)
 
 
 @dataclass(slots=True)
@@ -194,7 +197,7 @@ def check_changes(truth: Mapping[str, Any], changes: Sequence[Change],
     contents: dict[str, Change] = {}
     report.duplicated += [f"change stored twice at {where(p)}" for p in twice(changes)]
     unique: list[Change] = []
-    for change in sorted(set(changes), key=lambda c: (c.partition, c.offset)):
+    for change in sorted(set(changes), key=lambda c: (c.partition, c.offset, c.index)):
         prior = contents.get(change.event_id)
         if prior is None:
             contents[change.event_id] = change
@@ -240,19 +243,29 @@ def changes_backwards(unique: Sequence[Change]) -> list[str]:
     return found
 
 
-def check_offsets(stored: Mapping[int, Sequence[int]], ends: Mapping[int, int], what: str,
-                  replaced: Mapping[int, Collection[int]] | None = None) -> Report:
-    """Every offset ``0 .. end-1`` of each partition stored once and in order.
+def same_events(changes: Sequence[Change], change_sets: Sequence[Change]) -> Report:
+    """The sink's feed carries exactly the events of ``<prefix>.changes``, with the same bodies
+    (each once or more: a replay sends both again)."""
+    report = Report()
+    on_topic = {c.event_id: orjson.loads(c.content) for c in changes}
+    in_sets = {c.event_id: orjson.loads(c.content) for c in change_sets}
+    report.lost += [f"event {i} on the changes topic, in no change set"
+                    for i in sorted(on_topic.keys() - in_sets)]
+    report.duplicated += [f"event {i} in a change set, not on the changes topic"
+                          for i in sorted(in_sets.keys() - on_topic)]
+    report.duplicated += [f"event {i}: another body in its change set"
+                          for i in sorted(on_topic.keys() & in_sets) if on_topic[i] != in_sets[i]]
+    return report
+
+
+def check_offsets(stored: Mapping[int, Sequence[int]], ends: Mapping[int, int], what: str) -> Report:
+    """Every offset ``0 .. end-1`` of each partition stored once and in order (records of one).
 
     ``stored`` lists the offsets ClickHouse (or a consumer) holds per partition, in the order it
-    stored or received them; ``ends`` the topic's end offsets; ``replaced`` the offsets whose row
-    the table replaced by design with a later copy of the same record (see
-    :func:`replaced_changes`): they count as stored.
+    stored or received them; ``ends`` the topic's end offsets.
     """
-    expected = {p: [(o, 0) for o in range(end) if o not in (replaced or {}).get(p, ())]
-                for p, end in ends.items()}
-    return check_positions({p: [(o, 0) for o in offsets] for p, offsets in stored.items()}, expected, what,
-                           {p: [(o, 0) for o in offsets] for p, offsets in (replaced or {}).items()})
+    expected = {p: [(o, 0) for o in range(end)] for p, end in ends.items()}
+    return check_positions({p: [(o, 0) for o in offsets] for p, offsets in stored.items()}, expected, what)
 
 
 def check_positions(stored: Mapping[int, Sequence[tuple[int, int]]],
@@ -266,8 +279,9 @@ def check_positions(stored: Mapping[int, Sequence[tuple[int, int]]],
     report = Report()
     for partition, want in sorted(expected.items()):
         positions = list(stored.get(partition, []))
-        allowed = set(want) | set((replaced or {}).get(partition, ()))
-        missing = sorted(set(want) - set(positions))
+        elsewhere = set((replaced or {}).get(partition, ()))
+        allowed = set(want) | elsewhere
+        missing = sorted(set(want) - set(positions) - elsewhere)
         if missing:
             report.lost.append(f"{what} partition {partition}: {len(missing)} offsets missing "
                                f"(first {_show(missing[:5])})")
@@ -291,20 +305,22 @@ def _show(positions: Sequence[tuple[int, int]]) -> str:
     return "[" + ", ".join(f"{o}.{i}" if i else str(o) for o, i in positions) + "]"
 
 
-def replaced_changes(topic: Sequence[Change], table: Sequence[Change]) -> dict[int, set[int]]:
-    """Change-topic offsets whose event the table holds at a later offset of the same partition.
+def replaced_changes(topic: Sequence[Change], table: Sequence[Change]) -> dict[int, set[tuple[int, int]]]:
+    """Change-set positions ``(offset, index)`` whose event the table holds at a later position of
+    the same partition.
 
     The track agent emits an event twice when it replays a snapshot after a crash (same id, same
-    content), and ``batch_changes`` (ReplacingMergeTree on ``event_id``, version ``kafka_offset``)
-    keeps the later copy: the earlier offset is then absent by design, not lost. A different
-    content under the same id is reported by :func:`check_changes` on the topic.
+    content, in a later change-set record), and ``batch_changes`` (ReplacingMergeTree on
+    ``event_id``, version ``kafka_offset``) keeps the later copy: the earlier position is then
+    absent by design, not lost. A different content under the same id is reported by
+    :func:`check_changes` on the topics.
     """
-    stored_at: dict[tuple[int, str], int] = {}
+    stored_at: dict[tuple[int, str], tuple[int, int]] = {}
     for row in table:
         key = (row.partition, str(row.event_id))
-        stored_at[key] = max(stored_at.get(key, -1), row.offset)
-    replaced: dict[int, set[int]] = {}
+        stored_at[key] = max(stored_at.get(key, (-1, -1)), (row.offset, row.index))
+    replaced: dict[int, set[tuple[int, int]]] = {}
     for rec in topic:
-        if stored_at.get((rec.partition, str(rec.event_id)), -1) > rec.offset:
-            replaced.setdefault(rec.partition, set()).add(rec.offset)
+        if stored_at.get((rec.partition, str(rec.event_id)), (-1, -1)) > (rec.offset, rec.index):
+            replaced.setdefault(rec.partition, set()).add((rec.offset, rec.index))
     return replaced

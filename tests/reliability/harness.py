@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from pipeline.config import SimulatorConfig
-from pipeline.core.records import read_snapshots
+from pipeline.core.records import read_changes, read_snapshots
 from simulator.server import Simulator
 from tests.reliability.checker import (
     Change,
@@ -33,9 +33,9 @@ from tests.reliability.checker import (
     Report,
     check_changes,
     check_observations,
-    check_offsets,
     check_positions,
     replaced_changes,
+    same_events,
 )
 from tests.support.kafka import FAST_GROUP, end_offsets, read_all, run_toml
 
@@ -181,7 +181,7 @@ QUERIES = {
                  "kafka_index FROM batch_snapshots",
     "latest": "SELECT source, batch_id, status FROM batch_latest FINAL",
     "changes": "SELECT event_id, kind, source, batch_id, from_status, to_status, kafka_partition, "
-               "kafka_offset, toString(cityHash64(snapshot, kind, ifNull(from_status, ''))) "
+               "kafka_offset, toString(cityHash64(snapshot, kind, ifNull(from_status, ''))), kafka_index "
                "FROM batch_changes",
     "changes_final": "SELECT event_id FROM batch_changes FINAL",
 }
@@ -208,6 +208,7 @@ class Stored:
     tables: dict[str, list[list[Any]]]
     snapshot_records: list[Any] = field(default_factory=list)
     change_records: list[Any] = field(default_factory=list)
+    change_set_records: list[Any] = field(default_factory=list)
     snapshot_ends: dict[int, int] = field(default_factory=dict)
     change_ends: dict[int, int] = field(default_factory=dict)
 
@@ -217,6 +218,7 @@ def collect(tables: dict[str, list[list[Any]]], bootstrap: str, prefix: str) -> 
         return Stored(tables,
                       await read_all(bootstrap, f"{prefix}.snapshots"),
                       await read_all(bootstrap, f"{prefix}.changes"),
+                      await read_all(bootstrap, f"{prefix}.changesets"),
                       await end_offsets(bootstrap, f"{prefix}.snapshots"),
                       await end_offsets(bootstrap, f"{prefix}.changes"))
     return asyncio.run(go())
@@ -240,8 +242,8 @@ def topic_observations(records: Sequence[Any]) -> list[Observation]:
 
 
 def table_changes(stored: Stored) -> list[Change]:
-    return [Change(i, k, s, b, f, t, int(p), int(o), h)
-            for i, k, s, b, f, t, p, o, h in stored.tables["changes"]]
+    return [Change(i, k, s, b, f, t, int(p), int(o), h, int(x))
+            for i, k, s, b, f, t, p, o, h, x in stored.tables["changes"]]
 
 
 def topic_changes(records: Sequence[Any]) -> list[Change]:
@@ -253,7 +255,19 @@ def topic_changes(records: Sequence[Any]) -> list[Change]:
     return rows
 
 
-def positions_by_partition(rows: Sequence[Observation]) -> dict[int, list[tuple[int, int]]]:
+def topic_change_sets(records: Sequence[Any]) -> list[Change]:
+    """The change events of the sink's feed (``<prefix>.changesets``), each at its (offset, index)."""
+    rows = []
+    for r in records:
+        for index, e in enumerate(read_changes(r.value)):
+            assert isinstance(e, dict), e  # the track agent writes no unreadable change set
+            rows.append(Change(e["event_id"], e["kind"], e["source"], e["batch_id"], e.get("from_status"),
+                               e.get("to_status"), r.partition, r.offset, orjson.dumps(e), index))
+    return rows
+
+
+def positions_by_partition(rows: Sequence[Observation] | Sequence[Change]
+                           ) -> dict[int, list[tuple[int, int]]]:
     found: dict[int, list[tuple[int, int]]] = {}
     for row in rows:
         found.setdefault(row.partition, []).append((row.offset, row.index))
@@ -273,6 +287,7 @@ def check_all(truth: Mapping[str, Any], stored: Stored) -> dict[str, Report]:
     observations = table_observations(stored)
     on_topic = topic_observations(stored.snapshot_records)
     changes = table_changes(stored)
+    change_sets = topic_change_sets(stored.change_set_records)
     final_ids = [row[0] for row in stored.tables["changes_final"]]
     keys = [(r[0], r[1]) for r in stored.tables["latest"]]
     twice_final = [f"batch {k} twice after FINAL" for k, n in Counter(keys).items() if n > 1]
@@ -284,11 +299,14 @@ def check_all(truth: Mapping[str, Any], stored: Stored) -> dict[str, Report]:
             positions_by_partition(observations),
             {p: positions_by_partition(on_topic).get(p, []) for p in stored.snapshot_ends},
             "batch_snapshots"),
-        "clickhouse change offsets": check_offsets(
-            offsets_by_partition(changes), stored.change_ends, "batch_changes",
-            replaced_changes(topic_changes(stored.change_records), changes)),
+        "clickhouse change offsets": check_positions(
+            positions_by_partition(changes), positions_by_partition(change_sets), "batch_changes",
+            {p: sorted(at) for p, at in replaced_changes(change_sets, changes).items()}),
         "snapshots topic": check_observations(truth, on_topic, latest),
         "changes topic": check_changes(truth, topic_changes(stored.change_records)),
+        "change sets topic": check_changes(truth, change_sets),
+        "change sets against the changes topic": same_events(topic_changes(stored.change_records),
+                                                              change_sets),
     }
 
 

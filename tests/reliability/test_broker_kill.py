@@ -72,7 +72,7 @@ def test_broker_sigkilled_for_20s_then_clean_restart(tmp_path: Path, dedicated_b
     query = tmp_path / "data"  # the endpoint's pipeline.json and token
     truth_url = f"http://127.0.0.1:{sim_port}/_sim/truth"
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+    topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
 
     def sql(text: str) -> list[tuple[Any, ...]]:
         return query_running(query, text).rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.reliability.checker import (
@@ -16,6 +17,7 @@ from tests.reliability.checker import (
     check_offsets,
     check_positions,
     replaced_changes,
+    same_events,
 )
 
 pytestmark = pytest.mark.reliability  # no Kafka: runs with every pytest invocation, fast
@@ -103,23 +105,38 @@ def test_planted_duplicate_is_found() -> None:
 
 def test_an_event_replaced_by_its_later_copy_is_not_lost() -> None:
     """batch_changes keeps the later of two copies of one event (ReplacingMergeTree on event_id):
-    the earlier offset is accounted for by the copy, and only by a later copy of the same event."""
+    the earlier position is accounted for by the copy, and only by a later copy of the same event."""
     evs = changes()
-    copy = replace(evs[0], offset=len(evs))  # the track agent emitted evs[0] again after a replay
+    copy = replace(evs[0], offset=len(evs), index=2)  # emitted again after a replay, in a later change set
     topic = [*evs, copy]
     table = [e for e in topic if e is not evs[0]]  # merged away: only the copy is stored
     replaced = replaced_changes(topic, table)
-    assert replaced == {1: {evs[0].offset}}
-    ends = {1: len(topic)}
-    assert not check_offsets({1: [e.offset for e in table]}, ends, "batch_changes", replaced).lost
+    assert replaced == {1: {(evs[0].offset, 0)}}
+    want = {1: [e.position[1:] for e in topic]}
+    assert not check_positions({1: [e.position[1:] for e in table]}, want, "batch_changes", replaced).lost
 
     lost = [e for e in table if e.offset != evs[1].offset]  # evs[1] has no later copy: a real loss
-    report = check_offsets({1: [e.offset for e in lost]}, ends, "batch_changes",
-                           replaced_changes(topic, lost))
+    report = check_positions({1: [e.position[1:] for e in lost]}, want, "batch_changes",
+                             replaced_changes(topic, lost))
     assert report.lost == [f"batch_changes partition 1: 1 offsets missing (first [{evs[1].offset}])"]
 
     later = replace(evs[0], offset=99)  # stored only at an earlier offset: the later record is missing
     assert replaced_changes([evs[0], later], [evs[0]]) == {}
+    same = replace(evs[0], index=1)  # a later index of the same record counts as later
+    assert replaced_changes([evs[0], same], [same]) == {1: {(evs[0].offset, 0)}}
+
+
+def test_the_change_sets_carry_the_events_of_the_changes_topic() -> None:
+    def body(c: Change) -> Change:
+        return replace(c, content=orjson.dumps({"id": c.event_id, "to": c.to_status}))
+
+    evs = [body(c) for c in changes()]
+    assert same_events(evs, [replace(c, offset=0, index=i) for i, c in enumerate(evs)]).clean
+    other = replace(evs[1], content=b'{"other": 1}')
+    report = same_events(evs, [*evs[1:], other, body(replace(evs[0], event_id="x"))])
+    assert report.lost == [f"event {evs[0].event_id} on the changes topic, in no change set"]
+    assert report.duplicated == ["event x in a change set, not on the changes topic",
+                                 f"event {evs[1].event_id}: another body in its change set"]
 
 
 @pytest.mark.parametrize("swap", [(1, 2), (0, 3)])

@@ -145,14 +145,14 @@ def outage_then_catch_up(r: Run) -> None:
 
     r.wait(caught_up, "ClickHouse to catch up after the outage")
     # Once the group has committed every record, a duplicate would have landed.
-    wait_committed(r.bootstrap, r.prefix, [f"{r.prefix}.{t}" for t in ("raw", "snapshots", "changes")])
+    wait_committed(r.bootstrap, r.prefix, [f"{r.prefix}.{t}" for t in ("raw", "snapshots", "changesets")])
 
 
 def all_stored(r: Run) -> bool:
     """ClickHouse holds rows of as many records as the snapshots and changes topics hold (the sink
     may still be backing off from the last intermittent failure); a snapshot record of many gives
     many rows at one offset, so Kafka positions are counted, not rows."""
-    for table, topic in (("batch_snapshots", "snapshots"), ("batch_changes", "changes")):
+    for table, topic in (("batch_snapshots", "snapshots"), ("batch_changes", "changesets")):
         ends = asyncio.run(end_offsets(r.bootstrap, f"{r.prefix}.{topic}"))
         stored = r.sql(f"SELECT uniqExact(kafka_partition, kafka_offset) FROM {table}")[0][0]
         if int(stored) < sum(ends.values()):

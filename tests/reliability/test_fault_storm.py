@@ -90,7 +90,7 @@ def test_fault_storm_every_batch_reaches_its_true_final_status(tmp_path: Path, k
                  >= want, "ClickHouse to hold the terminal fleet", 180, run)
         # Once the group has committed every record, a duplicate would have landed.
         wait_committed(kafka_bootstrap, topic_prefix,
-                       [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")], run)
+                       [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changesets")], run)
 
         def breakers_closed() -> bool:
             """Polling goes on with 30% faults, so a breaker may have just opened: it must close."""

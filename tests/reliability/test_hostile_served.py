@@ -85,7 +85,7 @@ def test_hostile_payloads_served_by_the_simulator(tmp_path: Path, kafka_bootstra
         truth = get_json(truth_url)
         errors = poller_errors(metrics_port)
         assert poll.stop() == 0, poll.tail()
-        topics = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+        topics = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
         wait_for(lambda: asyncio.run(lag(kafka_bootstrap, topic_prefix, topics)) == 0,
                  "the worker to drain raw, snapshots and changes", 90, worker)
         time.sleep(2.0)  # the sink's last block commits with the offsets

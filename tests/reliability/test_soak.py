@@ -74,7 +74,7 @@ def test_soak(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, long_run:
     http_port = free_port()
     config = write_config(tmp_path, kafka_bootstrap, topic_prefix, sim_port=free_port(), fleet=fleet,
                           http_port=http_port, extern_sim=False)
-    topics = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+    topics = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
     run = Proc(config, tmp_path / "run.log", "run").start()
     samples: list[dict[str, Any]] = []
     started = time.monotonic()

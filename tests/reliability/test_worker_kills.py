@@ -26,6 +26,7 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,15 @@ def started(worker: Proc, times: int) -> bool:
     return worker.text().count("worker: agents") >= times
 
 
+# A row's Kafka position (partition, offset, index) in the harness's dumps (harness.QUERIES).
+POSITIONS: dict[str, Callable[[list[Any]], tuple[Any, ...]]] = {
+    "snapshots": lambda row: tuple(row[4:7]), "changes": lambda row: (row[6], row[7], row[9])}
+
+
 def assert_once(tables: dict[str, list[list[Any]]]) -> None:
     """One row per Kafka position in each table, one row per event_id after FINAL."""
-    for name, where in (("snapshots", slice(4, 7)), ("changes", slice(6, 8))):
-        positions = [tuple(row[where]) for row in tables[name]]
+    for name, where in POSITIONS.items():
+        positions = [where(row) for row in tables[name]]
         doubled = [p for p, n in Counter(positions).items() if n > 1]
         assert not doubled, f"{name}: positions stored twice in one database: {doubled[:5]}"
     ids = [row[0] for row in tables["changes_final"]]
@@ -90,8 +96,8 @@ def union(a: dict[str, list[list[Any]]], b: dict[str, list[list[Any]]]) -> dict[
     before its partition moved back (uncommitted) is written again by the first, into its own
     database; in a shared database the sink would have skipped it."""
     merged: dict[str, list[list[Any]]] = {}
-    for name, where in (("snapshots", slice(4, 7)), ("changes", slice(6, 8))):
-        rows = {tuple(row[where]): row for row in a[name] + b[name]}
+    for name, where in POSITIONS.items():
+        rows = {where(row): row for row in a[name] + b[name]}
         merged[name] = list(rows.values())
     merged["changes_final"] = [[i] for i in {row[0] for row in a["changes_final"] + b["changes_final"]}]
     merged["latest"] = latest_of(a["latest"] + b["latest"])
@@ -139,7 +145,7 @@ def test_worker_sigkilled_ten_times_and_a_rebalance(tmp_path: Path, kafka_bootst
                 assert second.stop() == 0, second.tail()
         poll.stop()
         truth = get_json(truth_url)
-        topics = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+        topics = [f"{topic_prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
 
         def drained() -> bool:
             return asyncio.run(lag(kafka_bootstrap, topic_prefix, topics)) == 0

@@ -101,7 +101,7 @@ def run_fleet(tmp_path: Path, bootstrap: str, prefix: str, fleet: Fleet, table: 
     sim = Proc(config, tmp_path / "sim.log", "simulate").start()
     poll = Proc(config, tmp_path / "poll.log", "poll").start()
     worker = Proc(config, tmp_path / "worker.log", "worker").start()
-    topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changes")]
+    topics = [f"{prefix}.{t}" for t in ("raw", "snapshots", "changesets")]
     try:
         wait_for(lambda: get_json(truth_url), "the simulator", 60, sim)
         wait_for(lambda: sum(asyncio.run(topic_ends(bootstrap, [f"{prefix}.changes"])).values()),

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.events import Event
 from faust.types import TP, EventT, Message
 
@@ -24,7 +25,7 @@ from pipeline.core.codec import ORJSON
 from pipeline.core.errors import StoreError
 from pipeline.core.models import Envelope
 from pipeline.core.normalise import normalise
-from pipeline.core.records import pack_raw, partition_of, read_snapshots
+from pipeline.core.records import pack_raw, pack_snapshots, partition_of, read_changes, read_snapshots
 from pipeline.core.transitions import Rules
 from tests.support.workload import envelopes
 
@@ -109,7 +110,8 @@ async def test_normalise_sends_each_good_observation_and_dead_letters_the_bad_on
 
 async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_delivered() -> None:
     producer, counters, table = Producer(), Counters(), Table()
-    agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
+    agent = TrackAgent(producer.send, "t.changes", "t.changesets", cast(Any, table), "t.changelog",
+                       PARTITIONS,
                        Rules(), ORJSON, 1_000_000, producer.handed, dead(producer, counters), NONE, NONE,
                        counters)
     snap = NormaliseAgent(producer.send, "t.snapshots", PARTITIONS, ORJSON, 512 * 1024,
@@ -121,13 +123,21 @@ async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_d
     assert key is not None
     assert partition is not None
     e = event("t.snapshots", partition, 0, key, value)
-    out, writes, _ = await agent.fold_record(e)
+    out, writes, emitted, _ = await agent.fold_record(e)
+    [(_, _, change, _)] = producer.on("t.changes")
     assert [k for _, k, _, _ in producer.on("t.changes")] == [key]
     assert counters.changes == 1
     assert table.data == {}
     assert agent.pending == {key: writes[0][1]}
-    await agent.settle(e, out, writes, read_snapshots(value), await settled(out.futures))
+    assert producer.on("t.changesets") == []  # only once the broker took the events
+    sets = await agent.settle(e, out, writes, emitted, read_snapshots(value), await settled(out.futures))
     assert table.data == {key: writes[0][1]}
+    # The sink's change set: the record's event, in the snapshot record's partition; the record
+    # waits for its delivery.
+    [(_, set_key, set_value, set_partition)] = producer.on("t.changesets")
+    assert (set_key, set_partition) == (None, partition)
+    assert read_changes(set_value) == [orjson.loads(change)]
+    assert len(sets) == 1
     assert agent.pending == {}
     [(_, changelog_key, _, changelog_partition)] = producer.on("t.changelog")
     assert (changelog_key, changelog_partition) == (key, partition)
@@ -142,14 +152,55 @@ async def test_track_emits_the_events_and_writes_the_states_only_once_they_are_d
     assert [tp.partition for tp, _ in table.data.persisted] == [partition]
 
 
+class Refusing(Producer):
+    """Refuses, as the broker does for their size, the change events whose body holds ``marker``."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__()
+        self.marker = marker
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
+                   timestamp: None, headers: None) -> asyncio.Future[Any]:
+        done = await super().send(topic, key, value, partition, timestamp, headers)
+        if topic != "t.changes" or self.marker not in value:
+            return done
+        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        refused.set_exception(MessageSizeTooLargeError("too large"))
+        return refused
+
+
+async def test_a_change_set_names_only_the_change_events_the_broker_took() -> None:
+    producer, counters, table = Refusing(b'"batch_id":"refused'), Counters(), Table()
+    agent = TrackAgent(producer.send, "t.changes", "t.changesets", cast(Any, table), "t.changelog",
+                       PARTITIONS, Rules(), ORJSON, 1_000_000, producer.handed, dead(producer, counters),
+                       NONE, NONE, counters)
+    first = normalise(envelopes(1)[0])
+    partition = partition_of(first.key.encode(), PARTITIONS)
+    others = (replace(first, batch_id=f"refused{i}") for i in range(1000))
+    other = next(o for o in others if partition_of(o.key.encode(), PARTITIONS) == partition)  # same record
+    key, value = pack_snapshots([(snap.key.encode(), snap.to_json()) for snap in (first, other)])
+    e = event("t.snapshots", partition, 0, key, value)
+    out, writes, emitted, entries = await agent.fold_record(e)
+    assert len(producer.on("t.changes")) == 2  # both handed to the producer
+    sets = await agent.settle(e, out, writes, emitted, entries, await settled(out.futures))
+    [(_, _, change_set, _)] = producer.on("t.changesets")
+    assert [c["batch_id"] for c in read_changes(change_set) if isinstance(c, dict)] == [first.batch_id]
+    assert len(sets) == 1
+    assert set(table.data) == {first.key.encode()}  # the refused snapshot's state is not written
+    [(_, _, letter, _)] = producer.on("t.dlq")
+    assert (orjson.loads(letter)["index"], orjson.loads(letter)["key"]) == (1, other.key)
+
+
 async def test_track_dead_letters_a_snapshot_in_another_partition_and_writes_nothing() -> None:
     producer, counters, table = Producer(), Counters(), Table()
-    agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
+    agent = TrackAgent(producer.send, "t.changes", "t.changesets", cast(Any, table), "t.changelog",
+                       PARTITIONS,
                        Rules(), ORJSON, 1_000_000, producer.handed, dead(producer, counters), NONE, NONE,
                        counters)
     snapshot = {"source": "s", "batch_id": "b1"}
     wrong = (partition_of(b"s/b1", PARTITIONS) + 1) % PARTITIONS
-    _out, writes, _ = await agent.fold_record(event("t.snapshots", wrong, 3, b"s/b1", orjson.dumps(snapshot)))
+    record = event("t.snapshots", wrong, 3, b"s/b1", orjson.dumps(snapshot))
+    _out, writes, _, _ = await agent.fold_record(record)
     assert writes == {}
     assert producer.on("t.changes") == []
     [(_, _, letter, _)] = producer.on("t.dlq")
@@ -191,7 +242,8 @@ async def test_the_sink_writes_through_its_block_sink_and_dead_letters_what_it_r
 def test_a_failed_changelog_write_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     """Faust's commit does not wait on a failed changelog delivery: it must not pass in silence."""
     counters, table = Counters(), Table()
-    agent = TrackAgent(Producer().send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS,
+    agent = TrackAgent(Producer().send, "t.changes", "t.changesets", cast(Any, table), "t.changelog",
+                       PARTITIONS,
                        Rules(), ORJSON, 1_000_000, Producer().handed, NONE, NONE, NONE, counters)
     loop = asyncio.new_event_loop()
     try:

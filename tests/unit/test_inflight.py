@@ -159,6 +159,69 @@ async def test_records_ready_together_run_their_follow_ups_then_one_before_ack_t
     await queue.stop()
 
 
+async def test_a_follow_up_s_outputs_hold_the_ack_not_the_next_follow_ups() -> None:
+    """The track agent's change sets: sent by the follow-up, delivered before the record is
+    acknowledged; meanwhile the records behind it run their follow-ups, and wait for the ack."""
+    errors: list[BaseException] = []
+    acked: list[str] = []
+    followed: list[str] = []
+    sets = {"e1": future(), "e2": future()}
+
+    async def ack(event: str) -> None:
+        acked.append(event)
+
+    def then(name: str) -> Any:
+        async def follow_up(results: list[Any]) -> list[asyncio.Future[Any]]:
+            followed.append(name)
+            return [sets[name]]
+        return follow_up
+
+    queue = InFlight[str](errors.append)
+    queue.bind(ack)
+    outputs = [future(), future()]
+    for name, out in zip(("e1", "e2"), outputs, strict=True):
+        await queue.add(name, [out], then(name))
+    outputs[0].set_result("a")
+    outputs[1].set_result("b")
+    await settle()
+    assert followed == ["e1", "e2"]
+    assert acked == []  # both wait for their change sets
+    sets["e2"].set_result("set 2")
+    await settle()
+    assert acked == []  # e2's set is delivered, but e1 is before it
+    sets["e1"].set_result("set 1")
+    await settle()
+    assert acked == ["e1", "e2"]
+    assert followed == ["e1", "e2"]  # a follow-up runs once
+    assert errors == []
+    await queue.stop()
+
+
+async def test_a_follow_up_s_failed_output_stops_without_acknowledging() -> None:
+    errors: list[BaseException] = []
+    acked: list[str] = []
+    later = future()
+
+    async def ack(event: str) -> None:
+        acked.append(event)
+
+    async def follow_up(results: list[Any]) -> list[asyncio.Future[Any]]:
+        return [later]
+
+    queue = InFlight[str](errors.append)
+    queue.bind(ack)
+    out = future()
+    await queue.add("e1", [out], follow_up)
+    out.set_result("a")
+    await settle()
+    later.set_exception(RuntimeError("broker gone"))
+    await settle()
+    assert acked == []
+    assert [str(e) for e in errors] == ["broker gone"]
+    assert len(queue) == 0  # dropped: read again by the next owner
+    await queue.stop()
+
+
 async def test_a_clean_stop_waits_until_the_records_in_flight_are_acknowledged(
         caplog: pytest.LogCaptureFixture) -> None:
     """Before the consumer's last commit: a record whose outputs land during the stop is

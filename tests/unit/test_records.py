@@ -11,9 +11,11 @@ from pipeline.core.models import Envelope
 from pipeline.core.normalise import normalise_raw
 from pipeline.core.records import (
     Rejected,
+    pack_changes,
     pack_raw,
     pack_snapshots,
     partition_of,
+    read_changes,
     read_raw,
     read_snapshots,
 )
@@ -123,3 +125,23 @@ def test_normalise_raw_refuses_a_snapshot_over_the_limit() -> None:
     items, rejected = normalise_raw(big.to_json(), b"s/b1", max_bytes=4000)
     assert items == []
     assert "over the 4000-byte record limit" in rejected[0].reason
+
+
+def test_change_sets_pack_in_order_and_cut_at_the_budget() -> None:
+    events = [orjson.dumps({"event_id": str(i), "pad": "x" * 40}) for i in range(5)]
+    [whole] = pack_changes(events)
+    assert read_changes(whole) == [orjson.loads(e) for e in events]
+    cut = pack_changes(events, budget=2 * len(events[0]) + 2)
+    assert [len(read_changes(v)) for v in cut] == [2, 2, 1]  # one record at least, each in budget
+    assert [e for v in cut for e in read_changes(v)] == [orjson.loads(e) for e in events]
+    assert pack_changes([]) == []
+
+
+def test_a_change_set_reads_a_lone_event_and_names_a_bad_entry() -> None:
+    assert read_changes(b'{"event_id": "a"}') == [{"event_id": "a"}]  # a record of one
+    bad = read_changes(b'{"v": 2, "changes": [{"event_id": "a"}, 3]}', b"k")
+    assert bad[0] == {"event_id": "a"}
+    assert bad[1] == Rejected("change record: entry 1 is not an object (int)", 1, b"3", b"k")
+    [whole] = read_changes(b'{"v": 2, "snapshots": []}', b"k")
+    assert isinstance(whole, Rejected)
+    assert whole.reason == "change record: 'changes' missing or not a list"

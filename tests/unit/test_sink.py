@@ -28,6 +28,7 @@ from pipeline.clickhouse.sink import (
 from pipeline.clickhouse.store import AsyncStore, Store
 from pipeline.core.errors import InvalidRecord, StoreError
 from pipeline.core.models import ChangeEvent, Snapshot
+from pipeline.core.records import pack_changes
 from pipeline.core.timeutil import iso_to_ms
 from pipeline.core.transitions import BatchState, apply
 
@@ -611,3 +612,47 @@ async def test_write_all_returns_a_block_whose_marks_cannot_be_read() -> None:
         refused = await ClickHouseSink(wrapped).write_all(cut(batch_records(), 100, "t.changes")[0])
         assert [(b.marker, str(e)) for b, e in refused] == [("batch_changes", "Code: 47. Unknown identifier")]
         assert [t for t, _, _ in store.calls] == ["batch_snapshots"]
+
+
+def change_set(*changes: ChangeEvent | Any) -> bytes:
+    """A version 2 change-set record (the track agent's ``pack_changes``); entries that are not
+    change events go in as they are."""
+    return pack_changes([c.to_json() if isinstance(c, ChangeEvent) else orjson.dumps(c) for c in changes])[0]
+
+
+def test_cut_turns_a_change_set_into_one_row_per_event_at_its_index() -> None:
+    first = event()
+    second = replace(first, event_id="00000000-0000-0000-0000-000000000002", batch_id="b2")
+    pos = Position("t.changesets", 3, 8)
+    (block,), bad = cut([Record(pos, change_set(first, second))], 100, "t.changesets")
+    assert bad == []
+    assert block.snapshots == []
+    assert [(o, i) for o, i, _ in block.changes] == [(8, 0), (8, 1)]
+    assert (block.marker, block.last, block.positions) == ("batch_changes", (8, 1), [pos])
+    rows = [orjson.loads(line) for _, _, line in block.changes]
+    assert [{k: v for k, v in r.items() if not k.startswith("kafka_")} for r in rows] == [
+        orjson.loads(orjson.dumps(change_row(e))) for e in (first, second)]
+    assert [(r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], r["kafka_index"]) for r in rows] == [
+        ("t.changesets", 3, 8, 0), ("t.changesets", 3, 8, 1)]
+    assert token("batch_changes", pos, block.changes) == "batch_changes:t.changesets/3:8-8.1"
+
+
+def test_a_bad_event_of_a_change_set_is_a_dead_letter_alone() -> None:
+    good = event()
+    no_kind = {k: v for k, v in orjson.loads(good.to_json()).items() if k != "kind"}
+    pos = Position("t.changesets", 0, 2)
+    (block,), bad = cut([Record(pos, change_set(good, "text", no_kind, good))], 100, "t.changesets")
+    assert [(o, i) for o, i, _ in block.changes] == [(2, 0), (2, 3)]
+    assert [(d.pos, d.index, d.count) for d in bad] == [(pos, 1, 4), (pos, 2, 4)]
+    assert bad[0].reason == "change record: entry 1 is not an object (str)"
+    assert bad[1].reason == "change event: missing field 'kind'"
+    assert orjson.loads(bad[1].original) == no_kind
+    assert bad[1].key == b"prod/b1"
+
+
+def test_a_refused_change_set_block_gives_one_dead_letter_per_event() -> None:
+    rec = Record(Position("t.changesets", 1, 6), change_set(event(), event()))
+    (block,), _ = cut([rec], 100, "t.changesets")
+    letters = refused_letters(block, {rec.pos: rec}, "ClickHouse rejected the block: x")
+    assert [(d.index, d.count, d.key) for d in letters] == [(0, 2, b"prod/b1"), (1, 2, b"prod/b1")]
+    assert [orjson.loads(d.original) for d in letters] == [orjson.loads(event().to_json())] * 2

@@ -59,13 +59,14 @@ def test_topic_specs_retention_replication_and_the_compacted_changelog() -> None
                          min_insync_replicas=2, retention_hours=24, changes_retention_hours=-1,
                          dlq_retention_hours=48)
     specs = {s.name: s for s in topic_specs(config, changelog=True)}
-    assert list(specs) == ["p.raw", "p.snapshots", "p.changes", "p.dlq", "p.hints",
+    assert list(specs) == ["p.raw", "p.snapshots", "p.changes", "p.changesets", "p.dlq", "p.hints",
                            "app-batch_state-changelog"]
     assert {(s.partitions, s.replication_factor) for s in specs.values()} == {(6, 3)}
     assert specs["p.raw"].configs == {"cleanup.policy": "delete", "retention.ms": str(24 * 3_600_000),
                                       "min.insync.replicas": "2"}
     assert specs["p.snapshots"].configs["retention.ms"] == str(24 * 3_600_000)
     assert specs["p.changes"].configs["retention.ms"] == "-1"
+    assert specs["p.changesets"].configs["retention.ms"] == str(24 * 3_600_000)  # the sink's feed
     assert specs["p.dlq"].configs["retention.ms"] == str(48 * 3_600_000)
     assert specs["p.hints"].configs["retention.ms"] == str(24 * 3_600_000)
     changelog = specs["app-batch_state-changelog"].configs

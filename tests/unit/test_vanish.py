@@ -124,7 +124,8 @@ async def test_normalise_passes_each_vanish_on_as_a_marker_to_its_partition() ->
 
 def track_agent() -> tuple[TrackAgent, Producer, Table]:
     producer, counters, table = Producer(), Counters(), Table()
-    agent = TrackAgent(producer.send, "t.changes", cast(Any, table), "t.changelog", PARTITIONS, Rules(),
+    agent = TrackAgent(producer.send, "t.changes", "t.changesets", cast(Any, table), "t.changelog",
+                       PARTITIONS, Rules(),
                        ORJSON, 1_000_000, producer.handed, dead(producer, counters), NONE, NONE, counters)
     return agent, producer, table
 
@@ -133,8 +134,8 @@ async def fold(agent: TrackAgent, producer: Producer, key: bytes, value: bytes, 
     """One snapshot record through the agent, its states written; the change events it sent."""
     before = len(producer.on("t.changes"))
     e = event("t.snapshots", partition_of(key, PARTITIONS), offset, key, value)
-    out, writes, entries = await agent.fold_record(e)
-    await agent.settle(e, out, writes, entries, await settled(out.futures))
+    out, writes, emitted, entries = await agent.fold_record(e)
+    await agent.settle(e, out, writes, emitted, entries, await settled(out.futures))
     return [v for _, _, v, _ in producer.on("t.changes")[before:]]
 
 
