@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import EventT, Message, StreamT
 
 from agents.counters import Counters
 from agents.deadletters import DeadLetters
 from agents.faustcore import hold_acks, release_acks
+from agents.parsed import ParsedRecords
 from pipeline.clickhouse.sink import Block, BlockSink, Dead, Position, Record, cut, refused_letters
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class SinkAgent:
     dead: DeadLetters
     counters: Counters
     on_error: Callable[[BaseException], None]
+    parsed: ParsedRecords | None = None  # the snapshot records the track agent already read
     _waiting: asyncio.Queue[Sequence[EventT[bytes]]] = field(
         default_factory=lambda: asyncio.Queue(AHEAD), init=False, repr=False)  # batches for the writer
     _failed: bool = field(default=False, init=False, repr=False)  # a write failed: the worker is stopping
@@ -132,7 +134,8 @@ class SinkAgent:
     def prepare(self, batch: Sequence[EventT[bytes]]) -> Prepared:
         """Parse and cut a batch (no I/O)."""
         events = {_position(e): e for e in batch}
-        records = {pos: Record(pos, e.value, e.message.key) for pos, e in events.items()
+        take = self.parsed.take if self.parsed is not None else _nothing
+        records = {pos: Record(pos, e.value, e.message.key, take(e.message)) for pos, e in events.items()
                    if isinstance(e.value, bytes)}
         blocks, dead = cut(list(records.values()), self.batch_size, self.changesets_topic)
         return Prepared(batch, events, records, blocks, dead)
@@ -157,3 +160,8 @@ class SinkAgent:
 def _position(event: EventT[bytes]) -> Position:
     msg = event.message
     return Position(msg.topic, msg.partition, msg.offset)
+
+
+def _nothing(message: Message) -> None:
+    return None
+

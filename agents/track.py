@@ -29,6 +29,7 @@ from agents.faustcore import handling
 from agents.inflight import InFlight
 from agents.outputs import Outputs, Send
 from agents.outputs import refusal as refused_reason
+from agents.parsed import ParsedRecords
 from agents.redelivery import Redelivery, Verdict
 from pipeline.core.codec import Codec
 from pipeline.core.dlq import reason_of
@@ -39,7 +40,7 @@ from pipeline.core.records import (
     is_vanish,
     pack_changes,
     partition_of,
-    read_snapshots,
+    read_counted,
     snapshot_key,
 )
 from pipeline.core.track import fold_bytes, vanish_bytes, vanished_snapshot
@@ -79,6 +80,7 @@ class TrackAgent:
     in_flight: InFlight[EventT[bytes]]
     redelivery: Redelivery
     counters: Counters
+    parsed: ParsedRecords | None = None  # kept for the sink of the same worker, when there is one
     pending: dict[bytes, bytes] = field(default_factory=dict)  # states whose events are on their way
     unhanded: set[int] = field(default_factory=set)  # partitions with states not yet in the producer's queue
 
@@ -104,7 +106,9 @@ class TrackAgent:
         the change events sent, and the record's entries (read once)."""
         msg = event.message
         value = event.value if isinstance(event.value, bytes) else b""
-        entries = read_snapshots(value, msg.key, self.codec.loads)
+        entries, count = read_counted(value, msg.key, self.codec.loads, "snapshot")
+        if self.parsed is not None:  # the sink of this worker reads the same record
+            self.parsed.keep(msg, (entries, count))
         out = Outputs(self.send)
         writes: Writes = {}
         emitted: Emitted = {}
@@ -150,7 +154,8 @@ class TrackAgent:
         if (owner := partition_of(key, self.partitions)) != partition:  # its state lives elsewhere
             raise InvalidRecord(f"snapshot of {snap.key!r} in partition {partition}, but its key belongs "
                                 f"to partition {owner}")
-        previous = self.pending.get(key) or self.table.get(key)
+        # The store, as the writes (settle): Table.get adds a sensor call and a second key encoding.
+        previous = self.pending.get(key) or self.table.data.get(key)
         if vanished:
             changed, values = vanish_bytes(previous, snap, self.codec)
         else:

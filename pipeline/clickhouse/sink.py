@@ -35,7 +35,7 @@ from pipeline.core.backoff import full_jitter
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord, StoreError
 from pipeline.core.models import SCHEMA_VERSION, SNAPSHOT_FIELDS, ChangeEvent, Snapshot, loads_object
-from pipeline.core.records import VERSION, Rejected, is_vanish, read_changes, read_snapshots
+from pipeline.core.records import Counted, Rejected, is_vanish, read_counted
 from pipeline.core.timeutil import iso_to_ms
 from pipeline.core.transitions import RANK
 
@@ -225,6 +225,7 @@ class Record(NamedTuple):
     pos: Position
     value: bytes
     key: bytes | None = None
+    parsed: Counted | None = None  # the record as read by the track agent of the same worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,21 +295,14 @@ def _block(blocks: dict[tuple[str, int, int, str], Block], pos: Position, align:
     return block
 
 
-def entries(rec: Record, changes: bool = False) -> tuple[list[dict[str, Any] | Rejected], int | None]:
+def entries(rec: Record, changes: bool = False) -> Counted:
     """The entries of a snapshot record (:func:`pipeline.core.records.read_snapshots`), or with
     ``changes`` of a change-set record (:func:`~pipeline.core.records.read_changes`), and, for a
-    record of many (version 2), how many it carries; None for a record of one."""
-    parsed: list[Any] = []
-
-    def loads(data: bytes) -> Any:
-        parsed.append(orjson.loads(data))
-        return parsed[0]
-
-    read, field = (read_changes, "changes") if changes else (read_snapshots, "snapshots")
-    found = read(rec.value, rec.key, loads)
-    top = parsed[0] if parsed else None
-    many = isinstance(top, dict) and top.get("v") == VERSION and isinstance(top.get(field), list)
-    return found, len(found) if many else None
+    record of many (version 2), how many it carries; None for a record of one. A record another
+    stage of the worker already read (``rec.parsed``) is not read again."""
+    if rec.parsed is not None:
+        return rec.parsed
+    return read_counted(rec.value, rec.key, orjson.loads, "change" if changes else "snapshot")
 
 
 def changes_of(rec: Record) -> Iterator[tuple[int, dict[str, Any]] | Dead]:

@@ -279,20 +279,30 @@ def read_changes(value: bytes, key: bytes | None = None,
 
 def read_entries(value: bytes, key: bytes | None, loads: Loads, kind: str) -> list[dict[str, Any] | Rejected]:
     """The objects of a record of many (``{"v": 2, "<kind>s": [...]}``) or of one (the object)."""
+    return read_counted(value, key, loads, kind)[0]
+
+
+# A record's entries, and how many a record of many carries (None for a record of one, or one
+# that could not be read: a dead letter then names the whole record).
+Counted = tuple[list[dict[str, Any] | Rejected], int | None]
+
+
+def read_counted(value: bytes, key: bytes | None, loads: Loads, kind: str) -> Counted:
+    """:func:`read_entries`, with how many entries a record of many carries."""
     what, field = f"{kind} record", f"{kind}s"
     try:
         obj = loads_object(value, what, loads)
     except InvalidRecord as exc:
-        return [Rejected(str(exc), 0, value, key)]
+        return [Rejected(str(exc), 0, value, key)], None
     if "v" not in obj:
-        return [obj]
+        return [obj], None
     entries = obj.get(field) if obj["v"] == VERSION else None
     if not isinstance(entries, list):
         why = f"{field!r} missing or not a list" if obj["v"] == VERSION else f"unknown version {obj['v']!r}"
-        return [Rejected(f"{what}: {why}", 0, value, key)]
+        return [Rejected(f"{what}: {why}", 0, value, key)], None
     return [e if isinstance(e, dict) else
             Rejected(f"{what}: entry {i} is not an object ({type(e).__name__})", i, orjson_dumps(e), key)
-            for i, e in enumerate(entries)]
+            for i, e in enumerate(entries)], len(entries)
 
 
 def vanish_entry(envelope: Envelope, dumps: Callable[[Any], bytes] = orjson_dumps) -> bytes:
