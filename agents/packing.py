@@ -31,8 +31,8 @@ from agents.outputs import Send
 from pipeline.core.records import PACK_BYTES, pack_snapshots
 
 Item = tuple[bytes, bytes, int]  # (key, snapshot JSON, index in its raw record)
-MOST = 32  # raw records whose snapshots may wait unsent (well under the in-flight queue's 256)
-LINGER = 0.02  # seconds the first of them waits at most (the end-to-end latency budget is seconds)
+MOST = 128  # raw records whose snapshots may wait unsent (well under the in-flight queue's 256)
+LINGER = 0.05  # seconds the first of them waits at most (the end-to-end latency budget is seconds)
 log = logging.getLogger(__name__)
 
 HEAD = 24  # the bytes of a packed record's JSON around its snapshots
