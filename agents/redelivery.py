@@ -38,7 +38,7 @@ import logging
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -147,10 +147,10 @@ class Redelivery:
         self._lookups: set[asyncio.Future[None]] = set()  # start lookups running in the background
         self._pausing: set[TP] = set()  # paused by a rewind that a rebalance kept from resuming them
         self._next: dict[tuple[str, TP], int] = {}  # (agent, tp) -> the next offset it must see
-        # (agent, tp) -> offsets admitted in this generation and not yet committed: a copy of one
+        # tp -> agent -> offsets admitted in this generation and not yet committed: a copy of one
         # delivered again (Faust's start-up hands records over before and after its seek to the
         # committed offsets) is not processed a second time.
-        self._admitted: defaultdict[tuple[str, TP], set[int]] = defaultdict(set)
+        self._admitted: defaultdict[TP, defaultdict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
         self._holding: dict[TP, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
         # Records held (:attr:`Verdict.HOLD`): never acknowledged, they stay in Faust's books of
         # records in flight until freed, but no agent works on them (see :meth:`views`).
@@ -170,11 +170,22 @@ class Redelivery:
         self._installed = True
 
     def _current(self, message: Message) -> bool:
-        """Whether ``message`` is of the current generation (a stale one is read again)."""
-        if message.generation_id is not None and message.generation_id != self._consumer.generation:
+        """Whether ``message`` may be acknowledged: of the current generation (a stale one is
+        read again, and counted)."""
+        if not self._of_generation(message):
             self._counters.stale_acks += 1
             return False
         return True
+
+    def _of_generation(self, message: Message) -> bool:
+        """Whether ``message`` was fetched in the current generation."""
+        return message.generation_id in (None, self._consumer.generation)
+
+    def _forget_admitted(self, tp: TP, drop: Callable[[int], bool]) -> None:
+        """Forget the offsets of ``tp`` admitted for which ``drop`` holds, for every agent."""
+        for admitted in self._admitted.get(tp, {}).values():
+            if admitted:
+                admitted.difference_update([o for o in admitted if drop(o)])
 
     def _commit_limit(self, tp: TP, acked: Collection[int]) -> int | None:
         """Take what the agents acknowledged (Faust's own list gets the gaps merged in) and
@@ -184,9 +195,7 @@ class Redelivery:
         committed = self._committed(tp)
         if committed is not None:
             processed.difference_update([o for o in processed if o < committed])
-            for (_, t), admitted in self._admitted.items():
-                if t == tp and admitted:
-                    admitted.difference_update([o for o in admitted if o < committed])
+            self._forget_admitted(tp, lambda o: o < committed)
         return commit_limit(committed, processed)
 
     def _commit_failed(self, tps: Collection[TP]) -> None:
@@ -222,12 +231,12 @@ class Redelivery:
             return Verdict.DONE
         tp, offset = message.tp, message.offset
         key = (agent, tp)
-        admitted = self._admitted[key]
+        admitted = self._admitted[tp][agent]
         if offset in admitted:  # delivered again while its first copy is processed (start-up's seek)
             self._held.add(message)  # never acknowledged: not a record an agent works on
             return Verdict.AGAIN
         expected = self._next.get(key, self._committed(tp))
-        current = message.generation_id in (None, self._consumer.generation)  # a stale one is not acked
+        current = self._of_generation(message)  # a stale one's acknowledgement is refused
         if expected is None or offset < expected:  # unknown start, or read again before its ack
             if current:
                 admitted.add(offset)
@@ -275,9 +284,7 @@ class Redelivery:
         log.warning("%s[%d]: the record at offset %d %s; reading the partition again from it",
                     tp.topic, tp.partition, offset, why)
         self._counters.rewinds += 1
-        for (_, t), admitted in self._admitted.items():  # whatever comes again is processed
-            if t.topic == tp.topic and t.partition == tp.partition:
-                admitted.difference_update([o for o in admitted if o >= offset])
+        self._forget_admitted(tp, lambda o: o >= offset)  # whatever comes again is processed
         consumer, tp = self._consumer, TP(tp.topic, tp.partition)  # Faust's own type, not aiokafka's
         if tp in consumer.paused():
             await consumer.seek(tp, offset)
@@ -295,9 +302,8 @@ class Redelivery:
     def _working(self) -> list[Message]:
         """The records in flight an agent works on: of the current generation (a stale one comes
         again) and not held by :meth:`admit` (see :meth:`views`)."""
-        consumer, held = self._consumer, self._held
-        return [m for m in consumer.in_flight()
-                if m.generation_id in (None, consumer.generation) and m not in held]
+        held = self._held
+        return [m for m in self._consumer.in_flight() if self._of_generation(m) and m not in held]
 
     def views(self) -> dict[TP, PartitionView]:
         """What the consumer knows of each partition the guards watch (not paused). A record
