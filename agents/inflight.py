@@ -73,6 +73,10 @@ class InFlight(Generic[E]):
     def __len__(self) -> int:
         return len(self._queue)
 
+    def busy(self) -> bool:
+        """Records queued, or popped and being acknowledged."""
+        return bool(self._queue) or self._releasing
+
     def bind(self, ack: Callable[[E], Awaitable[Any]],
              before_ack: Callable[[], Awaitable[None]] | None = None) -> None:
         """The acknowledgement of the (manually acked) stream, and what runs before the records
@@ -153,7 +157,7 @@ class InFlight(Generic[E]):
     async def settled(self) -> None:
         """Return once every queued record was released or dropped (at a clean stop: the
         consumer's last commit then takes them, and the next worker does not read them again)."""
-        while self._queue or self._releasing:  # _room is set after each release and on a drop
+        while self.busy():  # _room is set after each release and on a drop
             self._room.clear()
             await self._room.wait()
 
@@ -188,9 +192,9 @@ def _done() -> asyncio.Future[Any]:
 async def settle(queues: Sequence[InFlight[Any]], within: float = STOP_SETTLE_SECONDS) -> None:
     """At a clean stop, before the consumer's last commit: wait up to ``within`` seconds for the
     records in flight in ``queues`` to be acknowledged (logged either way)."""
-    waiting = sum(len(q) for q in queues)
-    if not waiting:
+    if not any(q.busy() for q in queues):
         return
+    waiting = sum(len(q) for q in queues)
     start = time.monotonic()
     try:
         await asyncio.wait_for(asyncio.gather(*(q.settled() for q in queues)), within)
@@ -200,4 +204,3 @@ async def settle(queues: Sequence[InFlight[Any]], within: float = STOP_SETTLE_SE
     else:
         log.info("stopping: %d records in flight acknowledged in %.2f s, before the last commit",
                  waiting, time.monotonic() - start)
-

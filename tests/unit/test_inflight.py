@@ -242,6 +242,25 @@ async def test_a_clean_stop_waits_until_the_records_in_flight_are_acknowledged(
     await queue.stop()
 
 
+async def test_a_clean_stop_waits_for_an_acknowledgement_already_under_way() -> None:
+    """The queue is empty while its last records are being acknowledged: the stop waits."""
+    slow = SlowAcks()
+    queue = InFlight[str](lambda exc: None)
+    queue.bind(slow)
+    delivered = future()
+    await queue.add("e1", [delivered])
+    delivered.set_result("delivered")
+    for _ in range(20):  # until the releasing task popped e1 and is in its (slow) ack
+        if not len(queue):
+            break
+        await asyncio.sleep(0)
+    assert len(queue) == 0
+    assert queue.busy()
+    await stop_settle([queue], within=5.0)
+    assert slow.acked == ["e1"]
+    await queue.stop()
+
+
 async def test_a_clean_stop_waits_no_longer_than_its_limit(caplog: pytest.LogCaptureFixture) -> None:
     acks, queue = Acks(), InFlight[str](lambda exc: None)
     queue.bind(acks)
