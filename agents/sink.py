@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from faust.streams import Stream
-from faust.types import EventT, Message, StreamT
+from faust.types import EventT, StreamT
 
 from agents.counters import Counters
 from agents.deadletters import DeadLetters
@@ -134,9 +134,10 @@ class SinkAgent:
     def prepare(self, batch: Sequence[EventT[bytes]]) -> Prepared:
         """Parse and cut a batch (no I/O)."""
         events = {_position(e): e for e in batch}
-        take = self.parsed.take if self.parsed is not None else _nothing
-        records = {pos: Record(pos, e.value, e.message.key, take(e.message)) for pos, e in events.items()
-                   if isinstance(e.value, bytes)}
+        parsed = self.parsed
+        records = {pos: Record(pos, e.value, e.message.key,
+                               parsed.take(e.message) if parsed is not None else None)
+                   for pos, e in events.items() if isinstance(e.value, bytes)}
         blocks, dead = cut(list(records.values()), self.batch_size, self.changesets_topic)
         return Prepared(batch, events, records, blocks, dead)
 
@@ -160,8 +161,3 @@ class SinkAgent:
 def _position(event: EventT[bytes]) -> Position:
     msg = event.message
     return Position(msg.topic, msg.partition, msg.offset)
-
-
-def _nothing(message: Message) -> None:
-    return None
-
