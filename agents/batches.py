@@ -16,7 +16,8 @@ in the order they were appended. The producer's idempotence, retries and
 ``flush`` (Faust flushes before every commit) cover these batches as they do ``send``'s.
 
 A record without a partition (a dead letter) gets the one its key chooses, as Faust's ``send``
-would choose it (aiokafka's default partitioner over the topic's partitions), and joins that
+would choose it (Kafka's default partitioner over the topic's partitions: the faster, cached
+:func:`~pipeline.core.records.partition_of`; a record without a key: any), and joins that
 partition's batch. A topic given a linger (the dead letters') has its batches handed with the
 next batch of another topic (in the same loop step, so the sender takes them in the same produce
 request), or once the linger has passed: sparse bad records among good ones ride on the good
@@ -27,6 +28,7 @@ records' requests, and a stream of bad records becomes a batch every linger, not
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +37,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 from faust.exceptions import ProducerSendError
+
+from pipeline.core.records import partition_of
 
 TP = tuple[str, int]
 
@@ -72,7 +75,6 @@ class Batches:
         self._max_request = max_request
         self._linger = dict(linger or {})  # seconds a topic's batch stays open for more records
         self._partitions: dict[TP, Partition] = {}
-        self._choose = DefaultPartitioner()
         self._lingering: list[asyncio.Future[None]] = []  # hand tasks waiting for the next hand-over
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
@@ -105,7 +107,9 @@ class Batches:
         producer = self._producer()
         known = producer.client.cluster.partitions_for_topic(topic)
         partitions = sorted(known or await producer.partitions_for(topic))
-        return int(self._choose(key, partitions, partitions))  # all of them available
+        if key is None:
+            return int(random.choice(partitions))  # any: a record without a key has no partition of its own
+        return int(partitions[partition_of(key, len(partitions))])
 
     def _open(self, topic: str, partition: int, part: Partition) -> Open:
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,6 +12,7 @@ from pipeline.core.models import Envelope
 from pipeline.core.normalise import normalise_raw
 from pipeline.core.records import (
     Rejected,
+    murmur2,
     pack_changes,
     pack_raw,
     pack_snapshots,
@@ -52,6 +54,25 @@ def test_partition_of_is_kafkas_default() -> None:
     keys = [f"src/batch_{i}".encode() for i in range(500)]
     default = DefaultPartitioner()
     assert all(partition_of(k, 7) == default(k, list(range(7)), list(range(7))) for k in keys)
+
+
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=1000))
+def test_partition_of_matches_aiokafkas_partitioner_on_any_key(key: bytes, partitions: int) -> None:
+    everyone = list(range(partitions))
+    assert murmur2(key) == aiokafka_murmur2(key)
+    assert partition_of(key, partitions) == DefaultPartitioner()(key, everyone, everyone)
+
+
+# The Java client's own vectors (org.apache.kafka.common.utils.UtilsTest#testMurmur2), as signed ints.
+JAVA_MURMUR2 = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+                b"a-little-bit-longer-string": -1486304829,
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971, b"abc": 479470107}
+
+
+def test_the_hash_is_the_java_clients_murmur2() -> None:
+    for key, signed in JAVA_MURMUR2.items():
+        assert murmur2(key) == signed & 0xFFFFFFFF, key
+        assert partition_of(key, 2**31 - 1) == (signed & 0x7FFFFFFF) % (2**31 - 1)
 
 
 def test_a_lone_envelope_is_published_as_version_1() -> None:
