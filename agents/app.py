@@ -33,7 +33,7 @@ from agents.faustcore import (
 )
 from agents.inflight import InFlight, settle
 from agents.normalise import NormaliseAgent
-from agents.parsed import ParsedRecords
+from agents.parsed import MadeRecords, ParsedRecords
 from agents.redelivery import REPAIR_INTERVAL, Redelivery
 from agents.sink import SinkAgent
 from agents.track import TrackAgent
@@ -81,22 +81,25 @@ def create_app(settings: Settings, store: AsyncStore, agents: Collection[str] = 
         await redelivery.repair()
 
     app.timer(REPAIR_INTERVAL)(_repair_holes)
-    normalise = NormaliseAgent(send, k.topic("snapshots"), k.partitions, codec, MAX_RECORD, dead,
-                               InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters)
-    track = None
-    # Both read the snapshot records: the track agent's reading is kept for the sink.
+    # The snapshot records the normalise agent makes are kept for the track agent and sink of
+    # this worker, and (when it does not make them) the track agent's reading for the sink.
+    made = MadeRecords(counters) if "normalise" in agents and {"track", "sink"} & set(agents) else None
     parsed = ParsedRecords() if {"track", "sink"} <= set(agents) else None
+    normalise = NormaliseAgent(send, k.topic("snapshots"), k.partitions, codec, MAX_RECORD, dead,
+                               InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters,
+                               made)
+    track = None
     if "track" in agents:  # the table only where its agent runs: its changelog is recovered at start
         state = track_table(app, k.partitions)
         changelog = state.changelog_topic.get_topic_name()
         track = TrackAgent(send, k.topic("changes"), k.topic("changesets"), state, changelog, k.partitions,
                            settings.track.rules(), codec, max_request, batches.handed, dead,
                            InFlight[EventT[bytes]](lambda exc: _crash(app, exc)), redelivery, counters,
-                           parsed)
+                           parsed, made)
     p = settings.pipeline
     sink = ClickHouseSink(store, PartitionPause(consumer, {k.topic("snapshots"), k.topic("changesets")}))
     sinking = SinkAgent(sink, p.sink_batch_size, p.sink_flush_seconds, k.topic("changesets"), dead, counters,
-                        lambda exc: _crash(app, exc), parsed)
+                        lambda exc: _crash(app, exc), parsed, made)
 
     @app.on_partitions_revoked.connect
     async def _forget(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

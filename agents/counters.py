@@ -14,6 +14,8 @@ class Counters:
     stale_acks: int = 0  # acknowledgements of records from an older generation, refused
     rewinds: int = 0  # partitions read again from a record dropped at a rebalance
     changelog_failed: int = 0  # track states the broker did not take into the table's changelog
+    made_hits: int = 0  # snapshot records the track agent or sink took as made (agents.parsed.MadeRecords)
+    made_misses: int = 0  # ... and looked up there in vain, so read
 
     def metrics(self) -> dict[str, float]:
         """The counters as Prometheus gauges (``pipeline_*``)."""

@@ -21,7 +21,8 @@ from agents.deadletters import DeadLetters
 from agents.inflight import InFlight
 from agents.outputs import Outputs, Send
 from agents.outputs import refusal as refused_reason
-from agents.packing import Item, Packer
+from agents.packing import Item, Objects, Packer
+from agents.parsed import MadeRecords
 from agents.redelivery import Redelivery, Verdict
 from pipeline.core.codec import Codec
 from pipeline.core.normalise import normalise_raw
@@ -50,10 +51,11 @@ class NormaliseAgent:
     in_flight: InFlight[EventT[bytes]]
     redelivery: Redelivery
     counters: Counters
+    made: MadeRecords | None = None  # the records sent, kept for the track agent and sink of this worker
     packer: Packer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.packer = Packer(self.send, self.topic)
+        self.packer = Packer(self.send, self.topic, made=self.made)
 
     def forget(self) -> None:
         """Partitions were revoked: the snapshot records not sent are dropped with their raw records."""
@@ -85,12 +87,14 @@ class NormaliseAgent:
             why = f"expected bytes from the raw serializer, got {type(event.value).__name__}"
             await self.dead.hand(msg, STAGE, [Rejected(why, 0, b"")], 1, out)
             return out.futures, partial(self.settle, event, out, [], 1)
-        items, rejected = normalise_raw(event.value, msg.key, self.codec, self.max_record)
+        objects: Objects | None = {} if self.made is not None else None
+        items, rejected = normalise_raw(event.value, msg.key, self.codec, self.max_record, objects)
         count = len(items) + len(rejected)
         await self.dead.hand(msg, STAGE, rejected, count, out)
         shares: list[Share] = []
         for partition, group in by_partition(items, self.partitions).items():
-            shares += [(partition, rec.delivered, part) for rec, part in self.packer.add(partition, group)]
+            added = self.packer.add(partition, group, objects)
+            shares += [(partition, rec.delivered, part) for rec, part in added]
         if shares:
             self.packer.held()
         self.counters.normalised += len(items)

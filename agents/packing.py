@@ -28,9 +28,12 @@ from typing import Any
 from faust.exceptions import ProducerSendError
 
 from agents.outputs import Send
-from pipeline.core.records import PACK_BYTES, pack_snapshots
+from agents.parsed import MadeRecords
+from pipeline.core.models import Snapshot
+from pipeline.core.records import PACK_BYTES, Made, pack_snapshots
 
 Item = tuple[bytes, bytes, int]  # (key, snapshot JSON, index in its raw record)
+Objects = dict[int, Snapshot | dict[str, Any]]  # a raw record's snapshot objects by index (normalise_raw)
 MOST = 128  # raw records whose snapshots may wait unsent (well under the in-flight queue's 256)
 LINGER = 0.05  # seconds the first of them waits at most (the end-to-end latency budget is seconds)
 log = logging.getLogger(__name__)
@@ -46,14 +49,16 @@ class Record:
     items: list[tuple[bytes, bytes]]
     size: int
     delivered: asyncio.Future[Any]
+    objects: list[Snapshot | dict[str, Any]] | None  # the items' objects, while every item has one
 
 
 class Packer:
     """The normalise agent's open snapshot records, one per partition."""
 
     def __init__(self, send: Send, topic: str, budget: int = PACK_BYTES, most: int = MOST,
-                 linger: float = LINGER) -> None:
+                 linger: float = LINGER, made: MadeRecords | None = None) -> None:
         self._send, self._topic, self._budget, self._most, self._linger = send, topic, budget, most, linger
+        self._made = made  # where the records sent are kept for this worker's readers
         self._open: dict[int, Record] = {}
         self._full: list[Record] = []  # filled, not yet sent, in the order filled
         self._holding = 0  # raw records with snapshots in records not yet sent
@@ -82,9 +87,11 @@ class Packer:
         if not task.cancelled() and (exc := task.exception()) is not None:  # the raw records are never acked
             log.error("sending the snapshot records failed: %r", exc)
 
-    def add(self, partition: int, run: list[Item]) -> list[tuple[Record, list[Item]]]:
-        """Append one raw record's snapshots of ``partition``; the records they went into, each
-        with its share of them (one record, unless one filled up)."""
+    def add(self, partition: int, run: list[Item],
+            objects: Objects | None = None) -> list[tuple[Record, list[Item]]]:
+        """Append one raw record's snapshots of ``partition`` (with their ``objects``, to keep the
+        records made); the records they went into, each with its share of them (one record,
+        unless one filled up)."""
         shares: list[tuple[Record, list[Item]]] = []
         for item in run:
             record = self._open.get(partition)
@@ -93,9 +100,16 @@ class Packer:
                 self._full.append(record)
                 record = None
             if record is None:
-                record = Record(partition, [], HEAD, asyncio.get_running_loop().create_future())
+                record = Record(partition, [], HEAD, asyncio.get_running_loop().create_future(),
+                                [] if self._made is not None else None)
                 self._open[partition] = record
             record.items.append((item[0], item[1]))
+            if record.objects is not None:
+                found = objects.get(item[2]) if objects is not None else None
+                if found is None:
+                    record.objects = None
+                else:
+                    record.objects.append(found)
             record.size += grows
             if shares and shares[-1][0] is record:
                 shares[-1][1].append(item)
@@ -121,6 +135,9 @@ class Packer:
         self._full, self._open, self._holding = [], {}, 0
         for record in records:
             key, value = pack_snapshots(record.items)
+            if self._made is not None and record.objects is not None:
+                jsons = [json for _, json in record.items]
+                self._made.keep(value, Made(jsons, record.objects, len(jsons) if len(jsons) > 1 else None))
             try:
                 sent = await self._send(self._topic, key, value, record.partition, None, None)
             except ProducerSendError as exc:  # too large at once: its raw records send theirs alone

@@ -18,8 +18,9 @@ from faust.types import EventT, StreamT
 from agents.counters import Counters
 from agents.deadletters import DeadLetters
 from agents.faustcore import hold_acks, release_acks
-from agents.parsed import ParsedRecords
+from agents.parsed import MadeRecords, ParsedRecords
 from pipeline.clickhouse.sink import Block, BlockSink, Dead, Position, Record, cut, refused_letters
+from pipeline.core.records import Counted, Made
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class SinkAgent:
     counters: Counters
     on_error: Callable[[BaseException], None]
     parsed: ParsedRecords | None = None  # the snapshot records the track agent already read
+    made: MadeRecords | None = None  # the snapshot records the normalise agent made
     _waiting: asyncio.Queue[Sequence[EventT[bytes]]] = field(
         default_factory=lambda: asyncio.Queue(AHEAD), init=False, repr=False)  # batches for the writer
     _failed: bool = field(default=False, init=False, repr=False)  # a write failed: the worker is stopping
@@ -134,12 +136,20 @@ class SinkAgent:
     def prepare(self, batch: Sequence[EventT[bytes]]) -> Prepared:
         """Parse and cut a batch (no I/O)."""
         events = {_position(e): e for e in batch}
-        parsed = self.parsed
-        records = {pos: Record(pos, e.value, e.message.key,
-                               parsed.take(e.message) if parsed is not None else None)
+        records = {pos: Record(pos, e.value, e.message.key, self._known(e))
                    for pos, e in events.items() if isinstance(e.value, bytes)}
         blocks, dead = cut(list(records.values()), self.batch_size, self.changesets_topic)
         return Prepared(batch, events, records, blocks, dead)
+
+    def _known(self, event: EventT[bytes]) -> Counted | Made | None:
+        """A snapshot record as this worker's track agent read it, or its normalise agent made
+        it; None for one to read (a change set is never either)."""
+        if self.parsed is not None and (parsed := self.parsed.take(event.message)) is not None:
+            return parsed
+        value, made = event.value, self.made
+        if made is not None and isinstance(value, bytes) and event.message.topic != self.changesets_topic:
+            return made.get(value)
+        return None
 
     async def finish(self, ready: Prepared, *, release: bool = False) -> None:
         """Write a prepared batch and deliver its dead letters (with the broker when this returns);

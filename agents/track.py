@@ -29,7 +29,7 @@ from agents.faustcore import handling
 from agents.inflight import InFlight
 from agents.outputs import Outputs, Send
 from agents.outputs import refusal as refused_reason
-from agents.parsed import ParsedRecords
+from agents.parsed import MadeRecords, ParsedRecords
 from agents.redelivery import Redelivery, Verdict
 from pipeline.core.codec import Codec
 from pipeline.core.dlq import reason_of
@@ -52,7 +52,7 @@ STAGE = "track"
 # What a record costs the producer's max_request_size beyond its key and value (aiokafka's
 # estimate for one record in its own batch is 61 bytes of batch header plus a few of varints).
 RECORD_OVERHEAD = 128
-Entries = list[dict[str, Any] | Rejected]  # a snapshot record's entries (records.read_snapshots)
+Entries = Sequence[dict[str, Any] | Snapshot | Rejected]  # a snapshot record's entries, read or made
 Writes = dict[int, tuple[bytes, bytes]]  # the states to write, by the index of their snapshot
 Emitted = dict[int, list[bytes]]  # the change events handed to the producer, by the index of their snapshot
 Handed = Callable[[str, int], Awaitable[None]]  # once a partition's records are in the producer's queue
@@ -81,6 +81,7 @@ class TrackAgent:
     redelivery: Redelivery
     counters: Counters
     parsed: ParsedRecords | None = None  # kept for the sink of the same worker, when there is one
+    made: MadeRecords | None = None  # the records this worker's normalise agent made (not read again)
     pending: dict[bytes, bytes] = field(default_factory=dict)  # states whose events are on their way
     unhanded: set[int] = field(default_factory=set)  # partitions with states not yet in the producer's queue
 
@@ -105,10 +106,7 @@ class TrackAgent:
         """Send the change events and dead letters of one snapshot record; the states to write,
         the change events sent, and the record's entries (read once)."""
         msg = event.message
-        value = event.value if isinstance(event.value, bytes) else b""
-        entries, count = read_counted(value, msg.key, self.codec.loads, "snapshot")
-        if self.parsed is not None:  # the sink of this worker reads the same record
-            self.parsed.keep(msg, (entries, count))
+        entries = self.entries(event)
         out = Outputs(self.send)
         writes: Writes = {}
         emitted: Emitted = {}
@@ -135,6 +133,19 @@ class TrackAgent:
         await self.dead.hand(msg, STAGE, bad, len(entries), out)
         return out, writes, emitted, entries
 
+    def entries(self, event: EventT[bytes]) -> Entries:
+        """The entries of a snapshot record: as this worker's normalise agent made it, when it
+        did (the sink takes them there too), else read (and kept for the sink)."""
+        msg = event.message
+        value = event.value if isinstance(event.value, bytes) else b""
+        made = self.made.get(value) if self.made is not None and value else None
+        if made is not None:
+            return made.objects
+        entries, count = read_counted(value, msg.key, self.codec.loads, "snapshot")
+        if self.parsed is not None:  # the sink of this worker reads the same record
+            self.parsed.keep(msg, (entries, count))
+        return entries
+
     async def send_changes(self, out: Outputs, key: bytes, values: list[bytes], index: int,
                            partition: int) -> str | None:
         """Hand one snapshot's change events to the producer; the reason if it refused one at once."""
@@ -145,11 +156,16 @@ class TrackAgent:
                 return refused_reason(refused, "change event", len(key) + len(change))
         return None
 
-    def fold(self, entry: dict[str, Any], partition: int) -> tuple[bytes, bytes | None, list[bytes]]:
-        """(key, new state or None when unchanged, change events) of one snapshot, or of a vanish
-        marker (``purged`` or ``vanished``, :func:`~pipeline.core.track.vanish_bytes`)."""
-        vanished = is_vanish(entry)
-        snap = vanished_snapshot(entry) if vanished else Snapshot.from_dict(entry)
+    def fold(self, entry: dict[str, Any] | Snapshot,
+             partition: int) -> tuple[bytes, bytes | None, list[bytes]]:
+        """(key, new state or None when unchanged, change events) of one snapshot (read, or as
+        made), or of a vanish marker (``purged`` or ``vanished``,
+        :func:`~pipeline.core.track.vanish_bytes`)."""
+        if isinstance(entry, Snapshot):
+            vanished, snap = False, entry
+        else:
+            vanished = is_vanish(entry)
+            snap = vanished_snapshot(entry) if vanished else Snapshot.from_dict(entry)
         key = snap.key.encode()
         if (owner := partition_of(key, self.partitions)) != partition:  # its state lives elsewhere
             raise InvalidRecord(f"snapshot of {snap.key!r} in partition {partition}, but its key belongs "

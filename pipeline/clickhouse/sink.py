@@ -35,7 +35,7 @@ from pipeline.core.backoff import full_jitter
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord, StoreError
 from pipeline.core.models import SCHEMA_VERSION, SNAPSHOT_FIELDS, ChangeEvent, Snapshot, loads_object
-from pipeline.core.records import Counted, Rejected, is_vanish, read_counted
+from pipeline.core.records import Counted, Made, Rejected, is_vanish, read_counted
 from pipeline.core.timeutil import iso_to_ms
 from pipeline.core.transitions import RANK
 
@@ -89,10 +89,12 @@ class Block:
         self.snapshots.append((pos.offset, index, orjson_dumps({**snapshot_row(snap), **kafka})))
         self._came_from(pos)
 
-    def add_snapshot_json(self, value: bytes, obj: dict[str, Any], pos: Position, index: int = 0) -> None:
+    def add_snapshot_json(self, value: bytes, obj: dict[str, Any] | Snapshot, pos: Position,
+                          index: int = 0) -> None:
         """The snapshot's own JSON as the row, the Kafka fields spliced in before the closing brace.
 
-        ``obj`` is ``value`` parsed and checked by :func:`check_snapshot`. ClickHouse reads the
+        ``obj`` is ``value`` parsed and checked by :func:`check_snapshot`, or the snapshot the
+        normalise agent of this worker serialised as ``value`` (:class:`Made`). ClickHouse reads the
         nested ``errors`` array and ``usage`` object into their String columns as JSON text
         (``input_format_json_read_arrays_as_strings`` / ``..._objects_as_strings``), the same text
         :func:`snapshot_row` writes for compact JSON, and skips the fields it has no column for.
@@ -100,10 +102,14 @@ class Block:
         ``usage`` that is neither an object nor null takes the :meth:`add_snapshot` path.
         """
         body = value.rstrip()
-        usage = obj.get("usage")
-        if type(obj.get("errors")) is not list or not (usage is None or type(usage) is dict) \
-                or not body.endswith(b"}"):
-            self.add_snapshot(Snapshot(**obj), pos, index)
+        errors: Any
+        usage: Any
+        if isinstance(obj, Snapshot):
+            errors, usage = obj.errors, obj.usage
+        else:
+            errors, usage = obj.get("errors"), obj.get("usage")
+        if type(errors) is not list or not (usage is None or type(usage) is dict) or not body.endswith(b"}"):
+            self.add_snapshot(obj if isinstance(obj, Snapshot) else Snapshot(**obj), pos, index)
             return
         kafka = b',"kafka_topic":%b,"kafka_partition":%d,"kafka_offset":%d,"kafka_index":%d}' % (
             orjson.dumps(pos.topic), pos.partition, pos.offset, index)
@@ -225,7 +231,7 @@ class Record(NamedTuple):
     pos: Position
     value: bytes
     key: bytes | None = None
-    parsed: Counted | None = None  # the record as read by the track agent of the same worker
+    parsed: Counted | Made | None = None  # as this worker's track agent read it or normalise agent made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +288,8 @@ def cut(records: Sequence[Record], align: int, changesets_topic: str) -> tuple[l
                 dead.append(found)
             else:
                 index, value, obj = found
-                block = _block(blocks, rec.pos, align, str(obj["observed_at"]))
+                observed = obj.observed_at if isinstance(obj, Snapshot) else str(obj["observed_at"])
+                block = _block(blocks, rec.pos, align, observed)
                 block.add_snapshot_json(value, obj, rec.pos, index)
     return [b for b in blocks.values() if b.positions], dead
 
@@ -300,7 +307,7 @@ def entries(rec: Record, changes: bool = False) -> Counted:
     ``changes`` of a change-set record (:func:`~pipeline.core.records.read_changes`), and, for a
     record of many (version 2), how many it carries; None for a record of one. A record another
     stage of the worker already read (``rec.parsed``) is not read again."""
-    if rec.parsed is not None:
+    if rec.parsed is not None and not isinstance(rec.parsed, Made):
         return rec.parsed
     return read_counted(rec.value, rec.key, orjson.loads, "change" if changes else "snapshot")
 
@@ -323,10 +330,13 @@ def changes_of(rec: Record) -> Iterator[tuple[int, dict[str, Any]] | Dead]:
         yield index, row
 
 
-def snapshots_of(rec: Record) -> Iterator[tuple[int, bytes, dict[str, Any]] | Dead]:
+def snapshots_of(rec: Record) -> Iterator[tuple[int, bytes, dict[str, Any] | Snapshot] | Dead]:
     """``(index, JSON, object)`` of each valid snapshot of a snapshot record, in order, and a
     :class:`Dead` for each bad one: by its index in a record of many (original its own JSON),
     else the record as a whole. Vanish markers are skipped (no row), their indexes kept."""
+    if isinstance(rec.parsed, Made):
+        yield from _made_snapshots(rec, rec.parsed)
+        return
     found, count = entries(rec)
     for index, entry in enumerate(found):
         if isinstance(entry, dict) and is_vanish(entry):
@@ -344,6 +354,22 @@ def snapshots_of(rec: Record) -> Iterator[tuple[int, bytes, dict[str, Any]] | De
             yield Dead(rec.pos, Rejected(reason, index, orjson_dumps(entry), _key(entry) or rec.key), count)
         else:
             yield index, orjson.dumps(entry), entry
+
+
+def _made_snapshots(rec: Record, made: Made) -> Iterator[tuple[int, bytes, Snapshot] | Dead]:
+    """:func:`snapshots_of` a record this worker's normalise agent made: its snapshots, each with
+    its own JSON, none serialised again. They have exactly the contract's fields (each is a
+    :class:`Snapshot`); ``observed_at`` is checked as :func:`check_snapshot` checks it."""
+    for index, (value, obj) in enumerate(zip(made.jsons, made.objects, strict=True)):
+        if not isinstance(obj, Snapshot):  # a vanish marker: no row
+            continue
+        try:
+            iso_to_ms(obj.observed_at)
+        except (InvalidRecord, TypeError, ValueError) as exc:
+            yield _whole(rec, str(exc)) if made.count is None else \
+                Dead(rec.pos, Rejected(str(exc), index, value, obj.key.encode()), made.count)
+            continue
+        yield index, value, obj
 
 
 def _invalid(obj: dict[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ normalise agent and the CLI call. Anything that cannot be normalised is an :clas
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from pipeline.core.codec import ORJSON, Codec
 from pipeline.core.errors import InvalidRecord
@@ -49,12 +50,15 @@ def normalise_record(data: bytes, codec: Codec = ORJSON) -> tuple[bytes, bytes]:
     return snap.key.encode(), snap.to_json(codec.dumps)
 
 
-def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON,
-                  max_bytes: int = MAX_ENTRY) -> tuple[list[tuple[bytes, bytes, int]], list[Rejected]]:
+def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON, max_bytes: int = MAX_ENTRY,
+                  objects: dict[int, Snapshot | dict[str, Any]] | None = None,
+                  ) -> tuple[list[tuple[bytes, bytes, int]], list[Rejected]]:
     """The ``(key, snapshot JSON, index)`` items of one raw record of one or many envelopes
     (``docs/records.md``), in order, and its observations that cannot be normalised (each a
     :class:`Rejected` naming its index; a snapshot over ``max_bytes`` is one too). A vanish is
-    passed on as its marker (:func:`~pipeline.core.records.vanish_entry`), its provider checked."""
+    passed on as its marker (:func:`~pipeline.core.records.vanish_entry`), its provider checked.
+    Given ``objects``, each item's object is put there under its index: the snapshot, or the
+    marker's dict (what reading the item's JSON gives; :class:`~pipeline.core.records.Made`)."""
     items: list[tuple[bytes, bytes, int]] = []
     rejected: list[Rejected] = []
     for index, entry in enumerate(read_raw(value, key, codec.loads)):
@@ -65,7 +69,10 @@ def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON,
             if entry.vanished:
                 adapter(entry.provider)  # an unknown provider is an InvalidRecord, as for a snapshot
                 seen = replace(entry, observed_at=iso_ms(parse_iso(entry.observed_at)))
-                items.append((entry.key.encode(), vanish_entry(seen, codec.dumps), index))
+                marker = vanish_entry(seen, codec.dumps)
+                items.append((entry.key.encode(), marker, index))
+                if objects is not None:
+                    objects[index] = codec.loads(marker)
                 continue
             snap, out = _snapshot(entry, codec, max_bytes)
         except Exception as exc:  # noqa: BLE001 - one observation never stops the others
@@ -74,6 +81,8 @@ def normalise_raw(value: bytes, key: bytes | None = None, codec: Codec = ORJSON,
             rejected.append(Rejected(why, index, entry.to_json(codec.dumps), key))
             continue
         items.append((snap.key.encode(), out, index))
+        if objects is not None:
+            objects[index] = snap
     return items, rejected
 
 

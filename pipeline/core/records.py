@@ -42,7 +42,7 @@ import orjson
 
 from pipeline.core.codec import orjson_dumps
 from pipeline.core.errors import InvalidRecord
-from pipeline.core.models import Envelope, loads_object, oversized_id
+from pipeline.core.models import Envelope, Snapshot, loads_object, oversized_id
 
 VERSION = 2
 VANISHED = 3  # the raw record version of vanishes
@@ -323,6 +323,18 @@ def read_entries(value: bytes, key: bytes | None, loads: Loads, kind: str) -> li
 Counted = tuple[list[dict[str, Any] | Rejected], int | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Made:
+    """A snapshot record as the normalise agent made it: each entry's JSON (the bytes the record
+    joins) and its object (the :class:`~pipeline.core.models.Snapshot`, or a vanish marker's dict:
+    what reading the JSON gives, ``Snapshot.from_dict`` applied), and, for a record of many
+    (version 2), how many it carries; None for a record of one (as :data:`Counted`)."""
+
+    jsons: list[bytes]
+    objects: list[Snapshot | dict[str, Any]]
+    count: int | None
+
+
 def read_counted(value: bytes, key: bytes | None, loads: Loads, kind: str) -> Counted:
     """:func:`read_entries`, with how many entries a record of many carries."""
     what, field = f"{kind} record", f"{kind}s"
@@ -352,10 +364,12 @@ def is_vanish(entry: dict[str, Any]) -> bool:
     return entry.get("vanished") is True
 
 
-def snapshot_key(entry: dict[str, Any] | Rejected) -> bytes | None:
+def snapshot_key(entry: dict[str, Any] | Snapshot | Rejected) -> bytes | None:
     """``source/batch_id`` of a snapshot object, when it has both (a :class:`Rejected` has its own)."""
     if isinstance(entry, Rejected):
         return entry.key
+    if isinstance(entry, Snapshot):
+        return entry.key.encode("utf-8", "replace")
     source, batch_id = entry.get("source"), entry.get("batch_id")
     if isinstance(source, str) and isinstance(batch_id, str):
         return f"{source}/{batch_id}".encode("utf-8", "replace")
