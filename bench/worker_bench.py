@@ -275,7 +275,7 @@ def summary_row(code: str, runs: list[Drain], per_observation: float) -> dict[st
             "bare loop rec/s": statistics.median(r.bare.records_per_s for r in runs),
             "bare loop obs/s": bare, "share (same topic)": round(share, 3),
             "share of the per-observation loop": round(rate / per_observation, 3),
-            ">= 0.25": "met" if share >= TARGET else "NOT met"}
+            ">= 0.25 of the per-observation loop": "met" if rate / per_observation >= TARGET else "NOT met"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -323,8 +323,8 @@ def main() -> None:
                       "observations on raw: the worker did not write each observation once", flush=True)
     for row in rows:
         print(f"{row['code']:>60}: {row['worker obs/s']:10,.0f} obs/s, share {row['share (same topic)']} "
-              f"(target 0.25: {row['>= 0.25']}), of the per-observation loop "
-              f"{row['share of the per-observation loop']}", flush=True)
+              f"(same topic), of the per-observation loop {row['share of the per-observation loop']} "
+              f"(target 0.25: {row['>= 0.25 of the per-observation loop']})", flush=True)
     if args.record:
         notes = NOTES.format(batches=args.batches, sources=args.sources, fill=args.fill, speed=args.speed,
                              poll=args.poll_interval)
@@ -349,9 +349,12 @@ the baseline's every second, so up to that much of this is commit interval. `wor
 consume -> orjson parse -> produce, one fetched batch in flight) then reads the same raw topic.
 The split row is today's code as two workers, `worker --agents normalise,track` and
 `worker --agents sink` (the sink in its own group), timed until both groups committed everything.
-`share (same topic)` = worker obs/s / bare-loop obs/s on that topic (target, issue 13: 0.25; stretch
-0.5). `share of the per-observation loop` = worker obs/s / the bare loop's records/s on the
-baseline's topic, whose records hold one observation each: the issue's 23,000 records/s loop.
+`share (same topic)` = worker obs/s / bare-loop obs/s on that topic: today's raw records hold
+about 18 observations each, so that loop parses and produces once per 18 observations and does
+no work per observation. `share of the per-observation loop` = worker obs/s / the bare loop's
+records/s on the baseline's topic, whose records hold one observation each: the loop of issue 13
+(23,000 records/s when it was written, one observation a record), and the share its target is
+judged on (0.25; stretch 0.5).
 """
 
 
